@@ -1,0 +1,1 @@
+//! configurapi-runner-ws: a WebSocket runner for Configurapi.
