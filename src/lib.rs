@@ -1,1 +1,3 @@
 //! configurapi-runner-ws: a WebSocket runner for Configurapi.
+
+pub mod ws;
