@@ -1,3 +1,31 @@
-//! configurapi-runner-ws: a WebSocket runner for Configurapi.
+//! # configurapi-runner-ws
+//!
+//! A WebSocket runner for the Configurapi API framework: one mio reactor thread does the
+//! HTTP upgrade and the RFC 6455 framing itself, keeps connections in a slab with
+//! per-connection write queues (exact byte counts for backpressure), and serves every
+//! socket from the same loop.
+//!
+//! ```text
+//!            ┌──────────────────────── reactor thread ─────────────────────────┐
+//!  clients ──┤ listener ─accept─> Slab<Conn>  (slot = mio token, + generation) │
+//!            │                     │  Handshake ─> Open ─> Closing/Finishing   │
+//!            │   shared read buf ──┤  ws::Decoder (sans-IO)                    │
+//!            │                     └─ WriteQueue (exact queued bytes) ─writev─>│
+//!            │   timer heap (lazy)    command channel + Waker <── Handle ──────┼── other threads
+//!            └─────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Layers: [`ws`] is the sans-IO protocol (handshake, frames, masking, UTF-8, close
+//! codes); [`conn`] is one connection's phase machine and write queue; [`reactor`] owns
+//! the sockets, the slab, the timers and the cross-thread [`reactor::Handle`].
+#![deny(missing_docs)]
 
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod reactor;
 pub mod ws;
+
+pub use config::{Mode, ServerConfig};
+pub use conn::ConnId;
+pub use reactor::{Handle, Outgoing, Server};

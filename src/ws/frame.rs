@@ -177,7 +177,9 @@ impl Decoder {
                 if fits_in_input && self.hdr_len == 0 {
                     let end = pos + head.len as usize;
                     let is_single = head.fin && self.open_message.is_none();
-                    if head.opcode.is_control() || (is_single && !matches!(head.opcode, Opcode::Continuation)) {
+                    if head.opcode.is_control()
+                        || (is_single && !matches!(head.opcode, Opcode::Continuation))
+                    {
                         let payload = &mut input[pos..end];
                         apply_mask(payload, head.mask, 0);
                         let item = complete_single(head.opcode, payload)?;
@@ -221,7 +223,10 @@ impl Decoder {
         if !head.fin {
             return Ok((pos, None));
         }
-        let opcode = self.open_message.take().expect("data frame has a message open");
+        let opcode = self
+            .open_message
+            .take()
+            .expect("data frame has a message open");
         self.msg_delivered = true;
         if opcode == Opcode::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -310,13 +315,25 @@ impl Decoder {
             if len > self.limits.max_frame {
                 return Err(ProtocolError::FrameTooBig);
             }
-            let so_far = if self.open_message.is_some() { self.msg.len() as u64 } else { 0 };
+            let so_far = if self.open_message.is_some() {
+                self.msg.len() as u64
+            } else {
+                0
+            };
             if so_far + len > self.limits.max_message as u64 {
                 return Err(ProtocolError::MessageTooBig);
             }
         }
         let mask = [b[mask_at], b[mask_at + 1], b[mask_at + 2], b[mask_at + 3]];
-        Ok(Some((FrameHead { fin, opcode, mask, len }, need)))
+        Ok(Some((
+            FrameHead {
+                fin,
+                opcode,
+                mask,
+                len,
+            },
+            need,
+        )))
     }
 
     fn begin_payload(&mut self, head: FrameHead) {
@@ -491,7 +508,11 @@ mod tests {
         let whole = run(&mut Decoder::new(Limits::default()), bytes, bytes.len());
         // Every split must give the same answer: byte by byte and in odd pieces.
         for step in [1, 2, 3, 7, 13] {
-            assert_eq!(run(&mut Decoder::new(Limits::default()), bytes, step), whole, "step {step}");
+            assert_eq!(
+                run(&mut Decoder::new(Limits::default()), bytes, step),
+                whole,
+                "step {step}"
+            );
         }
         whole
     }
@@ -505,7 +526,11 @@ mod tests {
         assert_eq!(err, None);
         assert_eq!(
             items,
-            vec![Owned::Text(b"Hello".to_vec()), Owned::Binary(vec![0, 1, 2, 255]), Owned::Text(vec![])]
+            vec![
+                Owned::Text(b"Hello".to_vec()),
+                Owned::Binary(vec![0, 1, 2, 255]),
+                Owned::Text(vec![])
+            ]
         );
     }
 
@@ -569,7 +594,11 @@ mod tests {
         assert_eq!(err, None);
         assert_eq!(
             items,
-            vec![Owned::Ping(b"p1".to_vec()), Owned::Pong(b"p2".to_vec()), Owned::Text(b"Hello".to_vec())]
+            vec![
+                Owned::Ping(b"p1".to_vec()),
+                Owned::Pong(b"p2".to_vec()),
+                Owned::Text(b"Hello".to_vec())
+            ]
         );
     }
 
@@ -595,7 +624,10 @@ mod tests {
         assert_eq!(err, Some(ProtocolError::InvalidUtf8));
         assert_eq!(err.unwrap().close_code(), 1007);
         // Invalid as a whole single frame, too.
-        let (_, err) = decode_all(&client_frame(0x81, b"\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80"));
+        let (_, err) = decode_all(&client_frame(
+            0x81,
+            b"\xCE\xBA\xE1\xBD\xB9\xCF\x83\xCE\xBC\xCE\xB5\xED\xA0\x80",
+        ));
         assert_eq!(err, Some(ProtocolError::InvalidUtf8));
     }
 
@@ -625,7 +657,10 @@ mod tests {
         ok.extend_from_slice(b"bye");
         let (items, _) = decode_all(&client_frame(0x88, &ok));
         assert_eq!(items, vec![Owned::Close(Some((1000, b"bye".to_vec())))]);
-        assert_eq!(decode_all(&client_frame(0x88, &[3])).1, Some(ProtocolError::CloseFrameTooShort));
+        assert_eq!(
+            decode_all(&client_frame(0x88, &[3])).1,
+            Some(ProtocolError::CloseFrameTooShort)
+        );
         for code in [0u16, 999, 1004, 1005, 1006, 1015, 2999, 5000] {
             let (_, err) = decode_all(&client_frame(0x88, &code.to_be_bytes()));
             assert_eq!(err, Some(ProtocolError::InvalidCloseCode(code)));
@@ -633,7 +668,10 @@ mod tests {
         }
         let mut bad_reason = 1000u16.to_be_bytes().to_vec();
         bad_reason.extend_from_slice(b"\xFF");
-        assert_eq!(decode_all(&client_frame(0x88, &bad_reason)).1, Some(ProtocolError::InvalidCloseReason));
+        assert_eq!(
+            decode_all(&client_frame(0x88, &bad_reason)).1,
+            Some(ProtocolError::InvalidCloseReason)
+        );
     }
 
     #[test]
@@ -644,7 +682,10 @@ mod tests {
 
     #[test]
     fn oversized_frame_is_1009_before_any_payload_is_allocated() {
-        let limits = Limits { max_frame: 1024, max_message: 4096 };
+        let limits = Limits {
+            max_frame: 1024,
+            max_message: 4096,
+        };
         let mut dec = Decoder::new(limits);
         // Only the header of a 2^40-byte frame: the error comes from the header alone.
         let mut hdr = vec![0x82, 0x80 | 127];
@@ -658,7 +699,10 @@ mod tests {
 
     #[test]
     fn reassembled_message_over_the_limit_is_1009() {
-        let limits = Limits { max_frame: 1024, max_message: 1500 };
+        let limits = Limits {
+            max_frame: 1024,
+            max_message: 1500,
+        };
         let mut bytes = client_frame(0x02, &[0u8; 1000]);
         bytes.extend(client_frame(0x80, &[0u8; 501]));
         let (_, err) = run(&mut Decoder::new(limits), &bytes, bytes.len());

@@ -187,7 +187,9 @@ pub fn parse_request(
         return Err(HandshakeError::UpgradeRequired);
     }
     if !connection_upgrade {
-        return Err(HandshakeError::BadRequest("Connection header lacks 'upgrade'"));
+        return Err(HandshakeError::BadRequest(
+            "Connection header lacks 'upgrade'",
+        ));
     }
     if version.as_deref() != Some("13") {
         return Err(HandshakeError::UnsupportedVersion);
@@ -219,7 +221,8 @@ pub fn accept_key(key: &str) -> String {
 
 /// Whether the comma-separated `list` holds `token` (ASCII case-insensitive).
 fn has_token(list: &str, token: &str) -> bool {
-    list.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+    list.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The first offered subprotocol. Only the first list item is looked at, so a header
@@ -245,7 +248,10 @@ mod tests {
 
     #[test]
     fn rfc6455_sample_accept_key() {
-        assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -255,7 +261,10 @@ mod tests {
         assert_eq!(req.target, "/chat?x=1");
         assert_eq!(req.path(), "/chat");
         assert_eq!(req.query(), "x=1");
-        assert!(req.headers.iter().any(|(k, v)| k == "host" && v == "server.example.com"));
+        assert!(req
+            .headers
+            .iter()
+            .any(|(k, v)| k == "host" && v == "server.example.com"));
         let resp = String::from_utf8(req.response()).unwrap();
         assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
@@ -282,10 +291,15 @@ mod tests {
 
     #[test]
     fn first_offered_subprotocol_is_echoed() {
-        let req = GOOD.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n");
+        let req = GOOD.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Protocol: chat, superchat\r\n\r\n",
+        );
         let (req, _) = parse(&req).unwrap().unwrap();
         assert_eq!(req.subprotocol.as_deref(), Some("chat"));
-        assert!(String::from_utf8(req.response()).unwrap().contains("Sec-WebSocket-Protocol: chat\r\n"));
+        assert!(String::from_utf8(req.response())
+            .unwrap()
+            .contains("Sec-WebSocket-Protocol: chat\r\n"));
     }
 
     #[test]
@@ -296,9 +310,15 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), 426),
             (GOOD.replace("Version: 13", "Version: 8"), 426),
             (GOOD.replace("Sec-WebSocket-Version: 13\r\n", ""), 426),
-            (GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), 400),
+            (
+                GOOD.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                400,
+            ),
             (GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), 400),
-            (GOOD.replace("Connection: Upgrade", "Connection: close"), 400),
+            (
+                GOOD.replace("Connection: Upgrade", "Connection: close"),
+                400,
+            ),
             (GOOD.replace("HTTP/1.1", "HTTP/1.0"), 400),
             ("GARBAGE\r\n\r\n".to_string(), 400),
         ];
@@ -313,7 +333,9 @@ mod tests {
     #[test]
     fn version_error_names_the_supported_version() {
         let err = parse(&GOOD.replace("Version: 13", "Version: 8")).unwrap_err();
-        assert!(String::from_utf8(err.response()).unwrap().contains("Sec-WebSocket-Version: 13\r\n"));
+        assert!(String::from_utf8(err.response())
+            .unwrap()
+            .contains("Sec-WebSocket-Version: 13\r\n"));
     }
 
     #[test]

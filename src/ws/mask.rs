@@ -56,7 +56,11 @@ fn rotate_word(word: u64, shift: usize) -> u64 {
 /// compiler vectorise the body loop without `unsafe`.
 fn split_words(buf: &mut [u8]) -> (&mut [u8], &mut [u8], &mut [u8]) {
     let misalign = buf.as_ptr() as usize & 7;
-    let head_len = if misalign == 0 { 0 } else { (8 - misalign).min(buf.len()) };
+    let head_len = if misalign == 0 {
+        0
+    } else {
+        (8 - misalign).min(buf.len())
+    };
     let (head, rest) = buf.split_at_mut(head_len);
     let body_len = rest.len() & !7;
     let (body, tail) = rest.split_at_mut(body_len);
@@ -78,7 +82,10 @@ mod tests {
                     let mut reference = data.clone();
                     apply_mask(&mut storage[align..align + len], key, offset);
                     apply_mask_reference(&mut reference[align..align + len], key, offset);
-                    assert_eq!(storage, reference, "align {align} offset {offset} len {len}");
+                    assert_eq!(
+                        storage, reference,
+                        "align {align} offset {offset} len {len}"
+                    );
                 }
             }
         }

@@ -108,9 +108,19 @@ mod tests {
 
     #[test]
     fn surrogates_and_overlongs_are_rejected() {
-        for bad in [&b"\xED\xA0\x80"[..], b"\xC0\xAF", b"\xE0\x80\xAF", b"\xFF", b"\x80"] {
+        for bad in [
+            &b"\xED\xA0\x80"[..],
+            b"\xC0\xAF",
+            b"\xE0\x80\xAF",
+            b"\xFF",
+            b"\x80",
+        ] {
             for step in 1..=bad.len() {
-                assert_eq!(feed_split(bad, step), Err(InvalidUtf8), "{bad:?} step {step}");
+                assert_eq!(
+                    feed_split(bad, step),
+                    Err(InvalidUtf8),
+                    "{bad:?} step {step}"
+                );
             }
         }
     }

@@ -1,0 +1,223 @@
+//! Command-line parsing. Every bad flag or value is one line of error; `main` exits 2.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{Mode, ServerConfig};
+
+/// The usage text for `--help`.
+pub const USAGE: &str = "\
+configurapi-runner-ws: a WebSocket runner for Configurapi
+
+USAGE:
+    configurapi-runner-ws [OPTIONS]
+
+OPTIONS:
+    --port N                  WebSocket port [default: 8000; 0 picks a free port]
+    --host ADDR               address to listen on [default: 0.0.0.0]
+    --config PATH             config.yaml to serve [default: ./config.yaml, else built-in]
+    --echo                    raw echo mode: every text/binary message is sent back as is
+    --max-message-size SIZE   largest message, e.g. 16MiB [default: 16MiB]
+    --max-frame-size SIZE     largest single frame [default: the message size]
+    --handshake-timeout DUR   time to finish the upgrade, e.g. 10s [default: 10s]
+    --idle-timeout DUR        ping after half of it, close 1001 after all of it; 0 = off [default: 120s]
+    --close-timeout DUR       time allowed for the close handshake [default: 5s]
+    --high-water SIZE         stop reading a peer with this much queued for it [default: 1MiB]
+    --low-water SIZE          resume reading below this [default: 256KiB]
+    --log-level LEVEL         error, warn, info, debug or trace [default: info]
+    -h, --help                print this help
+    -V, --version             print the version
+
+SIZE is bytes, or a number with KiB, MiB or GiB (K, M, G also work).
+DUR is seconds, or a number with ms, s or m.
+";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Print the usage text.
+    Help,
+    /// Print the version.
+    Version,
+    /// Run the server.
+    Run(Box<RunArgs>),
+}
+
+/// Settings for a server run.
+#[derive(Debug)]
+pub struct RunArgs {
+    /// The reactor's settings.
+    pub server: ServerConfig,
+    /// `--config`, when given.
+    pub config_path: Option<PathBuf>,
+    /// Log level.
+    pub log_level: log::LevelFilter,
+}
+
+/// Parse the arguments after the program name.
+pub fn parse<I>(args: I) -> Result<Command, String>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+{
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut server = ServerConfig::default();
+    let mut host: IpAddr = server.listen.ip();
+    let mut port: u16 = server.listen.port();
+    let mut config_path = None;
+    let mut max_frame = None;
+    let mut log_level = log::LevelFilter::Info;
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        let flag = match arg {
+            Long(name) => format!("--{name}"),
+            Short(c) => format!("-{c}"),
+            Value(v) => return Err(format!("unexpected argument '{}'", v.to_string_lossy())),
+        };
+        let mut value = || -> Result<String, String> {
+            p.value()
+                .map_err(|_| format!("{flag} needs a value"))?
+                .into_string()
+                .map_err(|_| format!("{flag}: the value is not valid UTF-8"))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--port" => {
+                let v = value()?;
+                port = v
+                    .parse()
+                    .map_err(|_| format!("--port: '{v}' is not a port number (0-65535)"))?;
+            }
+            "--host" => {
+                let v = value()?;
+                host = v
+                    .parse()
+                    .map_err(|_| format!("--host: '{v}' is not an IP address"))?;
+            }
+            "--config" => config_path = Some(PathBuf::from(value()?)),
+            "--echo" => server.mode = Mode::Echo,
+            "--max-message-size" => server.limits.max_message = parse_size(&flag, &value()?)?,
+            "--max-frame-size" => max_frame = Some(parse_size(&flag, &value()?)? as u64),
+            "--handshake-timeout" => server.handshake_timeout = parse_duration(&flag, &value()?)?,
+            "--idle-timeout" => server.idle_timeout = parse_duration(&flag, &value()?)?,
+            "--close-timeout" => server.close_timeout = parse_duration(&flag, &value()?)?,
+            "--high-water" => server.high_water = parse_size(&flag, &value()?)?,
+            "--low-water" => server.low_water = parse_size(&flag, &value()?)?,
+            "--log-level" => {
+                let v = value()?;
+                log_level = v.parse().map_err(|_| {
+                    format!("--log-level: '{v}' is not one of error, warn, info, debug, trace, off")
+                })?;
+            }
+            _ => return Err(format!("unknown option '{flag}' (see --help)")),
+        }
+    }
+    server.limits.max_frame = max_frame.unwrap_or(server.limits.max_message as u64);
+    if server.limits.max_frame > server.limits.max_message as u64 {
+        return Err("--max-frame-size must not exceed --max-message-size".into());
+    }
+    if server.low_water > server.high_water {
+        return Err("--low-water must not exceed --high-water".into());
+    }
+    if server.handshake_timeout.is_zero() || server.close_timeout.is_zero() {
+        return Err("--handshake-timeout and --close-timeout must be greater than 0".into());
+    }
+    server.listen = SocketAddr::new(host, port);
+    Ok(Command::Run(Box::new(RunArgs {
+        server,
+        config_path,
+        log_level,
+    })))
+}
+
+/// `16MiB`, `64KiB`, `1024`, `2M`.
+pub fn parse_size(flag: &str, v: &str) -> Result<usize, String> {
+    let err = || format!("{flag}: '{v}' is not a size (bytes, or a number with KiB, MiB, GiB)");
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: usize = num.parse().map_err(|_| err())?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => return Err(err()),
+    };
+    let size = n.checked_mul(mult).ok_or_else(err)?;
+    if size == 0 {
+        return Err(format!("{flag}: must be greater than 0"));
+    }
+    Ok(size)
+}
+
+/// `10`, `10s`, `500ms`, `2m`.
+pub fn parse_duration(flag: &str, v: &str) -> Result<Duration, String> {
+    let err = || format!("{flag}: '{v}' is not a duration (seconds, or a number with ms, s, m)");
+    let t = v.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(err)?),
+        _ => return Err(err()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<RunArgs, String> {
+        match parse(args.iter().copied())? {
+            Command::Run(r) => Ok(*r),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn defaults_listen_on_8000() {
+        let r = run(&[]).unwrap();
+        assert_eq!(r.server.listen.port(), 8000);
+        assert_eq!(r.server.limits.max_message, 16 << 20);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        let r = run(&[
+            "--max-message-size",
+            "64KiB",
+            "--idle-timeout",
+            "500ms",
+            "--port",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(r.server.limits.max_message, 64 << 10);
+        assert_eq!(r.server.limits.max_frame, 64 << 10);
+        assert_eq!(r.server.idle_timeout, Duration::from_millis(500));
+        assert_eq!(r.server.listen.port(), 0);
+    }
+
+    #[test]
+    fn bad_flags_and_values_are_one_line_errors() {
+        for args in [
+            &["--nope"][..],
+            &["--port", "70000"],
+            &["--port"],
+            &["--max-message-size", "lots"],
+            &["--idle-timeout", "3h"],
+            &["stray"],
+            &["--host", "not-an-ip"],
+            &["--max-frame-size", "2MiB", "--max-message-size", "1MiB"],
+        ] {
+            let err = run(args).unwrap_err();
+            assert!(!err.contains('\n'), "{err}");
+            assert!(!err.is_empty());
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Server settings shared by the CLI, the library API and the tests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::ws::{HandshakeLimits, Limits};
+
+/// What the server does with messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Echo every text/binary message with its opcode (conformance and framing benchmarks).
+    Echo,
+}
+
+/// Everything the reactor needs to know. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address of the WebSocket listener (default `0.0.0.0:8000`).
+    pub listen: SocketAddr,
+    /// Message handling.
+    pub mode: Mode,
+    /// Frame and message size limits (default 16 MiB each).
+    pub limits: Limits,
+    /// Upgrade request limits (16 KiB, 100 headers).
+    pub handshake_limits: HandshakeLimits,
+    /// Time a client has to complete the upgrade (default 10 s).
+    pub handshake_timeout: Duration,
+    /// With no bytes from the peer for half of this, the server pings; with none for all
+    /// of it, the server closes with 1001. Zero turns it off. Default 120 s.
+    pub idle_timeout: Duration,
+    /// How long a closing connection may take to finish the close handshake and the TCP
+    /// close before it is dropped (default 5 s).
+    pub close_timeout: Duration,
+    /// Stop reading from a peer while this many bytes wait to be written to it
+    /// (default 1 MiB); reading resumes below `low_water`.
+    pub high_water: usize,
+    /// See `high_water` (default 256 KiB).
+    pub low_water: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8000)),
+            mode: Mode::Echo,
+            limits: Limits::default(),
+            handshake_limits: HandshakeLimits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            close_timeout: Duration::from_secs(5),
+            high_water: 1 << 20,
+            low_water: 256 << 10,
+        }
+    }
+}

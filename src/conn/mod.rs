@@ -1,0 +1,403 @@
+//! One client connection: its phase, its codec state and its write queue.
+//!
+//! The reactor owns every `Conn` in a slab and calls into it with bytes it read and
+//! with timer expiries; a `Conn` never touches the poll registry itself. Phases:
+//!
+//! ```text
+//!  accept ──> Handshake ──101──> Open ──close frame / error / timeout──> Closing
+//!                │                 │                                      │
+//!                └──4xx──┐         └──peer close: reply──┐    peer close ─┘
+//!                        v                               v
+//!                    Finishing: flush the queue, shutdown(Write), read to EOF, drop
+//! ```
+
+pub mod write_queue;
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+
+use crate::config::{Mode, ServerConfig};
+use crate::reactor::stats::Stats;
+use crate::ws::close_code;
+use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};
+use crate::ws::handshake::{self, HandshakeError};
+use write_queue::{BufPool, WriteQueue};
+
+/// A handle on a connection that can outlive it: the slab slot plus the generation the
+/// slot had when the connection was accepted. The reactor resolves it in one place
+/// (`Reactor::conn_mut`) and drops it when the generation no longer matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// Slab index, also the mio token.
+    pub slot: u32,
+    /// Unique per accepted connection.
+    pub gen: u32,
+}
+
+/// Where the connection is in its life.
+pub enum Phase {
+    /// Reading the upgrade request; the bytes so far.
+    Handshake(Vec<u8>),
+    /// Exchanging messages.
+    Open,
+    /// The server sent a close frame and waits for the peer's.
+    Closing,
+    /// Flush what is queued, then shut down writing and read until EOF.
+    Finishing {
+        /// `shutdown(Write)` already done.
+        shut: bool,
+    },
+    /// Nothing more to do; the reactor frees the slot after the event batch.
+    Dead,
+}
+
+/// Per-reactor things a connection borrows while it handles an event.
+pub struct Shared<'a> {
+    /// Settings.
+    pub cfg: &'a ServerConfig,
+    /// Pooled write buffers.
+    pub pool: &'a mut BufPool,
+    /// Counters.
+    pub stats: &'a mut Stats,
+    /// The time of this event batch.
+    pub now: Instant,
+}
+
+/// Everything of a connection except its decoder, so a decoded message (which borrows
+/// the decoder) can be handled with mutable access to the rest.
+pub struct ConnState {
+    /// Identity in the connection table.
+    pub id: ConnId,
+    /// The socket.
+    pub sock: TcpStream,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Life-cycle phase.
+    pub phase: Phase,
+    /// Bytes waiting for the socket.
+    pub wq: WriteQueue,
+    /// Interest currently registered with the poll.
+    pub registered: Option<mio::Interest>,
+    /// When the connection was accepted.
+    pub connected_at: Instant,
+    /// When bytes last arrived (idle timeout).
+    pub last_read: Instant,
+    /// When the phase last changed (handshake and close timeouts).
+    pub phase_since: Instant,
+    /// A keep-alive ping is out and unanswered.
+    pub ping_outstanding: bool,
+    /// Reading is paused because the write queue is over the high-water mark.
+    pub read_paused: bool,
+    /// Earliest timer entry this connection has in the reactor's heap.
+    pub timer_armed: Option<Instant>,
+}
+
+/// A connection: codec plus state.
+pub struct Conn {
+    /// Receiving half of the RFC 6455 codec.
+    pub dec: Decoder,
+    /// The rest.
+    pub st: ConnState,
+}
+
+/// What a read pass ended with.
+pub enum ReadOutcome {
+    /// The socket has no more bytes for now.
+    WouldBlock,
+    /// Stopped early (fairness or backpressure); revisit if not paused.
+    Yielded,
+    /// EOF or a socket error: the connection is over.
+    Closed,
+}
+
+/// Reads per readable event before other connections get their turn.
+const READS_PER_EVENT: usize = 8;
+
+impl Conn {
+    /// A freshly accepted connection.
+    pub fn new(
+        id: ConnId,
+        sock: TcpStream,
+        peer: SocketAddr,
+        cfg: &ServerConfig,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            dec: Decoder::new(cfg.limits),
+            st: ConnState {
+                id,
+                sock,
+                peer,
+                phase: Phase::Handshake(Vec::new()),
+                wq: WriteQueue::default(),
+                registered: None,
+                connected_at: now,
+                last_read: now,
+                phase_since: now,
+                ping_outstanding: false,
+                read_paused: false,
+                timer_armed: None,
+            },
+        }
+    }
+
+    /// Read and handle bytes until the socket would block, a limit is hit, or the
+    /// connection ends. `rbuf` is the reactor's shared read buffer.
+    pub fn read_ready(&mut self, rbuf: &mut [u8], sh: &mut Shared<'_>) -> ReadOutcome {
+        for _ in 0..READS_PER_EVENT {
+            if self.st.read_paused || matches!(self.st.phase, Phase::Dead) {
+                return ReadOutcome::Yielded;
+            }
+            let n = match self.st.sock.read(rbuf) {
+                Ok(0) => return ReadOutcome::Closed,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Closed,
+            };
+            sh.stats.bytes_in += n as u64;
+            self.st.last_read = sh.now;
+            self.st.ping_outstanding = false;
+            self.on_bytes(&mut rbuf[..n], sh);
+            if self.st.wq.queued() > sh.cfg.high_water {
+                // Backpressure: a peer that does not read its answers stops being read.
+                self.st.read_paused = true;
+                return ReadOutcome::Yielded;
+            }
+        }
+        ReadOutcome::Yielded
+    }
+
+    fn on_bytes(&mut self, data: &mut [u8], sh: &mut Shared<'_>) {
+        match &mut self.st.phase {
+            Phase::Handshake(buf) => {
+                let scan_from = buf.len().saturating_sub(3);
+                buf.extend_from_slice(data);
+                // Parse only once the blank line may be there (or the limit is hit), so a
+                // head that trickles in byte by byte is not re-parsed at every byte.
+                let has_end = buf[scan_from..].windows(2).any(|w| w == b"\n\n")
+                    || buf[scan_from..].windows(3).any(|w| w == b"\n\r\n");
+                if !has_end && buf.len() < sh.cfg.handshake_limits.max_bytes {
+                    return;
+                }
+                match handshake::parse_request(buf, &sh.cfg.handshake_limits) {
+                    Ok(None) => {}
+                    Ok(Some((req, used))) => {
+                        let mut rest = buf.split_off(used);
+                        self.st.wq.push_raw(sh.pool, &req.response());
+                        sh.stats.handshakes_ok += 1;
+                        self.st.set_phase(Phase::Open, sh.now);
+                        if !rest.is_empty() {
+                            // Frames pipelined with the handshake.
+                            self.on_frames(&mut rest, sh);
+                        }
+                    }
+                    Err(e) => self.reject_handshake(e, sh),
+                }
+            }
+            Phase::Open | Phase::Closing => self.on_frames(data, sh),
+            // After the close handshake or a failure, input is read and dropped.
+            Phase::Finishing { .. } | Phase::Dead => {}
+        }
+    }
+
+    fn reject_handshake(&mut self, e: HandshakeError, sh: &mut Shared<'_>) {
+        sh.stats.record_rejected(&e);
+        log::debug!(
+            "{}: handshake rejected: {} {}",
+            self.st.peer,
+            e.status(),
+            e.reason()
+        );
+        self.st.wq.push_raw(sh.pool, &e.response());
+        self.st.set_phase(Phase::Finishing { shut: false }, sh.now);
+    }
+
+    fn on_frames(&mut self, data: &mut [u8], sh: &mut Shared<'_>) {
+        let mut pos = 0;
+        while pos < data.len() {
+            if !matches!(self.st.phase, Phase::Open | Phase::Closing) {
+                return;
+            }
+            match self.dec.decode(&mut data[pos..]) {
+                Ok((used, item)) => {
+                    pos += used;
+                    if let Some(item) = item {
+                        self.st.on_item(item, sh);
+                    }
+                }
+                Err(e) => {
+                    log::debug!("{}: protocol error: {e}", self.st.peer);
+                    sh.stats.protocol_errors += 1;
+                    self.st.fail(e.close_code(), e.reason(), sh);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Give back buffers an idle connection does not need.
+    pub fn release_idle_buffers(&mut self) {
+        self.dec.release_buffers();
+    }
+}
+
+impl ConnState {
+    /// Change phase and restart the phase clock.
+    pub fn set_phase(&mut self, phase: Phase, now: Instant) {
+        self.phase = phase;
+        self.phase_since = now;
+    }
+
+    fn on_item(&mut self, item: Incoming<'_>, sh: &mut Shared<'_>) {
+        let closing = matches!(self.phase, Phase::Closing);
+        match item {
+            Incoming::Text(payload) | Incoming::Binary(payload) if !closing => {
+                let opcode = if matches!(item, Incoming::Text(_)) {
+                    Opcode::Text
+                } else {
+                    Opcode::Binary
+                };
+                sh.stats.messages_in += 1;
+                match sh.cfg.mode {
+                    Mode::Echo => self.send_frame(opcode, payload, sh),
+                }
+            }
+            Incoming::Ping(payload) if !closing => self.send_frame(Opcode::Pong, payload, sh),
+            Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_) | Incoming::Pong(_) => {}
+            Incoming::Close(code) => {
+                if !closing {
+                    // Answer once with the peer's code (RFC 6455 5.5.1), then close TCP.
+                    let (payload, n) = match code {
+                        Some((c, _)) => close_payload(c, ""),
+                        None => ([0u8; 125], 0),
+                    };
+                    self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
+                    sh.stats
+                        .record_close_sent(code.map(|(c, _)| c).unwrap_or(1005));
+                }
+                self.set_phase(Phase::Finishing { shut: false }, sh.now);
+            }
+        }
+    }
+
+    /// Queue a data or control frame.
+    pub fn send_frame(&mut self, opcode: Opcode, payload: &[u8], sh: &mut Shared<'_>) {
+        if opcode == Opcode::Text || opcode == Opcode::Binary {
+            sh.stats.messages_out += 1;
+        }
+        self.wq.push_frame(sh.pool, opcode, payload);
+    }
+
+    /// Fail the connection: send a close frame with `code`, then finish.
+    pub fn fail(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
+        self.send_close(code, reason, sh);
+        self.set_phase(Phase::Finishing { shut: false }, sh.now);
+    }
+
+    /// Start a server-initiated close handshake: send a close frame and wait for the
+    /// peer's answer (up to the close timeout).
+    pub fn start_close(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
+        match self.phase {
+            Phase::Open => {
+                self.send_close(code, reason, sh);
+                self.set_phase(Phase::Closing, sh.now);
+            }
+            Phase::Handshake(_) => self.set_phase(Phase::Dead, sh.now),
+            _ => {}
+        }
+    }
+
+    fn send_close(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
+        let (payload, n) = close_payload(code, reason);
+        self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
+        sh.stats.record_close_sent(code);
+    }
+
+    /// Write what is queued. Ends the connection on a socket error; in `Finishing`, shuts
+    /// down the write side once the queue is empty.
+    pub fn flush(&mut self, sh: &mut Shared<'_>) {
+        if matches!(self.phase, Phase::Dead) {
+            return;
+        }
+        let before = self.wq.queued();
+        match self.wq.flush(&mut self.sock, sh.pool) {
+            Ok(empty) => {
+                sh.stats.bytes_out += (before - self.wq.queued()) as u64;
+                if empty {
+                    if let Phase::Finishing { shut: false } = self.phase {
+                        // Our side is done; the peer's FIN (or the timeout) ends it.
+                        let _ = self.sock.shutdown(Shutdown::Write);
+                        self.phase = Phase::Finishing { shut: true };
+                    }
+                }
+            }
+            Err(_) => {
+                self.wq.clear(sh.pool);
+                self.set_phase(Phase::Dead, sh.now);
+            }
+        }
+        if self.read_paused && self.wq.queued() <= sh.cfg.low_water {
+            self.read_paused = false;
+        }
+    }
+
+    /// When this connection next needs the timer, from its phase.
+    pub fn deadline(&self, cfg: &ServerConfig) -> Option<Instant> {
+        match self.phase {
+            Phase::Handshake(_) => Some(self.phase_since + cfg.handshake_timeout),
+            Phase::Open if cfg.idle_timeout > Duration::ZERO => {
+                let wait = if self.ping_outstanding {
+                    cfg.idle_timeout
+                } else {
+                    cfg.idle_timeout / 2
+                };
+                Some(self.last_read + wait)
+            }
+            Phase::Open => None,
+            Phase::Closing | Phase::Finishing { .. } => Some(self.phase_since + cfg.close_timeout),
+            Phase::Dead => None,
+        }
+    }
+
+    /// The deadline passed: act on it.
+    pub fn on_timeout(&mut self, sh: &mut Shared<'_>) {
+        match self.phase {
+            Phase::Handshake(_) => {
+                sh.stats.handshake_timeouts += 1;
+                self.set_phase(Phase::Dead, sh.now);
+            }
+            Phase::Open => {
+                if self.ping_outstanding {
+                    sh.stats.idle_timeouts += 1;
+                    self.start_close(close_code::GOING_AWAY, "idle timeout", sh);
+                } else {
+                    self.ping_outstanding = true;
+                    self.wq.push_frame(sh.pool, Opcode::Ping, b"");
+                }
+            }
+            Phase::Closing | Phase::Finishing { .. } => self.set_phase(Phase::Dead, sh.now),
+            Phase::Dead => {}
+        }
+    }
+
+    /// The poll interest this state needs, or `None` when the socket should be
+    /// deregistered.
+    pub fn wanted_interest(&self) -> Option<mio::Interest> {
+        if matches!(self.phase, Phase::Dead) {
+            return None;
+        }
+        let read = !self.read_paused;
+        let write = !self.wq.is_empty();
+        match (read, write) {
+            (true, true) => Some(mio::Interest::READABLE | mio::Interest::WRITABLE),
+            (true, false) => Some(mio::Interest::READABLE),
+            (false, true) => Some(mio::Interest::WRITABLE),
+            // Paused with an empty queue cannot last: flush() unpauses below low water.
+            (false, false) => Some(mio::Interest::READABLE),
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Per-connection write queue with an exact count of the bytes not yet written.
+//!
+//! The count is the backpressure signal: stream producers and metrics read it, and
+//! the reactor stops reading from a peer whose queue is over the high-water mark.
+//! Small frames are coalesced into one pooled buffer; large payloads keep their own
+//! buffer and go out with one vectored write together with their header. When the
+//! queue drains, its buffers go back to the reactor's pool, so an idle connection
+//! holds no write buffer at all.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use crate::ws::frame::{encode_header, Opcode, MAX_HEADER};
+
+/// Payloads up to this size are copied into the shared tail buffer.
+const COALESCE_PAYLOAD: usize = 16 * 1024;
+/// Most slices handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// A free list of byte buffers shared by all connections of one reactor thread.
+pub struct BufPool {
+    free: Vec<Vec<u8>>,
+    buf_capacity: usize,
+    max_free: usize,
+}
+
+impl BufPool {
+    /// A pool handing out buffers of `buf_capacity` bytes and keeping at most `max_free`.
+    pub fn new(buf_capacity: usize, max_free: usize) -> BufPool {
+        BufPool {
+            free: Vec::new(),
+            buf_capacity,
+            max_free,
+        }
+    }
+
+    /// An empty buffer, reused when one is free.
+    pub fn get(&mut self) -> Vec<u8> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.buf_capacity))
+    }
+
+    /// Give a buffer back. Oversized ones are freed so the pool does not hoard memory.
+    pub fn put(&mut self, mut buf: Vec<u8>) {
+        if buf.capacity() >= self.buf_capacity
+            && buf.capacity() <= 4 * self.buf_capacity
+            && self.free.len() < self.max_free
+        {
+            buf.clear();
+            self.free.push(buf);
+        }
+    }
+}
+
+/// Encoded bytes waiting for the socket.
+#[derive(Default)]
+pub struct WriteQueue {
+    bufs: VecDeque<Vec<u8>>,
+    /// Bytes of `bufs[0]` already written.
+    head_written: usize,
+    queued: usize,
+}
+
+impl WriteQueue {
+    /// Bytes queued and not yet accepted by the socket. Exact.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Queue raw bytes (an HTTP answer).
+    pub fn push_raw(&mut self, pool: &mut BufPool, bytes: &[u8]) {
+        self.tail(pool, bytes.len()).extend_from_slice(bytes);
+        self.queued += bytes.len();
+    }
+
+    /// Queue one final, unmasked frame, copying the payload.
+    pub fn push_frame(&mut self, pool: &mut BufPool, opcode: Opcode, payload: &[u8]) {
+        let mut hdr = [0u8; MAX_HEADER];
+        let n = encode_header(&mut hdr, opcode, payload.len());
+        if payload.len() <= COALESCE_PAYLOAD {
+            let tail = self.tail(pool, n + payload.len());
+            tail.extend_from_slice(&hdr[..n]);
+            tail.extend_from_slice(payload);
+        } else {
+            self.tail(pool, n).extend_from_slice(&hdr[..n]);
+            self.bufs.push_back(payload.to_vec());
+        }
+        self.queued += n + payload.len();
+    }
+
+    /// Queue one final, unmasked frame whose payload the caller gives away (no copy for
+    /// large payloads).
+    pub fn push_frame_owned(&mut self, pool: &mut BufPool, opcode: Opcode, payload: Vec<u8>) {
+        if payload.len() <= COALESCE_PAYLOAD {
+            return self.push_frame(pool, opcode, &payload);
+        }
+        let mut hdr = [0u8; MAX_HEADER];
+        let n = encode_header(&mut hdr, opcode, payload.len());
+        self.tail(pool, n).extend_from_slice(&hdr[..n]);
+        self.queued += n + payload.len();
+        self.bufs.push_back(payload);
+    }
+
+    /// A buffer at the back with room for `need` more bytes without growing past what
+    /// coalescing allows: the last pooled buffer when it has room, else a fresh one.
+    fn tail(&mut self, pool: &mut BufPool, need: usize) -> &mut Vec<u8> {
+        let reuse = match self.bufs.back() {
+            Some(b) => b.len() + need <= b.capacity().max(COALESCE_PAYLOAD + MAX_HEADER),
+            None => false,
+        };
+        if !reuse {
+            self.bufs.push_back(pool.get());
+        }
+        self.bufs.back_mut().expect("just ensured a tail buffer")
+    }
+
+    /// Write as much as the socket takes. Returns `Ok(true)` when the queue is empty.
+    /// `WouldBlock` is not an error: it returns `Ok(false)`.
+    pub fn flush<W: Write>(&mut self, w: &mut W, pool: &mut BufPool) -> io::Result<bool> {
+        while self.queued > 0 {
+            let written = if self.bufs.len() == 1 {
+                w.write(&self.bufs[0][self.head_written..])
+            } else {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                for (i, b) in self.bufs.iter().take(MAX_IOV).enumerate() {
+                    let start = if i == 0 { self.head_written } else { 0 };
+                    iov[i] = IoSlice::new(&b[start..]);
+                    n += 1;
+                }
+                w.write_vectored(&iov[..n])
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n, pool),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut n: usize, pool: &mut BufPool) {
+        self.queued -= n;
+        while n > 0 {
+            let head_left = self.bufs[0].len() - self.head_written;
+            if n < head_left {
+                self.head_written += n;
+                return;
+            }
+            n -= head_left;
+            self.head_written = 0;
+            let done = self.bufs.pop_front().expect("advance within queued bytes");
+            pool.put(done);
+        }
+        if self.bufs.is_empty() {
+            // Give the ring's own allocation back too: idle connections hold nothing.
+            self.bufs = VecDeque::new();
+        }
+    }
+
+    /// Drop everything queued (the peer is gone).
+    pub fn clear(&mut self, pool: &mut BufPool) {
+        for b in self.bufs.drain(..) {
+            pool.put(b);
+        }
+        self.bufs = VecDeque::new();
+        self.head_written = 0;
+        self.queued = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `cap` bytes per call and then reports WouldBlock once.
+    struct Trickle {
+        out: Vec<u8>,
+        cap: usize,
+        block_next: bool,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.block_next {
+                self.block_next = false;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.block_next = true;
+            let n = buf.len().min(self.cap);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn queued_count_is_exact_through_partial_writes() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut q = WriteQueue::default();
+        q.push_frame(&mut pool, Opcode::Text, b"hello");
+        q.push_frame_owned(&mut pool, Opcode::Binary, vec![7u8; 100_000]);
+        q.push_frame(&mut pool, Opcode::Text, b"bye");
+        let total = (2 + 5) + (10 + 100_000) + (2 + 3);
+        assert_eq!(q.queued(), total);
+        let mut w = Trickle {
+            out: Vec::new(),
+            cap: 777,
+            block_next: false,
+        };
+        let mut rounds = 0;
+        while !q.flush(&mut w, &mut pool).unwrap() {
+            assert_eq!(q.queued(), total - w.out.len());
+            rounds += 1;
+        }
+        assert!(rounds > 10);
+        assert_eq!(q.queued(), 0);
+        assert_eq!(w.out.len(), total);
+        assert_eq!(&w.out[..7], &[0x81, 5, b'h', b'e', b'l', b'l', b'o']);
+        assert_eq!(&w.out[7..17], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x86, 0xA0]);
+        assert_eq!(&w.out[total - 5..], &[0x81, 3, b'b', b'y', b'e']);
+    }
+
+    #[test]
+    fn small_frames_share_one_buffer_and_drained_queue_holds_nothing() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut q = WriteQueue::default();
+        for _ in 0..10 {
+            q.push_frame(&mut pool, Opcode::Text, b"0123456789");
+        }
+        assert_eq!(q.bufs.len(), 1);
+        let mut out = Vec::new();
+        assert!(q.flush(&mut out, &mut pool).unwrap());
+        assert_eq!(out.len(), 120);
+        assert_eq!(q.bufs.capacity(), 0);
+        // The buffer went back to the pool and is handed out again.
+        assert_eq!(pool.free.len(), 1);
+    }
+}

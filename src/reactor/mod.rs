@@ -1,0 +1,508 @@
+//! The single-threaded mio reactor: it owns the listener, the connection slab, the
+//! timers and the command channel, and is the only code that touches sockets.
+//!
+//! Token space: slab slots are tokens `0..`; the listener and the waker sit at the top
+//! of the `usize` range, where the slab never reaches.
+//!
+//! Rules kept here (from mio's own docs): reads and accepts are drained to
+//! `WouldBlock` (or the connection is put on a revisit list when it yields early);
+//! spurious events and events for unknown tokens are normal and ignored; WRITABLE is
+//! asked for only while bytes are queued; slots are freed only after the whole event
+//! batch, so a token in the same batch never names a newer connection.
+
+pub mod stats;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::ServerConfig;
+use crate::conn::write_queue::BufPool;
+use crate::conn::{Conn, ConnId, Phase, ReadOutcome, Shared};
+use crate::ws::{close_code, Opcode};
+use stats::Stats;
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const WAKER: Token = Token(usize::MAX - 2);
+/// The shared read buffer: every connection reads into it in turn.
+const READ_BUF: usize = 64 * 1024;
+
+/// A message for a connection, sent from any thread.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// Close with a code and reason.
+    Close(u16, String),
+}
+
+/// Requests from other threads, delivered through the channel + waker.
+enum Command {
+    Send(ConnId, Outgoing),
+    List(Sender<Vec<ConnId>>),
+    Stats(Sender<Stats>),
+    Shutdown,
+}
+
+/// A cheap, cloneable, thread-safe handle on a running reactor.
+#[derive(Clone)]
+pub struct Handle {
+    tx: Sender<Command>,
+    waker: Arc<Waker>,
+    addr: SocketAddr,
+}
+
+/// The reactor has stopped; the command was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+impl Handle {
+    /// The WebSocket listener's bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn command(&self, cmd: Command) -> Result<(), Stopped> {
+        self.tx.send(cmd).map_err(|_| Stopped)?;
+        self.waker.wake().map_err(|_| Stopped)
+    }
+
+    /// Queue a message for a connection. A connection that has gone (even if its slot
+    /// now holds a new client) never receives it; the reactor counts it as stale.
+    pub fn send(&self, to: ConnId, msg: Outgoing) -> Result<(), Stopped> {
+        self.command(Command::Send(to, msg))
+    }
+
+    /// Ids of the open connections.
+    pub fn connections(&self) -> Result<Vec<ConnId>, Stopped> {
+        let (tx, rx) = mpsc::channel();
+        self.command(Command::List(tx))?;
+        rx.recv().map_err(|_| Stopped)
+    }
+
+    /// A snapshot of the reactor's counters.
+    pub fn stats(&self) -> Result<Stats, Stopped> {
+        let (tx, rx) = mpsc::channel();
+        self.command(Command::Stats(tx))?;
+        rx.recv().map_err(|_| Stopped)
+    }
+
+    /// Stop accepting, close every connection with 1001 and return from `run`.
+    pub fn shutdown(&self) -> Result<(), Stopped> {
+        self.command(Command::Shutdown)
+    }
+}
+
+/// A bound server, ready to run.
+pub struct Server {
+    reactor: Reactor,
+    handle: Handle,
+}
+
+impl Server {
+    /// Bind the listener and set up the poll. Fails when the port is taken.
+    pub fn bind(cfg: ServerConfig) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(cfg.listen)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let addr = listener.local_addr()?;
+        let (tx, rx) = mpsc::channel();
+        let handle = Handle { tx, waker, addr };
+        let reactor = Reactor {
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            next_gen: 0,
+            pool: BufPool::new(16 * 1024, 256),
+            rbuf: vec![0; READ_BUF],
+            timers: BinaryHeap::new(),
+            to_free: Vec::new(),
+            revisit: Vec::new(),
+            cmd_rx: rx,
+            cfg,
+            stats: Stats::default(),
+            shutdown_at: None,
+        };
+        Ok(Server { reactor, handle })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.addr
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Run the reactor on this thread until shutdown.
+    pub fn run(self) -> io::Result<()> {
+        let Server {
+            mut reactor,
+            handle,
+        } = self;
+        drop(handle);
+        reactor.run()
+    }
+
+    /// Run the reactor on a new thread.
+    pub fn spawn(self) -> (Handle, JoinHandle<io::Result<()>>) {
+        let handle = self.handle();
+        let join = std::thread::Builder::new()
+            .name("reactor".into())
+            .spawn(move || self.run())
+            .expect("spawning the reactor thread");
+        (handle, join)
+    }
+}
+
+struct Reactor {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    next_gen: u32,
+    pool: BufPool,
+    rbuf: Vec<u8>,
+    /// Lazy timers: at most a few entries per connection; an entry that fires early is
+    /// re-armed from the connection's current deadline.
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    to_free: Vec<usize>,
+    /// Connections that stopped reading before `WouldBlock`.
+    revisit: Vec<ConnId>,
+    cmd_rx: Receiver<Command>,
+    cfg: ServerConfig,
+    stats: Stats,
+    shutdown_at: Option<Instant>,
+}
+
+impl Reactor {
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let timeout = if !self.revisit.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                self.timers
+                    .peek()
+                    .map(|Reverse((t, _, _))| t.saturating_duration_since(now))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => self.commands(now),
+                    Token(slot) => {
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        self.conn_event(slot, readable, ev.is_writable(), now);
+                    }
+                }
+            }
+            for id in std::mem::take(&mut self.revisit) {
+                if self.lookup(id) {
+                    self.conn_event(id.slot as usize, true, false, now);
+                }
+            }
+            self.fire_timers(now);
+            self.free_dead();
+            if let Some(deadline) = self.shutdown_at {
+                if self.conns.is_empty() || now >= deadline {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The one place a `ConnId` is resolved: true when the slot still holds that
+    /// connection and it is alive.
+    fn lookup(&self, id: ConnId) -> bool {
+        match self.conns.get(id.slot as usize) {
+            Some(c) => c.st.id.gen == id.gen && !matches!(c.st.phase, Phase::Dead),
+            None => false,
+        }
+    }
+
+    /// Resolve a delivery's target to its slot, counting it as stale when the
+    /// connection is gone (even if a newer connection now has the slot).
+    fn resolve(&mut self, id: ConnId) -> Option<usize> {
+        if self.lookup(id) {
+            Some(id.slot as usize)
+        } else {
+            self.stats.stale_dropped += 1;
+            None
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (mut sock, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and wait for the next event (fd shedding
+                    // is the hardening issue's work).
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let slot = entry.key();
+            self.next_gen = self.next_gen.wrapping_add(1);
+            let id = ConnId {
+                slot: slot as u32,
+                gen: self.next_gen,
+            };
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, Token(slot), Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            let mut conn = Conn::new(id, sock, peer, &self.cfg, now);
+            conn.st.registered = Some(Interest::READABLE);
+            entry.insert(conn);
+            self.stats.accepted += 1;
+            self.stats.open += 1;
+            self.arm(slot);
+        }
+    }
+
+    fn conn_event(&mut self, slot: usize, readable: bool, writable: bool, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if matches!(conn.st.phase, Phase::Dead) {
+            return;
+        }
+        let mut sh = Shared {
+            cfg: &self.cfg,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            now,
+        };
+        if writable {
+            conn.st.flush(&mut sh);
+        }
+        if readable {
+            match conn.read_ready(&mut self.rbuf, &mut sh) {
+                ReadOutcome::WouldBlock => {}
+                ReadOutcome::Yielded => {
+                    if !conn.st.read_paused {
+                        self.revisit.push(conn.st.id);
+                    }
+                }
+                ReadOutcome::Closed => {
+                    conn.st.wq.clear(sh.pool);
+                    conn.st.set_phase(Phase::Dead, now);
+                }
+            }
+        }
+        // Write what this event produced right away: usually it all fits and no
+        // WRITABLE registration is needed.
+        if !conn.st.wq.is_empty() {
+            let was_paused = conn.st.read_paused;
+            conn.st.flush(&mut sh);
+            if was_paused && !conn.st.read_paused {
+                // Edge-triggered: bytes that arrived while paused raise no new event.
+                self.revisit.push(conn.st.id);
+            }
+        }
+        conn.release_idle_buffers();
+        self.after_event(slot);
+    }
+
+    /// Re-derive poll interest and timers from the connection's state.
+    fn after_event(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match conn.st.wanted_interest() {
+            None => {
+                if conn.st.registered.take().is_some() {
+                    let _ = self.poll.registry().deregister(&mut conn.st.sock);
+                }
+                self.to_free.push(slot);
+            }
+            Some(want) if conn.st.registered != Some(want) => {
+                if self
+                    .poll
+                    .registry()
+                    .reregister(&mut conn.st.sock, Token(slot), want)
+                    .is_ok()
+                {
+                    conn.st.registered = Some(want);
+                } else {
+                    conn.st.set_phase(Phase::Dead, Instant::now());
+                    self.to_free.push(slot);
+                }
+            }
+            Some(_) => {}
+        }
+        self.arm(slot);
+    }
+
+    /// Make sure the timer heap has an entry no later than the connection's deadline.
+    fn arm(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Some(deadline) = conn.st.deadline(&self.cfg) else {
+            return;
+        };
+        if conn.st.timer_armed.is_none_or(|armed| deadline < armed) {
+            conn.st.timer_armed = Some(deadline);
+            self.timers
+                .push(Reverse((deadline, conn.st.id.slot, conn.st.id.gen)));
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(&Reverse((when, slot, gen))) = self.timers.peek() {
+            if when > now {
+                return;
+            }
+            self.timers.pop();
+            let id = ConnId { slot, gen };
+            if !self.lookup(id) {
+                self.stats.stale_timers += 1;
+                continue;
+            }
+            let slot = slot as usize;
+            let conn = &mut self.conns[slot];
+            if conn.st.timer_armed == Some(when) {
+                conn.st.timer_armed = None;
+            }
+            match conn.st.deadline(&self.cfg) {
+                Some(d) if d <= now => {
+                    let mut sh = Shared {
+                        cfg: &self.cfg,
+                        pool: &mut self.pool,
+                        stats: &mut self.stats,
+                        now,
+                    };
+                    conn.st.on_timeout(&mut sh);
+                    conn.st.flush(&mut sh);
+                }
+                _ => {}
+            }
+            self.after_event(slot);
+        }
+    }
+
+    fn free_dead(&mut self) {
+        for slot in std::mem::take(&mut self.to_free) {
+            let dead = self
+                .conns
+                .get(slot)
+                .is_some_and(|c| matches!(c.st.phase, Phase::Dead));
+            if dead {
+                let mut conn = self.conns.remove(slot);
+                conn.st.wq.clear(&mut self.pool);
+                self.stats.open -= 1;
+            }
+        }
+    }
+
+    fn commands(&mut self, now: Instant) {
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            match cmd {
+                Command::Send(id, msg) => {
+                    let Some(slot) = self.resolve(id) else {
+                        continue;
+                    };
+                    let conn = &mut self.conns[slot];
+                    if !matches!(conn.st.phase, Phase::Open) {
+                        continue;
+                    }
+                    let mut sh = Shared {
+                        cfg: &self.cfg,
+                        pool: &mut self.pool,
+                        stats: &mut self.stats,
+                        now,
+                    };
+                    match msg {
+                        Outgoing::Text(t) => {
+                            conn.st.send_frame(Opcode::Text, t.as_bytes(), &mut sh)
+                        }
+                        Outgoing::Binary(b) => conn.st.send_frame(Opcode::Binary, &b, &mut sh),
+                        Outgoing::Close(code, reason) => {
+                            conn.st.start_close(code, &reason, &mut sh)
+                        }
+                    }
+                    conn.st.flush(&mut sh);
+                    self.after_event(slot);
+                }
+                Command::List(reply) => {
+                    let ids = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| matches!(c.st.phase, Phase::Open))
+                        .map(|(_, c)| c.st.id)
+                        .collect();
+                    let _ = reply.send(ids);
+                }
+                Command::Stats(reply) => {
+                    let mut s = self.stats.clone();
+                    for (_, c) in self.conns.iter() {
+                        let q = c.st.wq.queued() as u64;
+                        s.queued_bytes_sum += q;
+                        s.queued_bytes_max = s.queued_bytes_max.max(q);
+                    }
+                    let _ = reply.send(s);
+                }
+                Command::Shutdown => self.begin_shutdown(now),
+            }
+        }
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.shutdown_at = Some(now + self.cfg.close_timeout);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            let conn = &mut self.conns[slot];
+            let mut sh = Shared {
+                cfg: &self.cfg,
+                pool: &mut self.pool,
+                stats: &mut self.stats,
+                now,
+            };
+            conn.st
+                .start_close(close_code::GOING_AWAY, "server shutdown", &mut sh);
+            conn.st.flush(&mut sh);
+            self.after_event(slot);
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Counters owned by the reactor thread (no atomics on the hot path); copies are
+//! handed out through a command.
+
+use std::collections::BTreeMap;
+
+use crate::ws::HandshakeError;
+
+/// Reactor counters. Plain integers: only the reactor thread writes them.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Upgrades answered with 101.
+    pub handshakes_ok: u64,
+    /// Upgrades refused, by HTTP status.
+    pub handshakes_rejected: BTreeMap<u16, u64>,
+    /// Handshakes that did not finish in time.
+    pub handshake_timeouts: u64,
+    /// Connections closed for being idle.
+    pub idle_timeouts: u64,
+    /// Connections failed for a protocol error.
+    pub protocol_errors: u64,
+    /// Close frames sent, by code.
+    pub close_codes_sent: BTreeMap<u16, u64>,
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages sent.
+    pub messages_out: u64,
+    /// Bytes read from sockets.
+    pub bytes_in: u64,
+    /// Bytes written to sockets.
+    pub bytes_out: u64,
+    /// Deliveries (commands, completions) addressed to a connection that no longer
+    /// exists, dropped by the generation check.
+    pub stale_dropped: u64,
+    /// Timer entries that found their connection gone.
+    pub stale_timers: u64,
+    /// Bytes queued for writing, summed over connections (filled in on request).
+    pub queued_bytes_sum: u64,
+    /// Largest write queue (filled in on request).
+    pub queued_bytes_max: u64,
+}
+
+impl Stats {
+    pub(crate) fn record_rejected(&mut self, e: &HandshakeError) {
+        *self.handshakes_rejected.entry(e.status()).or_default() += 1;
+    }
+
+    pub(crate) fn record_close_sent(&mut self, code: u16) {
+        *self.close_codes_sent.entry(code).or_default() += 1;
+    }
+}

@@ -1,0 +1,405 @@
+//! The transport over real loopback sockets: upgrade, echo, handshake errors, close
+//! handshake, protocol errors, timeouts and the generation check on connection ids.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use configurapi_runner_ws::{Outgoing, ServerConfig};
+use tungstenite::Message;
+use util::*;
+
+#[test]
+fn echoes_text_and_binary_from_empty_to_sixteen_mib() {
+    let srv = TestServer::echo();
+    let mut ws = srv.client();
+    for len in [0usize, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20] {
+        let text = "x".repeat(len);
+        ws.send(Message::text(text.clone())).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text(text));
+        let bin: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        ws.send(Message::binary(bin.clone())).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::binary(bin));
+    }
+}
+
+#[test]
+fn fragmented_message_is_reassembled_and_echoed_whole() {
+    let srv = TestServer::echo();
+    let mut s = srv.upgraded();
+    let mut bytes = client_frame(0x01, b"Hel");
+    bytes.extend(client_frame(0x89, b"ping!"));
+    bytes.extend(client_frame(0x80, "lo €".as_bytes()));
+    s.write_all(&bytes).unwrap();
+    assert_eq!(read_frame(&mut s), (0x8A, b"ping!".to_vec()));
+    assert_eq!(read_frame(&mut s), (0x81, "Hello €".as_bytes().to_vec()));
+}
+
+#[test]
+fn handshake_split_byte_by_byte_completes() {
+    let srv = TestServer::echo();
+    let mut s = srv.raw();
+    for b in upgrade_request("/split?x=1").as_bytes() {
+        s.write_all(&[*b]).unwrap();
+    }
+    let head = read_http_head(&mut s);
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    s.write_all(&client_frame(0x81, b"after split")).unwrap();
+    assert_eq!(read_frame(&mut s), (0x81, b"after split".to_vec()));
+}
+
+#[test]
+fn frames_pipelined_with_the_handshake_are_kept() {
+    let srv = TestServer::echo();
+    let mut s = srv.raw();
+    let mut bytes = upgrade_request("/").into_bytes();
+    bytes.extend(client_frame(0x81, b"one"));
+    bytes.extend(client_frame(0x82, b"two"));
+    s.write_all(&bytes).unwrap();
+    assert!(read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
+    assert_eq!(read_frame(&mut s), (0x81, b"one".to_vec()));
+    assert_eq!(read_frame(&mut s), (0x82, b"two".to_vec()));
+}
+
+#[test]
+fn first_offered_subprotocol_is_echoed_in_the_handshake() {
+    let srv = TestServer::echo();
+    let mut s = srv.raw();
+    let req = upgrade_request("/").replace(
+        "\r\n\r\n",
+        "\r\nSec-WebSocket-Protocol: graphql-ws, chat\r\n\r\n",
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let head = read_http_head(&mut s);
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: graphql-ws\r\n"),
+        "{head}"
+    );
+}
+
+/// Send `req`, expect the status line, the extra header if any, and a close by the server.
+fn expect_rejection(req: &[u8], status: u16, header: Option<&str>) {
+    let srv = TestServer::echo();
+    let mut s = srv.raw();
+    // The server may answer before it has read everything; a failed write is fine.
+    let _ = s.write_all(req);
+    let head = read_http_head(&mut s);
+    assert!(
+        head.starts_with(&format!("HTTP/1.1 {status} ")),
+        "wanted {status}, got {head:?}"
+    );
+    assert!(head.contains("Connection: close\r\n"));
+    if let Some(h) = header {
+        assert!(head.contains(h), "{head}");
+    }
+    read_to_eof(&mut s);
+    let stats = srv.handle.stats().unwrap();
+    assert_eq!(stats.handshakes_rejected.get(&status), Some(&1));
+}
+
+#[test]
+fn handshake_without_key_is_400() {
+    let req = upgrade_request("/").replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+    expect_rejection(req.as_bytes(), 400, None);
+}
+
+#[test]
+fn handshake_with_malformed_key_is_400() {
+    let req = upgrade_request("/").replace("dGhlIHNhbXBsZSBub25jZQ==", "not-base64-16-bytes");
+    expect_rejection(req.as_bytes(), 400, None);
+}
+
+#[test]
+fn handshake_with_version_other_than_13_is_426_naming_13() {
+    let req = upgrade_request("/").replace("Version: 13", "Version: 8");
+    expect_rejection(req.as_bytes(), 426, Some("Sec-WebSocket-Version: 13\r\n"));
+}
+
+#[test]
+fn handshake_with_post_is_405() {
+    let req = upgrade_request("/").replace("GET", "POST");
+    expect_rejection(req.as_bytes(), 405, None);
+}
+
+#[test]
+fn plain_http_request_without_upgrade_is_426() {
+    expect_rejection(
+        b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        426,
+        None,
+    );
+}
+
+#[test]
+fn handshake_headers_over_16_kib_are_431() {
+    let req = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(17 * 1024));
+    expect_rejection(req.as_bytes(), 431, None);
+}
+
+#[test]
+fn handshake_with_over_100_header_lines_is_431() {
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let req = upgrade_request("/").replace("\r\n\r\n", &format!("\r\n{many}\r\n"));
+    expect_rejection(req.as_bytes(), 431, None);
+}
+
+#[test]
+fn garbage_request_is_400() {
+    expect_rejection(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 400, None);
+}
+
+#[test]
+fn client_close_is_answered_with_the_same_code_then_tcp_closes() {
+    let srv = TestServer::echo();
+    let mut s = srv.upgraded();
+    let mut payload = 4000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"bye");
+    s.write_all(&client_frame(0x88, &payload)).unwrap();
+    expect_close(&mut s, 4000);
+}
+
+#[test]
+fn unmasked_client_frame_is_closed_with_1002() {
+    let srv = TestServer::echo();
+    let mut s = srv.upgraded();
+    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    expect_close(&mut s, 1002);
+}
+
+#[test]
+fn invalid_utf8_text_is_closed_with_1007() {
+    let srv = TestServer::echo();
+    let mut s = srv.upgraded();
+    s.write_all(&client_frame(0x01, b"ok\xC0\xAF")).unwrap();
+    expect_close(&mut s, 1007);
+}
+
+#[test]
+fn message_over_the_limit_is_closed_with_1009_from_the_header_alone() {
+    let mut cfg = ServerConfig::default();
+    cfg.limits.max_message = 1024;
+    cfg.limits.max_frame = 1024;
+    let srv = TestServer::start(cfg);
+    let mut s = srv.upgraded();
+    // Declare a 2^40-byte frame and send none of it.
+    let mut hdr = vec![0x82, 0x80 | 127];
+    hdr.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    hdr.extend_from_slice(&[1, 2, 3, 4]);
+    s.write_all(&hdr).unwrap();
+    expect_close(&mut s, 1009);
+}
+
+#[test]
+fn silent_client_is_dropped_by_the_handshake_timeout() {
+    let cfg = ServerConfig {
+        handshake_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let srv = TestServer::start(cfg);
+    let mut s = srv.raw();
+    s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    assert!(read_to_eof(&mut s).is_empty());
+    assert_eq!(srv.handle.stats().unwrap().handshake_timeouts, 1);
+}
+
+#[test]
+fn idle_peer_is_pinged_then_closed_with_1001() {
+    let cfg = ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let srv = TestServer::start(cfg);
+    let mut s = srv.upgraded();
+    assert_eq!(read_frame(&mut s), (0x89, vec![]));
+    expect_close(&mut s, 1001);
+}
+
+#[test]
+fn answering_pings_keeps_an_idle_connection_open() {
+    let cfg = ServerConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let srv = TestServer::start(cfg);
+    let mut s = srv.upgraded();
+    for _ in 0..3 {
+        assert_eq!(read_frame(&mut s), (0x89, vec![]));
+        s.write_all(&client_frame(0x8A, b"")).unwrap();
+    }
+    s.write_all(&client_frame(0x81, b"still here")).unwrap();
+    // The next frame may be another keep-alive ping; skip those.
+    loop {
+        let f = read_frame(&mut s);
+        if f.0 != 0x89 {
+            assert_eq!(f, (0x81, b"still here".to_vec()));
+            break;
+        }
+    }
+}
+
+#[test]
+fn stale_conn_id_is_never_delivered_to_the_client_in_the_reused_slot() {
+    let srv = TestServer::echo();
+    let mut a = srv.upgraded();
+    let ids = srv.handle.connections().unwrap();
+    assert_eq!(ids.len(), 1);
+    let old = ids[0];
+    // Close A completely: close handshake, then EOF from the server.
+    let mut payload = 1000u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(b"");
+    a.write_all(&client_frame(0x88, &payload)).unwrap();
+    expect_close(&mut a, 1000);
+    drop(a);
+    // Wait (with a deadline) until the reactor has freed A's slot.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !srv.handle.connections().unwrap().is_empty() || srv.handle.stats().unwrap().open != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connection A never went away"
+        );
+        std::thread::yield_now();
+    }
+    let mut b = srv.upgraded();
+    let ids = srv.handle.connections().unwrap();
+    assert_eq!(ids.len(), 1);
+    let new = ids[0];
+    assert_eq!(new.slot, old.slot, "the slab reuses the freed slot");
+    assert_ne!(new.gen, old.gen);
+    srv.handle
+        .send(old, Outgoing::Text("for A".into()))
+        .unwrap();
+    srv.handle
+        .send(new, Outgoing::Text("for B".into()))
+        .unwrap();
+    // Commands are handled in order: had A's message been delivered, it would come first.
+    assert_eq!(read_frame(&mut b), (0x81, b"for B".to_vec()));
+    assert_eq!(srv.handle.stats().unwrap().stale_dropped, 1);
+}
+
+#[test]
+fn shutdown_closes_open_connections_with_1001() {
+    let srv = TestServer::echo();
+    let mut s = srv.upgraded();
+    srv.handle.shutdown().unwrap();
+    let (b0, payload) = read_frame(&mut s);
+    assert_eq!(b0, 0x88);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+}
+
+#[test]
+fn peer_that_never_reads_stops_being_read_at_the_high_water_mark() {
+    let cfg = ServerConfig {
+        high_water: 256 << 10,
+        low_water: 64 << 10,
+        ..Default::default()
+    };
+    let srv = TestServer::start(cfg);
+    let mut s = srv.upgraded();
+    s.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let frame = client_frame(0x82, &vec![7u8; 64 << 10]);
+    // Write until the kernel buffers fill up because the server stopped reading.
+    let mut sent = 0usize;
+    while s.write_all(&frame).is_ok() {
+        sent += frame.len();
+        assert!(
+            sent < 512 << 20,
+            "the server kept reading a peer that never reads"
+        );
+    }
+    let stats = srv.handle.stats().unwrap();
+    // Paused at high water; one read batch (at most 8 x 64 KiB reads) may overshoot it.
+    assert!(
+        stats.queued_bytes_max <= (256 << 10) + 8 * (64 << 10) + 1024,
+        "{}",
+        stats.queued_bytes_max
+    );
+    assert!(stats.queued_bytes_max > 0);
+}
+
+#[test]
+fn busy_port_is_a_one_line_error_naming_the_port() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+        .args(["--echo", "--port", &port])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&port), "{err}");
+}
+
+#[test]
+fn bad_flag_is_a_one_line_error_with_exit_code_2() {
+    for args in [
+        &["--bogus"][..],
+        &["--port", "nope"],
+        &["--max-message-size", "-1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: "), "{err}");
+    }
+}
+
+#[test]
+fn help_lists_the_options() {
+    let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--port",
+        "--config",
+        "--echo",
+        "--max-message-size",
+        "--idle-timeout",
+    ] {
+        assert!(text.contains(flag), "{flag}");
+    }
+}
+
+#[test]
+fn server_survives_a_peer_that_vanishes_mid_frame_and_serves_the_next_client() {
+    let srv = TestServer::echo();
+    {
+        let mut s = srv.upgraded();
+        let frame = client_frame(0x82, &[1u8; 1000]);
+        s.write_all(&frame[..500]).unwrap();
+    }
+    let mut ws = srv.client();
+    ws.send(Message::text("alive")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("alive"));
+}
+
+#[test]
+fn many_small_reads_of_a_large_message_are_echoed() {
+    let srv = TestServer::echo();
+    let mut s = srv.upgraded();
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let frame = client_frame(0x82, &payload);
+    for piece in frame.chunks(1000) {
+        s.write_all(piece).unwrap();
+    }
+    let (b0, got) = read_frame(&mut s);
+    assert_eq!(b0, 0x82);
+    assert_eq!(got, payload);
+    let mut rest = [0u8; 1];
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    assert!(s.read(&mut rest).is_err(), "nothing more is sent");
+}

@@ -1,0 +1,171 @@
+//! Helpers for loopback integration tests: an in-process server on a free port, raw
+//! sockets with deadlines, and a tiny masked-frame writer.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use configurapi_runner_ws::{Handle, Server, ServerConfig};
+
+/// Every blocking read in the tests gives up after this long: a hang fails the test.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub handle: Handle,
+    pub addr: SocketAddr,
+    join: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub fn start(mut cfg: ServerConfig) -> TestServer {
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        let server = Server::bind(cfg).expect("bind");
+        let addr = server.local_addr();
+        let (handle, join) = server.spawn();
+        TestServer {
+            handle,
+            addr,
+            join: Some(join),
+        }
+    }
+
+    pub fn echo() -> TestServer {
+        TestServer::start(ServerConfig::default())
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// A raw TCP connection with read/write deadlines.
+    pub fn raw(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_write_timeout(Some(DEADLINE)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// A tungstenite client that finished the handshake.
+    pub fn client(&self) -> tungstenite::WebSocket<TcpStream> {
+        let (ws, resp) = tungstenite::client(self.url(), self.raw()).expect("ws handshake");
+        assert_eq!(resp.status().as_u16(), 101);
+        ws
+    }
+
+    /// A raw socket that completed the upgrade.
+    pub fn upgraded(&self) -> TcpStream {
+        let mut s = self.raw();
+        s.write_all(upgrade_request("/").as_bytes()).unwrap();
+        let head = read_http_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        s
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.handle.shutdown();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+pub fn upgrade_request(target: &str) -> String {
+    format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Read an HTTP response head (up to the blank line), byte by byte so no frame bytes
+/// after it are taken.
+pub fn read_http_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => head.push(b[0]),
+            Err(e) => panic!("reading the response head: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Read until EOF (the server closed). Fails the test if the deadline passes first.
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("no EOF within {:?}: {e}", start.elapsed()),
+        }
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0xA1, 0xB2, 0xC3, 0xD4];
+    let mut out = vec![b0];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+/// A server frame as read from the wire: (first byte, payload).
+pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).expect("frame header");
+    assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+    let len = match h[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    (h[0], payload)
+}
+
+/// Expect a close frame with `code` next, then EOF.
+pub fn expect_close(s: &mut TcpStream, code: u16) {
+    let (b0, payload) = read_frame(s);
+    assert_eq!(
+        b0, 0x88,
+        "expected a close frame, got opcode byte {b0:#x} {payload:?}"
+    );
+    assert!(payload.len() >= 2, "close frame without a code");
+    assert_eq!(
+        u16::from_be_bytes([payload[0], payload[1]]),
+        code,
+        "close reason {:?}",
+        String::from_utf8_lossy(&payload[2..])
+    );
+    read_to_eof(s);
+}
