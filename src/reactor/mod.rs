@@ -213,14 +213,20 @@ impl Reactor {
                     LISTENER => self.accept(now),
                     WAKER => self.commands(now),
                     Token(slot) => {
-                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        self.conn_event(slot, readable, ev.is_writable(), now);
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        self.conn_event(
+                            slot,
+                            ev.is_readable() || closed,
+                            closed,
+                            ev.is_writable(),
+                            now,
+                        );
                     }
                 }
             }
             for id in std::mem::take(&mut self.revisit) {
                 if self.lookup(id) {
-                    self.conn_event(id.slot as usize, true, false, now);
+                    self.conn_event(id.slot as usize, true, false, false, now);
                 }
             }
             self.fire_timers(now);
@@ -294,7 +300,14 @@ impl Reactor {
         }
     }
 
-    fn conn_event(&mut self, slot: usize, readable: bool, writable: bool, now: Instant) {
+    fn conn_event(
+        &mut self,
+        slot: usize,
+        readable: bool,
+        peer_closed: bool,
+        writable: bool,
+        now: Instant,
+    ) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -311,7 +324,7 @@ impl Reactor {
             conn.st.flush(&mut sh);
         }
         if readable {
-            match conn.read_ready(&mut self.rbuf, &mut sh) {
+            match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh) {
                 ReadOutcome::WouldBlock => {}
                 ReadOutcome::Yielded => {
                     if !conn.st.read_paused {
