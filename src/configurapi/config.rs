@@ -12,6 +12,10 @@ use std::path::Path;
 
 use super::js;
 
+/// The config path runners use when none is given (1.1.1), relative to the
+/// working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config.yaml";
+
 /// A route or policy log level (1.1.7), ranked as in 3.5.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum LogLevel {
