@@ -22,6 +22,7 @@
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod http;
 pub mod identity;
 pub mod inflection;
 pub mod js;
@@ -33,6 +34,7 @@ pub mod service;
 
 pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
 pub use event::{Event, Payload, Request};
+pub use http::SyntaxError;
 pub use handler::{Context, Handler, HandlerError, Outcome};
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};
