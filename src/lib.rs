@@ -18,11 +18,15 @@
 //! Layers: [`ws`] is the sans-IO protocol (handshake, frames, masking, UTF-8, close
 //! codes); [`conn`] is one connection's phase machine and write queue; [`reactor`] owns
 //! the sockets, the slab, the timers and the cross-thread [`reactor::Handle`].
+//! [`configurapi`] is the framework itself (config.yaml, events, the Service pipeline)
+//! and [`handlers`] its built-in handler packs.
 #![deny(missing_docs)]
 
 pub mod cli;
 pub mod config;
+pub mod configurapi;
 pub mod conn;
+pub mod handlers;
 pub mod reactor;
 pub mod ws;
 

@@ -1,0 +1,188 @@
+//! `Request` and `Event` (section 2).
+
+use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::Arc;
+
+use super::identity::Identity;
+use super::js;
+use super::path::map_path;
+use super::response::{PushError, PushSink, Response};
+
+/// A request payload: absent (JS `undefined`), a JSON value, text, or bytes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Payload {
+    /// No payload (`undefined`).
+    #[default]
+    Absent,
+    /// A parsed JSON value (including `null` and strings).
+    Json(Value),
+    /// Text (a `text/*` body, or a WS message that is not JSON).
+    Text(String),
+    /// Raw bytes.
+    Bytes(Vec<u8>),
+}
+
+impl Payload {
+    /// JS truthiness: bytes are an object, so truthy even when empty.
+    pub fn is_truthy(&self) -> bool {
+        match self {
+            Payload::Absent => false,
+            Payload::Json(v) => js::is_truthy(v),
+            Payload::Text(s) => !s.is_empty(),
+            Payload::Bytes(_) => true,
+        }
+    }
+
+    /// The payload as a JSON value, if it is JSON or text.
+    pub fn as_value(&self) -> Option<Value> {
+        match self {
+            Payload::Json(v) => Some(v.clone()),
+            Payload::Text(s) => Some(Value::String(s.clone())),
+            Payload::Absent | Payload::Bytes(_) => None,
+        }
+    }
+}
+
+/// The runner's request object (2.1.3): `{name, method, headers, params,
+/// payload, query, path, pathAndQuery}`, plus the push hook.
+#[derive(Clone)]
+pub struct Request {
+    /// The request name (WS messages carry one; HTTP requests leave it empty).
+    pub name: String,
+    /// The method, lower case; defaults to `get`.
+    pub method: String,
+    /// Headers, keys as the runner got them (HTTP lowercased, WS as sent, 8.13).
+    pub headers: Map<String, Value>,
+    /// Params given by the runner.
+    pub params: Map<String, Value>,
+    /// The payload.
+    pub payload: Payload,
+    /// The parsed query (a mapping, as 2.1.4 requires).
+    pub query: Map<String, Value>,
+    /// The path; `""` for WS messages (6.2.3).
+    pub path: String,
+    /// Path and query as received.
+    pub path_and_query: String,
+    /// The Rust form of the `push-function` header (6.2.5), set by the runner.
+    pub push: Option<Arc<dyn PushSink>>,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            name: String::new(),
+            method: "get".to_string(),
+            headers: Map::new(),
+            params: Map::new(),
+            payload: Payload::Absent,
+            query: Map::new(),
+            path: String::new(),
+            path_and_query: String::new(),
+            push: None,
+        }
+    }
+}
+
+impl Request {
+    /// A request with this method (lowercased) and path, defaults elsewhere.
+    pub fn new(method: &str, path: &str) -> Request {
+        Request {
+            method: method.to_lowercase(),
+            path: path.to_string(),
+            path_and_query: path.to_string(),
+            ..Request::default()
+        }
+    }
+
+    /// A request that names its event directly (the WS runner's form).
+    pub fn named(name: &str) -> Request {
+        Request {
+            name: name.to_string(),
+            ..Request::default()
+        }
+    }
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("name", &self.name)
+            .field("method", &self.method)
+            .field("headers", &self.headers)
+            .field("params", &self.params)
+            .field("payload", &self.payload)
+            .field("query", &self.query)
+            .field("path", &self.path)
+            .field("path_and_query", &self.path_and_query)
+            .field("push", &self.push.as_ref().map(|_| "PushSink"))
+            .finish()
+    }
+}
+
+/// An event: one request going through the pipeline (2.1).
+#[derive(Debug)]
+pub struct Event {
+    /// A new UUID v4 (2.1.1).
+    pub id: String,
+    /// The correlation id (2.1.2).
+    pub correlation_id: String,
+    /// The event name, used to pick the route (2.1.6, 2.2).
+    pub name: String,
+    /// The method, possibly changed to `list` (2.2.3).
+    pub method: String,
+    /// The version segment, only when the path carries one.
+    pub version: Option<String>,
+    /// Params from the path and query (2.2); runners may set more (6.2.4).
+    pub params: Map<String, Value>,
+    /// The payload, initially the request's.
+    pub payload: Payload,
+    /// The request as the runner built it.
+    pub request: Request,
+    /// The response so far; starts as `Response("", 200, {})`.
+    pub response: Response,
+    /// The identity, set by a handler (3.1.6) and read by the runner (8.3).
+    pub identity: Option<Identity>,
+}
+
+impl Event {
+    /// Builds an event from a request (2.1, 2.2).
+    pub fn new(mut request: Request) -> Event {
+        request.method = request.method.to_lowercase();
+        let id = uuid::Uuid::new_v4().to_string();
+        let correlation_id = if let Some(v) = request.query.get("correlationid") {
+            js::to_text(v)
+        } else if let Some(v) = request.headers.get("correlation-id") {
+            js::to_text(v)
+        } else {
+            id.clone()
+        };
+        let key = map_path(
+            &request.name,
+            &request.method,
+            &request.path,
+            &request.query,
+        );
+        Event {
+            id,
+            correlation_id,
+            name: key.name,
+            method: key.method,
+            version: key.version,
+            params: key.params,
+            payload: request.payload.clone(),
+            request,
+            response: Response::default(),
+            identity: None,
+        }
+    }
+
+    /// Sends a response to this event's client at once, through the
+    /// runner's push sink (the `push-function` header, 6.4.1).
+    pub fn push(&self, response: Response) -> Result<(), PushError> {
+        match &self.request.push {
+            Some(sink) => sink.push(response),
+            None => Err(PushError::Unsupported),
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The Configurapi core: config.yaml, events, responses, placeholders and the
+//! Service pipeline, with no networking (runners build on it).
+//!
+//! ```
+//! use configurapi_runner_ws::configurapi::{Event, HandlerRegistry, Request, Service};
+//!
+//! let yaml = r#"
+//! import: [configurapi-handler-http]
+//! api:
+//!   events:
+//!     - name: get_v1_hello
+//!       policies:
+//!         - setResponseHandler: [200, "Hello"]
+//! "#;
+//! let service = Service::from_str(yaml, "config.yaml", HandlerRegistry::with_builtins()).unwrap();
+//! let mut event = Event::new(Request::new("GET", "/v1/hello"));
+//! service.process(&mut event).unwrap();
+//! assert_eq!(event.response.status_code, 200);
+//! assert_eq!(event.response.body, "Hello".into());
+//! ```
+
+pub mod config;
+pub mod event;
+pub mod handler;
+pub mod http;
+pub mod identity;
+pub mod inflection;
+pub mod js;
+pub mod path;
+mod placeholders;
+pub mod registry;
+pub mod response;
+pub mod service;
+
+pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
+pub use event::{Event, Payload, Request};
+pub use http::SyntaxError;
+pub use handler::{Context, Handler, HandlerError, Outcome};
+pub use identity::{Claim, Identity, Scope};
+pub use inflection::{pluralize, singularize};
+pub use path::{map_path, RouteKey};
+pub use registry::{HandlerPack, HandlerRegistry, HandlerTable};
+pub use response::{Body, Chunk, ChunkStream, ErrorResponse, PushError, PushSink, Response};
+pub use service::{Service, ServiceOptions};
