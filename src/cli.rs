@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Mode, ServerConfig};
+use crate::config::ServerConfig;
 
 /// The usage text for `--help`.
 pub const USAGE: &str = "\
@@ -18,6 +18,9 @@ OPTIONS:
     --host ADDR               address to listen on [default: 0.0.0.0]
     --config PATH             config.yaml to serve [default: ./config.yaml, else built-in]
     --echo                    raw echo mode: every text/binary message is sent back as is
+    --workers N               handler threads [default: number of cores]
+    --job-queue N             jobs waiting for a worker before reading pauses [default: 1024]
+    --postback-base URL       base of the postback-url header, e.g. http://node-a:9100
     --max-message-size SIZE   largest message, e.g. 16MiB [default: 16MiB]
     --max-frame-size SIZE     largest single frame [default: the message size]
     --handshake-timeout DUR   time to finish the upgrade, e.g. 10s [default: 10s]
@@ -25,6 +28,7 @@ OPTIONS:
     --close-timeout DUR       time allowed for the close handshake [default: 5s]
     --high-water SIZE         stop reading a peer with this much queued for it [default: 1MiB]
     --low-water SIZE          resume reading below this [default: 256KiB]
+    --shutdown-timeout DUR    time running handlers get on SIGINT/SIGTERM [default: 5s]
     --log-level LEVEL         error, warn, info, debug or trace [default: info]
     -h, --help                print this help
     -V, --version             print the version
@@ -51,6 +55,10 @@ pub struct RunArgs {
     pub server: ServerConfig,
     /// `--config`, when given.
     pub config_path: Option<PathBuf>,
+    /// `--echo`: raw echo mode instead of Configurapi.
+    pub echo: bool,
+    /// `--postback-base`.
+    pub postback_base: Option<String>,
     /// Log level.
     pub log_level: log::LevelFilter,
 }
@@ -67,6 +75,8 @@ where
     let mut host: IpAddr = server.listen.ip();
     let mut port: u16 = server.listen.port();
     let mut config_path = None;
+    let mut echo = false;
+    let mut postback_base = None;
     let mut max_frame = None;
     let mut log_level = log::LevelFilter::Info;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -97,7 +107,33 @@ where
                     .map_err(|_| format!("--host: '{v}' is not an IP address"))?;
             }
             "--config" => config_path = Some(PathBuf::from(value()?)),
-            "--echo" => server.mode = Mode::Echo,
+            "--echo" => echo = true,
+            "--workers" => {
+                let v = value()?;
+                server.workers = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| (1..=1024).contains(&n))
+                    .ok_or_else(|| format!("--workers: '{v}' is not a number from 1 to 1024"))?;
+            }
+            "--job-queue" => {
+                let v = value()?;
+                server.job_queue = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1)
+                    .ok_or_else(|| format!("--job-queue: '{v}' is not a positive number"))?;
+            }
+            "--postback-base" => {
+                let v = value()?;
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(format!(
+                        "--postback-base: '{v}' is not an http:// or https:// URL"
+                    ));
+                }
+                postback_base = Some(v.trim_end_matches('/').to_string());
+            }
+            "--shutdown-timeout" => server.shutdown_timeout = parse_duration(&flag, &value()?)?,
             "--max-message-size" => server.limits.max_message = parse_size(&flag, &value()?)?,
             "--max-frame-size" => max_frame = Some(parse_size(&flag, &value()?)? as u64),
             "--handshake-timeout" => server.handshake_timeout = parse_duration(&flag, &value()?)?,
@@ -128,6 +164,8 @@ where
     Ok(Command::Run(Box::new(RunArgs {
         server,
         config_path,
+        echo,
+        postback_base,
         log_level,
     })))
 }

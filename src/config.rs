@@ -1,15 +1,31 @@
 //! Server settings shared by the CLI, the library API and the tests.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::reactor::App;
 use crate::ws::{HandshakeLimits, Limits};
 
 /// What the server does with messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Mode {
-    /// Echo every text/binary message with its opcode (conformance and framing benchmarks).
+    /// Echo every text/binary message with its opcode, on the reactor thread
+    /// (conformance and framing benchmarks).
     Echo,
+    /// Hand connections and messages to an application (the Configurapi runner) whose
+    /// jobs run on the worker pool.
+    App(Arc<dyn App>),
+}
+
+impl fmt::Debug for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Mode::Echo => f.write_str("Echo"),
+            Mode::App(_) => f.write_str("App"),
+        }
+    }
 }
 
 /// Everything the reactor needs to know. `Default` gives the documented defaults.
@@ -36,6 +52,12 @@ pub struct ServerConfig {
     pub high_water: usize,
     /// See `high_water` (default 256 KiB).
     pub low_water: usize,
+    /// Worker threads for application jobs (default: the number of cores).
+    pub workers: usize,
+    /// Jobs that may wait for a worker before the reactor stops reading (default 1024).
+    pub job_queue: usize,
+    /// How long a graceful shutdown waits for running handlers (default 5 s).
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +72,9 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             high_water: 1 << 20,
             low_water: 256 << 10,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            job_queue: 1024,
+            shutdown_timeout: Duration::from_secs(5),
         }
     }
 }

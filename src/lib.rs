@@ -28,6 +28,8 @@ pub mod configurapi;
 pub mod conn;
 pub mod handlers;
 pub mod reactor;
+pub mod runner;
+pub mod work;
 pub mod ws;
 
 pub use config::{Mode, ServerConfig};

@@ -1,10 +1,15 @@
-//! The `configurapi-runner-ws` binary: parse the command line, start the reactor.
+//! The `configurapi-runner-ws` binary: parse the command line, load the config, start
+//! the reactor, and shut down gracefully on SIGINT/SIGTERM.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use configurapi_runner_ws::cli::{self, Command};
-use configurapi_runner_ws::Server;
+use configurapi_runner_ws::configurapi::Service;
+use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
+use configurapi_runner_ws::{Mode, Server};
 
 fn main() -> ExitCode {
     let cmd = match cli::parse(std::env::args_os().skip(1)) {
@@ -14,7 +19,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let args = match cmd {
+    let mut args = match cmd {
         Command::Help => {
             print!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
@@ -26,6 +31,25 @@ fn main() -> ExitCode {
         Command::Run(args) => args,
     };
     StderrLogger::install(args.log_level);
+
+    let what = if args.echo {
+        args.server.mode = Mode::Echo;
+        "raw echo".to_string()
+    } else {
+        let (service, source) = match load_service(args.config_path.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let opts = RunnerOptions {
+            postback_base: args.postback_base.clone(),
+        };
+        args.server.mode = Mode::App(Arc::new(Runner::new(service, opts)));
+        format!("Configurapi, {source}")
+    };
+
     let listen = args.server.listen;
     let server = match Server::bind(args.server) {
         Ok(s) => s,
@@ -38,17 +62,64 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = shutdown_on_signals(server.handle()) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::from(2);
+    }
     log::info!(
-        "configurapi-runner-ws listening on ws://{} (mode: echo)",
+        "configurapi-runner-ws listening on ws://{} ({what})",
         server.local_addr()
     );
     match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            log::info!("stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: reactor stopped: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--config PATH`, else `./config.yaml` when it exists, else the embedded default.
+fn load_service(path: Option<&Path>) -> Result<(Service, String), String> {
+    let registry = runner::registry();
+    let local = Path::new("config.yaml");
+    let path = match path {
+        Some(p) => Some(p),
+        None if local.exists() => Some(local),
+        None => None,
+    };
+    match path {
+        Some(p) => Service::load_with(p, registry)
+            .map(|s| (s, format!("config {}", p.display())))
+            .map_err(|e| e.to_string()),
+        None => Service::from_str(runner::DEFAULT_CONFIG, "<built-in config>", registry)
+            .map(|s| {
+                (
+                    s,
+                    "built-in default config (no --config and no ./config.yaml)".to_string(),
+                )
+            })
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// SIGINT/SIGTERM start a graceful shutdown: stop accepting, close every connection
+/// with 1001, let handlers finish, run on_disconnect, exit 0.
+fn shutdown_on_signals(handle: configurapi_runner_ws::Handle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: shutting down");
+                let _ = handle.shutdown();
+            }
+        })?;
+    Ok(())
 }
 
 /// Log lines go to stderr as `LEVEL message`; nothing more is needed here.

@@ -34,8 +34,8 @@ pub mod service;
 
 pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
 pub use event::{Event, Payload, Request};
-pub use http::SyntaxError;
 pub use handler::{Context, Handler, HandlerError, Outcome};
+pub use http::SyntaxError;
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};
 pub use path::{map_path, RouteKey};

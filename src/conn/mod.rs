@@ -11,19 +11,24 @@
 //!                    Finishing: flush the queue, shutdown(Write), read to EOF, drop
 //! ```
 
+pub mod shared;
 pub mod write_queue;
 
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
 use crate::config::{Mode, ServerConfig};
 use crate::reactor::stats::Stats;
+use crate::reactor::Handle;
+use crate::work::Job;
 use crate::ws::close_code;
 use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};
 use crate::ws::handshake::{self, HandshakeError};
+use shared::ConnShared;
 use write_queue::{BufPool, WriteQueue};
 
 /// A handle on a connection that can outlive it: the slab slot plus the generation the
@@ -64,6 +69,24 @@ pub struct Shared<'a> {
     pub stats: &'a mut Stats,
     /// The time of this event batch.
     pub now: Instant,
+    /// The reactor's handle, for application connections.
+    pub handle: &'a Handle,
+    /// Jobs this event produced, for the worker pool.
+    pub jobs: &'a mut Vec<Job>,
+}
+
+/// Application state of a connection (Configurapi mode).
+pub struct AppConn {
+    /// What worker threads share with the reactor.
+    pub shared: Arc<ConnShared>,
+    /// on_connect accepted it (or there is none).
+    pub accepted: bool,
+    /// It is in the reactor's registry of accepted connections.
+    pub registered: bool,
+    /// on_close has been dispatched.
+    pub closed_notified: bool,
+    /// Message jobs that arrived before acceptance (6.5.4).
+    pub waiting: Vec<Job>,
 }
 
 /// Everything of a connection except its decoder, so a decoded message (which borrows
@@ -93,6 +116,8 @@ pub struct ConnState {
     pub read_paused: bool,
     /// Earliest timer entry this connection has in the reactor's heap.
     pub timer_armed: Option<Instant>,
+    /// Configurapi-mode state; `None` in echo mode and before the upgrade.
+    pub app: Option<AppConn>,
 }
 
 /// A connection: codec plus state.
@@ -140,6 +165,7 @@ impl Conn {
                 ping_outstanding: false,
                 read_paused: false,
                 timer_armed: None,
+                app: None,
             },
         }
     }
@@ -202,6 +228,24 @@ impl Conn {
                         self.st.wq.push_raw(sh.pool, &req.response());
                         sh.stats.handshakes_ok += 1;
                         self.st.set_phase(Phase::Open, sh.now);
+                        if let Mode::App(app) = &sh.cfg.mode {
+                            let shared = Arc::new(ConnShared::new(
+                                self.st.id,
+                                req.subprotocol.clone(),
+                                sh.handle.clone(),
+                                sh.cfg.high_water,
+                                sh.cfg.low_water,
+                            ));
+                            let on_connect = app.on_open(&shared, &req);
+                            self.st.app = Some(AppConn {
+                                shared,
+                                accepted: on_connect.is_none(),
+                                registered: false,
+                                closed_notified: false,
+                                waiting: Vec::new(),
+                            });
+                            sh.jobs.extend(on_connect);
+                        }
                         if !rest.is_empty() {
                             // Frames pipelined with the handshake.
                             self.on_frames(&mut rest, sh);
@@ -274,8 +318,17 @@ impl ConnState {
                     Opcode::Binary
                 };
                 sh.stats.messages_in += 1;
-                match sh.cfg.mode {
+                match &sh.cfg.mode {
                     Mode::Echo => self.send_frame(opcode, payload, sh),
+                    Mode::App(app) => {
+                        let Some(a) = self.app.as_mut() else { return };
+                        let job = app.on_message(&a.shared, opcode == Opcode::Text, payload);
+                        if a.accepted {
+                            sh.jobs.push(job);
+                        } else {
+                            a.waiting.push(job);
+                        }
+                    }
                 }
             }
             Incoming::Ping(payload) if !closing => self.send_frame(Opcode::Pong, payload, sh),

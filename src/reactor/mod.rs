@@ -10,12 +10,14 @@
 //! asked for only while bytes are queued; slots are freed only after the whole event
 //! batch, so a token in the same batch never names a newer connection.
 
+pub mod app;
 pub mod stats;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -25,11 +27,28 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
-use crate::config::ServerConfig;
+use crate::config::{Mode, ServerConfig};
 use crate::conn::write_queue::BufPool;
 use crate::conn::{Conn, ConnId, Phase, ReadOutcome, Shared};
+use crate::work::{Job, WorkerPool};
 use crate::ws::{close_code, Opcode};
+pub use app::App;
 use stats::Stats;
+
+/// The per-event context a connection borrows, built from disjoint fields of the
+/// reactor (a macro, so the borrows stay field by field).
+macro_rules! shared {
+    ($r:ident, $now:expr) => {
+        Shared {
+            cfg: &$r.cfg,
+            pool: &mut $r.pool,
+            stats: &mut $r.stats,
+            now: $now,
+            handle: &$r.handle,
+            jobs: &mut $r.jobs,
+        }
+    };
+}
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
@@ -50,6 +69,18 @@ pub enum Outgoing {
 /// Requests from other threads, delivered through the channel + waker.
 enum Command {
     Send(ConnId, Outgoing),
+    /// An encoded frame payload from a worker; `transit` bytes move from the
+    /// connection's in-transit count to its write queue.
+    Deliver {
+        to: ConnId,
+        opcode: Opcode,
+        payload: Vec<u8>,
+        transit: usize,
+    },
+    Accept(ConnId),
+    Reject(ConnId),
+    /// A worker finished a job while the reactor held jobs it could not submit.
+    Capacity,
     List(Sender<Vec<ConnId>>),
     Stats(Sender<Stats>),
     Shutdown,
@@ -60,6 +91,9 @@ enum Command {
 pub struct Handle {
     tx: Sender<Command>,
     waker: Arc<Waker>,
+    /// Set while a wake-up is on its way: later commands ride on it, so a burst of
+    /// worker results costs one eventfd write, not one each.
+    wake_pending: Arc<AtomicBool>,
     addr: SocketAddr,
 }
 
@@ -75,7 +109,39 @@ impl Handle {
 
     fn command(&self, cmd: Command) -> Result<(), Stopped> {
         self.tx.send(cmd).map_err(|_| Stopped)?;
-        self.waker.wake().map_err(|_| Stopped)
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            self.waker.wake().map_err(|_| Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Hand an encoded frame payload to the reactor for `to`. The caller has counted
+    /// `transit` bytes as in transit on the connection (see `ConnShared`).
+    pub(crate) fn deliver(
+        &self,
+        to: ConnId,
+        opcode: Opcode,
+        payload: Vec<u8>,
+        transit: usize,
+    ) -> Result<(), Stopped> {
+        self.command(Command::Deliver {
+            to,
+            opcode,
+            payload,
+            transit,
+        })
+    }
+
+    /// on_connect accepted the connection: it joins the registry and its waiting
+    /// messages are dispatched.
+    pub fn accept(&self, id: ConnId) -> Result<(), Stopped> {
+        self.command(Command::Accept(id))
+    }
+
+    /// on_connect rejected the connection: close it with 1008 "Policy Violation" and
+    /// drop its waiting messages.
+    pub fn reject(&self, id: ConnId) -> Result<(), Stopped> {
+        self.command(Command::Reject(id))
     }
 
     /// Queue a message for a connection. A connection that has gone (even if its slot
@@ -120,8 +186,29 @@ impl Server {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel();
-        let handle = Handle { tx, waker, addr };
+        let handle = Handle {
+            tx,
+            waker,
+            wake_pending: Arc::new(AtomicBool::new(false)),
+            addr,
+        };
+        let workers = match &cfg.mode {
+            Mode::App(_) => {
+                let hook = handle.clone();
+                let on_capacity = Box::new(move || {
+                    let _ = hook.command(Command::Capacity);
+                });
+                Some(WorkerPool::new(cfg.workers, cfg.job_queue, on_capacity)?)
+            }
+            Mode::Echo => None,
+        };
         let reactor = Reactor {
+            handle: handle.clone(),
+            workers,
+            jobs: Vec::new(),
+            backlog: VecDeque::new(),
+            stalled: Vec::new(),
+            registry: HashMap::new(),
             poll,
             listener: Some(listener),
             conns: Slab::new(),
@@ -171,6 +258,16 @@ impl Server {
 }
 
 struct Reactor {
+    handle: Handle,
+    workers: Option<WorkerPool>,
+    /// Jobs produced by the current event, submitted after it.
+    jobs: Vec<Job>,
+    /// Jobs the full worker queue did not take. While any wait, no socket is read.
+    backlog: VecDeque<Job>,
+    /// Connections whose readiness was skipped while the backlog was non-empty.
+    stalled: Vec<ConnId>,
+    /// Accepted application connections by `connection-id` (management, postback).
+    registry: HashMap<String, ConnId>,
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
@@ -211,7 +308,10 @@ impl Reactor {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
-                    WAKER => self.commands(now),
+                    WAKER => {
+                        self.handle.wake_pending.store(false, Ordering::SeqCst);
+                        self.commands(now)
+                    }
                     Token(slot) => {
                         let closed = ev.is_read_closed() || ev.is_error();
                         self.conn_event(
@@ -233,6 +333,7 @@ impl Reactor {
             self.free_dead();
             if let Some(deadline) = self.shutdown_at {
                 if self.conns.is_empty() || now >= deadline {
+                    self.finish_shutdown();
                     return Ok(());
                 }
             }
@@ -314,16 +415,15 @@ impl Reactor {
         if matches!(conn.st.phase, Phase::Dead) {
             return;
         }
-        let mut sh = Shared {
-            cfg: &self.cfg,
-            pool: &mut self.pool,
-            stats: &mut self.stats,
-            now,
-        };
+        let mut sh = shared!(self, now);
         if writable {
             conn.st.flush(&mut sh);
         }
-        if readable {
+        if readable && !self.backlog.is_empty() {
+            // The workers are saturated: leave the bytes in the kernel (TCP
+            // backpressure) and come back when a worker reports room.
+            self.stalled.push(conn.st.id);
+        } else if readable {
             match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh) {
                 ReadOutcome::WouldBlock => {}
                 ReadOutcome::Yielded => {
@@ -351,11 +451,38 @@ impl Reactor {
         self.after_event(slot);
     }
 
-    /// Re-derive poll interest and timers from the connection's state.
+    /// Re-derive poll interest, timers and application bookkeeping from the
+    /// connection's state, then submit the jobs the event produced.
     fn after_event(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        if let Some(a) = conn.st.app.as_mut() {
+            let open = matches!(conn.st.phase, Phase::Open);
+            if open && a.accepted && !a.registered {
+                a.registered = true;
+                self.registry
+                    .insert(a.shared.connection_id.clone(), conn.st.id);
+            }
+            if open {
+                let resumed = a.shared.set_queued(conn.st.wq.queued());
+                self.jobs.extend(resumed);
+            } else if !a.closed_notified {
+                // Leaves the registry first, then on_disconnect (6.5.6), once (8.11).
+                a.closed_notified = true;
+                if a.registered {
+                    self.registry.remove(&a.shared.connection_id);
+                }
+                // Parked stream producers are dropped: their streams end here.
+                drop(a.shared.mark_closed());
+                a.waiting.clear();
+                if a.accepted {
+                    if let Mode::App(app) = &self.cfg.mode {
+                        self.jobs.extend(app.on_close(&a.shared));
+                    }
+                }
+            }
+        }
         match conn.st.wanted_interest() {
             None => {
                 if conn.st.registered.take().is_some() {
@@ -379,6 +506,50 @@ impl Reactor {
             Some(_) => {}
         }
         self.arm(slot);
+        self.submit_jobs();
+    }
+
+    fn submit_jobs(&mut self) {
+        let Some(pool) = &self.workers else {
+            self.jobs.clear();
+            return;
+        };
+        for job in self.jobs.drain(..) {
+            if !self.backlog.is_empty() {
+                self.backlog.push_back(job);
+                continue;
+            }
+            if let Err(job) = pool.try_submit(job) {
+                self.backlog.push_back(job);
+            }
+        }
+    }
+
+    /// A worker has room: move held jobs to the pool, and once none wait, read the
+    /// connections that were skipped meanwhile.
+    fn drain_backlog(&mut self) {
+        let Some(pool) = &self.workers else {
+            return;
+        };
+        while let Some(job) = self.backlog.pop_front() {
+            if let Err(job) = pool.try_submit(job) {
+                self.backlog.push_front(job);
+                return;
+            }
+        }
+        self.revisit.append(&mut self.stalled);
+    }
+
+    /// After the loop: run jobs still held (on_disconnect handlers among them) and
+    /// give running handlers until the shutdown deadline.
+    fn finish_shutdown(&mut self) {
+        let deadline = Instant::now() + self.cfg.shutdown_timeout;
+        if let Some(pool) = &mut self.workers {
+            for job in self.backlog.drain(..) {
+                job();
+            }
+            pool.shutdown(deadline);
+        }
     }
 
     /// Make sure the timer heap has an entry no later than the connection's deadline.
@@ -414,12 +585,7 @@ impl Reactor {
             }
             match conn.st.deadline(&self.cfg) {
                 Some(d) if d <= now => {
-                    let mut sh = Shared {
-                        cfg: &self.cfg,
-                        pool: &mut self.pool,
-                        stats: &mut self.stats,
-                        now,
-                    };
+                    let mut sh = shared!(self, now);
                     conn.st.on_timeout(&mut sh);
                     conn.st.flush(&mut sh);
                 }
@@ -454,12 +620,7 @@ impl Reactor {
                     if !matches!(conn.st.phase, Phase::Open) {
                         continue;
                     }
-                    let mut sh = Shared {
-                        cfg: &self.cfg,
-                        pool: &mut self.pool,
-                        stats: &mut self.stats,
-                        now,
-                    };
+                    let mut sh = shared!(self, now);
                     match msg {
                         Outgoing::Text(t) => {
                             conn.st.send_frame(Opcode::Text, t.as_bytes(), &mut sh)
@@ -472,6 +633,57 @@ impl Reactor {
                     conn.st.flush(&mut sh);
                     self.after_event(slot);
                 }
+                Command::Deliver {
+                    to,
+                    opcode,
+                    payload,
+                    transit,
+                } => {
+                    let Some(slot) = self.resolve(to) else {
+                        continue;
+                    };
+                    let conn = &mut self.conns[slot];
+                    if let Some(a) = &conn.st.app {
+                        a.shared.transit_arrived(transit);
+                    }
+                    if !matches!(conn.st.phase, Phase::Open) {
+                        continue;
+                    }
+                    if opcode == Opcode::Text || opcode == Opcode::Binary {
+                        self.stats.messages_out += 1;
+                    }
+                    conn.st.wq.push_frame_owned(&mut self.pool, opcode, payload);
+                    let mut sh = shared!(self, now);
+                    conn.st.flush(&mut sh);
+                    self.after_event(slot);
+                }
+                Command::Accept(id) => {
+                    let Some(slot) = self.resolve(id) else {
+                        continue;
+                    };
+                    if let Some(a) = self.conns[slot].st.app.as_mut() {
+                        if !a.closed_notified {
+                            a.accepted = true;
+                            self.jobs.append(&mut a.waiting);
+                        }
+                    }
+                    self.after_event(slot);
+                }
+                Command::Reject(id) => {
+                    let Some(slot) = self.resolve(id) else {
+                        continue;
+                    };
+                    let conn = &mut self.conns[slot];
+                    if let Some(a) = conn.st.app.as_mut() {
+                        a.waiting.clear();
+                    }
+                    let mut sh = shared!(self, now);
+                    conn.st
+                        .start_close(close_code::POLICY_VIOLATION, "Policy Violation", &mut sh);
+                    conn.st.flush(&mut sh);
+                    self.after_event(slot);
+                }
+                Command::Capacity => self.drain_backlog(),
                 Command::List(reply) => {
                     let ids = self
                         .conns
@@ -506,12 +718,7 @@ impl Reactor {
         let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for slot in slots {
             let conn = &mut self.conns[slot];
-            let mut sh = Shared {
-                cfg: &self.cfg,
-                pool: &mut self.pool,
-                stats: &mut self.stats,
-                now,
-            };
+            let mut sh = shared!(self, now);
             conn.st
                 .start_close(close_code::GOING_AWAY, "server shutdown", &mut sh);
             conn.st.flush(&mut sh);

@@ -1,0 +1,160 @@
+//! The part of a connection that other threads may hold: its id, its liveness, and the
+//! exact backpressure figures, plus parked stream producers waiting for room.
+//!
+//! The reactor is the only writer of `queued` (bytes in the write queue); producers on
+//! worker threads add to `in_transit` before they hand a frame to the reactor, and the
+//! reactor moves those bytes from `in_transit` to `queued` when it queues the frame. So
+//! `queued + in_transit` is exactly what the server holds for this peer, and a producer
+//! that only sends while it is under the high-water mark keeps the peer's memory at
+//! high-water + one chunk.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::ConnId;
+use crate::configurapi::Identity;
+use crate::reactor::Handle;
+use crate::work::Job;
+use crate::ws::frame::{encode_header, Opcode, MAX_HEADER};
+
+/// The connection has closed; nothing more can be sent to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gone;
+
+/// Shared state of one WebSocket connection.
+pub struct ConnShared {
+    /// The reactor's id for the connection (slot + generation).
+    pub id: ConnId,
+    /// The Configurapi `connection-id` (a UUID v4).
+    pub connection_id: String,
+    /// The first subprotocol the client offered (echoed in the handshake).
+    pub subprotocol: Option<String>,
+    /// The reactor, for deliveries.
+    pub reactor: Handle,
+    /// Identity set by `on_connect`, the starting identity of later events (8.3).
+    pub identity: Mutex<Option<Identity>>,
+    queued: AtomicUsize,
+    in_transit: AtomicUsize,
+    closed: AtomicBool,
+    parked: Mutex<Vec<Job>>,
+    parked_count: AtomicUsize,
+    high_water: usize,
+    low_water: usize,
+}
+
+impl ConnShared {
+    /// New shared state; `high_water`/`low_water` bound what producers may have queued.
+    pub fn new(
+        id: ConnId,
+        subprotocol: Option<String>,
+        reactor: Handle,
+        high_water: usize,
+        low_water: usize,
+    ) -> ConnShared {
+        ConnShared {
+            id,
+            connection_id: uuid::Uuid::new_v4().to_string(),
+            subprotocol,
+            reactor,
+            identity: Mutex::new(None),
+            queued: AtomicUsize::new(0),
+            in_transit: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            parked: Mutex::new(Vec::new()),
+            parked_count: AtomicUsize::new(0),
+            high_water,
+            low_water,
+        }
+    }
+
+    /// Bytes the server holds for this peer: queued in the reactor plus on their way.
+    pub fn pending_bytes(&self) -> usize {
+        self.queued.load(Ordering::SeqCst) + self.in_transit.load(Ordering::SeqCst)
+    }
+
+    /// Bytes in the reactor's write queue.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    /// The connection has closed; pushes fail and producers stop.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// A producer may send another frame.
+    pub fn has_room(&self) -> bool {
+        self.pending_bytes() < self.high_water
+    }
+
+    /// Account bytes a worker is about to hand to the reactor.
+    fn add_in_transit(&self, n: usize) {
+        self.in_transit.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Send one frame to this connection from any thread. Fails with [`Gone`] once the
+    /// connection has closed; a frame sent just before the close is dropped by the
+    /// reactor's generation check, never given to another client.
+    pub fn send_frame(&self, opcode: Opcode, payload: Vec<u8>) -> Result<(), Gone> {
+        if self.is_closed() {
+            return Err(Gone);
+        }
+        let mut hdr = [0u8; MAX_HEADER];
+        let n = encode_header(&mut hdr, opcode, payload.len()) + payload.len();
+        self.add_in_transit(n);
+        if self.reactor.deliver(self.id, opcode, payload, n).is_err() {
+            self.transit_arrived(n);
+            return Err(Gone);
+        }
+        Ok(())
+    }
+
+    /// Park a producer until the queue drains under the low-water mark. `make` builds
+    /// the job that resumes it and is called only when the producer is parked; when it
+    /// returns `false` (room already, or the connection closed) the caller goes on with
+    /// its own state and checks `is_closed`.
+    pub fn park_with(&self, make: impl FnOnce() -> Job) -> bool {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        // The count goes up before the byte count is read, and the reactor stores the
+        // byte count before it reads the count (all SeqCst): either the reactor sees
+        // this producer and takes the lock to wake it, or this check sees the room the
+        // reactor made. No wake-up is lost.
+        self.parked_count.fetch_add(1, Ordering::SeqCst);
+        if self.is_closed() || self.pending_bytes() <= self.low_water {
+            self.parked_count.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        parked.push(make());
+        true
+    }
+
+    // ---- reactor side ----
+
+    /// The reactor queued a frame of `n` bytes handed over by a worker.
+    pub(crate) fn transit_arrived(&self, n: usize) {
+        self.in_transit.fetch_sub(n, Ordering::SeqCst);
+    }
+
+    /// The reactor's write queue now holds `queued` bytes. Returns parked producers to
+    /// resume when the total fell under the low-water mark.
+    pub(crate) fn set_queued(&self, queued: usize) -> Vec<Job> {
+        self.queued.store(queued, Ordering::SeqCst);
+        if self.parked_count.load(Ordering::SeqCst) == 0 || self.pending_bytes() > self.low_water {
+            return Vec::new();
+        }
+        self.take_parked()
+    }
+
+    /// The connection is gone: fail pushes, and return the parked producers, which the
+    /// reactor drops (or runs, so they see the closed flag and end their streams).
+    pub(crate) fn mark_closed(&self) -> Vec<Job> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.take_parked()
+    }
+
+    fn take_parked(&self) -> Vec<Job> {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.parked_count.store(0, Ordering::SeqCst);
+        std::mem::take(&mut *parked)
+    }
+}
