@@ -23,7 +23,11 @@ api:
 /// next policy, or answers 400 when the path has no id.
 fn greet(event: &mut Event, params: &[Value], ctx: &mut Context) -> Result<(), HandlerError> {
     let word = params.first().and_then(Value::as_str).unwrap_or("Hi");
-    let who = event.params.get("greeting").and_then(Value::as_str).unwrap_or("");
+    let who = event
+        .params
+        .get("greeting")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if who.is_empty() {
         return Err(HandlerError::new("Say who to greet.").with_status(400));
     }

@@ -225,15 +225,23 @@ fn s1_3_1_unreadable_file_fails_to_load_naming_it() {
     assert_eq!(err.kind, ConfigErrorKind::Read);
     assert_eq!(err.message, "Failed to load '/nonexistent/dir/config.yaml'");
     assert!(err.cause.is_some(), "the OS error is nested");
-    assert!(err.to_string().starts_with("Failed to load '/nonexistent/dir/config.yaml': "));
+    assert!(err
+        .to_string()
+        .starts_with("Failed to load '/nonexistent/dir/config.yaml': "));
 }
 
 #[test]
 fn s1_3_2_a_document_that_is_not_a_mapping_is_rejected() {
     for yaml in ["", "~", "42", "just text", "- a\n- b\n"] {
         let err = config_error(yaml);
-        assert_eq!(err.message, "The specified config file is not an invalid yaml.", "{yaml:?}");
-        assert_eq!(err.to_string(), "config.yaml: The specified config file is not an invalid yaml.");
+        assert_eq!(
+            err.message, "The specified config file is not an invalid yaml.",
+            "{yaml:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "config.yaml: The specified config file is not an invalid yaml."
+        );
     }
 }
 
@@ -243,7 +251,10 @@ fn s1_3_3_a_yaml_syntax_error_is_the_parsers_error_with_its_line() {
     assert_eq!(err.kind, ConfigErrorKind::Syntax);
     assert!(err.line.is_some());
     let shown = err.to_string();
-    assert!(shown.starts_with(&format!("config.yaml:{}: ", err.line.unwrap())), "{shown}");
+    assert!(
+        shown.starts_with(&format!("config.yaml:{}: ", err.line.unwrap())),
+        "{shown}"
+    );
     assert!(!shown.contains('\n'));
 }
 
@@ -266,7 +277,12 @@ fn s1_3_5_api_null_not_mapping_or_without_events() {
 
 #[test]
 fn s1_3_6_events_not_iterable_including_null() {
-    for yaml in ["api:\n  events: 5\n", "api:\n  events: true\n", "api:\n  events:\n", "api:\n  events: ~\n"] {
+    for yaml in [
+        "api:\n  events: 5\n",
+        "api:\n  events: true\n",
+        "api:\n  events:\n",
+        "api:\n  events: ~\n",
+    ] {
         assert_eq!(
             config_error(yaml).message,
             "Events could not be empty in the config document.",
@@ -277,16 +293,26 @@ fn s1_3_6_events_not_iterable_including_null() {
 
 #[test]
 fn s1_3_7_route_without_name_reports_the_real_index() {
-    let err = config_error("api:\n  events:\n    - name: a\n      policies: []\n    - policies: []\n");
-    assert_eq!(err.message, "Could not find 'api.events[1].name' in the config document");
+    let err =
+        config_error("api:\n  events:\n    - name: a\n      policies: []\n    - policies: []\n");
+    assert_eq!(
+        err.message,
+        "Could not find 'api.events[1].name' in the config document"
+    );
     let err = config_error("api:\n  events:\n    - just a string\n");
-    assert_eq!(err.message, "Could not find 'api.events[0].name' in the config document");
+    assert_eq!(
+        err.message,
+        "Could not find 'api.events[0].name' in the config document"
+    );
 }
 
 #[test]
 fn s1_3_8_route_without_policies_or_with_non_iterable_policies() {
     let err = config_error("api:\n  events:\n    - name: a\n");
-    assert_eq!(err.message, "Could not find 'api.events[a].policies' in the config document");
+    assert_eq!(
+        err.message,
+        "Could not find 'api.events[a].policies' in the config document"
+    );
     for policies in ["5", "~", "", "{x: 1}"] {
         let yaml = format!("api:\n  events:\n    - name: a\n      policies: {policies}\n");
         assert_eq!(
@@ -313,16 +339,24 @@ fn s1_3_9_empty_string_empty_mapping_or_number_policy() {
 fn s1_3_10_import_that_is_not_a_sequence_is_rejected() {
     let err = config_error("import: abc\napi:\n  events: []\n");
     assert_eq!(err.kind, ConfigErrorKind::BadImport);
-    assert_eq!(err.message, "Could not load 'import.abc' in the config document");
+    assert_eq!(
+        err.message,
+        "Could not load 'import.abc' in the config document"
+    );
     let err = config_error("import: 5\napi:\n  events: []\n");
-    assert_eq!(err.message, "Could not load 'import.5' in the config document");
+    assert_eq!(
+        err.message,
+        "Could not load 'import.5' in the config document"
+    );
 }
 
 #[test]
 fn s1_3_10_unknown_import_lists_the_known_packs() {
     let err = config_error("import: [configurapi-handler-nope]\napi:\n  events: []\n");
     assert_eq!(err.kind, ConfigErrorKind::UnknownImport);
-    assert!(err.message.starts_with("Could not load 'import.configurapi-handler-nope'"));
+    assert!(err
+        .message
+        .starts_with("Could not load 'import.configurapi-handler-nope'"));
     assert!(err.message.contains("configurapi-handler-http"));
     assert!(err.message.contains("configurapi-handler-json"));
 }
@@ -342,9 +376,14 @@ fn s1_3_12_unknown_handler_fails_at_startup_for_enabled_routes_only() {
     let err = config_error("api:\n  events:\n    - name: x\n      policies: [nopeHandler]\n");
     assert_eq!(err.kind, ConfigErrorKind::UnknownHandler);
     assert_eq!(err.message, "Handler 'nopeHandler' could not be found.");
-    assert_eq!(err.to_string(), "config.yaml: Handler 'nopeHandler' could not be found.");
+    assert_eq!(
+        err.to_string(),
+        "config.yaml: Handler 'nopeHandler' could not be found."
+    );
     // Disabled routes are not checked.
-    service("api:\n  events:\n    - name: x\n      when: production\n      policies: [nopeHandler]\n");
+    service(
+        "api:\n  events:\n    - name: x\n      when: production\n      policies: [nopeHandler]\n",
+    );
 }
 
 #[test]

@@ -5,10 +5,7 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{
-    Body, Event, HandlerRegistry, Payload, Request, Service,
-};
-use configurapi_runner_ws::handlers;
+use configurapi_runner_ws::configurapi::{Body, Event, HandlerRegistry, Request, Service};
 use serde_json::json;
 
 const DOC: &str = include_str!("../docs/config.md");
@@ -27,7 +24,12 @@ fn yaml_blocks() -> Vec<(String, String)> {
 }
 
 fn load(yaml: &str) -> Result<Service, configurapi_runner_ws::configurapi::ConfigError> {
-    Service::from_str_with_options(yaml, "config.yaml", HandlerRegistry::with_builtins(), &options("test"))
+    Service::from_str_with_options(
+        yaml,
+        "config.yaml",
+        HandlerRegistry::with_builtins(),
+        &options("test"),
+    )
 }
 
 #[test]
@@ -36,7 +38,11 @@ fn every_yaml_block_of_the_config_reference_loads_or_fails_as_stated() {
     assert!(blocks.len() >= 10, "found {} blocks", blocks.len());
     for (info, body) in blocks {
         match info.as_str() {
-            "" => match body.lines().next().and_then(|l| l.strip_prefix("# error: ")) {
+            "" => match body
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# error: "))
+            {
                 Some(expected) => {
                     let err = load(&body).expect_err(&body);
                     assert_eq!(err.message, expected);
@@ -65,7 +71,10 @@ fn every_yaml_block_of_the_config_reference_loads_or_fails_as_stated() {
 fn the_documentation_fixtures_are_quoted_verbatim() {
     for name in ["hello.yaml", "ping.yaml", "cors.yaml"] {
         let text = std::fs::read_to_string(format!("tests/fixtures/{name}")).unwrap();
-        assert!(DOC.contains(&text), "docs/config.md must quote tests/fixtures/{name}");
+        assert!(
+            DOC.contains(&text),
+            "docs/config.md must quote tests/fixtures/{name}"
+        );
     }
 }
 
@@ -93,7 +102,10 @@ fn fixture_ping_post_v1_ping_greets_the_sender_every_time() {
         let mut e = Event::new(request);
         s.process(&mut e).unwrap();
         assert_eq!(e.name, "post_v1_ping");
-        assert_eq!(e.response.headers.get("Content-Type"), Some(&json!("application/json")));
+        assert_eq!(
+            e.response.headers.get("Content-Type"),
+            Some(&json!("application/json"))
+        );
         assert_eq!(
             String::from_utf8(e.response.body.to_http_bytes().unwrap()).unwrap(),
             format!(r#"{{"message":"Hi {who}"}}"#)
@@ -113,24 +125,42 @@ fn fixture_cors_answers_preflights_and_decorates_successes() {
     let e = run("OPTIONS", "/v1/anything/1", "http://localhost:3000");
     assert_eq!(e.response.status_code, 204);
     let h = &e.response.headers;
-    assert_eq!(h["Access-Control-Allow-Origin"], json!("http://localhost:3000"));
-    assert_eq!(h["Access-Control-Allow-Methods"], json!("GET,POST,PUT,DELETE,OPTIONS"));
-    assert_eq!(h["Access-Control-Allow-Headers"], json!("Content-Type,Authorization"));
+    assert_eq!(
+        h["Access-Control-Allow-Origin"],
+        json!("http://localhost:3000")
+    );
+    assert_eq!(
+        h["Access-Control-Allow-Methods"],
+        json!("GET,POST,PUT,DELETE,OPTIONS")
+    );
+    assert_eq!(
+        h["Access-Control-Allow-Headers"],
+        json!("Content-Type,Authorization")
+    );
     assert_eq!(h["Access-Control-Allow-Credentials"], json!("true"));
     assert_eq!(h["Access-Control-Max-Age"], json!(600));
 
     let e = run("GET", "/v1/event-details", "http://localhost");
     assert_eq!(e.name, "list_v1_event-details");
     assert_eq!(e.response.body, Body::Json(json!([])));
-    assert_eq!(e.response.headers["Access-Control-Allow-Origin"], json!("http://localhost"));
+    assert_eq!(
+        e.response.headers["Access-Control-Allow-Origin"],
+        json!("http://localhost")
+    );
 
     let e = run("OPTIONS", "/v1/x", "https://evil.example");
-    assert!(!e.response.headers.contains_key("Access-Control-Allow-Origin"));
+    assert!(!e
+        .response
+        .headers
+        .contains_key("Access-Control-Allow-Origin"));
 }
 
 #[cfg(feature = "json-schema")]
 #[test]
 fn fixture_validate_checks_payloads_against_the_schema() {
+    use configurapi_runner_ws::configurapi::Payload;
+    use configurapi_runner_ws::handlers;
+
     let mut reg = HandlerRegistry::with_builtins();
     reg.register(
         "validateJsonRequestHandler",

@@ -3,9 +3,7 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{
-    map_path, Body, Event, Payload, Request, Response,
-};
+use configurapi_runner_ws::configurapi::{map_path, Body, Event, Payload, Request, Response};
 use serde_json::{json, Map, Value};
 
 fn obj(v: Value) -> Map<String, Value> {
@@ -37,20 +35,28 @@ fn s2_1_1_every_event_gets_a_new_uuid_v4() {
 fn s2_1_2_correlation_id_query_then_header_then_id_exact_keys_presence_counts() {
     let mut r = Request::default();
     r.query.insert("correlationid".into(), json!("from-query"));
-    r.headers.insert("correlation-id".into(), json!("from-header"));
+    r.headers
+        .insert("correlation-id".into(), json!("from-header"));
     assert_eq!(Event::new(r).correlation_id, "from-query");
 
     let mut r = Request::default();
-    r.headers.insert("correlation-id".into(), json!("from-header"));
+    r.headers
+        .insert("correlation-id".into(), json!("from-header"));
     assert_eq!(Event::new(r).correlation_id, "from-header");
 
     let mut r = Request::default();
     r.query.insert("correlationid".into(), json!(""));
-    r.headers.insert("correlation-id".into(), json!("from-header"));
-    assert_eq!(Event::new(r).correlation_id, "", "an empty value is still used");
+    r.headers
+        .insert("correlation-id".into(), json!("from-header"));
+    assert_eq!(
+        Event::new(r).correlation_id,
+        "",
+        "an empty value is still used"
+    );
 
     let mut r = Request::default();
-    r.headers.insert("Correlation-Id".into(), json!("wrong-case"));
+    r.headers
+        .insert("Correlation-Id".into(), json!("wrong-case"));
     r.query.insert("correlationId".into(), json!("wrong-case"));
     let e = Event::new(r);
     assert_eq!(e.correlation_id, e.id, "lookups are case-sensitive");
@@ -68,7 +74,11 @@ fn s2_1_3_request_defaults() {
     assert_eq!(r.path, "");
     assert_eq!(r.path_and_query, "");
     assert!(r.push.is_none());
-    assert_eq!(Request::new("POST", "/x").method, "post", "the method is lowercased");
+    assert_eq!(
+        Request::new("POST", "/x").method,
+        "post",
+        "the method is lowercased"
+    );
 }
 
 #[test]
@@ -93,7 +103,10 @@ fn s2_1_5_initial_payload_method_response_identity_params_version() {
     assert!(e.identity.is_none());
     assert!(e.params.is_empty());
     assert_eq!(e.version, None);
-    assert_eq!(http_event("GET", "/v2/x", &[]).version.as_deref(), Some("v2"));
+    assert_eq!(
+        http_event("GET", "/v2/x", &[]).version.as_deref(),
+        Some("v2")
+    );
 }
 
 #[test]
@@ -106,7 +119,10 @@ fn s2_1_6_name_starts_as_request_name_or_empty() {
 fn s2_2_1_empty_segments_are_dropped_and_no_segments_keeps_name_and_method() {
     let e = http_event("GET", "/", &[("q", "1")]);
     assert_eq!((e.name.as_str(), e.method.as_str()), ("", "get"));
-    assert!(e.params.is_empty(), "query keys are not copied for an empty path");
+    assert!(
+        e.params.is_empty(),
+        "query keys are not copied for an empty path"
+    );
     let mut r = Request::new("GET", "//");
     r.name = "named".into();
     assert_eq!(Event::new(r).name, "named");
@@ -156,18 +172,63 @@ fn s2_2_6_path_to_name_table() {
     let q = [("q", "1")];
     let rows: &[(&str, &str, &str, Value)] = &[
         ("GET", "/users", "list_users", json!({"user": "", "q": "1"})),
-        ("GET", "/users/someone/phones/123", "get_user_phone", json!({"user": "someone", "phone": "123", "q": "1"})),
-        ("GET", "/v1/users/someone/phones", "list_v1_user_phones", json!({"user": "someone", "phone": "", "q": "1"})),
-        ("POST", "/v1/users/", "post_v1_user", json!({"user": "", "q": "1"})),
-        ("DELETE", "/people/1", "delete_person", json!({"person": "1", "q": "1"})),
+        (
+            "GET",
+            "/users/someone/phones/123",
+            "get_user_phone",
+            json!({"user": "someone", "phone": "123", "q": "1"}),
+        ),
+        (
+            "GET",
+            "/v1/users/someone/phones",
+            "list_v1_user_phones",
+            json!({"user": "someone", "phone": "", "q": "1"}),
+        ),
+        (
+            "POST",
+            "/v1/users/",
+            "post_v1_user",
+            json!({"user": "", "q": "1"}),
+        ),
+        (
+            "DELETE",
+            "/people/1",
+            "delete_person",
+            json!({"person": "1", "q": "1"}),
+        ),
         ("GET", "/data", "list_data", json!({"datum": "", "q": "1"})),
-        ("OPTIONS", "/v1/data", "options_v1_datum", json!({"datum": "", "q": "1"})),
+        (
+            "OPTIONS",
+            "/v1/data",
+            "options_v1_datum",
+            json!({"datum": "", "q": "1"}),
+        ),
         ("GET", "/news", "list_news", json!({"news": "", "q": "1"})),
-        ("GET", "/v1.2/statuses", "list_v1.2_statuses", json!({"status": "", "q": "1"})),
+        (
+            "GET",
+            "/v1.2/statuses",
+            "list_v1.2_statuses",
+            json!({"status": "", "q": "1"}),
+        ),
         ("GET", "/v1", "get_v1", json!({"q": "1"})),
-        ("GET", "/@connections", "list_@connections", json!({"@connection": "", "q": "1"})),
-        ("POST", "/@connections/abc", "post_@connection", json!({"@connection": "abc", "q": "1"})),
-        ("GET", "/list_@connections", "list_list_@connections", json!({"list_@connection": "", "q": "1"})),
+        (
+            "GET",
+            "/@connections",
+            "list_@connections",
+            json!({"@connection": "", "q": "1"}),
+        ),
+        (
+            "POST",
+            "/@connections/abc",
+            "post_@connection",
+            json!({"@connection": "abc", "q": "1"}),
+        ),
+        (
+            "GET",
+            "/list_@connections",
+            "list_list_@connections",
+            json!({"list_@connection": "", "q": "1"}),
+        ),
     ];
     for (method, path, name, params) in rows {
         let e = http_event(method, path, &q);
@@ -229,7 +290,10 @@ fn s2_3_3_lookup_rules_env_payload_params_and_dotted_params() {
     assert_eq!(e.resolve_str("$(user.name)"), "bob");
     assert_eq!(e.resolve_str("$(n.x)"), "7");
     // b/c need a truthy payload; otherwise params may answer
-    let e = event_with(json!({"$event.payload.from": "param"}), Payload::Json(json!("")));
+    let e = event_with(
+        json!({"$event.payload.from": "param"}),
+        Payload::Json(json!("")),
+    );
     assert_eq!(e.resolve_str("$($event.payload.from)"), "param");
     assert_eq!(e.resolve_str("$($event.payload)"), "$($event.payload)");
 }
@@ -239,7 +303,10 @@ fn s2_3_4_undefined_leaves_the_token_null_is_text_null() {
     std::env::remove_var("CFG_TEST_2_3_4_UNSET");
     let e = event_with(json!({"nothing": null}), Payload::Absent);
     assert_eq!(e.resolve_str("$(missing)"), "$(missing)");
-    assert_eq!(e.resolve_str("$($env.CFG_TEST_2_3_4_UNSET)"), "$($env.CFG_TEST_2_3_4_UNSET)");
+    assert_eq!(
+        e.resolve_str("$($env.CFG_TEST_2_3_4_UNSET)"),
+        "$($env.CFG_TEST_2_3_4_UNSET)"
+    );
     assert_eq!(e.resolve_str("[$(nothing)]"), "[null]");
 }
 
@@ -249,7 +316,11 @@ fn s2_3_5_values_become_text_and_whole_tokens_stay_strings() {
         json!({"n": 5, "f": 2.5, "seq": [1, "a", null], "map": {"k": "v"}, "t": true}),
         Payload::Absent,
     );
-    assert_eq!(e.resolve(&json!("$(n)")), json!("5"), "never the original type");
+    assert_eq!(
+        e.resolve(&json!("$(n)")),
+        json!("5"),
+        "never the original type"
+    );
     assert_eq!(e.resolve_str("$(f)"), "2.5");
     assert_eq!(e.resolve_str("$(seq)"), "1,a,");
     assert_eq!(e.resolve_str("$(map)"), r#"{"k":"v"}"#);
@@ -258,19 +329,38 @@ fn s2_3_5_values_become_text_and_whole_tokens_stay_strings() {
 
 #[test]
 fn s2_3_6_bad_paths_stay_unresolved() {
-    let e = event_with(json!({"arr": [1, 2], "s": "x"}), Payload::Json(json!({"s": "x", "z": null})));
-    assert_eq!(e.resolve_str("$($event.payload.s.k)"), "$($event.payload.s.k)");
-    assert_eq!(e.resolve_str("$($event.payload.z.k)"), "$($event.payload.z.k)");
-    assert_eq!(e.resolve_str("$(arr[1])"), "$(arr[1])", "rule e needs a dot");
+    let e = event_with(
+        json!({"arr": [1, 2], "s": "x"}),
+        Payload::Json(json!({"s": "x", "z": null})),
+    );
+    assert_eq!(
+        e.resolve_str("$($event.payload.s.k)"),
+        "$($event.payload.s.k)"
+    );
+    assert_eq!(
+        e.resolve_str("$($event.payload.z.k)"),
+        "$($event.payload.z.k)"
+    );
+    assert_eq!(
+        e.resolve_str("$(arr[1])"),
+        "$(arr[1])",
+        "rule e needs a dot"
+    );
     assert_eq!(e.resolve_str("$(arr.1)"), "2");
     let e = event_with(json!({}), Payload::Text("plain".into()));
-    assert_eq!(e.resolve_str("$($event.payload.foo)"), "$($event.payload.foo)");
+    assert_eq!(
+        e.resolve_str("$($event.payload.foo)"),
+        "$($event.payload.foo)"
+    );
     assert_eq!(e.resolve_str("$($event.payload)"), "plain");
 }
 
 #[test]
 fn s2_3_7_substitution_is_literal() {
-    let e = event_with(json!({"v": "$& and $$ and $1 and $(other)", "other": "no"}), Payload::Absent);
+    let e = event_with(
+        json!({"v": "$& and $$ and $1 and $(other)", "other": "no"}),
+        Payload::Absent,
+    );
     assert_eq!(e.resolve_str("<$(v)>"), "<$& and $$ and $1 and $(other)>");
 }
 
@@ -293,7 +383,10 @@ api:
         r.payload = Payload::Json(json!({"from": who}));
         let mut e = Event::new(r);
         service.process(&mut e).unwrap();
-        assert_eq!(e.response.body, Body::Json(json!({"greeting": format!("Hi {who}")})));
+        assert_eq!(
+            e.response.body,
+            Body::Json(json!({"greeting": format!("Hi {who}")}))
+        );
     }
     let params = json!({"k": "$(a)"});
     let e = event_with(json!({"a": "A"}), Payload::Absent);

@@ -31,28 +31,41 @@ fn with_request(s: &Service, name: &str, f: impl FnOnce(&mut Request)) -> Event 
 #[test]
 fn s5_0_registry_packs_imports_and_later_registrations_override() {
     // Without the import the pack's handlers are unknown (1.3.12).
-    let err = config_error("api:\n  events:\n    - name: x\n      policies: [setResponseHandler]\n");
+    let err =
+        config_error("api:\n  events:\n    - name: x\n      policies: [setResponseHandler]\n");
     assert_eq!(err.kind, ConfigErrorKind::UnknownHandler);
-    assert_eq!(err.message, "Handler 'setResponseHandler' could not be found.");
+    assert_eq!(
+        err.message,
+        "Handler 'setResponseHandler' could not be found."
+    );
 
     // A user registration overrides the pack's handler of the same name,
     // and a later registration overrides an earlier one.
     let mut reg = HandlerRegistry::with_builtins();
-    reg.register("setResponseHandler", |e: &mut Event, _: &[Value], _: &mut Context| {
-        e.response.body = Body::from("first override");
-        Ok(())
-    });
-    reg.register("setResponseHandler", |e: &mut Event, _: &[Value], _: &mut Context| {
-        e.response.body = Body::from("second override");
-        Ok(())
-    });
+    reg.register(
+        "setResponseHandler",
+        |e: &mut Event, _: &[Value], _: &mut Context| {
+            e.response.body = Body::from("first override");
+            Ok(())
+        },
+    );
+    reg.register(
+        "setResponseHandler",
+        |e: &mut Event, _: &[Value], _: &mut Context| {
+            e.response.body = Body::from("second override");
+            Ok(())
+        },
+    );
     let s = Service::from_str(
         "import: [configurapi-handler-http]\napi:\n  events:\n    - name: x\n      policies: [setResponseHandler]\n",
         "c",
         reg,
     )
     .unwrap();
-    assert_eq!(run_named(&s, "x").response.body, Body::from("second override"));
+    assert_eq!(
+        run_named(&s, "x").response.body,
+        Body::from("second override")
+    );
 
     // An always-on pack needs no import, and importing it changes nothing.
     fn extra_pack() -> HandlerPack {
@@ -66,7 +79,9 @@ fn s5_0_registry_packs_imports_and_later_registrations_override() {
     }
     handlers::register_always_on_pack(extra_pack);
     let reg = HandlerRegistry::with_builtins();
-    assert!(reg.known_packs().contains(&"configurapi-handler-test-extra".to_string()));
+    assert!(reg
+        .known_packs()
+        .contains(&"configurapi-handler-test-extra".to_string()));
     for import in ["", "import: [configurapi-handler-test-extra]\n"] {
         let s = Service::from_str(
             &format!("{import}api:\n  events:\n    - name: x\n      policies: [extraHandler]\n"),
@@ -91,10 +106,16 @@ fn s5_set_response_handler() {
 "#,
     );
     let e = run_named(&s, "defaults");
-    assert_eq!((e.response.status_code, e.response.body.clone()), (200, Body::from("")));
+    assert_eq!(
+        (e.response.status_code, e.response.body.clone()),
+        (200, Body::from(""))
+    );
     let e = with_request(&s, "full", |_| {});
     assert_eq!(e.response.status_code, 201);
-    assert_eq!(e.response.body, Body::Json(json!({"user": "$(user)", "n": 1})));
+    assert_eq!(
+        e.response.body,
+        Body::Json(json!({"user": "$(user)", "n": 1}))
+    );
     let mut ev = Event::new(Request::named("full"));
     ev.params.insert("user".into(), json!("ann"));
     s.process(&mut ev).unwrap();
@@ -122,7 +143,11 @@ fn s5_set_response_header_handler() {
     let mut e = Event::new(Request::named("x"));
     e.params.insert("id".into(), json!("1"));
     s.process(&mut e).unwrap();
-    assert_eq!(e.response.headers, headers(json!({"X-Id": "$(id)", "X-Num": 5})), "not resolved");
+    assert_eq!(
+        e.response.headers,
+        headers(json!({"X-Id": "$(id)", "X-Num": 5})),
+        "not resolved"
+    );
 }
 
 #[test]
@@ -131,7 +156,11 @@ fn s5_set_response_status_code_handler() {
         "    - name: num\n      policies: [{setResponseStatusCodeHandler: [202]}]\n    - name: str\n      policies: [{setResponseStatusCodeHandler: [\"204\"]}]\n    - name: bad\n      policies: [{setResponseStatusCodeHandler: [teapot]}]\n",
     );
     assert_eq!(run_named(&s, "num").response.status_code, 202);
-    assert_eq!(run_named(&s, "str").response.status_code, 204, "numeric strings become numbers");
+    assert_eq!(
+        run_named(&s, "str").response.status_code,
+        204,
+        "numeric strings become numbers"
+    );
     let e = run_named(&s, "bad");
     assert_eq!(e.response.status_code, 500);
     assert!(e.response.is_error_response());
@@ -144,11 +173,21 @@ fn s5_validate_empty_request_payload_handler() {
     assert_eq!(e.response.status_code, 400);
     assert_eq!(
         e.response.body,
-        Body::Json(json!({"statusCode": 400, "message": "Request payload should be empty.", "details": ""}))
+        Body::Json(
+            json!({"statusCode": 400, "message": "Request payload should be empty.", "details": ""})
+        )
     );
-    for empty in [Payload::Absent, Payload::Json(json!("")), Payload::Json(json!(0)), Payload::Text(String::new())] {
+    for empty in [
+        Payload::Absent,
+        Payload::Json(json!("")),
+        Payload::Json(json!(0)),
+        Payload::Text(String::new()),
+    ] {
         let e = with_request(&s, "x", |r| r.payload = empty);
-        assert_eq!((e.response.status_code, e.response.body.clone()), (200, Body::from("ok")));
+        assert_eq!(
+            (e.response.status_code, e.response.body.clone()),
+            (200, Body::from("ok"))
+        );
     }
 }
 
@@ -157,8 +196,14 @@ fn s5_set_json_response_handler() {
     let s = http(
         "    - name: a\n      policies: [{setJsonResponseHandler: [200, {k: v}]}]\n    - name: b\n      policies: [{setJsonResponseHandler: [200, {k: v}, {Content-Type: text/x-json}]}]\n    - name: c\n      policies: [{setJsonResponseHandler: [200, {k: v}, {content-type: text/x-json}]}]\n",
     );
-    assert_eq!(run_named(&s, "a").response.headers, headers(json!({"Content-Type": "application/json"})));
-    assert_eq!(run_named(&s, "b").response.headers, headers(json!({"Content-Type": "text/x-json"})));
+    assert_eq!(
+        run_named(&s, "a").response.headers,
+        headers(json!({"Content-Type": "application/json"}))
+    );
+    assert_eq!(
+        run_named(&s, "b").response.headers,
+        headers(json!({"Content-Type": "text/x-json"}))
+    );
     assert_eq!(
         run_named(&s, "c").response.headers,
         headers(json!({"content-type": "text/x-json", "Content-Type": "application/json"})),
@@ -192,17 +237,29 @@ fn s5_validate_json_request_handler() {
         s.process(&mut e).unwrap();
         e
     };
-    let e = post("post_v1_datum", Payload::Json(json!({"name": "n", "size": 1})));
-    assert_eq!((e.response.status_code, trace_of(&e)), (200, "valid".to_string()));
+    let e = post(
+        "post_v1_datum",
+        Payload::Json(json!({"name": "n", "size": 1})),
+    );
+    assert_eq!(
+        (e.response.status_code, trace_of(&e)),
+        (200, "valid".to_string())
+    );
     let e = post("post_v1_datum", Payload::Json(json!({"size": -1})));
     assert_eq!(e.response.status_code, 400);
     assert_eq!(trace_of(&e), "", "validation failure completes the route");
     assert!(!e.response.error.unwrap().message.is_empty());
     let e = post("post_v1_nothing", Payload::Json(json!({})));
-    assert_eq!(e.response.status_code, 500, "a missing schema file is a 500");
+    assert_eq!(
+        e.response.status_code, 500,
+        "a missing schema file is a 500"
+    );
     let e = post("empty_only", Payload::Json(json!({"a": 1})));
     assert_eq!(e.response.status_code, 400);
-    assert_eq!(e.response.error.unwrap().message, "Request payload should be empty.");
+    assert_eq!(
+        e.response.error.unwrap().message,
+        "Request payload should be empty."
+    );
     let e = post("empty_only", Payload::Absent);
     assert_eq!(trace_of(&e), "empty");
 }
@@ -210,7 +267,9 @@ fn s5_validate_json_request_handler() {
 #[cfg(not(feature = "json-schema"))]
 #[test]
 fn s5_validate_json_request_handler_without_the_feature_is_a_500() {
-    let s = validating_service("    - name: post_v1_datum\n      policies: [validateJsonRequestHandler]\n");
+    let s = validating_service(
+        "    - name: post_v1_datum\n      policies: [validateJsonRequestHandler]\n",
+    );
     let mut e = Event::new(Request::named("post_v1_datum"));
     e.payload = Payload::Json(json!({"name": "n"}));
     s.process(&mut e).unwrap();
@@ -221,7 +280,9 @@ fn cors(params: &str, request_headers: Value) -> Map<String, Value> {
     let s = http(&format!(
         "    - name: x\n      policies: [{{allowCrossOriginResourceSharingHandler: {params}}}]\n"
     ));
-    let e = with_request(&s, "x", |r| r.headers = request_headers.as_object().unwrap().clone());
+    let e = with_request(&s, "x", |r| {
+        r.headers = request_headers.as_object().unwrap().clone()
+    });
     e.response.headers
 }
 
@@ -244,7 +305,10 @@ fn s5_1_cors_headers_in_order_only_when_truthy() {
             "Access-Control-Expose-Headers"
         ]
     );
-    assert_eq!(h["Access-Control-Allow-Origin"], json!("http://localhost:3000"));
+    assert_eq!(
+        h["Access-Control-Allow-Origin"],
+        json!("http://localhost:3000")
+    );
     assert_eq!(h["Access-Control-Allow-Credentials"], json!("true"));
     assert_eq!(h["Access-Control-Max-Age"], json!(600));
 
@@ -255,16 +319,31 @@ fn s5_1_cors_headers_in_order_only_when_truthy() {
     );
     assert_eq!(
         h,
-        headers(json!({"Access-Control-Allow-Methods": "PUT", "Access-Control-Allow-Headers": "X-A", "Access-Control-Allow-Origin": "https://a.example"}))
+        headers(
+            json!({"Access-Control-Allow-Methods": "PUT", "Access-Control-Allow-Headers": "X-A", "Access-Control-Allow-Origin": "https://a.example"})
+        )
     );
 
     // A sequence is joined; an unanchored regex that does not match sets nothing.
     let h = cors("[[https://a, https://b]]", json!({"origin": "https://x"}));
-    assert_eq!(h, headers(json!({"Access-Control-Allow-Origin": "https://a,https://b"})));
-    let h = cors(r#"['localhost(:\d+)?']"#, json!({"origin": "https://example.com"}));
+    assert_eq!(
+        h,
+        headers(json!({"Access-Control-Allow-Origin": "https://a,https://b"}))
+    );
+    let h = cors(
+        r#"['localhost(:\d+)?']"#,
+        json!({"origin": "https://example.com"}),
+    );
     assert!(h.is_empty());
-    let h = cors(r#"['example']"#, json!({"origin": "https://www.example.com:8443"}));
-    assert_eq!(h["Access-Control-Allow-Origin"], json!("https://www.example.com:8443"), "unanchored");
+    let h = cors(
+        r#"['example']"#,
+        json!({"origin": "https://www.example.com:8443"}),
+    );
+    assert_eq!(
+        h["Access-Control-Allow-Origin"],
+        json!("https://www.example.com:8443"),
+        "unanchored"
+    );
     // Falsy values set nothing.
     let h = cors(r#"[false, "", "", false, 0, ""]"#, json!({}));
     assert!(h.is_empty());
@@ -272,7 +351,12 @@ fn s5_1_cors_headers_in_order_only_when_truthy() {
 
 #[test]
 fn s5_2_logging_handlers_are_not_shipped() {
-    for name in ["logRequestHandler", "logResponseHandler", "stopHandler2", "emittableHandler"] {
+    for name in [
+        "logRequestHandler",
+        "logResponseHandler",
+        "stopHandler2",
+        "emittableHandler",
+    ] {
         let err = config_error(&format!(
             "import: [configurapi-handler-http, configurapi-handler-json]\napi:\n  events:\n    - name: x\n      policies: [{name}]\n"
         ));
@@ -312,7 +396,10 @@ api:
     assert_eq!(trace_of(&e), "log-in,preflight,log-out");
     let e = run("GET", "/");
     assert_eq!(e.response.body, Body::from("root"));
-    assert_eq!(e.response.headers["Access-Control-Allow-Origin"], json!("https://app"));
+    assert_eq!(
+        e.response.headers["Access-Control-Allow-Origin"],
+        json!("https://app")
+    );
     let e = run("GET", "/v1/event-details");
     assert_eq!(e.name, "list_v1_event-details");
     assert_eq!(e.response.body, Body::from("details"));

@@ -30,21 +30,32 @@ fn with_lifecycle(routes: &str) -> Service {
 }
 
 fn message_of(event: &Event) -> String {
-    event.response.error.as_ref().map(|e| e.message.clone()).unwrap_or_default()
+    event
+        .response
+        .error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_default()
 }
 
 #[test]
 fn s3_1_1_handlers_get_event_parameters_and_a_context_with_four_operations() {
     capture_logs();
     let mut reg = registry();
-    reg.register("fourOps", |event: &mut Event, params: &[Value], ctx: &mut Context| {
-        assert_eq!(params, &[json!("p1"), json!(2)]);
-        ctx.emit(log::Level::Trace, format!("{} emitted from {}", event.id, ctx.policy()));
-        ctx.continue_();
-        ctx.complete();
-        ctx.catch(HandlerError::new("caught it"));
-        Ok(())
-    });
+    reg.register(
+        "fourOps",
+        |event: &mut Event, params: &[Value], ctx: &mut Context| {
+            assert_eq!(params, &[json!("p1"), json!(2)]);
+            ctx.emit(
+                log::Level::Trace,
+                format!("{} emitted from {}", event.id, ctx.policy()),
+            );
+            ctx.continue_();
+            ctx.complete();
+            ctx.catch(HandlerError::new("caught it"));
+            Ok(())
+        },
+    );
     let s = Service::from_str(
         "api:\n  events:\n    - name: x\n      policies: [{fourOps: [p1, 2]}, {traceHandler: [never]}]\n",
         "c",
@@ -79,16 +90,22 @@ fn s3_1_3_complete_skips_the_rest_of_the_route_only_and_the_last_call_wins() {
     assert_eq!(trace_of(&run_named(&s, "y")), "before,a,b,success,after");
 
     let mut reg = registry();
-    reg.register("continueThenComplete", |_: &mut Event, _: &[Value], ctx: &mut Context| {
-        ctx.continue_();
-        ctx.complete();
-        Ok(())
-    });
-    reg.register("completeThenContinue", |_: &mut Event, _: &[Value], ctx: &mut Context| {
-        ctx.complete();
-        ctx.continue_();
-        Ok(())
-    });
+    reg.register(
+        "continueThenComplete",
+        |_: &mut Event, _: &[Value], ctx: &mut Context| {
+            ctx.continue_();
+            ctx.complete();
+            Ok(())
+        },
+    );
+    reg.register(
+        "completeThenContinue",
+        |_: &mut Event, _: &[Value], ctx: &mut Context| {
+            ctx.complete();
+            ctx.continue_();
+            Ok(())
+        },
+    );
     let s = Service::from_str(
         "api:\n  events:\n    - name: a\n      policies: [continueThenComplete, {traceHandler: [no]}]\n    - name: b\n      policies: [completeThenContinue, {traceHandler: [yes]}]\n",
         "c",
@@ -120,14 +137,20 @@ fn s3_1_4_throw_or_catch_makes_the_route_throw_and_skips_the_rest() {
 #[test]
 fn s3_1_5_the_response_is_what_the_handler_leaves() {
     let mut reg = registry();
-    reg.register("replace", |event: &mut Event, _: &[Value], _: &mut Context| {
-        event.response = configurapi_runner_ws::configurapi::Response::new("replaced", 202);
-        Ok(())
-    });
-    reg.register("mutate", |event: &mut Event, _: &[Value], _: &mut Context| {
-        event.response.status_code = 203;
-        Ok(())
-    });
+    reg.register(
+        "replace",
+        |event: &mut Event, _: &[Value], _: &mut Context| {
+            event.response = configurapi_runner_ws::configurapi::Response::new("replaced", 202);
+            Ok(())
+        },
+    );
+    reg.register(
+        "mutate",
+        |event: &mut Event, _: &[Value], _: &mut Context| {
+            event.response.status_code = 203;
+            Ok(())
+        },
+    );
     let s = Service::from_str(
         "api:\n  events:\n    - name: a\n      policies: [replace]\n    - name: b\n      policies: [mutate]\n",
         "c",
@@ -135,7 +158,10 @@ fn s3_1_5_the_response_is_what_the_handler_leaves() {
     )
     .unwrap();
     let a = run_named(&s, "a");
-    assert_eq!((a.response.status_code, a.response.body.clone()), (202, Body::from("replaced")));
+    assert_eq!(
+        (a.response.status_code, a.response.body.clone()),
+        (202, Body::from("replaced"))
+    );
     assert_eq!(run_named(&s, "b").response.status_code, 203);
 }
 
@@ -159,31 +185,55 @@ fn s3_1_6_identity_is_set_by_handlers_and_claims_match_exactly() {
         reg,
     )
     .unwrap();
-    assert!(Event::new(Request::named("x")).identity.is_none(), "the core never sets one");
+    assert!(
+        Event::new(Request::named("x")).identity.is_none(),
+        "the core never sets one"
+    );
     let e = run_named(&s, "x");
-    let id = e.identity.expect("set by the handler, readable after process");
+    let id = e
+        .identity
+        .expect("set by the handler, readable after process");
     assert_eq!(id.id, "user-1");
     assert!(id.has_claim("role", &["admin"], &[None]));
     assert!(!id.has_claim("role", &["admin"], &[Some("docs")]));
     assert!(id.has_claim("role", &["nobody", "reader"], &[Some("x"), Some("docs")]));
-    assert!(!id.has_claim("role", &["reader"], &[None]), "undefined scope matches only empty scopes");
+    assert!(
+        !id.has_claim("role", &["reader"], &[None]),
+        "undefined scope matches only empty scopes"
+    );
     assert!(id.get_claim("role", "reader", Some("docs")).is_some());
-    assert!(id.get_claim("role", "writer", Some("a")).is_none(), "exact match only");
-    assert_eq!(id.get_claims("role", "writer", Some("a")).len(), 1, "contained scope");
+    assert!(
+        id.get_claim("role", "writer", Some("a")).is_none(),
+        "exact match only"
+    );
+    assert_eq!(
+        id.get_claims("role", "writer", Some("a")).len(),
+        1,
+        "contained scope"
+    );
     assert_eq!(id.get_claims("role", "reader", Some("docs")).len(), 1);
-    assert_eq!(id.to_json()["claims"][0], json!({"type": "role", "value": "admin", "scope": null}));
+    assert_eq!(
+        id.to_json()["claims"][0],
+        json!({"type": "role", "value": "admin", "scope": null})
+    );
 }
 
-fn counting_registry(counter: Arc<AtomicUsize>, fail: bool) -> configurapi_runner_ws::configurapi::HandlerRegistry {
+fn counting_registry(
+    counter: Arc<AtomicUsize>,
+    fail: bool,
+) -> configurapi_runner_ws::configurapi::HandlerRegistry {
     let mut reg = registry();
-    reg.register("count", move |event: &mut Event, _: &[Value], _: &mut Context| {
-        counter.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(event.name, "on_start", "a synthetic event named on_start");
-        if fail {
-            return Err(HandlerError::new("cannot start"));
-        }
-        Ok(())
-    });
+    reg.register(
+        "count",
+        move |event: &mut Event, _: &[Value], _: &mut Context| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(event.name, "on_start", "a synthetic event named on_start");
+            if fail {
+                return Err(HandlerError::new("cannot start"));
+            }
+            Ok(())
+        },
+    );
     reg
 }
 
@@ -204,7 +254,10 @@ fn s3_2_2_on_start_gets_a_synthetic_event_and_a_failure_is_a_startup_error() {
     let yaml = "api:\n  events:\n    - name: on_start\n      policies: [count]\n";
     let err = Service::from_str(yaml, "config.yaml", counting_registry(counter, true)).unwrap_err();
     assert_eq!(err.kind, ConfigErrorKind::OnStart);
-    assert_eq!(err.to_string(), "config.yaml: on_start failed: cannot start");
+    assert_eq!(
+        err.to_string(),
+        "config.yaml: on_start failed: cannot start"
+    );
 }
 
 #[test]
@@ -212,13 +265,16 @@ fn s3_2_3_on_first_request_failure_rethrows_and_is_retried() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let mut reg = registry();
-    reg.register("flaky", move |_: &mut Event, _: &[Value], _: &mut Context| {
-        if c.fetch_add(1, Ordering::SeqCst) == 0 {
-            Err(HandlerError::new("not ready").with_status(418))
-        } else {
-            Ok(())
-        }
-    });
+    reg.register(
+        "flaky",
+        move |_: &mut Event, _: &[Value], _: &mut Context| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(HandlerError::new("not ready").with_status(418))
+            } else {
+                Ok(())
+            }
+        },
+    );
     let yaml = format!(
         "{LIFECYCLE}    - name: on_first_request\n      policies: [flaky]\n    - name: x\n      policies: [{{traceHandler: [route]}}]\n"
     );
@@ -228,12 +284,20 @@ fn s3_2_3_on_first_request_failure_rethrows_and_is_retried() {
     let err = s.process(&mut e).unwrap_err();
     assert_eq!(err.message(), "not ready");
     assert_eq!(e.response.status_code, 418, "the response is set as in 3.4");
-    assert_eq!(trace_of(&e), "error", "on_error ran; before, route and after did not");
+    assert_eq!(
+        trace_of(&e),
+        "error",
+        "on_error ran; before, route and after did not"
+    );
 
     let e = run_named(&s, "x");
     assert_eq!(trace_of(&e), "before,route,success,after");
     run_named(&s, "x");
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "not run again once it succeeded");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "not run again once it succeeded"
+    );
 }
 
 #[test]
@@ -255,7 +319,11 @@ fn s3_3_1_order_and_name_then_method_then_catchall_then_501() {
     s.process(&mut e).unwrap();
     assert_eq!(trace_of(&e), "before,method,success,after");
     let e = run_named(&s, "empty");
-    assert_eq!(trace_of(&e), "before,success,after", "a route with no policies counts as handled");
+    assert_eq!(
+        trace_of(&e),
+        "before,success,after",
+        "a route with no policies counts as handled"
+    );
 
     let e = run_named(&s, "nothing_here");
     assert_eq!(e.response.status_code, 501);
@@ -269,12 +337,21 @@ fn s3_3_1_order_and_name_then_method_then_catchall_then_501() {
     );
     assert_eq!(
         e.response.body,
-        Body::Json(json!({"statusCode": 501, "message": "Not Implemented.", "details": "Route for 'nothing_here' event could not be found.'"}))
+        Body::Json(
+            json!({"statusCode": 501, "message": "Not Implemented.", "details": "Route for 'nothing_here' event could not be found.'"})
+        )
     );
-    assert_eq!(trace_of(&e), "error,after", "the 501 replaced the traced response");
+    assert_eq!(
+        trace_of(&e),
+        "error,after",
+        "the 501 replaced the traced response"
+    );
 
     let s = with_lifecycle("    - name: catchall\n      policies: [{traceHandler: [catchall]}]\n");
-    assert_eq!(trace_of(&run_named(&s, "nothing_here")), "before,catchall,success,after");
+    assert_eq!(
+        trace_of(&run_named(&s, "nothing_here")),
+        "before,catchall,success,after"
+    );
     // Missing special routes are skipped silently.
     let s = service("api:\n  events:\n    - name: x\n      policies: [{traceHandler: [only]}]\n");
     assert_eq!(trace_of(&run_named(&s, "x")), "only");
@@ -300,7 +377,11 @@ api:
     );
     let e = run_named(&s, "x");
     assert_eq!(e.response.status_code, 500);
-    assert_eq!(trace_of(&e), "error,after", "the error response replaced the traced one");
+    assert_eq!(
+        trace_of(&e),
+        "error,after",
+        "the error response replaced the traced one"
+    );
 }
 
 #[test]
@@ -310,7 +391,11 @@ fn s3_3_3_assigning_an_error_response_does_not_stop_the_route() {
     );
     let e = run_named(&s, "x");
     assert_eq!(e.response.status_code, 409);
-    assert_eq!(trace_of(&e), "b,error,after", "later policies ran; on_error instead of on_success");
+    assert_eq!(
+        trace_of(&e),
+        "b,error,after",
+        "later policies ran; on_error instead of on_success"
+    );
     assert_eq!(message_of(&e), "bad");
 }
 
@@ -350,9 +435,12 @@ fn s3_3_5_process_succeeds_in_every_other_case() {
 #[test]
 fn s3_4_1_thrown_values_set_the_response() {
     let mut reg = registry();
-    reg.register("throwResponse", |_: &mut Event, _: &[Value], _: &mut Context| {
-        Err(ErrorResponse::new("as is", 422, "dd").into())
-    });
+    reg.register(
+        "throwResponse",
+        |_: &mut Event, _: &[Value], _: &mut Context| {
+            Err(ErrorResponse::new("as is", 422, "dd").into())
+        },
+    );
     let s = Service::from_str(
         "api:\n  events:\n    - name: e418\n      policies: [{throwErrorHandler: [teapot, 418]}]\n    - name: resp\n      policies: [throwResponse]\n    - name: str\n      policies: [throwStringHandler]\n",
         "c",
@@ -360,12 +448,24 @@ fn s3_4_1_thrown_values_set_the_response() {
     )
     .unwrap();
     let e = run_named(&s, "e418");
-    assert_eq!((e.response.status_code, message_of(&e)), (418, "teapot".to_string()));
-    assert_eq!(e.response.headers.get("Content-Type"), Some(&json!("application/json")));
+    assert_eq!(
+        (e.response.status_code, message_of(&e)),
+        (418, "teapot".to_string())
+    );
+    assert_eq!(
+        e.response.headers.get("Content-Type"),
+        Some(&json!("application/json"))
+    );
     let e = run_named(&s, "resp");
-    assert_eq!(e.response.error, Some(ErrorResponse::new("as is", 422, "dd")));
+    assert_eq!(
+        e.response.error,
+        Some(ErrorResponse::new("as is", 422, "dd"))
+    );
     let e = run_named(&s, "str");
-    assert_eq!(e.response.error, Some(ErrorResponse::new("Internal Server Error", 500, "a string")));
+    assert_eq!(
+        e.response.error,
+        Some(ErrorResponse::new("Internal Server Error", 500, "a string"))
+    );
 }
 
 #[test]
@@ -419,17 +519,40 @@ api:
     let prefix = format!("{} - {} - ", e.id, e.correlation_id);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0].0, log::Level::Trace);
-    assert!(lines[0].1.starts_with(&format!("{prefix}Executed traceHandler policy [")), "{lines:?}");
+    assert!(
+        lines[0]
+            .1
+            .starts_with(&format!("{prefix}Executed traceHandler policy [")),
+        "{lines:?}"
+    );
     assert!(lines[0].1.ends_with("ms]"));
-    assert!(lines[1].1.starts_with(&format!("{prefix}Handled x [")), "{lines:?}");
+    assert!(
+        lines[1].1.starts_with(&format!("{prefix}Handled x [")),
+        "{lines:?}"
+    );
 
     let e = run_named(&s, "quiet");
-    assert!(log_lines(&e.id).iter().all(|(_, l)| l.contains("Executed")), "route logs silenced");
+    assert!(
+        log_lines(&e.id).iter().all(|(_, l)| l.contains("Executed")),
+        "route logs silenced"
+    );
 
     let e = run_named(&s, "loud");
     let lines = log_lines(&e.id);
-    assert!(lines.contains(&(log::Level::Error, format!("{} - {} - Failed to handle loud: kaput", e.id, e.correlation_id))), "{lines:?}");
-    assert!(!lines.iter().any(|(_, l)| l.contains("Executed")), "policy log silenced");
+    assert!(
+        lines.contains(&(
+            log::Level::Error,
+            format!(
+                "{} - {} - Failed to handle loud: kaput",
+                e.id, e.correlation_id
+            )
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|(_, l)| l.contains("Executed")),
+        "policy log silenced"
+    );
 }
 
 #[test]
@@ -440,9 +563,16 @@ fn a_panicking_handler_yields_500_and_the_next_event_is_served() {
     let e = run_named(&s, "boom");
     assert_eq!(e.response.status_code, 500);
     assert!(e.response.is_error_response());
-    assert!(message_of(&e).contains("handler exploded"), "{}", message_of(&e));
+    assert!(
+        message_of(&e).contains("handler exploded"),
+        "{}",
+        message_of(&e)
+    );
     let e = run_named(&s, "ok");
-    assert_eq!((e.response.status_code, trace_of(&e)), (200, "fine".to_string()));
+    assert_eq!(
+        (e.response.status_code, trace_of(&e)),
+        (200, "fine".to_string())
+    );
 }
 
 #[test]
@@ -452,11 +582,14 @@ fn service_is_send_sync_and_serves_threads_concurrently() {
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let mut reg = registry();
-    reg.register("first", move |_: &mut Event, _: &[Value], _: &mut Context| {
-        c.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        Ok(())
-    });
+    reg.register(
+        "first",
+        move |_: &mut Event, _: &[Value], _: &mut Context| {
+            c.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Ok(())
+        },
+    );
     let s = Arc::new(
         Service::from_str(
             "api:\n  events:\n    - name: on_first_request\n      policies: [first]\n    - name: x\n      policies: [{traceHandler: [t]}]\n",

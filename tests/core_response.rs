@@ -31,21 +31,33 @@ fn s4_2_error_response_body_headers_and_copy_rules() {
         String::from_utf8(r.body.to_http_bytes().unwrap()).unwrap(),
         r#"{"statusCode":404,"message":"boom","details":"d"}"#
     );
-    assert_eq!(r.headers, json!({"Content-Type": "application/json"}).as_object().unwrap().clone());
+    assert_eq!(
+        r.headers,
+        json!({"Content-Type": "application/json"})
+            .as_object()
+            .unwrap()
+            .clone()
+    );
     assert!(r.is_error_response());
     // From an Error: its message, its display text as details.
     let e = ErrorResponse::from_error(&HandlerError::new("oops").with_details("trace"), 500);
     assert_eq!(e, ErrorResponse::new("oops", 500, "trace"));
     // From an ErrorResponse: copied, the status argument ignored.
     let inner = HandlerError::Response(ErrorResponse::new("inner", 409, "x"));
-    assert_eq!(ErrorResponse::from_error(&inner, 500), ErrorResponse::new("inner", 409, "x"));
+    assert_eq!(
+        ErrorResponse::from_error(&inner, 500),
+        ErrorResponse::new("inner", 409, "x")
+    );
 }
 
 #[test]
 fn s4_3_json_response_sets_content_type_and_no_list_response_is_invented() {
     let r = Response::json(json!([1, 2]), 201);
     assert_eq!(r.status_code, 201);
-    assert_eq!(r.headers.get("Content-Type"), Some(&json!("application/json")));
+    assert_eq!(
+        r.headers.get("Content-Type"),
+        Some(&json!("application/json"))
+    );
     assert_eq!(r.body, Body::Json(json!([1, 2])));
     // ListResponse's body shape is open item O1: the core offers no ListResponse.
 }
@@ -53,7 +65,10 @@ fn s4_3_json_response_sets_content_type_and_no_list_response_is_invented() {
 #[test]
 fn s4_4_body_serialisation_rules() {
     let http = |b: Body| String::from_utf8(b.to_http_bytes().unwrap()).unwrap();
-    assert_eq!(Body::Bytes(vec![0xff, 0]).to_http_bytes().unwrap(), vec![0xff, 0]);
+    assert_eq!(
+        Body::Bytes(vec![0xff, 0]).to_http_bytes().unwrap(),
+        vec![0xff, 0]
+    );
     assert_eq!(http(Body::Text("as is".into())), "as is");
     assert_eq!(http(Body::Json(json!({"a": [1]}))), r#"{"a":[1]}"#);
     assert_eq!(http(Body::Json(json!([1, "x"]))), r#"[1,"x"]"#);
@@ -65,9 +80,18 @@ fn s4_4_body_serialisation_rules() {
     // 8.1 envelope values: absent is "", null is null, bytes are base64.
     assert_eq!(Body::Absent.to_envelope_value(), Some((json!(""), false)));
     assert_eq!(Body::Null.to_envelope_value(), Some((json!(null), false)));
-    assert_eq!(Body::Json(json!({"k": 1})).to_envelope_value(), Some((json!({"k": 1}), false)));
-    assert_eq!(Body::Text("t".into()).to_envelope_value(), Some((json!("t"), false)));
-    assert_eq!(Body::Bytes(b"hi".to_vec()).to_envelope_value(), Some((json!("aGk="), true)));
+    assert_eq!(
+        Body::Json(json!({"k": 1})).to_envelope_value(),
+        Some((json!({"k": 1}), false))
+    );
+    assert_eq!(
+        Body::Text("t".into()).to_envelope_value(),
+        Some((json!("t"), false))
+    );
+    assert_eq!(
+        Body::Bytes(b"hi".to_vec()).to_envelope_value(),
+        Some((json!("aGk="), true))
+    );
     // A stream is pulled by the runner, never serialised whole or cloned.
     let mut r = Response::stream(vec![Ok(Chunk::Text("a".into()))].into_iter(), 200);
     assert!(r.body.is_stream());
@@ -85,7 +109,10 @@ fn s4_5_headers_are_kept_verbatim_and_no_content_type_is_added() {
         "import: [configurapi-handler-http]\napi:\n  events:\n    - name: x\n      policies:\n        - setResponseHandler: [200, {a: 1}, {X-Mixed-Case: v}]\n",
     );
     let e = run_named(&s, "x");
-    assert_eq!(e.response.headers, json!({"X-Mixed-Case": "v"}).as_object().unwrap().clone());
+    assert_eq!(
+        e.response.headers,
+        json!({"X-Mixed-Case": "v"}).as_object().unwrap().clone()
+    );
 }
 
 #[test]
@@ -93,20 +120,41 @@ fn s4_6_request_building_from_http() {
     let r = Request::from_http(
         "GET",
         "/v1/users?a=1&a=2&b=x+y%21&c",
-        &[("X-Thing", "1"), ("x-thing", "2"), ("Content-Type", "text/plain")],
+        &[
+            ("X-Thing", "1"),
+            ("x-thing", "2"),
+            ("Content-Type", "text/plain"),
+        ],
         b"",
     )
     .unwrap();
     assert_eq!(r.method, "get");
     assert_eq!(r.path, "/v1/users");
     assert_eq!(r.headers.get("x-thing"), Some(&json!("1, 2")));
-    assert_eq!(r.query, json!({"a": ["1", "2"], "b": "x y!", "c": ""}).as_object().unwrap().clone());
+    assert_eq!(
+        r.query,
+        json!({"a": ["1", "2"], "b": "x y!", "c": ""})
+            .as_object()
+            .unwrap()
+            .clone()
+    );
     assert_eq!(r.payload, Payload::Absent, "an empty body is no payload");
     let text = Request::from_http("POST", "/", &[("content-type", "text/csv")], b"a,b").unwrap();
     assert_eq!(text.payload, Payload::Text("a,b".into()));
-    let json = Request::from_http("POST", "/", &[("content-type", "application/json; charset=utf-8")], br#"{"a":1}"#).unwrap();
+    let json = Request::from_http(
+        "POST",
+        "/",
+        &[("content-type", "application/json; charset=utf-8")],
+        br#"{"a":1}"#,
+    )
+    .unwrap();
     assert_eq!(json.payload, Payload::Json(json!({"a": 1})));
-    let bad = Request::from_http("POST", "/", &[("content-type", "application/json")], b"{nope");
+    let bad = Request::from_http(
+        "POST",
+        "/",
+        &[("content-type", "application/json")],
+        b"{nope",
+    );
     assert!(bad.is_err(), "a SyntaxError, answered with 400");
     let raw = Request::from_http("POST", "/", &[("content-type", "image/png")], &[1, 2]).unwrap();
     assert_eq!(raw.payload, Payload::Bytes(vec![1, 2]));

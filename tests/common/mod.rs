@@ -9,8 +9,16 @@ use serde_json::{Map, Value};
 use std::sync::{Mutex, OnceLock};
 
 /// Appends `label` to the `x-trace` response header, to see what ran in which order.
-pub fn trace_handler(event: &mut Event, params: &[Value], _: &mut Context) -> Result<(), HandlerError> {
-    let label = params.first().and_then(Value::as_str).unwrap_or("?").to_string();
+pub fn trace_handler(
+    event: &mut Event,
+    params: &[Value],
+    _: &mut Context,
+) -> Result<(), HandlerError> {
+    let label = params
+        .first()
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string();
     let headers = &mut event.response.headers;
     let trace = match headers.get("x-trace").and_then(Value::as_str) {
         Some(prev) => format!("{prev},{label}"),
@@ -24,42 +32,64 @@ pub fn trace_handler(event: &mut Event, params: &[Value], _: &mut Context) -> Re
 pub fn registry() -> HandlerRegistry {
     let mut reg = HandlerRegistry::with_builtins();
     reg.register("traceHandler", trace_handler);
-    reg.register("stopHandler", |_: &mut Event, _: &[Value], ctx: &mut Context| {
-        ctx.complete();
-        Ok(())
-    });
-    reg.register("continueHandler", |_: &mut Event, _: &[Value], ctx: &mut Context| {
-        ctx.continue_();
-        Ok(())
-    });
-    reg.register("throwErrorHandler", |_: &mut Event, params: &[Value], _: &mut Context| {
-        let message = params.first().and_then(Value::as_str).unwrap_or("boom");
-        let mut err = HandlerError::new(message);
-        if let Some(code) = params.get(1).and_then(Value::as_u64) {
-            err = err.with_status(code as u16);
-        }
-        Err(err)
-    });
-    reg.register("throwStringHandler", |_: &mut Event, _: &[Value], _: &mut Context| {
-        Err(HandlerError::thrown("a string"))
-    });
-    reg.register("catchHandler", |_: &mut Event, _: &[Value], ctx: &mut Context| {
-        ctx.catch(HandlerError::new("caught"));
-        Ok(())
-    });
-    reg.register("panicHandler", |_: &mut Event, _: &[Value], _: &mut Context| -> Result<(), HandlerError> {
-        panic!("handler exploded")
-    });
-    reg.register("paramsHandler", |event: &mut Event, params: &[Value], _: &mut Context| {
-        event.response.body = Body::Json(Value::Array(params.to_vec()));
-        Ok(())
-    });
-    reg.register("errorResponseHandler", |event: &mut Event, params: &[Value], _: &mut Context| {
-        let code = params.first().and_then(Value::as_u64).unwrap_or(400) as u16;
-        event.response =
-            configurapi_runner_ws::configurapi::ErrorResponse::new("bad", code, "d").into();
-        Ok(())
-    });
+    reg.register(
+        "stopHandler",
+        |_: &mut Event, _: &[Value], ctx: &mut Context| {
+            ctx.complete();
+            Ok(())
+        },
+    );
+    reg.register(
+        "continueHandler",
+        |_: &mut Event, _: &[Value], ctx: &mut Context| {
+            ctx.continue_();
+            Ok(())
+        },
+    );
+    reg.register(
+        "throwErrorHandler",
+        |_: &mut Event, params: &[Value], _: &mut Context| {
+            let message = params.first().and_then(Value::as_str).unwrap_or("boom");
+            let mut err = HandlerError::new(message);
+            if let Some(code) = params.get(1).and_then(Value::as_u64) {
+                err = err.with_status(code as u16);
+            }
+            Err(err)
+        },
+    );
+    reg.register(
+        "throwStringHandler",
+        |_: &mut Event, _: &[Value], _: &mut Context| Err(HandlerError::thrown("a string")),
+    );
+    reg.register(
+        "catchHandler",
+        |_: &mut Event, _: &[Value], ctx: &mut Context| {
+            ctx.catch(HandlerError::new("caught"));
+            Ok(())
+        },
+    );
+    reg.register(
+        "panicHandler",
+        |_: &mut Event, _: &[Value], _: &mut Context| -> Result<(), HandlerError> {
+            panic!("handler exploded")
+        },
+    );
+    reg.register(
+        "paramsHandler",
+        |event: &mut Event, params: &[Value], _: &mut Context| {
+            event.response.body = Body::Json(Value::Array(params.to_vec()));
+            Ok(())
+        },
+    );
+    reg.register(
+        "errorResponseHandler",
+        |event: &mut Event, params: &[Value], _: &mut Context| {
+            let code = params.first().and_then(Value::as_u64).unwrap_or(400) as u16;
+            event.response =
+                configurapi_runner_ws::configurapi::ErrorResponse::new("bad", code, "d").into();
+            Ok(())
+        },
+    );
     reg
 }
 
