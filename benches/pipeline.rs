@@ -3,6 +3,11 @@
 //! `process_3_policies` times `process` alone (the event is built outside
 //! the timing); `event_new_and_process` adds `Event::new` (UUID, path
 //! mapping with singularisation) for the whole per-request core cost.
+//!
+//! Measured on the 2-core dev machine (release profile, fat LTO):
+//! `process_3_policies` 844 ns [822 ns, 864 ns], `event_new_and_process`
+//! 2.87 us [2.85 us, 2.91 us]. Most of `Event::new` is singularising path
+//! segments; WebSocket events have an empty path and skip it.
 
 use configurapi_runner_ws::configurapi::{Event, HandlerRegistry, Payload, Request, Service};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};

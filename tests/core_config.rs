@@ -401,3 +401,39 @@ fn s1_3_errors_are_values_never_panics() {
         let _ = try_service(yaml);
     }
 }
+
+#[test]
+fn s1_3_mutated_configs_never_panic() {
+    // Deterministic byte mutations of real configs: every outcome must be a
+    // value (Ok or a ConfigError), never a panic.
+    let seeds = [
+        include_str!("fixtures/hello.yaml"),
+        include_str!("fixtures/ping.yaml"),
+        include_str!("fixtures/cors.yaml"),
+    ];
+    let alphabet = b" :-[]{}\"'\n#&*!|>?,.$()0a";
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for seed in seeds {
+        for _ in 0..300 {
+            let mut bytes = seed.as_bytes().to_vec();
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() as usize) % bytes.len();
+                match next() % 3 {
+                    0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = try_service(&text);
+        }
+    }
+}

@@ -228,7 +228,9 @@ impl Config {
     pub fn parse(text: &str, file: &str, node_env: Option<&str>) -> Result<Config, ConfigError> {
         let err = |kind, message: String| ConfigError::new(kind, file, message);
         let yaml: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
-            let mut error = err(ConfigErrorKind::Syntax, e.to_string());
+            // One line, whatever the parser's text looks like.
+            let text = e.to_string().replace(['\n', '\r'], " ");
+            let mut error = err(ConfigErrorKind::Syntax, text);
             error.line = e.location().map(|l| l.line());
             error
         })?;

@@ -234,3 +234,25 @@ where
         self(event, params, ctx)
     }
 }
+
+/// Helps closures infer the handler signature, so that
+/// `handler_fn(|event, params, ctx| { ... })` needs no type annotations.
+///
+/// ```
+/// use configurapi_runner_ws::configurapi::{handler_fn, HandlerRegistry};
+/// let mut registry = HandlerRegistry::with_builtins();
+/// registry.register(
+///     "okHandler",
+///     handler_fn(|event, _params, ctx| {
+///         event.response.status_code = 204;
+///         ctx.complete();
+///         Ok(())
+///     }),
+/// );
+/// ```
+pub fn handler_fn<F>(f: F) -> F
+where
+    F: Fn(&mut Event, &[Value], &mut Context) -> Result<(), HandlerError> + Send + Sync,
+{
+    f
+}

@@ -13,7 +13,8 @@
 //!         - setResponseHandler: [200, "Hello"]
 //! "#;
 //! let service = Service::from_str(yaml, "config.yaml", HandlerRegistry::with_builtins()).unwrap();
-//! let mut event = Event::new(Request::new("GET", "/v1/hello"));
+//! // GET /v1/hello/world is get_v1_hello with params.hello = "world".
+//! let mut event = Event::new(Request::new("GET", "/v1/hello/world"));
 //! service.process(&mut event).unwrap();
 //! assert_eq!(event.response.status_code, 200);
 //! assert_eq!(event.response.body, "Hello".into());
@@ -34,7 +35,7 @@ pub mod service;
 
 pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
 pub use event::{Event, Payload, Request};
-pub use handler::{Context, Handler, HandlerError, Outcome};
+pub use handler::{handler_fn, Context, Handler, HandlerError, Outcome};
 pub use http::SyntaxError;
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};

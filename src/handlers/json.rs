@@ -142,6 +142,8 @@ impl crate::configurapi::Handler for ValidateJsonRequest {
         let instance = match &event.payload {
             Payload::Absent => Value::Null,
             Payload::Json(v) => v.clone(),
+            // Text that is JSON (a `text/plain` body, say) is validated as
+            // that JSON; other text is validated as a JSON string.
             Payload::Text(s) => {
                 serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.clone()))
             }
