@@ -21,6 +21,7 @@ OPTIONS:
     --workers N               handler threads [default: number of cores]
     --job-queue N             jobs waiting for a worker before reading pauses [default: 1024]
     --postback-base URL       base of the postback-url header, e.g. http://node-a:9100
+    --no-inline               run every handler on the workers, even routes that never block
     --max-message-size SIZE   largest message, e.g. 16MiB [default: 16MiB]
     --max-frame-size SIZE     largest single frame [default: the message size]
     --handshake-timeout DUR   time to finish the upgrade, e.g. 10s [default: 10s]
@@ -59,6 +60,8 @@ pub struct RunArgs {
     pub echo: bool,
     /// `--postback-base`.
     pub postback_base: Option<String>,
+    /// Not `--no-inline`.
+    pub inline: bool,
     /// Log level.
     pub log_level: log::LevelFilter,
 }
@@ -77,6 +80,7 @@ where
     let mut config_path = None;
     let mut echo = false;
     let mut postback_base = None;
+    let mut inline = true;
     let mut max_frame = None;
     let mut log_level = log::LevelFilter::Info;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -108,6 +112,7 @@ where
             }
             "--config" => config_path = Some(PathBuf::from(value()?)),
             "--echo" => echo = true,
+            "--no-inline" => inline = false,
             "--workers" => {
                 let v = value()?;
                 server.workers = v
@@ -166,6 +171,7 @@ where
         config_path,
         echo,
         postback_base,
+        inline,
         log_level,
     })))
 }

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         };
         let opts = RunnerOptions {
             postback_base: args.postback_base.clone(),
+            inline: args.inline,
         };
         args.server.mode = Mode::App(Arc::new(Runner::new(service, opts)));
         format!("Configurapi, {source}")

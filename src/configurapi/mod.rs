@@ -35,7 +35,7 @@ pub mod service;
 
 pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
 pub use event::{Event, Payload, Request};
-pub use handler::{handler_fn, Context, Handler, HandlerError, Outcome};
+pub use handler::{handler_fn, Context, Handler, HandlerError, NonBlocking, Outcome};
 pub use http::SyntaxError;
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};

@@ -33,6 +33,12 @@ impl HandlerPack {
         self
     }
 
+    /// Adds a handler that never blocks (see
+    /// [`Handler::is_nonblocking`](super::handler::Handler::is_nonblocking)).
+    pub fn with_nonblocking(self, name: &str, handler: impl Handler + 'static) -> HandlerPack {
+        self.with(name, super::handler::NonBlocking(handler))
+    }
+
     /// Adds a handler.
     pub fn add(&mut self, name: &str, handler: Arc<dyn Handler>) {
         self.handlers.push((name.to_string(), handler));

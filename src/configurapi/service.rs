@@ -36,6 +36,8 @@ struct Policy {
 struct Route {
     policies: Vec<Policy>,
     log_level: LogLevel,
+    /// Every policy's handler is non-blocking.
+    nonblocking: bool,
 }
 
 /// Why a step of the pipeline failed (3.3.1).
@@ -133,9 +135,11 @@ impl Service {
                     log_level: policy.log_level,
                 });
             }
+            let nonblocking = policies.iter().all(|p| p.handler.is_nonblocking());
             routes.insert(
                 route.name,
                 Route {
+                    nonblocking,
                     policies,
                     log_level: route.log_level,
                 },
@@ -163,6 +167,26 @@ impl Service {
     /// skips `on_connect`/`on_disconnect` dispatch without one, 6.5.3).
     pub fn has_route(&self, name: &str) -> bool {
         self.routes.contains_key(name)
+    }
+
+    /// True when processing an event of this name (and method) runs only non-blocking
+    /// handlers: the special routes, and the route 3.3 would pick (name, else method,
+    /// else catchall). Such an event may be processed on the reactor thread.
+    pub fn is_nonblocking(&self, name: &str, method: &str) -> bool {
+        let specials = [
+            "on_first_request",
+            "on_before_request",
+            "on_success",
+            "on_error",
+            "on_after_request",
+        ];
+        let ok = |r: Option<&Route>| r.is_none_or(|r| r.nonblocking);
+        specials.iter().all(|s| ok(self.routes.get(*s)))
+            && ok(self
+                .routes
+                .get(name)
+                .or_else(|| self.routes.get(method))
+                .or_else(|| self.routes.get("catchall")))
     }
 
     /// The route names, sorted.

@@ -23,7 +23,7 @@ use mio::net::TcpStream;
 
 use crate::config::{Mode, ServerConfig};
 use crate::reactor::stats::Stats;
-use crate::reactor::Handle;
+use crate::reactor::{Dispatch, Handle};
 use crate::work::Job;
 use crate::ws::close_code;
 use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};
@@ -322,11 +322,16 @@ impl ConnState {
                     Mode::Echo => self.send_frame(opcode, payload, sh),
                     Mode::App(app) => {
                         let Some(a) = self.app.as_mut() else { return };
-                        let job = app.on_message(&a.shared, opcode == Opcode::Text, payload);
-                        if a.accepted {
-                            sh.jobs.push(job);
-                        } else {
-                            a.waiting.push(job);
+                        // Before acceptance the message must wait for on_connect, so it
+                        // cannot be answered inline.
+                        match app.on_message(&a.shared, opcode == Opcode::Text, payload, a.accepted)
+                        {
+                            Dispatch::Reply(frame) => {
+                                sh.stats.messages_out += 1;
+                                self.wq.push_frame_owned(sh.pool, Opcode::Text, frame);
+                            }
+                            Dispatch::Job(job) if a.accepted => sh.jobs.push(job),
+                            Dispatch::Job(job) => a.waiting.push(job),
                         }
                     }
                 }

@@ -13,22 +13,22 @@ use crate::configurapi::{js, Body, Context, ErrorResponse, Event, HandlerError, 
 /// the Node package.
 pub fn pack() -> HandlerPack {
     HandlerPack::new(super::HTTP_PACK)
-        .with("setResponseHandler", set_response_handler)
-        .with("setResponseBodyHandler", set_response_body_handler)
-        .with("setResponseHeaderHandler", set_response_header_handler)
-        .with(
+        .with_nonblocking("setResponseHandler", set_response_handler)
+        .with_nonblocking("setResponseBodyHandler", set_response_body_handler)
+        .with_nonblocking("setResponseHeaderHandler", set_response_header_handler)
+        .with_nonblocking(
             "setResponseStatusCodeHandler",
             set_response_status_code_handler,
         )
-        .with(
+        .with_nonblocking(
             "validateEmptyRequestPayloadHandler",
             validate_empty_request_payload_handler,
         )
-        .with(
+        .with_nonblocking(
             "allowCrossOriginResourceSharingHandler",
             allow_cross_origin_resource_sharing_handler,
         )
-        .with(
+        .with_nonblocking(
             "setJsonResponseHandler",
             super::json::set_json_response_handler,
         )

@@ -9,7 +9,7 @@ use crate::configurapi::{js, Context, ErrorResponse, Event, HandlerError, Handle
 /// The pack.
 pub fn pack() -> HandlerPack {
     HandlerPack::new(super::JSON_PACK)
-        .with("setJsonResponseHandler", set_json_response_handler)
+        .with_nonblocking("setJsonResponseHandler", set_json_response_handler)
         .with(
             "validateJsonRequestHandler",
             ValidateJsonRequest::new("schemas"),

@@ -10,6 +10,14 @@ use crate::conn::shared::ConnShared;
 use crate::work::Job;
 use crate::ws::UpgradeRequest;
 
+/// How a message is handled.
+pub enum Dispatch {
+    /// Run this on the worker pool.
+    Job(Job),
+    /// Handled inline: send this text frame payload to the connection now.
+    Reply(Vec<u8>),
+}
+
 /// What an application does with connections and messages.
 pub trait App: Send + Sync + 'static {
     /// A client finished the upgrade. `None` accepts it at once; `Some(job)` runs first
@@ -17,8 +25,17 @@ pub trait App: Send + Sync + 'static {
     /// or [`Handle::reject`](super::Handle::reject). Messages that arrive meanwhile wait.
     fn on_open(&self, conn: &Arc<ConnShared>, req: &UpgradeRequest) -> Option<Job>;
 
-    /// A complete text (`text == true`, valid UTF-8) or binary message arrived.
-    fn on_message(&self, conn: &Arc<ConnShared>, text: bool, payload: &[u8]) -> Job;
+    /// A complete text (`text == true`, valid UTF-8) or binary message arrived. With
+    /// `inline_ok` the application may handle it right here on the reactor thread and
+    /// return the reply frame's payload ([`Dispatch::Reply`]); it must then do no I/O
+    /// and never wait. Otherwise it returns a job for the worker pool.
+    fn on_message(
+        &self,
+        conn: &Arc<ConnShared>,
+        text: bool,
+        payload: &[u8],
+        inline_ok: bool,
+    ) -> Dispatch;
 
     /// An accepted connection ended (any cause). Called exactly once per accepted
     /// connection, after it left the registry.

@@ -32,7 +32,7 @@ use crate::conn::write_queue::BufPool;
 use crate::conn::{Conn, ConnId, Phase, ReadOutcome, Shared};
 use crate::work::{Job, WorkerPool};
 use crate::ws::{close_code, Opcode};
-pub use app::App;
+pub use app::{App, Dispatch};
 use stats::Stats;
 
 /// The per-event context a connection borrows, built from disjoint fields of the

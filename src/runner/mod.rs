@@ -17,11 +17,11 @@ use serde_json::{Map, Value};
 
 use crate::configurapi::http::parse_query;
 use crate::configurapi::{
-    ErrorResponse, Event, HandlerError, HandlerRegistry, Payload, PushError, PushSink, Request,
-    Response, Service,
+    ChunkStream, ErrorResponse, Event, HandlerError, HandlerRegistry, Payload, PushError, PushSink,
+    Request, Response, Service,
 };
 use crate::conn::shared::ConnShared;
-use crate::reactor::App;
+use crate::reactor::{App, Dispatch};
 use crate::work::Job;
 use crate::ws::{Opcode, UpgradeRequest};
 
@@ -38,11 +38,23 @@ pub fn registry() -> HandlerRegistry {
 }
 
 /// Runner settings beyond the reactor's.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunnerOptions {
     /// Base of the `postback-url` header (`http://127.0.0.1:9100` by default when the
     /// management server runs); `None` leaves the header out (8.6).
     pub postback_base: Option<String>,
+    /// Run messages whose route is made only of non-blocking handlers on the reactor
+    /// thread (default true; `--no-inline` turns it off for comparison).
+    pub inline: bool,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            postback_base: None,
+            inline: true,
+        }
+    }
 }
 
 /// The runner: an [`App`] serving a Configurapi [`Service`].
@@ -91,11 +103,37 @@ impl App for Runner {
         Some(Box::new(move || inner.on_connect(&conn, &headers, &query)))
     }
 
-    fn on_message(&self, conn: &Arc<ConnShared>, text: bool, payload: &[u8]) -> Job {
+    fn on_message(
+        &self,
+        conn: &Arc<ConnShared>,
+        text: bool,
+        payload: &[u8],
+        inline_ok: bool,
+    ) -> Dispatch {
         let inner = Arc::clone(&self.inner);
         let conn = Arc::clone(conn);
-        let payload = payload.to_vec();
-        Box::new(move || inner.on_message(&conn, text, payload))
+        if !(inline_ok && inner.opts.inline) {
+            let payload = payload.to_vec();
+            return Dispatch::Job(Box::new(move || {
+                let out = inner.handle(&conn, decode_message(text, &payload));
+                out.send(conn);
+            }));
+        }
+        // Decode here to learn the route; run it here when every handler it can reach
+        // is non-blocking (measured in docs/benchmarks.md: it saves two thread hand-offs
+        // per message), else on a worker.
+        let decoded = decode_message(text, payload);
+        let nonblocking = match &decoded {
+            Ok((req, _)) => inner.service.is_nonblocking(&req.name, &req.method),
+            Err(_) => true,
+        };
+        if !nonblocking {
+            return Dispatch::Job(Box::new(move || inner.handle(&conn, decoded).send(conn)));
+        }
+        match inner.handle(&conn, decoded) {
+            Outcome::Frame(frame) => Dispatch::Reply(frame),
+            stream => Dispatch::Job(Box::new(move || stream.send(conn))),
+        }
     }
 
     fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job> {
@@ -200,42 +238,70 @@ impl Inner {
         let _ = self.service.process(&mut event);
     }
 
-    fn on_message(&self, conn: &Arc<ConnShared>, text: bool, payload: Vec<u8>) {
-        let (request, message_id) = match decode_message(text, payload) {
+    /// Process a decoded message; the answer is not sent yet.
+    fn handle(&self, conn: &Arc<ConnShared>, decoded: Decoded) -> Outcome {
+        let (request, message_id) = match decoded {
             Ok(r) => r,
-            Err((err, message_id)) => {
+            Err(e) => {
+                let (err, message_id) = *e;
                 // 6.6: a request that cannot be decoded is a SyntaxError: 400.
                 let response = ErrorResponse::from_error(&err, 400).to_response();
-                let _ = conn.send_frame(
-                    Opcode::Text,
-                    envelope::encode(&response, message_id.as_ref()),
-                );
-                return;
+                return Outcome::Frame(envelope::encode(&response, message_id.as_ref()));
             }
         };
         let mut event = self.event_for(conn, request);
-        let response = match self.service.process(&mut event) {
+        let mut response = match self.service.process(&mut event) {
             Ok(()) => std::mem::take(&mut event.response),
             // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
             Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
         };
-        self.respond(conn, response, message_id);
-    }
-
-    fn respond(&self, conn: &Arc<ConnShared>, mut response: Response, message_id: Option<Value>) {
-        if let Some(stream) = response.take_stream() {
-            let mut headers = response.headers;
-            if let Some(id) = message_id {
-                headers.insert("message-id".into(), id);
+        match response.take_stream() {
+            Some(stream) => {
+                let mut headers = response.headers;
+                if let Some(id) = message_id {
+                    headers.insert("message-id".into(), id);
+                }
+                Outcome::Stream {
+                    stream,
+                    status: response.status_code,
+                    headers,
+                }
             }
-            stream::StreamPump::start(Arc::clone(conn), stream, response.status_code, headers);
-            return;
+            None => Outcome::Frame(envelope::encode(&response, message_id.as_ref())),
         }
-        let frame = envelope::encode(&response, message_id.as_ref());
-        // A closed connection simply gets nothing; the reactor counts the drop.
-        let _ = conn.send_frame(Opcode::Text, frame);
     }
 }
+
+/// A processed message: one frame, or a stream to pump.
+enum Outcome {
+    Frame(Vec<u8>),
+    Stream {
+        stream: Box<dyn ChunkStream>,
+        status: u16,
+        headers: Map<String, Value>,
+    },
+}
+
+impl Outcome {
+    /// Send it from a worker thread. A closed connection simply gets nothing; the
+    /// reactor counts the drop.
+    fn send(self, conn: Arc<ConnShared>) {
+        match self {
+            Outcome::Frame(frame) => {
+                let _ = conn.send_frame(Opcode::Text, frame);
+            }
+            Outcome::Stream {
+                stream,
+                status,
+                headers,
+            } => stream::StreamPump::start(conn, stream, status, headers),
+        }
+    }
+}
+
+/// A decoded message with its message-id, or the decoding error (boxed: it is rare and
+/// large) with the message-id when one could be read.
+type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
 
 /// `{...params, ...query}` with the query winning (2.2.5, 6.2.4).
 fn merge_params(params: &Map<String, Value>, query: &Map<String, Value>) -> Map<String, Value> {
@@ -248,38 +314,35 @@ fn merge_params(params: &Map<String, Value>, query: &Map<String, Value>) -> Map<
 
 /// A client message to a Request (6.2). The error side carries the message-id when
 /// one could be read, so even a 400 can be matched by the client.
-fn decode_message(
-    text: bool,
-    bytes: Vec<u8>,
-) -> Result<(Request, Option<Value>), (HandlerError, Option<Value>)> {
-    let mut request = Request::default();
-    request.method = "get".into();
-    let text = if text {
-        // The codec validated UTF-8 already.
-        String::from_utf8(bytes)
-            .map_err(|_| (HandlerError::new("Invalid UTF-8 in message."), None))?
-    } else {
-        match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                // 6.2.7: binary that is not UTF-8 becomes the payload as is.
-                request.payload = Payload::Bytes(e.into_bytes());
-                return Ok((request, None));
-            }
-        }
+fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
+    let mut request = Request {
+        method: "get".into(),
+        ..Default::default()
     };
-    let message = match serde_json::from_str::<Value>(&text) {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        if text {
+            // Cannot happen: the codec validated text frames.
+            return Err(Box::new((
+                HandlerError::new("Invalid UTF-8 in message."),
+                None,
+            )));
+        }
+        // 6.2.7: binary that is not UTF-8 becomes the payload as is.
+        request.payload = Payload::Bytes(bytes.to_vec());
+        return Ok((request, None));
+    };
+    let message = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(m)) => m,
         Ok(_) => {
             // 6.6.2: valid JSON that is not a mapping cannot be a message.
-            return Err((
+            return Err(Box::new((
                 HandlerError::new("The message must be a JSON object."),
                 None,
-            ));
+            )));
         }
         Err(_) => {
             // 6.2.2: not JSON: the raw text is the payload.
-            request.payload = Payload::Text(text);
+            request.payload = Payload::Text(text.to_string());
             return Ok((request, None));
         }
     };
@@ -314,7 +377,7 @@ mod tests {
 
     #[test]
     fn s6_2_2_invalid_json_becomes_the_raw_payload() {
-        let (req, id) = decode_message(true, b"not json {".to_vec()).unwrap();
+        let (req, id) = decode_message(true, b"not json {").unwrap();
         assert_eq!(req.payload, Payload::Text("not json {".into()));
         assert_eq!(req.name, "");
         assert!(id.is_none());
@@ -322,13 +385,13 @@ mod tests {
 
     #[test]
     fn s6_6_2_json_that_is_not_a_mapping_is_a_syntax_error() {
-        assert!(decode_message(true, b"42".to_vec()).is_err());
+        assert!(decode_message(true, b"42").is_err());
     }
 
     #[test]
     fn s6_2_3_message_fields_build_the_request() {
         let msg = br#"{"name":"getData","method":"POST","params":{"id":1},"query":{"q":"x"},"headers":{"message-id":"m1"},"payload":null}"#;
-        let (req, id) = decode_message(true, msg.to_vec()).unwrap();
+        let (req, id) = decode_message(true, msg).unwrap();
         assert_eq!(req.name, "getData");
         assert_eq!(req.method, "post");
         assert_eq!(req.params.get("id"), Some(&Value::from(1)));
@@ -339,7 +402,7 @@ mod tests {
 
     #[test]
     fn s6_2_7_binary_that_is_not_utf8_is_the_payload() {
-        let (req, _) = decode_message(false, vec![0xff, 0x00]).unwrap();
+        let (req, _) = decode_message(false, &[0xff, 0x00]).unwrap();
         assert_eq!(req.payload, Payload::Bytes(vec![0xff, 0x00]));
     }
 }

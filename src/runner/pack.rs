@@ -13,18 +13,19 @@ use crate::configurapi::{
 /// The pack's name, also accepted by `import:` (it changes nothing).
 pub const PACK: &str = "configurapi-handler-ws";
 
-/// The pack with its nine handlers.
+/// The pack with its nine handlers. All but `delayHandler` never wait, so routes made
+/// of them may run on the reactor thread.
 pub fn pack() -> HandlerPack {
     HandlerPack::new(PACK)
-        .with("echoHandler", echo)
-        .with("streamHandler", stream)
-        .with("pushHandler", push)
+        .with_nonblocking("echoHandler", echo)
+        .with_nonblocking("streamHandler", stream)
+        .with_nonblocking("pushHandler", push)
         .with("delayHandler", delay)
-        .with("throwHandler", throw)
-        .with("headerHandler", header)
-        .with("identityHandler", identity)
-        .with("whoamiHandler", whoami)
-        .with("inspectEventHandler", inspect)
+        .with_nonblocking("throwHandler", throw)
+        .with_nonblocking("headerHandler", header)
+        .with_nonblocking("identityHandler", identity)
+        .with_nonblocking("whoamiHandler", whoami)
+        .with_nonblocking("inspectEventHandler", inspect)
 }
 
 type R = Result<(), HandlerError>;
