@@ -23,6 +23,7 @@
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod http;
 pub mod reactor;
 pub mod ws;
 
