@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod http;
+pub mod mgmt;
 pub mod reactor;
 pub mod ws;
 
