@@ -25,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod mgmt;
+pub mod postback;
 pub mod reactor;
 pub mod ws;
 
