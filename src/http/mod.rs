@@ -90,7 +90,8 @@ impl HttpRequest {
 /// [`HttpError::status`] and closes, since the framing of anything that follows is unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpError {
-    /// The status to answer: 400, 411, 413, 417, 431, 501 or 505.
+    /// The status to answer: 400, 413, 417, 431, 501 or 505 (never 411: chunked bodies
+    /// are decoded).
     pub status: u16,
     /// What was wrong, for the answer's body and the log.
     pub reason: &'static str,

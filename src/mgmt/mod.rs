@@ -1,15 +1,15 @@
 //! The management HTTP API (semantics 6.7, 8.5, 8.14), as pure functions.
 //!
-//! The reactor owns the management listener and its sockets; per connection it keeps an
-//! [`crate::http::HttpParser`], and for every request it calls [`handle`] with a
-//! [`MgmtContext`] over its connection table, then writes [`MgmtResponse::write`]'s bytes
-//! and closes when [`MgmtResponse::close`] says so. A parser error becomes an answer
-//! through [`MgmtResponse::from_http_error`]. Nothing here does I/O or reads a clock.
+//! The reactor owns the management listener and its sockets. Per connection it keeps a
+//! [`Session`] and hands it the bytes it reads together with a [`MgmtContext`] over its
+//! connection table; the session parses ([`crate::http::HttpParser`]), answers every
+//! request through [`handle`], appends the answers to the output, and says when to close.
+//! Nothing here does I/O or reads a clock.
 //!
 //! ```text
 //!  bytes ─► HttpParser ─► HttpRequest ─► handle(req, ctx) ─► MgmtResponse ─► write(out)
 //!               │                          │ authorized? route? 410 before 400 (8.5)
-//!               └─ HttpError ─► from_http_error (400/411/413/417/431/501/505, close)
+//!               └─ HttpError ─► from_http_error (400/413/417/431/501/505, close)
 //! ```
 //!
 //! See `docs/management.md` for the routes as a user sees them.
@@ -18,6 +18,7 @@ mod envelope;
 mod info;
 mod metrics;
 mod name;
+mod session;
 
 pub use envelope::{parse_post_body, BadBody, Envelope};
 pub use info::{iso8601, ConnInfo};
@@ -25,6 +26,7 @@ pub use metrics::{
     render_metrics, Histogram, MetricsSnapshot, LATENCY_BUCKETS, METRICS_CONTENT_TYPE,
 };
 pub use name::{event_name, singularize};
+pub use session::Session;
 
 use std::net::SocketAddr;
 use std::time::Duration;

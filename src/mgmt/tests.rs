@@ -629,3 +629,102 @@ fn docs_examples_answer_as_documented() {
         );
     }
 }
+
+/// Status lines in `out`, in order (bodies here never start with "HTTP/1.1 ").
+fn status_lines(out: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(out)
+        .split("\r\n")
+        .flat_map(|l| l.split("\n"))
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn session_answers_pipelined_requests_in_order() {
+    let mut ctx = Fake::with(&["a"]);
+    let mut s = Session::new(Limits::default());
+    let mut out = Vec::new();
+    let input = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\nPOST /@connections/a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}GET /nope HTTP/1.1\r\nHost: h\r\n\r\nGET /metr";
+    assert!(!s.on_bytes(input, &mut ctx, &mut out));
+    assert_eq!(
+        status_lines(&out),
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 501 Not Implemented"
+        ]
+    );
+    assert_eq!(ctx.posted.len(), 1);
+    assert!(s.in_progress());
+    out.clear();
+    assert!(!s.on_bytes(b"ics HTTP/1.1\r\nHost: h\r\n\r\n", &mut ctx, &mut out));
+    assert_eq!(status_lines(&out), ["HTTP/1.1 200 OK"]);
+    assert!(!s.in_progress());
+}
+
+#[test]
+fn session_closes_after_an_error_and_ignores_the_rest() {
+    let mut ctx = Fake::with(&["a"]);
+    let mut s = Session::new(Limits::default());
+    let mut out = Vec::new();
+    let input = b"POST /@connections/a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /@connections/a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}";
+    assert!(s.on_bytes(input, &mut ctx, &mut out));
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(text.contains("\r\nConnection: close\r\n"));
+    assert_eq!(status_lines(&out).len(), 1);
+    assert!(ctx.posted.is_empty(), "the smuggled request must not run");
+    out.clear();
+    assert!(s.on_bytes(
+        b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n",
+        &mut ctx,
+        &mut out
+    ));
+    assert!(out.is_empty());
+    assert!(s.is_closing());
+}
+
+#[test]
+fn session_closes_on_request_and_while_shutting_down() {
+    let mut ctx = Fake::default();
+    let mut s = Session::new(Limits::default());
+    let mut out = Vec::new();
+    let input = b"GET /healthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /healthz HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert!(s.on_bytes(input, &mut ctx, &mut out));
+    assert_eq!(status_lines(&out), ["HTTP/1.1 200 OK"]);
+
+    ctx.shutting_down = true;
+    let mut s = Session::new(Limits::default());
+    let mut out = Vec::new();
+    let input = b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\nGET /healthz HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert!(s.on_bytes(input, &mut ctx, &mut out));
+    assert_eq!(status_lines(&out), ["HTTP/1.1 503 Service Unavailable"]);
+}
+
+#[test]
+fn session_sends_100_continue_when_the_client_waits() {
+    let mut ctx = Fake::with(&["a"]);
+    let mut s = Session::new(Limits::default());
+    let mut out = Vec::new();
+    let head = b"POST /@connections/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+    assert!(!s.on_bytes(head, &mut ctx, &mut out));
+    assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+    out.clear();
+    assert!(!s.on_bytes(b"{}", &mut ctx, &mut out));
+    assert_eq!(status_lines(&out), ["HTTP/1.1 200 OK"]);
+}
+
+#[test]
+fn session_answers_413_for_a_body_over_the_limit() {
+    let mut ctx = Fake::with(&["a"]);
+    let mut s = Session::new(Limits {
+        max_body: 8,
+        ..Limits::default()
+    });
+    let mut out = Vec::new();
+    let input =
+        b"POST /@connections/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n";
+    assert!(s.on_bytes(input, &mut ctx, &mut out));
+    assert_eq!(status_lines(&out), ["HTTP/1.1 413 Content Too Large"]);
+}
