@@ -14,7 +14,8 @@ pub enum Parsed {
     Request {
         /// The request.
         request: HttpRequest,
-        /// Bytes of the input that belonged to it (or to the head buffered before).
+        /// Bytes of this call's input the request used (bytes buffered by earlier calls
+        /// are not counted); feed the rest again.
         consumed: usize,
     },
     /// Every byte was taken; more are needed.

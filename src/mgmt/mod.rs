@@ -25,10 +25,10 @@ pub use info::{iso8601, ConnInfo};
 pub use metrics::{
     render_metrics, Histogram, MetricsSnapshot, LATENCY_BUCKETS, METRICS_CONTENT_TYPE,
 };
-pub use name::{event_name, singularize};
+use name::event_name;
 pub use session::Session;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use serde_json::json;
@@ -311,31 +311,17 @@ fn gone(id: &str) -> MgmtResponse {
     )
 }
 
-/// The base URL that reaches a management listener bound to `addr`: an unspecified
-/// address (`0.0.0.0`, `::`) is replaced by loopback, which reaches it from this host.
+/// The base URL that reaches a management listener bound to `addr`, the default base of
+/// the `postback-url` header (8.6; the runner appends `/@connections/<id>`): an
+/// unspecified address (`0.0.0.0`, `::`) is replaced by loopback, which reaches it from
+/// this host.
 pub fn base_url(addr: SocketAddr) -> String {
     let ip = match addr.ip() {
-        std::net::IpAddr::V4(v4) if v4.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
-        std::net::IpAddr::V6(v6) if v6.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        IpAddr::V4(v4) if v4.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(v6) if v6.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
     format!("http://{}", SocketAddr::new(ip, addr.port()))
-}
-
-/// The `postback-url` header of a connection (8.6): `base` (from [`base_url`] or
-/// `--postback-base`, a trailing `/` ignored) + `/@connections/` + the id, with anything
-/// outside RFC 3986's unreserved characters percent-encoded.
-pub fn postback_url(base: &str, id: &str) -> String {
-    let mut url = base.trim_end_matches('/').to_string();
-    url.push_str("/@connections/");
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            url.push(b as char);
-        } else {
-            url.push_str(&format!("%{b:02X}"));
-        }
-    }
-    url
 }
 
 #[cfg(test)]

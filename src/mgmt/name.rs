@@ -4,6 +4,8 @@
 //! Singularization is a small subset of the npm `inflection` rules: enough for the
 //! semantics table (users, phones, people, data, news, statuses, @connections) and the
 //! common English endings. A word it gets wrong only changes a 501's message text.
+//! The Configurapi core (`configurapi::map_path`, on main) implements the full rule; once
+//! this branch meets it, `event_name` should become a call to it.
 
 use crate::http::percent_decode;
 
@@ -48,7 +50,7 @@ fn is_version(s: &str) -> bool {
 }
 
 /// Singular of an English plural, after the npm `inflection` rules (subset).
-pub fn singularize(word: &str) -> String {
+fn singularize(word: &str) -> String {
     const UNCOUNTABLE: [&str; 11] = [
         "equipment",
         "information",

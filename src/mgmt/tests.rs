@@ -405,23 +405,6 @@ fn urls() {
         base_url("[fe80::1]:80".parse().unwrap()),
         "http://[fe80::1]:80"
     );
-    assert_eq!(
-        postback_url("http://node-a:9100/", "0b5f-x"),
-        "http://node-a:9100/@connections/0b5f-x"
-    );
-    assert_eq!(
-        postback_url("http://h", "a b/c?"),
-        "http://h/@connections/a%20b%2Fc%3F"
-    );
-    // The router reads back what postback_url writes.
-    let url = postback_url("http://h", "a b/c?");
-    let path = url.strip_prefix("http://h").unwrap();
-    assert_eq!(
-        route(&with_body("POST", path, "")),
-        Route::Post {
-            id: Some("a b/c?".into())
-        }
-    );
 }
 
 /// One documented example: a curl command and the status line it should print.
