@@ -711,3 +711,75 @@ fn session_answers_413_for_a_body_over_the_limit() {
     assert!(s.on_bytes(input, &mut ctx, &mut out));
     assert_eq!(status_lines(&out), ["HTTP/1.1 413 Content Too Large"]);
 }
+
+/// Random bytes, fed in random pieces to a session over a live table: every answer is a
+/// well-formed status line, nothing panics, and a closed session stays silent.
+#[test]
+fn session_never_panics_on_random_input() {
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let words: &[&[u8]] = &[
+        b"GET ",
+        b"POST ",
+        b"DELETE ",
+        b"HEAD ",
+        b"/@connections",
+        b"/a",
+        b"/list_@connections",
+        b"/post_@connection?id=a",
+        b"/healthz",
+        b"/metrics",
+        b" HTTP/1.1\r\n",
+        b"Host: h\r\n",
+        b"Content-Length: 2\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Connection: close\r\n",
+        b"Expect: 100-continue\r\n",
+        b"Authorization: Bearer t\r\n",
+        b"\r\n",
+        b"{}",
+        b"2\r\n{}\r\n0\r\n\r\n",
+        b"\n",
+        b":",
+        b"\x00",
+        b"%",
+    ];
+    for round in 0..5_000 {
+        let mut ctx = Fake::with(&["a", "b"]);
+        ctx.token = (round % 3 == 0).then(|| "t".to_string());
+        ctx.shutting_down = round % 11 == 0;
+        let mut input = Vec::new();
+        for _ in 0..(next() % 40) {
+            input.extend_from_slice(words[(next() % words.len() as u64) as usize]);
+        }
+        let mut s = Session::new(Limits {
+            max_head_bytes: 256,
+            max_headers: 6,
+            max_body: 16,
+        });
+        let mut pos = 0;
+        let mut closed = false;
+        while pos < input.len() {
+            let end = (pos + 1 + (next() % 64) as usize).min(input.len());
+            let mut out = Vec::new();
+            let close = s.on_bytes(&input[pos..end], &mut ctx, &mut out);
+            if closed {
+                assert!(out.is_empty());
+            }
+            if !out.is_empty() {
+                assert!(
+                    out.starts_with(b"HTTP/1.1 "),
+                    "{:?}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+            closed |= close;
+            pos = end;
+        }
+    }
+}

@@ -323,3 +323,91 @@ fn post_command_exit_codes() {
     let e = run_post_command(args(&["not a url", "{}"])).unwrap_err();
     assert_eq!(e.exit_code, 2);
 }
+
+/// A management "server" without the reactor: std sockets driving `mgmt::Session` over a
+/// table with one connection, `live`. Hands back what was posted to it.
+/// `(connection id, envelope)` pairs the fake table was asked to send.
+type Posted = Vec<(String, Vec<u8>)>;
+
+fn serve_mgmt(connections: usize) -> (u16, JoinHandle<Posted>) {
+    use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, Session};
+
+    #[derive(Default)]
+    struct Table(Posted);
+    impl MgmtContext for Table {
+        fn list(&self) -> Vec<String> {
+            vec!["live".into()]
+        }
+        fn info(&self, id: &str) -> Option<ConnInfo> {
+            (id == "live").then(|| ConnInfo {
+                connected_at: std::time::UNIX_EPOCH,
+                last_active_at: std::time::UNIX_EPOCH,
+                source_ip: "127.0.0.1".parse().unwrap(),
+                subprotocol: None,
+                identity_id: None,
+            })
+        }
+        fn post(&mut self, id: &str, envelope_json: Vec<u8>) -> bool {
+            self.0.push((id.to_string(), envelope_json));
+            true
+        }
+        fn close(&mut self, _: &str) -> bool {
+            false
+        }
+        fn shutting_down(&self) -> bool {
+            false
+        }
+        fn metrics(&self) -> MetricsSnapshot {
+            MetricsSnapshot::default()
+        }
+        fn token(&self) -> Option<&str> {
+            None
+        }
+    }
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let h = thread::spawn(move || {
+        let mut table = Table::default();
+        for _ in 0..connections {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut session = Session::new(crate::http::Limits::default());
+            let mut buf = [0u8; 512];
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                let mut out = Vec::new();
+                let close = session.on_bytes(&buf[..n], &mut table, &mut out);
+                s.write_all(&out).unwrap();
+                if close || n == 0 {
+                    break;
+                }
+            }
+        }
+        table.0
+    });
+    (port, h)
+}
+
+#[test]
+fn client_and_server_agree_end_to_end() {
+    let (port, server) = serve_mgmt(3);
+    let base = format!("http://127.0.0.1:{port}");
+    postback(&format!("{base}/@connections/live"), &message()).unwrap();
+    let e = postback(&format!("{base}/@connections/gone"), &message()).unwrap_err();
+    assert!(matches!(e, PostbackError::Gone), "{e:?}");
+    let e = postback(&format!("{base}/nothing/here"), &message()).unwrap_err();
+    match e {
+        PostbackError::Status(501, body) => {
+            assert!(body.contains("Route for 'post_nothing' event"), "{body}")
+        }
+        e => panic!("{e:?}"),
+    }
+    let posted = server.join().unwrap();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].0, "live");
+    assert_eq!(
+        String::from_utf8(posted[0].1.clone()).unwrap(),
+        r#"{"statusCode":201,"headers":{"message-id":"m-1"},"body":{"message":"Hello"}}"#
+    );
+}
