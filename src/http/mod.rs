@@ -230,6 +230,26 @@ fn push_clean(out: &mut Vec<u8>, s: &str) {
     out.extend(s.bytes().filter(|&b| b != b'\r' && b != b'\n'));
 }
 
+/// xorshift64*: deterministic, dependency-free randomness for the robustness tests.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+
+        /// A number below `n` (0 when `n` is 0).
+        pub(crate) fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -373,6 +373,7 @@ fn is_other_http_version(head: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::test_rng::Rng;
 
     /// Feed `input` whole and collect every request, or the first error.
     fn parse_all(input: &[u8], limits: Limits) -> Result<Vec<HttpRequest>, HttpError> {
@@ -648,21 +649,6 @@ mod tests {
     fn leading_blank_lines_are_ignored() {
         let r = one(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(r.path, "/x");
-    }
-
-    /// xorshift64*: deterministic, dependency-free randomness for the robustness tests.
-    pub(crate) struct Rng(pub(crate) u64);
-
-    impl Rng {
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        pub(crate) fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
     }
 
     const SEEDS: &[&[u8]] = &[
