@@ -1,0 +1,123 @@
+//! The body of `POST /@connections/{id}`: `{statusCode?, headers?, body?}` checked and
+//! turned into the response envelope the client receives (semantics 6.3, 6.7.4, 8.14).
+
+use serde_json::{Map, Value};
+
+/// A checked post body, ready to be sent as one text frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// `statusCode`, 200 when absent.
+    pub status_code: u16,
+    /// `headers`, `{}` when absent; a `message-id` in it is kept.
+    pub headers: Map<String, Value>,
+    /// `body`, `""` when absent; JSON `null` stays `null` (8.1).
+    pub body: Value,
+    /// Any other top-level keys (e.g. `isBase64Encoded`), passed on unchanged.
+    pub extra: Map<String, Value>,
+}
+
+impl Envelope {
+    /// The frame text: `{"statusCode":..,"headers":{..},"body":..}` then any other keys.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut m = Map::with_capacity(3 + self.extra.len());
+        m.insert("statusCode".into(), Value::from(self.status_code));
+        m.insert("headers".into(), Value::Object(self.headers.clone()));
+        m.insert("body".into(), self.body.clone());
+        for (k, v) in &self.extra {
+            m.insert(k.clone(), v.clone());
+        }
+        serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+    }
+}
+
+/// Why a post body was refused; the management server answers 400 with this text as
+/// the ErrorResponse details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadBody(pub &'static str);
+
+/// Check a post body. Call it only after the target connection is known to be connected:
+/// 8.5 answers 410 for a gone id before the body is looked at.
+pub fn parse_post_body(body: &[u8]) -> Result<Envelope, BadBody> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|_| BadBody("the body is not valid JSON"))?;
+    let Value::Object(mut obj) = value else {
+        return Err(BadBody("the body is not a JSON object"));
+    };
+    let status_code = match obj.shift_remove("statusCode") {
+        None => 200,
+        Some(v) => match v.as_u64() {
+            Some(n @ 100..=599) => n as u16,
+            _ => return Err(BadBody("statusCode must be an integer from 100 to 599")),
+        },
+    };
+    let headers = match obj.shift_remove("headers") {
+        None => Map::new(),
+        Some(Value::Object(h)) => h,
+        Some(_) => return Err(BadBody("headers must be a JSON object")),
+    };
+    let body = obj
+        .shift_remove("body")
+        .unwrap_or_else(|| Value::String(String::new()));
+    Ok(Envelope {
+        status_code,
+        headers,
+        body,
+        extra: obj,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body: &str) -> String {
+        String::from_utf8(parse_post_body(body.as_bytes()).unwrap().to_json()).unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        assert_eq!(frame("{}"), r#"{"statusCode":200,"headers":{},"body":""}"#);
+    }
+
+    #[test]
+    fn fields_are_kept_in_envelope_order_with_message_id() {
+        assert_eq!(
+            frame(
+                r#"{"body":{"b":1,"a":2},"isBase64Encoded":false,"headers":{"message-id":"m1","X":"y"},"statusCode":201}"#
+            ),
+            r#"{"statusCode":201,"headers":{"message-id":"m1","X":"y"},"body":{"b":1,"a":2},"isBase64Encoded":false}"#
+        );
+        assert_eq!(
+            frame(r#"{"body":null}"#),
+            r#"{"statusCode":200,"headers":{},"body":null}"#
+        );
+        assert_eq!(
+            frame(r#"{"body":[1,"two",3.5,true]}"#),
+            r#"{"statusCode":200,"headers":{},"body":[1,"two",3.5,true]}"#
+        );
+    }
+
+    #[test]
+    fn bad_bodies_are_refused() {
+        for b in [
+            "",
+            "not json",
+            "{",
+            "42",
+            "\"str\"",
+            "[]",
+            "null",
+            r#"{"statusCode":"200"}"#,
+            r#"{"statusCode":99}"#,
+            r#"{"statusCode":600}"#,
+            r#"{"statusCode":200.5}"#,
+            r#"{"statusCode":-1}"#,
+            r#"{"statusCode":null}"#,
+            r#"{"headers":[]}"#,
+            r#"{"headers":"x"}"#,
+        ] {
+            assert!(parse_post_body(b.as_bytes()).is_err(), "{b}");
+        }
+        assert!(parse_post_body(b"\xff\xfe").is_err());
+    }
+}

@@ -1,0 +1,503 @@
+//! The postback client: the seed's `wsPostbackFunction` (semantics 6.8) and the
+//! `configurapi-runner-ws post` subcommand built on it.
+//!
+//! [`postback`] POSTs `{"statusCode","headers","body"}` as JSON to a management URL
+//! (normally an event's `postback-url` header) and succeeds on a 2xx answer; a 410 means
+//! the connection has gone. It is a blocking, one-request client on `std::net::TcpStream`
+//! and `httparse`, sharing the server's chunked decoder: one short POST to a loopback or
+//! in-cluster URL does not justify an HTTP client crate and its TLS stack. Only `http://`
+//! works until the TLS issue lands.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::http::ChunkedDecoder;
+
+/// What a postback sends: the response envelope of semantics 6.3.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostbackMessage {
+    /// The envelope's `statusCode`.
+    pub status_code: u16,
+    /// The envelope's `headers` (a `message-id` here lets the client match the answer).
+    pub headers: Map<String, Value>,
+    /// The envelope's `body`, embedded as a JSON value.
+    pub body: Value,
+}
+
+impl PostbackMessage {
+    /// The JSON the client POSTs: `{"statusCode":..,"headers":{..},"body":..}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut m = Map::with_capacity(3);
+        m.insert("statusCode".into(), Value::from(self.status_code));
+        m.insert("headers".into(), Value::Object(self.headers.clone()));
+        m.insert("body".into(), self.body.clone());
+        serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+    }
+}
+
+/// Timeouts and limits of one postback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostbackOptions {
+    /// Time allowed to connect (per resolved address).
+    pub connect_timeout: Duration,
+    /// Time allowed for each read and each write.
+    pub io_timeout: Duration,
+    /// Most bytes of an error answer's body kept for [`PostbackError::Status`].
+    pub max_error_body: usize,
+}
+
+impl Default for PostbackOptions {
+    fn default() -> Self {
+        PostbackOptions {
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(5),
+            max_error_body: 64 * 1024,
+        }
+    }
+}
+
+/// Why a postback failed.
+#[derive(Debug)]
+pub enum PostbackError {
+    /// 410: the connection is not connected (closed, or never was).
+    Gone,
+    /// Another non-2xx answer: the status and the answer's body (lossy UTF-8, truncated
+    /// to [`PostbackOptions::max_error_body`]).
+    Status(u16, String),
+    /// Connecting, writing or reading failed, or timed out.
+    Io(io::Error),
+    /// The URL cannot be parsed, or has parts the client does not send (user info).
+    InvalidUrl(String),
+    /// A scheme other than `http` (`https` comes with TLS support).
+    UnsupportedScheme(String),
+    /// The server's answer is not valid HTTP/1.x.
+    BadResponse(String),
+}
+
+impl PostbackError {
+    /// The HTTP status the server answered, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            PostbackError::Gone => Some(410),
+            PostbackError::Status(s, _) => Some(*s),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for PostbackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PostbackError::Gone => write!(f, "410 Gone: the connection is not connected"),
+            PostbackError::Status(s, body) if body.is_empty() => {
+                write!(f, "the server answered {s}")
+            }
+            PostbackError::Status(s, body) => write!(f, "the server answered {s}: {body}"),
+            PostbackError::Io(e) => write!(f, "I/O error: {e}"),
+            PostbackError::InvalidUrl(why) => write!(f, "invalid URL: {why}"),
+            PostbackError::UnsupportedScheme(s) => {
+                write!(f, "unsupported URL scheme '{s}' (only http:// for now)")
+            }
+            PostbackError::BadResponse(why) => write!(f, "bad HTTP answer: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PostbackError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PostbackError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for PostbackError {
+    fn from(e: io::Error) -> Self {
+        PostbackError::Io(e)
+    }
+}
+
+/// Send `message` to `url` with the default options (5 s timeouts).
+pub fn postback(url: &str, message: &PostbackMessage) -> Result<(), PostbackError> {
+    postback_with(url, message, &PostbackOptions::default())
+}
+
+/// Send `message` to `url`: `Ok` on a 2xx answer, [`PostbackError::Gone`] on 410.
+pub fn postback_with(
+    url: &str,
+    message: &PostbackMessage,
+    opts: &PostbackOptions,
+) -> Result<(), PostbackError> {
+    let url = HttpUrl::parse(url)?;
+    let body = message.to_json();
+    let mut stream = connect(&url, opts)?;
+    stream.set_read_timeout(Some(opts.io_timeout))?;
+    stream.set_write_timeout(Some(opts.io_timeout))?;
+    let _ = stream.set_nodelay(true);
+    let mut req = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: configurapi-runner-ws/{}\r\n\r\n",
+        url.target,
+        url.host_header(),
+        body.len(),
+        env!("CARGO_PKG_VERSION"),
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    stream.write_all(&req)?;
+    let (status, body) = read_response(&mut stream, opts.max_error_body)?;
+    match status {
+        200..=299 => Ok(()),
+        410 => Err(PostbackError::Gone),
+        s => Err(PostbackError::Status(s, body)),
+    }
+}
+
+fn connect(url: &HttpUrl, opts: &PostbackOptions) -> Result<TcpStream, PostbackError> {
+    let host = url.host.trim_start_matches('[').trim_end_matches(']');
+    let mut last = None;
+    for addr in (host, url.port).to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, opts.connect_timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(PostbackError::Io(last.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))
+    })))
+}
+
+/// Read the answer's status and, for a non-2xx answer, its body (up to `max_body`
+/// bytes). Interim 1xx answers are skipped.
+fn read_response(stream: &mut TcpStream, max_body: usize) -> Result<(u16, String), PostbackError> {
+    const MAX_HEAD: usize = 16 * 1024;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut res = httparse::Response::new(&mut headers);
+        let used = match res.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > MAX_HEAD {
+                    return Err(PostbackError::BadResponse("head over 16 KiB".into()));
+                }
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(PostbackError::BadResponse(
+                        "connection closed before a complete answer".into(),
+                    ));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+            Err(e) => return Err(PostbackError::BadResponse(e.to_string())),
+        };
+        let status = res.code.unwrap_or(0);
+        if status == 101 {
+            return Err(PostbackError::BadResponse("unexpected 101".into()));
+        }
+        if (100..200).contains(&status) {
+            buf.drain(..used);
+            continue;
+        }
+        if (200..300).contains(&status) || status == 410 {
+            return Ok((status, String::new()));
+        }
+        let mut length = None;
+        let mut chunked = false;
+        for h in res.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = String::from_utf8_lossy(h.value)
+                    .to_ascii_lowercase()
+                    .contains("chunked");
+            }
+        }
+        let rest = buf.split_off(used);
+        // The body only words the error, so a broken or slow one is not an error itself.
+        let body = read_body(stream, rest, chunked, length, max_body, &mut chunk);
+        return Ok((status, String::from_utf8_lossy(&body).into_owned()));
+    }
+}
+
+/// Best-effort read of an error answer's body: chunked, `Content-Length`, or to EOF.
+fn read_body(
+    stream: &mut TcpStream,
+    mut pending: Vec<u8>,
+    chunked: bool,
+    length: Option<usize>,
+    max: usize,
+    chunk: &mut [u8],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut dec = chunked.then(|| ChunkedDecoder::new(max, 16 * 1024));
+    loop {
+        if let Some(d) = dec.as_mut() {
+            if d.decode(&pending, &mut out).is_err() || d.is_done() {
+                break;
+            }
+        } else {
+            out.extend_from_slice(&pending);
+            if length.is_some_and(|l| out.len() >= l) {
+                break;
+            }
+        }
+        if out.len() >= max {
+            break;
+        }
+        match stream.read(chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => pending = chunk[..n].to_vec(),
+        }
+    }
+    out.truncate(max.min(length.unwrap_or(usize::MAX)));
+    out
+}
+
+/// The parts of an `http://` URL the client uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HttpUrl {
+    /// The host as written (IPv6 with brackets).
+    host: String,
+    port: u16,
+    /// Path and query, `/` when the URL has none; the fragment is dropped.
+    target: String,
+    explicit_port: bool,
+}
+
+impl HttpUrl {
+    fn parse(url: &str) -> Result<HttpUrl, PostbackError> {
+        let bad = |why: &str| PostbackError::InvalidUrl(format!("{why}: {url}"));
+        if url.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+            return Err(bad("spaces or control characters"));
+        }
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Err(PostbackError::UnsupportedScheme(scheme.to_string()));
+        }
+        let rest = rest.split('#').next().unwrap_or("");
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(end);
+        if authority.contains('@') {
+            return Err(bad("user info is not supported"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let close = v6.find(']').ok_or_else(|| bad("unclosed '['"))?;
+            let after = &v6[close + 1..];
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?),
+            };
+            (&authority[..close + 2], port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(bad("no host"));
+        }
+        let explicit_port = port.is_some();
+        let port = match port {
+            None => 80,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad("bad port"))?,
+        };
+        let target = if target.starts_with('/') {
+            target.to_string()
+        } else {
+            format!("/{target}")
+        };
+        Ok(HttpUrl {
+            host: host.to_string(),
+            port,
+            target,
+            explicit_port,
+        })
+    }
+
+    fn host_header(&self) -> String {
+        if self.explicit_port {
+            format!("{}:{}", self.host, self.port)
+        } else {
+            self.host.clone()
+        }
+    }
+}
+
+/// Usage of the `post` subcommand.
+pub const POST_USAGE: &str = "\
+configurapi-runner-ws post: send a message to a WebSocket connection through the management API
+
+USAGE:
+    configurapi-runner-ws post URL [--status N] [--header K:V]... [--timeout SECS] BODY
+
+ARGS:
+    URL              the connection's postback-url, e.g. http://127.0.0.1:9100/@connections/<id>
+    BODY             JSON if it parses as JSON, else sent as a string; - reads standard input
+
+OPTIONS:
+    --status N       the envelope's statusCode [default: 200]
+    --header K:V     an envelope header; repeat for more (e.g. --header message-id:m-1)
+    --timeout SECS   connect and read timeout [default: 5]
+    -h, --help       print this help
+
+EXIT STATUS: 0 delivered (2xx); 1 not delivered (410, other answers, network errors); 2 usage error.
+";
+
+/// A failed `post` subcommand: the message to print and the process exit status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostCommandError {
+    /// 1 when the message was not delivered, 2 for a usage error.
+    pub exit_code: u8,
+    /// What went wrong, one line.
+    pub message: String,
+}
+
+impl fmt::Display for PostCommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PostCommandError {}
+
+fn usage(message: String) -> PostCommandError {
+    PostCommandError {
+        exit_code: 2,
+        message,
+    }
+}
+
+/// Run `configurapi-runner-ws post` with the arguments after `post`. `--help` prints
+/// [`POST_USAGE`] and succeeds.
+pub fn run_post_command(args: Vec<OsString>) -> Result<(), PostCommandError> {
+    let Some(cmd) = parse_post_args(args)? else {
+        print!("{POST_USAGE}");
+        return Ok(());
+    };
+    let body = if cmd.body == "-" {
+        let mut s = String::new();
+        io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| usage(format!("cannot read the body from standard input: {e}")))?;
+        s
+    } else {
+        cmd.body.clone()
+    };
+    let message = PostbackMessage {
+        status_code: cmd.status,
+        headers: cmd.headers.clone(),
+        body: body_value(&body),
+    };
+    postback_with(&cmd.url, &message, &cmd.options).map_err(|e| PostCommandError {
+        exit_code: match e {
+            PostbackError::InvalidUrl(_) | PostbackError::UnsupportedScheme(_) => 2,
+            _ => 1,
+        },
+        message: e.to_string(),
+    })
+}
+
+/// JSON when the text parses as JSON, else the text as a JSON string.
+fn body_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// A parsed `post` command line.
+#[derive(Debug, Clone, PartialEq)]
+struct PostArgs {
+    url: String,
+    status: u16,
+    headers: Map<String, Value>,
+    body: String,
+    options: PostbackOptions,
+}
+
+/// `Ok(None)` for `--help`.
+fn parse_post_args(args: Vec<OsString>) -> Result<Option<PostArgs>, PostCommandError> {
+    use lexopt::prelude::*;
+    let mut p = lexopt::Parser::from_args(args);
+    let mut positional = Vec::new();
+    let mut status = 200;
+    let mut headers = Map::new();
+    let mut options = PostbackOptions::default();
+    while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
+        match arg {
+            Short('h') | Long("help") => return Ok(None),
+            Long("status") => {
+                let v = string(p.value())?;
+                status = v
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|s| (100..=599).contains(s))
+                    .ok_or_else(|| {
+                        usage(format!("--status needs a code from 100 to 599, not '{v}'"))
+                    })?;
+            }
+            Long("header") => {
+                let v = string(p.value())?;
+                let (k, val) = v
+                    .split_once(':')
+                    .filter(|(k, _)| !k.trim().is_empty())
+                    .ok_or_else(|| usage(format!("--header needs K:V, not '{v}'")))?;
+                headers.insert(
+                    k.trim().to_string(),
+                    serde_json::Value::String(val.trim().to_string()),
+                );
+            }
+            Long("timeout") => {
+                let v = string(p.value())?;
+                let secs = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                    .ok_or_else(|| {
+                        usage(format!("--timeout needs a number of seconds, not '{v}'"))
+                    })?;
+                options.connect_timeout = Duration::from_secs_f64(secs);
+                options.io_timeout = options.connect_timeout;
+            }
+            Value(v) => positional.push(
+                v.into_string()
+                    .map_err(|_| usage("arguments must be UTF-8".into()))?,
+            ),
+            other => return Err(usage(other.unexpected().to_string())),
+        }
+    }
+    let [url, body]: [String; 2] = positional.try_into().map_err(|v: Vec<String>| {
+        usage(format!(
+            "expected URL and BODY, got {} argument(s); see --help",
+            v.len()
+        ))
+    })?;
+    Ok(Some(PostArgs {
+        url,
+        status,
+        headers,
+        body,
+        options,
+    }))
+}
+
+fn string(v: Result<OsString, lexopt::Error>) -> Result<String, PostCommandError> {
+    v.map_err(|e| usage(e.to_string()))?
+        .into_string()
+        .map_err(|_| usage("arguments must be UTF-8".into()))
+}
+
+#[cfg(test)]
+mod tests;
