@@ -12,6 +12,7 @@ configurapi-runner-ws: a WebSocket runner for Configurapi
 
 USAGE:
     configurapi-runner-ws [OPTIONS]
+    configurapi-runner-ws post URL [--status N] [--header K:V]... BODY
 
 OPTIONS:
     --port N                  WebSocket port [default: 8000; 0 picks a free port]
@@ -22,6 +23,11 @@ OPTIONS:
     --job-queue N             jobs waiting for a worker before reading pauses [default: 1024]
     --postback-base URL       base of the postback-url header, e.g. http://node-a:9100
     --no-inline               run every handler on the workers, even routes that never block
+    --management-port N       management HTTP API port; 0 turns it off
+                              [default: 9100; off with --echo unless given]
+    --management-host ADDR    management address [default: 127.0.0.1]
+    --management-token TOKEN  require Authorization: Bearer TOKEN on the management API
+                              [env: CONFIGURAPI_MANAGEMENT_TOKEN]
     --max-message-size SIZE   largest message, e.g. 16MiB [default: 16MiB]
     --max-frame-size SIZE     largest single frame [default: the message size]
     --handshake-timeout DUR   time to finish the upgrade, e.g. 10s [default: 10s]
@@ -62,6 +68,12 @@ pub struct RunArgs {
     pub postback_base: Option<String>,
     /// Not `--no-inline`.
     pub inline: bool,
+    /// `--management-port`, when given.
+    pub management_port: Option<u16>,
+    /// `--management-host`.
+    pub management_host: IpAddr,
+    /// `--management-token`.
+    pub management_token: Option<String>,
     /// Log level.
     pub log_level: log::LevelFilter,
 }
@@ -81,6 +93,9 @@ where
     let mut echo = false;
     let mut postback_base = None;
     let mut inline = true;
+    let mut management_port = None;
+    let mut management_host: IpAddr = [127, 0, 0, 1].into();
+    let mut management_token = None;
     let mut max_frame = None;
     let mut log_level = log::LevelFilter::Info;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
@@ -113,6 +128,25 @@ where
             "--config" => config_path = Some(PathBuf::from(value()?)),
             "--echo" => echo = true,
             "--no-inline" => inline = false,
+            "--management-port" => {
+                let v = value()?;
+                management_port = Some(v.parse().map_err(|_| {
+                    format!("--management-port: '{v}' is not a port number (0-65535)")
+                })?);
+            }
+            "--management-host" => {
+                let v = value()?;
+                management_host = v
+                    .parse()
+                    .map_err(|_| format!("--management-host: '{v}' is not an IP address"))?;
+            }
+            "--management-token" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err("--management-token: the token must not be empty".into());
+                }
+                management_token = Some(v);
+            }
             "--workers" => {
                 let v = value()?;
                 server.workers = v
@@ -172,6 +206,9 @@ where
         echo,
         postback_base,
         inline,
+        management_port,
+        management_host,
+        management_token,
         log_level,
     })))
 }

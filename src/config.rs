@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::reactor::App;
+use crate::reactor::{App, MgmtConfig};
 use crate::ws::{HandshakeLimits, Limits};
 
 /// What the server does with messages.
@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub job_queue: usize,
     /// How long a graceful shutdown waits for running handlers (default 5 s).
     pub shutdown_timeout: Duration,
+    /// The management HTTP API; `None` (the library default) turns it off. The CLI
+    /// turns it on at 127.0.0.1:9100 in Configurapi mode.
+    pub management: Option<MgmtConfig>,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             job_queue: 1024,
             shutdown_timeout: Duration::from_secs(5),
+            management: None,
         }
     }
 }

@@ -8,11 +8,23 @@ use std::sync::Arc;
 
 use configurapi_runner_ws::cli::{self, Command};
 use configurapi_runner_ws::configurapi::Service;
+use configurapi_runner_ws::reactor::MgmtConfig;
 use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
 use configurapi_runner_ws::{Mode, Server};
 
 fn main() -> ExitCode {
-    let cmd = match cli::parse(std::env::args_os().skip(1)) {
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "post") {
+        argv.remove(0);
+        return match configurapi_runner_ws::postback::run_post_command(argv) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code)
+            }
+        };
+    }
+    let cmd = match cli::parse(argv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -51,15 +63,29 @@ fn main() -> ExitCode {
         format!("Configurapi, {source}")
     };
 
-    let listen = args.server.listen;
+    // The management API: on at 127.0.0.1:9100 in Configurapi mode, off in echo mode
+    // unless a port is given (benchmarks run several echo servers side by side).
+    let mgmt_port = match args.management_port {
+        Some(p) => p,
+        None if args.echo => 0,
+        None => configurapi_runner_ws::mgmt::DEFAULT_PORT,
+    };
+    if mgmt_port != 0 {
+        let token = args.management_token.clone().or_else(|| {
+            std::env::var(configurapi_runner_ws::mgmt::TOKEN_ENV)
+                .ok()
+                .filter(|t| !t.is_empty())
+        });
+        args.server.management = Some(MgmtConfig {
+            listen: std::net::SocketAddr::new(args.management_host, mgmt_port),
+            token,
+            ..MgmtConfig::default()
+        });
+    }
     let server = match Server::bind(args.server) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!(
-                "error: cannot listen on port {} ({}): {e}",
-                listen.port(),
-                listen.ip()
-            );
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -71,6 +97,9 @@ fn main() -> ExitCode {
         "configurapi-runner-ws listening on ws://{} ({what})",
         server.local_addr()
     );
+    if let Some(addr) = server.management_addr() {
+        log::info!("management API on http://{addr}");
+    }
     match server.run() {
         Ok(()) => {
             log::info!("stopped");

@@ -438,6 +438,10 @@ impl ConnState {
         match self.phase {
             Phase::Handshake(_) => {
                 sh.stats.handshake_timeouts += 1;
+                *sh.stats
+                    .handshakes_rejected_by_reason
+                    .entry("timeout")
+                    .or_default() += 1;
                 self.set_phase(Phase::Dead, sh.now);
             }
             Phase::Open => {

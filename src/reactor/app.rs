@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::conn::shared::ConnShared;
+use crate::mgmt::MetricsSnapshot;
 use crate::work::Job;
 use crate::ws::UpgradeRequest;
 
@@ -40,4 +41,16 @@ pub trait App: Send + Sync + 'static {
     /// An accepted connection ended (any cause). Called exactly once per accepted
     /// connection, after it left the registry.
     fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job>;
+
+    /// The management listener is bound; `base` is its URL (e.g.
+    /// `http://127.0.0.1:9100`), the default base of `postback-url` (8.6).
+    fn set_management_url(&self, base: &str) {
+        let _ = base;
+    }
+
+    /// Add the application's figures (handler latency, responses by status) to a
+    /// `/metrics` snapshot.
+    fn fill_metrics(&self, m: &mut MetricsSnapshot) {
+        let _ = m;
+    }
 }

@@ -11,6 +11,7 @@
 //! batch, so a token in the same batch never names a newer connection.
 
 pub mod app;
+pub mod mgmt;
 pub mod stats;
 
 use std::cmp::Reverse;
@@ -33,6 +34,8 @@ use crate::conn::{Conn, ConnId, Phase, ReadOutcome, Shared};
 use crate::work::{Job, WorkerPool};
 use crate::ws::{close_code, Opcode};
 pub use app::{App, Dispatch};
+pub use mgmt::MgmtConfig;
+use mgmt::MgmtConn;
 use stats::Stats;
 
 /// The per-event context a connection borrows, built from disjoint fields of the
@@ -52,6 +55,11 @@ macro_rules! shared {
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
+const MGMT_LISTENER: Token = Token(usize::MAX - 3);
+/// Management connections use tokens `MGMT_BASE + slot` (their own slab).
+const MGMT_BASE: usize = usize::MAX / 2;
+/// Timer entries of management connections carry this bit in their slot field.
+const MGMT_TIMER: u32 = 1 << 31;
 /// The shared read buffer: every connection reads into it in turn.
 const READ_BUF: usize = 64 * 1024;
 
@@ -174,13 +182,23 @@ impl Handle {
 pub struct Server {
     reactor: Reactor,
     handle: Handle,
+    mgmt_addr: Option<SocketAddr>,
 }
 
 impl Server {
     /// Bind the listener and set up the poll. Fails when the port is taken.
     pub fn bind(cfg: ServerConfig) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(cfg.listen)?;
+        let mut listener = TcpListener::bind(cfg.listen).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen on port {} ({}): {e}",
+                    cfg.listen.port(),
+                    cfg.listen.ip()
+                ),
+            )
+        })?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -192,6 +210,25 @@ impl Server {
             wake_pending: Arc::new(AtomicBool::new(false)),
             addr,
         };
+        let (mgmt_listener, mgmt_addr) = match &cfg.management {
+            Some(m) => {
+                let (l, a) = Reactor::mgmt_bind(poll.registry(), m).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot listen on management port {} ({}): {e}",
+                            m.listen.port(),
+                            m.listen.ip()
+                        ),
+                    )
+                })?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        if let (Mode::App(app), Some(addr)) = (&cfg.mode, mgmt_addr) {
+            app.set_management_url(&crate::mgmt::base_url(addr));
+        }
         let workers = match &cfg.mode {
             Mode::App(_) => {
                 let hook = handle.clone();
@@ -209,6 +246,8 @@ impl Server {
             backlog: VecDeque::new(),
             stalled: Vec::new(),
             registry: HashMap::new(),
+            mgmt_listener,
+            mgmt: Slab::new(),
             poll,
             listener: Some(listener),
             conns: Slab::new(),
@@ -223,12 +262,21 @@ impl Server {
             stats: Stats::default(),
             shutdown_at: None,
         };
-        Ok(Server { reactor, handle })
+        Ok(Server {
+            reactor,
+            handle,
+            mgmt_addr,
+        })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.addr
+    }
+
+    /// The management listener's bound address, when it is on.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.mgmt_addr
     }
 
     /// A handle for other threads.
@@ -241,6 +289,7 @@ impl Server {
         let Server {
             mut reactor,
             handle,
+            ..
         } = self;
         drop(handle);
         reactor.run()
@@ -268,6 +317,8 @@ struct Reactor {
     stalled: Vec<ConnId>,
     /// Accepted application connections by `connection-id` (management, postback).
     registry: HashMap<String, ConnId>,
+    mgmt_listener: Option<TcpListener>,
+    mgmt: Slab<MgmtConn>,
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
@@ -308,9 +359,15 @@ impl Reactor {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
+                    MGMT_LISTENER => self.mgmt_accept(now),
                     WAKER => {
                         self.handle.wake_pending.store(false, Ordering::SeqCst);
                         self.commands(now)
+                    }
+                    // After the fixed tokens, which also sit above MGMT_BASE.
+                    Token(t) if t >= MGMT_BASE => {
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        self.mgmt_event(t - MGMT_BASE, readable, now);
                     }
                     Token(slot) => {
                         let closed = ev.is_read_closed() || ev.is_error();
@@ -573,6 +630,10 @@ impl Reactor {
                 return;
             }
             self.timers.pop();
+            if slot & MGMT_TIMER != 0 {
+                self.mgmt_timer((slot & !MGMT_TIMER) as usize, gen, when, now);
+                continue;
+            }
             let id = ConnId { slot, gen };
             if !self.lookup(id) {
                 self.stats.stale_timers += 1;

@@ -16,6 +16,8 @@ pub struct Stats {
     pub handshakes_ok: u64,
     /// Upgrades refused, by HTTP status.
     pub handshakes_rejected: BTreeMap<u16, u64>,
+    /// Upgrades refused, by reason (`HandshakeError::reason`, or "timeout").
+    pub handshakes_rejected_by_reason: BTreeMap<&'static str, u64>,
     /// Handshakes that did not finish in time.
     pub handshake_timeouts: u64,
     /// Connections closed for being idle.
@@ -46,6 +48,10 @@ pub struct Stats {
 impl Stats {
     pub(crate) fn record_rejected(&mut self, e: &HandshakeError) {
         *self.handshakes_rejected.entry(e.status()).or_default() += 1;
+        *self
+            .handshakes_rejected_by_reason
+            .entry(e.reason())
+            .or_default() += 1;
     }
 
     pub(crate) fn record_close_sent(&mut self, code: u16) {

@@ -11,7 +11,9 @@ pub mod envelope;
 pub mod pack;
 mod stream;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -21,6 +23,7 @@ use crate::configurapi::{
     Request, Response, Service,
 };
 use crate::conn::shared::ConnShared;
+use crate::mgmt::{Histogram, MetricsSnapshot};
 use crate::reactor::{App, Dispatch};
 use crate::work::Job;
 use crate::ws::{Opcode, UpgradeRequest};
@@ -68,7 +71,21 @@ struct Inner {
     opts: RunnerOptions,
     has_on_connect: bool,
     has_on_disconnect: bool,
+    /// The management listener's URL, the default postback base (8.6).
+    management_url: OnceLock<String>,
+    metrics: Mutex<RunnerMetrics>,
 }
+
+/// Handler latency by route and responses by status, for `/metrics`.
+#[derive(Default)]
+struct RunnerMetrics {
+    latency: BTreeMap<String, Histogram>,
+    responses: BTreeMap<u16, u64>,
+}
+
+/// Latency of events whose name is no route is recorded under this label, so a client
+/// cannot grow the metrics with made-up names.
+const UNMATCHED: &str = "(unmatched)";
 
 impl Runner {
     /// A runner for `service`.
@@ -81,6 +98,8 @@ impl Runner {
                 opts,
                 has_on_connect,
                 has_on_disconnect,
+                management_url: OnceLock::new(),
+                metrics: Mutex::new(RunnerMetrics::default()),
             }),
         }
     }
@@ -136,6 +155,16 @@ impl App for Runner {
         }
     }
 
+    fn set_management_url(&self, base: &str) {
+        let _ = self.inner.management_url.set(base.to_string());
+    }
+
+    fn fill_metrics(&self, m: &mut MetricsSnapshot) {
+        let metrics = self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        m.handler_latency = metrics.latency.clone();
+        m.responses_by_status = metrics.responses.clone();
+    }
+
     fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job> {
         if !self.inner.has_on_disconnect {
             return None; // 6.5.6: skipped without a route
@@ -180,7 +209,12 @@ impl Inner {
             "connection-id".into(),
             Value::String(conn.connection_id.clone()),
         );
-        if let Some(base) = &self.opts.postback_base {
+        let base = self
+            .opts
+            .postback_base
+            .as_ref()
+            .or(self.management_url.get());
+        if let Some(base) = base {
             headers.insert(
                 "postback-url".into(),
                 Value::String(format!(
@@ -238,6 +272,24 @@ impl Inner {
         let _ = self.service.process(&mut event);
     }
 
+    fn record(&self, name: &str, took: Duration, status: u16) {
+        let label = if self.service.has_route(name) {
+            name
+        } else {
+            UNMATCHED
+        };
+        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        match m.latency.get_mut(label) {
+            Some(h) => h.observe(took),
+            None => {
+                let mut h = Histogram::default();
+                h.observe(took);
+                m.latency.insert(label.to_string(), h);
+            }
+        }
+        *m.responses.entry(status).or_default() += 1;
+    }
+
     /// Process a decoded message; the answer is not sent yet.
     fn handle(&self, conn: &Arc<ConnShared>, decoded: Decoded) -> Outcome {
         let (request, message_id) = match decoded {
@@ -250,11 +302,14 @@ impl Inner {
             }
         };
         let mut event = self.event_for(conn, request);
-        let mut response = match self.service.process(&mut event) {
+        let started = Instant::now();
+        let result = self.service.process(&mut event);
+        let mut response = match result {
             Ok(()) => std::mem::take(&mut event.response),
             // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
             Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
         };
+        self.record(&event.name, started.elapsed(), response.status_code);
         match response.take_stream() {
             Some(stream) => {
                 let mut headers = response.headers;

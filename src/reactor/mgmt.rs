@@ -1,0 +1,404 @@
+//! The management HTTP API on the reactor: its listener, its connections, and the
+//! [`MgmtContext`] that lets the sans-IO routes in [`crate::mgmt`] see and reach the
+//! WebSocket connections. No second thread: a management request is served between two
+//! WebSocket events, and a slow or hostile management client costs the loop nothing
+//! more than any other socket.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use slab::Slab;
+
+use super::{Reactor, Shared, Stats, MGMT_BASE, MGMT_TIMER};
+use crate::config::{Mode, ServerConfig};
+use crate::conn::write_queue::{BufPool, WriteQueue};
+use crate::conn::{Conn, ConnId, Phase};
+use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, Session};
+use crate::reactor::Handle;
+use crate::work::Job;
+use crate::ws::{close_code, Opcode};
+
+/// Management listener settings.
+#[derive(Debug, Clone)]
+pub struct MgmtConfig {
+    /// Where to listen (default 127.0.0.1:9100: loopback only, 6.7.6).
+    pub listen: SocketAddr,
+    /// When set, every request needs `Authorization: Bearer <token>` (else 401).
+    pub token: Option<String>,
+    /// Request limits (head 16 KiB / 100 headers, body 1 MiB).
+    pub limits: crate::http::Limits,
+    /// An idle keep-alive connection, or a request that stops arriving, is closed
+    /// after this long without a byte (default 10 s).
+    pub idle_timeout: Duration,
+}
+
+impl Default for MgmtConfig {
+    fn default() -> Self {
+        MgmtConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], crate::mgmt::DEFAULT_PORT)),
+            token: None,
+            limits: crate::http::Limits::default(),
+            idle_timeout: crate::mgmt::DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// One management connection.
+pub(super) struct MgmtConn {
+    sock: TcpStream,
+    gen: u32,
+    session: Session,
+    wq: WriteQueue,
+    registered: Option<Interest>,
+    last_active: Instant,
+    /// When the request now arriving started (slowloris bound).
+    request_started: Option<Instant>,
+    /// Answered with `Connection: close`: finish writing, then close.
+    closing: bool,
+    dead: bool,
+    pub(super) timer_armed: Option<Instant>,
+}
+
+impl MgmtConn {
+    fn deadline(&self, idle: Duration) -> Instant {
+        let idle_end = self.last_active + idle;
+        match self.request_started {
+            Some(t) => idle_end.min(t + idle),
+            None => idle_end,
+        }
+    }
+}
+
+/// The routes' view of the reactor, for the length of one management event.
+struct Ctx<'a> {
+    conns: &'a mut Slab<Conn>,
+    registry: &'a HashMap<String, ConnId>,
+    cfg: &'a ServerConfig,
+    pool: &'a mut BufPool,
+    stats: &'a mut Stats,
+    handle: &'a Handle,
+    jobs: &'a mut Vec<Job>,
+    token: Option<&'a str>,
+    shutting_down: bool,
+    now: Instant,
+    /// WebSocket slots that got frames and need a flush and re-registration.
+    touched: Vec<usize>,
+}
+
+impl Ctx<'_> {
+    /// The open, accepted connection with this connection-id.
+    fn find(&self, id: &str) -> Option<usize> {
+        let cid = self.registry.get(id)?;
+        let conn = self.conns.get(cid.slot as usize)?;
+        (conn.st.id == *cid && matches!(conn.st.phase, Phase::Open)).then_some(cid.slot as usize)
+    }
+}
+
+fn system_time(now: Instant, then: Instant) -> SystemTime {
+    SystemTime::now() - now.saturating_duration_since(then)
+}
+
+impl MgmtContext for Ctx<'_> {
+    fn list(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.registry.keys().cloned().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn info(&self, id: &str) -> Option<ConnInfo> {
+        let conn = &self.conns[self.find(id)?];
+        let app = conn.st.app.as_ref()?;
+        let identity_id = app
+            .shared
+            .identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|i| i.id.clone());
+        Some(ConnInfo {
+            connected_at: system_time(self.now, conn.st.connected_at),
+            last_active_at: system_time(self.now, conn.st.last_read),
+            source_ip: conn.st.peer.ip(),
+            subprotocol: app.shared.subprotocol.clone(),
+            identity_id,
+        })
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.find(id).is_some()
+    }
+
+    fn post(&mut self, id: &str, envelope_json: Vec<u8>) -> bool {
+        let Some(slot) = self.find(id) else {
+            return false;
+        };
+        self.stats.messages_out += 1;
+        self.conns[slot]
+            .st
+            .wq
+            .push_frame_owned(self.pool, Opcode::Text, envelope_json);
+        self.touched.push(slot);
+        true
+    }
+
+    fn close(&mut self, id: &str) -> bool {
+        let Some(slot) = self.find(id) else {
+            return false;
+        };
+        let mut sh = Shared {
+            cfg: self.cfg,
+            pool: self.pool,
+            stats: self.stats,
+            now: self.now,
+            handle: self.handle,
+            jobs: self.jobs,
+        };
+        self.conns[slot]
+            .st
+            .start_close(close_code::NORMAL, "", &mut sh);
+        self.touched.push(slot);
+        true
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        let s = &self.stats;
+        let mut m = MetricsSnapshot {
+            connections_open: s.open,
+            connections_total: s.accepted,
+            messages_in: s.messages_in,
+            messages_out: s.messages_out,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            close_codes_sent: s.close_codes_sent.clone(),
+            stale_dropped: s.stale_dropped,
+            handshakes_rejected: s
+                .handshakes_rejected_by_reason
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            ..MetricsSnapshot::default()
+        };
+        for (_, c) in self.conns.iter() {
+            let q = c.st.wq.queued() as u64;
+            m.queued_bytes_sum += q;
+            m.queued_bytes_max = m.queued_bytes_max.max(q);
+        }
+        if let Mode::App(app) = &self.cfg.mode {
+            app.fill_metrics(&mut m);
+        }
+        m
+    }
+
+    fn token(&self) -> Option<&str> {
+        self.token
+    }
+}
+
+impl Reactor {
+    pub(super) fn mgmt_accept(&mut self, now: Instant) {
+        loop {
+            let Some(listener) = self.mgmt_listener.as_ref() else {
+                return;
+            };
+            let (mut sock, _) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("management accept failed: {e}");
+                    return;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let Some(mcfg) = &self.cfg.management else {
+                return;
+            };
+            let entry = self.mgmt.vacant_entry();
+            let slot = entry.key();
+            if self
+                .poll
+                .registry()
+                .register(&mut sock, Token(MGMT_BASE + slot), Interest::READABLE)
+                .is_err()
+            {
+                continue;
+            }
+            self.next_gen = self.next_gen.wrapping_add(1);
+            entry.insert(MgmtConn {
+                sock,
+                gen: self.next_gen,
+                session: Session::new(mcfg.limits),
+                wq: WriteQueue::default(),
+                registered: Some(Interest::READABLE),
+                last_active: now,
+                request_started: None,
+                closing: false,
+                dead: false,
+                timer_armed: None,
+            });
+            self.mgmt_arm(slot);
+        }
+    }
+
+    pub(super) fn mgmt_event(&mut self, slot: usize, readable: bool, now: Instant) {
+        let Some(mcfg) = &self.cfg.management else {
+            return;
+        };
+        let Some(mc) = self.mgmt.get_mut(slot) else {
+            return;
+        };
+        if mc.dead {
+            return;
+        }
+        let mut ctx = Ctx {
+            conns: &mut self.conns,
+            registry: &self.registry,
+            cfg: &self.cfg,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            handle: &self.handle,
+            jobs: &mut self.jobs,
+            token: mcfg.token.as_deref(),
+            shutting_down: self.shutdown_at.is_some(),
+            now,
+            touched: Vec::new(),
+        };
+        let mut out = Vec::new();
+        // A client that pipelines requests and never reads stops being read once a
+        // megabyte of answers waits for it.
+        while readable && !mc.closing && mc.wq.queued() < (1 << 20) {
+            let n = match mc.sock.read(&mut self.rbuf) {
+                Ok(0) => {
+                    mc.closing = true;
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    mc.dead = true;
+                    break;
+                }
+            };
+            mc.last_active = now;
+            out.clear();
+            mc.closing = mc.session.on_bytes(&self.rbuf[..n], &mut ctx, &mut out);
+            mc.wq.push_raw(ctx.pool, &out);
+            mc.request_started = match (mc.session.in_progress(), mc.request_started) {
+                (true, None) => Some(now),
+                (true, started) => started,
+                (false, _) => None,
+            };
+        }
+        let touched = std::mem::take(&mut ctx.touched);
+        match mc.wq.flush(&mut mc.sock, &mut self.pool) {
+            Ok(true) if mc.closing => {
+                let _ = mc.sock.shutdown(Shutdown::Write);
+                mc.dead = true;
+            }
+            Ok(_) => {}
+            Err(_) => mc.dead = true,
+        }
+        for ws_slot in touched {
+            if let Some(conn) = self.conns.get_mut(ws_slot) {
+                let mut sh = Shared {
+                    cfg: &self.cfg,
+                    pool: &mut self.pool,
+                    stats: &mut self.stats,
+                    now,
+                    handle: &self.handle,
+                    jobs: &mut self.jobs,
+                };
+                conn.st.flush(&mut sh);
+            }
+            self.after_event(ws_slot);
+        }
+        self.mgmt_after_event(slot);
+    }
+
+    fn mgmt_after_event(&mut self, slot: usize) {
+        let Some(mc) = self.mgmt.get_mut(slot) else {
+            return;
+        };
+        if mc.dead {
+            if mc.registered.take().is_some() {
+                let _ = self.poll.registry().deregister(&mut mc.sock);
+            }
+            self.mgmt.remove(slot);
+            return;
+        }
+        let want = if mc.wq.is_empty() {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        if mc.registered != Some(want)
+            && self
+                .poll
+                .registry()
+                .reregister(&mut mc.sock, Token(MGMT_BASE + slot), want)
+                .is_ok()
+        {
+            mc.registered = Some(want);
+        }
+        self.mgmt_arm(slot);
+    }
+
+    pub(super) fn mgmt_arm(&mut self, slot: usize) {
+        let Some(idle) = self.cfg.management.as_ref().map(|m| m.idle_timeout) else {
+            return;
+        };
+        let Some(mc) = self.mgmt.get_mut(slot) else {
+            return;
+        };
+        let deadline = mc.deadline(idle);
+        if mc.timer_armed.is_none_or(|armed| deadline < armed) {
+            mc.timer_armed = Some(deadline);
+            self.timers.push(std::cmp::Reverse((
+                deadline,
+                slot as u32 | MGMT_TIMER,
+                mc.gen,
+            )));
+        }
+    }
+
+    /// A management timer entry came due.
+    pub(super) fn mgmt_timer(&mut self, slot: usize, gen: u32, when: Instant, now: Instant) {
+        let Some(idle) = self.cfg.management.as_ref().map(|m| m.idle_timeout) else {
+            return;
+        };
+        let Some(mc) = self.mgmt.get_mut(slot) else {
+            return;
+        };
+        if mc.gen != gen {
+            return;
+        }
+        if mc.timer_armed == Some(when) {
+            mc.timer_armed = None;
+        }
+        if mc.deadline(idle) <= now {
+            // Idle keep-alive or a request that stopped arriving: close without an answer.
+            mc.dead = true;
+        }
+        self.mgmt_after_event(slot);
+    }
+
+    /// Bind the management listener.
+    pub(super) fn mgmt_bind(
+        registry: &mio::Registry,
+        cfg: &MgmtConfig,
+    ) -> io::Result<(TcpListener, SocketAddr)> {
+        let mut listener = TcpListener::bind(cfg.listen)?;
+        registry.register(&mut listener, super::MGMT_LISTENER, Interest::READABLE)?;
+        let addr = listener.local_addr()?;
+        Ok((listener, addr))
+    }
+}
