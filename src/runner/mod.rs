@@ -142,6 +142,10 @@ impl Inner {
             "connection-id".into(),
             Value::String(conn.connection_id.clone()),
         );
+        // The push-function is `Request::push`, outside the map: a client's value
+        // must not pass for it. Without a postback base the header is absent (8.6).
+        headers.remove("push-function");
+        headers.remove("postback-url");
         if let Some(base) = &self.opts.postback_base {
             headers.insert(
                 "postback-url".into(),
