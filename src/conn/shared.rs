@@ -97,6 +97,7 @@ impl ConnShared {
     /// reactor's generation check, never given to another client.
     pub fn send_frame(&self, opcode: Opcode, payload: Vec<u8>) -> Result<(), Gone> {
         if self.is_closed() {
+            self.count_dropped();
             return Err(Gone);
         }
         let mut hdr = [0u8; MAX_HEADER];
@@ -107,6 +108,13 @@ impl ConnShared {
             return Err(Gone);
         }
         Ok(())
+    }
+
+    /// A frame for this connection was dropped because it has closed (a late reply, a
+    /// push): tell the reactor, which counts it in `Stats::stale_dropped` like any
+    /// other delivery to a connection that has ended. The frame itself stays here.
+    pub(crate) fn count_dropped(&self) {
+        let _ = self.reactor.deliver(self.id, Opcode::Text, Vec::new(), 0);
     }
 
     /// Park a producer until the queue drains under the low-water mark. `make` builds

@@ -647,6 +647,9 @@ impl Reactor {
                         a.shared.transit_arrived(transit);
                     }
                     if !matches!(conn.st.phase, Phase::Open) {
+                        // Closing or finishing: the connection has ended for the
+                        // application (on_disconnect is under way), so this is stale too.
+                        self.stats.stale_dropped += 1;
                         continue;
                     }
                     if opcode == Opcode::Text || opcode == Opcode::Binary {

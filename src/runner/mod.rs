@@ -116,6 +116,7 @@ struct Push {
 impl PushSink for Push {
     fn push(&self, mut response: Response) -> Result<(), PushError> {
         if self.conn.is_closed() {
+            self.conn.count_dropped();
             return Err(PushError::Gone(self.conn.connection_id.clone()));
         }
         // 6.4.1: no message-id is added; the response's own headers may carry one.
