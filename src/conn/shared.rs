@@ -69,7 +69,10 @@ impl ConnShared {
 
     /// Bytes the server holds for this peer: queued in the reactor plus on their way.
     pub fn pending_bytes(&self) -> usize {
-        self.queued.load(Ordering::SeqCst) + self.in_transit.load(Ordering::SeqCst)
+        // In-transit first: the reactor adds a frame to `queued` before it takes it
+        // off `in_transit`, so reading in this order never misses a frame.
+        let in_transit = self.in_transit.load(Ordering::SeqCst);
+        in_transit + self.queued.load(Ordering::SeqCst)
     }
 
     /// Bytes in the reactor's write queue.

@@ -643,10 +643,10 @@ impl Reactor {
                         continue;
                     };
                     let conn = &mut self.conns[slot];
-                    if let Some(a) = &conn.st.app {
-                        a.shared.transit_arrived(transit);
-                    }
                     if !matches!(conn.st.phase, Phase::Open) {
+                        if let Some(a) = &conn.st.app {
+                            a.shared.transit_arrived(transit);
+                        }
                         // Closing or finishing: the connection has ended for the
                         // application (on_disconnect is under way), so this is stale too.
                         self.stats.stale_dropped += 1;
@@ -656,6 +656,13 @@ impl Reactor {
                         self.stats.messages_out += 1;
                     }
                     conn.st.wq.push_frame_owned(&mut self.pool, opcode, payload);
+                    if let Some(a) = &conn.st.app {
+                        // Count the frame as queued before it stops counting as in
+                        // transit: a producer looking in between would otherwise see
+                        // it in neither and send past the high-water mark.
+                        self.jobs.extend(a.shared.set_queued(conn.st.wq.queued()));
+                        a.shared.transit_arrived(transit);
+                    }
                     let mut sh = shared!(self, now);
                     conn.st.flush(&mut sh);
                     self.after_event(slot);
