@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use configurapi_runner_ws::configurapi::{
-    Chunk, Context, Event, HandlerError, PushError, PushSink, Response,
+    Chunk, Context, Event, Handler, HandlerError, PushError, PushSink, Response,
 };
 use configurapi_runner_ws::runner::{self, RunnerOptions};
 use configurapi_runner_ws::ServerConfig;
@@ -121,7 +121,10 @@ fn s6_1_5_every_connection_gets_a_distinct_uuid_v4_connection_id() {
         let mut ws = connect(&srv);
         let first = ws.request(&json!({"name": "connectionId"}))["body"].clone();
         let second = ws.request(&json!({"name": "connectionId"}))["body"].clone();
-        let id = first.as_str().expect("connection-id is a string").to_string();
+        let id = first
+            .as_str()
+            .expect("connection-id is a string")
+            .to_string();
         assert!(is_uuid_v4(&id), "{id:?} is not a UUID v4");
         assert_eq!(second, first, "the id is fixed for the connection's life");
         ids.push(id);
@@ -268,7 +271,10 @@ fn s6_2_3_payload_is_set_only_when_the_key_exists() {
         (json!({"name": "echo", "payload": null}), json!(null)),
         (json!({"name": "echo", "payload": ""}), json!("")),
         (json!({"name": "echo", "payload": 0}), json!(0)),
-        (json!({"name": "echo", "payload": {"a": [1]}}), json!({"a": [1]})),
+        (
+            json!({"name": "echo", "payload": {"a": [1]}}),
+            json!({"a": [1]}),
+        ),
     ];
     for (msg, body) in cases {
         assert_eq!(
@@ -363,14 +369,18 @@ fn s6_2_6_correlation_id_comes_from_the_query_then_the_header_then_the_event_id(
         "headers": {"correlation-id": "from-header"}
     }));
     assert_eq!(both["body"]["correlationId"], "from-query");
-    let header = ws.request(&json!({"name": "inspect", "headers": {"correlation-id": "from-header"}}));
+    let header =
+        ws.request(&json!({"name": "inspect", "headers": {"correlation-id": "from-header"}}));
     assert_eq!(header["body"]["correlationId"], "from-header");
     // Exact, case-sensitive keys; an empty value still counts.
     let empty = ws.request(&json!({"name": "inspect", "headers": {"correlation-id": ""}}));
     assert_eq!(empty["body"]["correlationId"], "");
     let other_case =
         ws.request(&json!({"name": "inspect", "headers": {"Correlation-Id": "ignored"}}));
-    assert_eq!(other_case["body"]["correlationId"], other_case["body"]["id"]);
+    assert_eq!(
+        other_case["body"]["correlationId"],
+        other_case["body"]["id"]
+    );
     let none = ws.request(&json!({"name": "inspect"}));
     assert_eq!(none["body"]["correlationId"], none["body"]["id"]);
     assert!(is_uuid_v4(none["body"]["id"].as_str().unwrap()));
@@ -469,7 +479,8 @@ fn s6_3_2_message_id_is_echoed_on_success_errors_and_streams_and_left_out_withou
         err["headers"],
         json!({"Content-Type": "application/json", "message-id": 9})
     );
-    let not_found = ws.request(&json!({"name": "missing", "method": "delete", "headers": {"message-id": "nf"}}));
+    let not_found = ws
+        .request(&json!({"name": "missing", "method": "delete", "headers": {"message-id": "nf"}}));
     assert_eq!(not_found["statusCode"], 501);
     assert_eq!(not_found["headers"]["message-id"], "nf");
     ws.send(&json!({"name": "stream", "headers": {"message-id": "s"}}));
@@ -540,7 +551,10 @@ fn s6_3_4_every_request_gets_exactly_one_response_including_501() {
         }
         replies.push(frame);
     }
-    let ids: Vec<&Value> = replies.iter().map(|r| &r["headers"]["message-id"]).collect();
+    let ids: Vec<&Value> = replies
+        .iter()
+        .map(|r| &r["headers"]["message-id"])
+        .collect();
     assert_eq!(ids, [&json!(1), &json!(2), &json!(3), &json!(4), &json!(5)]);
     assert_eq!(replies[0]["statusCode"], 501);
     assert_eq!(replies[0]["body"]["message"], "Not Implemented.");
@@ -599,10 +613,7 @@ fn s6_4_1_push_sends_an_extra_frame_with_x_push_and_no_message_id() {
 /// A handler that keeps the event's push-function for the test and reports it.
 type Kept = Arc<Mutex<Vec<Arc<dyn PushSink>>>>;
 
-fn keep_push_handler() -> (
-    impl Fn(&mut Event, &[Value], &mut Context) -> Result<(), HandlerError> + Send + Sync,
-    Kept,
-) {
+fn keep_push_handler() -> (impl Handler + 'static, Kept) {
     let kept: Kept = Arc::default();
     let k = Arc::clone(&kept);
     let handler = move |event: &mut Event, _: &[Value], _: &mut Context| {
@@ -639,10 +650,8 @@ api:
     assert_eq!(ws.request(&json!({"name": "keep"}))["body"], "kept");
     let push = kept.lock().unwrap().pop().unwrap();
     // Later, from another thread: the frame arrives, with the response's own headers.
-    push.push(
-        Response::json(json!({"late": true}), 202).with_header("message-id", "own"),
-    )
-    .unwrap();
+    push.push(Response::json(json!({"late": true}), 202).with_header("message-id", "own"))
+        .unwrap();
     assert_eq!(
         ws.recv(),
         json!({
@@ -697,7 +706,12 @@ fn s6_4_2_a_stream_sends_chunk_frames_then_done_with_one_stream_id() {
     let mut ws = connect(&srv);
     ws.send(&json!({"name": "stream", "headers": {"message-id": "s1"}}));
     let xxxx = json!("xxxx");
-    let a = expect_stream(&mut ws, 200, &[xxxx.clone(), xxxx.clone(), xxxx.clone()], Some("s1"));
+    let a = expect_stream(
+        &mut ws,
+        200,
+        &[xxxx.clone(), xxxx.clone(), xxxx.clone()],
+        Some("s1"),
+    );
     ws.send(&json!({"name": "stream"}));
     let b = expect_stream(&mut ws, 200, &[xxxx.clone(), xxxx.clone(), xxxx], None);
     assert_ne!(a, b, "one x-stream-id per stream");
@@ -718,7 +732,8 @@ api:
                 "pushStreamHandler",
                 |event: &mut Event, _: &[Value], _: &mut Context| {
                     let chunks = vec![Ok(Chunk::Text("a".into())), Ok(Chunk::Text("b".into()))];
-                    let stream = Response::stream(chunks.into_iter(), 206).with_header("x-kind", "pushed");
+                    let stream =
+                        Response::stream(chunks.into_iter(), 206).with_header("x-kind", "pushed");
                     event.push(stream)?;
                     event.response = Response::new("pushed a stream", 200);
                     Ok(())
@@ -732,11 +747,23 @@ api:
     ws.send(&json!({"name": "pushStream", "headers": {"message-id": "ps"}}));
     // The pushed stream's frames carry its headers and no message-id (6.4.1).
     let first = ws.recv();
-    let sid = first["headers"]["x-stream-id"].as_str().unwrap().to_string();
+    let sid = first["headers"]["x-stream-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let h = |kind: &str| json!({"x-kind": "pushed", "x-stream": kind, "x-stream-id": sid});
-    assert_eq!(first, json!({"statusCode": 206, "headers": h("chunk"), "body": "a"}));
-    assert_eq!(ws.recv(), json!({"statusCode": 206, "headers": h("chunk"), "body": "b"}));
-    assert_eq!(ws.recv(), json!({"statusCode": 206, "headers": h("done"), "body": ""}));
+    assert_eq!(
+        first,
+        json!({"statusCode": 206, "headers": h("chunk"), "body": "a"})
+    );
+    assert_eq!(
+        ws.recv(),
+        json!({"statusCode": 206, "headers": h("chunk"), "body": "b"})
+    );
+    assert_eq!(
+        ws.recv(),
+        json!({"statusCode": 206, "headers": h("done"), "body": ""})
+    );
     assert_eq!(
         ws.recv(),
         json!({"statusCode": 200, "headers": {"message-id": "ps"}, "body": "pushed a stream"})
@@ -979,7 +1006,6 @@ fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
     assert_eq!(chunks, COUNT);
 }
 
-
 // ---------------------------------------------------------------- 6.5 lifecycle
 
 #[test]
@@ -1071,7 +1097,10 @@ api:
         ws.request(&json!({"name": "echo", "payload": "in"})),
         json!({"statusCode": 200, "headers": {}, "body": "in"})
     );
-    assert_eq!(srv.handle.stats().unwrap().close_codes_sent.get(&1008), Some(&2));
+    assert_eq!(
+        srv.handle.stats().unwrap().close_codes_sent.get(&1008),
+        Some(&2)
+    );
 }
 
 #[test]
@@ -1124,7 +1153,10 @@ api:
     );
     assert_eq!(ws.request(&json!({"name": "other"}))["statusCode"], 403);
     ws.close();
-    assert_eq!(srv.handle.stats().unwrap().close_codes_sent.get(&1008), None);
+    assert_eq!(
+        srv.handle.stats().unwrap().close_codes_sent.get(&1008),
+        None
+    );
 }
 
 #[test]
@@ -1232,12 +1264,21 @@ api:
         "{head}"
     );
     gate.open();
-    assert_eq!(ws.request(&json!({"name": "echo", "payload": "p"}))["body"], "p");
+    assert_eq!(
+        ws.request(&json!({"name": "echo", "payload": "p"}))["body"],
+        "p"
+    );
     // No subprotocol offered: none in the answer.
     let (mut ws, head) = connect_with(&srv, "/", "");
     gate.open();
-    assert!(!head.to_lowercase().contains("sec-websocket-protocol"), "{head}");
-    assert_eq!(ws.request(&json!({"name": "echo", "payload": "q"}))["body"], "q");
+    assert!(
+        !head.to_lowercase().contains("sec-websocket-protocol"),
+        "{head}"
+    );
+    assert_eq!(
+        ws.request(&json!({"name": "echo", "payload": "q"}))["body"],
+        "q"
+    );
 }
 
 const LIFECYCLE: &str = r#"
@@ -1323,7 +1364,10 @@ fn s6_5_6_on_disconnect_runs_once_per_accepted_connection_never_for_a_rejected_o
     let rest = drain(&seen);
     assert!(rest.is_empty(), "more events than expected: {rest:?}");
     let ids = [&a_id, &b_id, &c_id, &e_id];
-    assert!(!ids.contains(&&r_id), "the rejected connection had an id of its own");
+    assert!(
+        !ids.contains(&&r_id),
+        "the rejected connection had an id of its own"
+    );
 }
 
 // ---------------------------------------------------------------- 6.6 error mapping
@@ -1366,7 +1410,10 @@ fn s6_6_2_json_that_is_not_a_mapping_is_a_400() {
             "{text}: no message-id can be read"
         );
         assert_eq!(reply["body"]["statusCode"], 400);
-        assert_eq!(reply["body"]["message"], "The message must be a JSON object.");
+        assert_eq!(
+            reply["body"]["message"],
+            "The message must be a JSON object."
+        );
     }
     // The same in a binary frame.
     ws.send_binary(b"42");
@@ -1523,7 +1570,9 @@ fn the_embedded_default_config_serves_echo_ping_and_stream() {
         json!({"statusCode": 200, "headers": {"message-id": "1"}, "body": {"hi": 1}})
     );
     assert_eq!(
-        ws.request(&json!({"name": "ping", "payload": {"from": "me"}, "headers": {"message-id": "2"}})),
+        ws.request(
+            &json!({"name": "ping", "payload": {"from": "me"}, "headers": {"message-id": "2"}})
+        ),
         json!({
             "statusCode": 200,
             "headers": {"Content-Type": "application/json", "message-id": "2"},
@@ -1533,7 +1582,8 @@ fn the_embedded_default_config_serves_echo_ping_and_stream() {
     ws.send(&json!({"name": "stream", "headers": {"message-id": "3"}}));
     let chunk = json!("x".repeat(32));
     expect_stream(&mut ws, 200, &vec![chunk; 5], Some("3"));
-    let inspect = ws.request(&json!({"name": "inspect", "params": {"id": 7}, "headers": {"message-id": "4"}}));
+    let inspect = ws
+        .request(&json!({"name": "inspect", "params": {"id": 7}, "headers": {"message-id": "4"}}));
     assert_eq!(inspect["body"]["params"], json!({"id": 7}));
     assert_eq!(inspect["headers"], json!({"message-id": "4"}));
 }

@@ -8,7 +8,9 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use configurapi_runner_ws::configurapi::{Context, Event, HandlerError, HandlerRegistry, Service};
+use configurapi_runner_ws::configurapi::{
+    Context, Event, Handler, HandlerError, HandlerRegistry, Service,
+};
 use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
 use configurapi_runner_ws::{Mode, ServerConfig};
 use serde_json::{json, Value};
@@ -92,7 +94,9 @@ pub fn connect(srv: &TestServer) -> Ws {
 impl Ws {
     /// Send a text frame.
     pub fn send_text(&mut self, text: &str) {
-        self.s.write_all(&client_frame(0x81, text.as_bytes())).unwrap();
+        self.s
+            .write_all(&client_frame(0x81, text.as_bytes()))
+            .unwrap();
     }
 
     /// Send a binary frame.
@@ -167,10 +171,7 @@ impl Ws {
 /// A handler that reports what it saw on a channel: the `tag` parameter (resolved with
 /// `$(...)`), the event
 /// name, the connection-id, the identity id, the request headers, params and query.
-pub fn recorder() -> (
-    impl Fn(&mut Event, &[Value], &mut Context) -> Result<(), HandlerError> + Send + Sync,
-    Receiver<Value>,
-) {
+pub fn recorder() -> (impl Handler + 'static, Receiver<Value>) {
     let (tx, rx) = channel();
     let handler = move |event: &mut Event, params: &[Value], _: &mut Context| {
         let _ = tx.send(json!({
@@ -208,16 +209,13 @@ impl Gate {
 }
 
 /// A handler that waits at a gate (at most `DEADLINE`), then continues.
-pub fn gate() -> (
-    impl Fn(&mut Event, &[Value], &mut Context) -> Result<(), HandlerError> + Send + Sync,
-    Gate,
-) {
+pub fn gate() -> (impl Handler + 'static, Gate) {
     let (entered_tx, entered) = channel();
     let (release, release_rx) = channel();
     let release_rx = Mutex::new(release_rx);
     let handler = move |_: &mut Event, _: &[Value], _: &mut Context| {
         let _ = entered_tx.send(());
-        let _ = release_rx
+        release_rx
             .lock()
             .unwrap()
             .recv_timeout(DEADLINE)
