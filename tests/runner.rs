@@ -1370,6 +1370,55 @@ fn s6_5_6_on_disconnect_runs_once_per_accepted_connection_never_for_a_rejected_o
     );
 }
 
+#[test]
+fn s8_11_on_connect_that_accepts_after_the_client_left_still_gets_on_disconnect_once() {
+    let yaml = r#"
+api:
+  events:
+    - name: on_connect
+      policies:
+        - recordHandler: ["connect $(status)"]
+        - gateHandler
+        - statusFromParamsHandler
+    - name: on_disconnect
+      policies:
+        - recordHandler: ["disconnect $(status)"]
+"#;
+    let (rec, seen) = recorder();
+    let (gate_handler, gate) = gate();
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("recordHandler", rec);
+            r.register("gateHandler", gate_handler);
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
+    // The client leaves while on_connect waits at the gate; on_connect then accepts:
+    // the connection was accepted (8.4), so on_disconnect runs for it (8.11).
+    for status in ["200", "403"] {
+        let (ws, _) = connect_with(&srv, &format!("/?status={status}"), "");
+        gate.wait_entered();
+        assert_eq!(
+            seen.recv_timeout(DEADLINE).unwrap()["tag"],
+            format!("connect {status}")
+        );
+        drop(ws);
+        wait_all_gone(&srv);
+        gate.open();
+        if status == "200" {
+            let d = seen.recv_timeout(DEADLINE).expect("on_disconnect runs");
+            assert_eq!(d["tag"], "disconnect 200");
+        }
+    }
+    // Once every job is done: nothing more, and in particular no on_disconnect for
+    // the connection on_connect rejected.
+    drop(srv);
+    let rest = drain(&seen);
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
 // ---------------------------------------------------------------- 6.6 error mapping
 
 #[test]
