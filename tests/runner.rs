@@ -1382,7 +1382,7 @@ api:
         - statusFromParamsHandler
     - name: on_disconnect
       policies:
-        - recordHandler: ["disconnect $(status)"]
+        - recordHandler: [disconnect]
 "#;
     let (rec, seen) = recorder();
     let (gate_handler, gate) = gate();
@@ -1400,16 +1400,15 @@ api:
     for status in ["200", "403"] {
         let (ws, _) = connect_with(&srv, &format!("/?status={status}"), "");
         gate.wait_entered();
-        assert_eq!(
-            seen.recv_timeout(DEADLINE).unwrap()["tag"],
-            format!("connect {status}")
-        );
+        let connect = seen.recv_timeout(DEADLINE).unwrap();
+        assert_eq!(connect["tag"], format!("connect {status}"));
         drop(ws);
         wait_all_gone(&srv);
         gate.open();
         if status == "200" {
             let d = seen.recv_timeout(DEADLINE).expect("on_disconnect runs");
-            assert_eq!(d["tag"], "disconnect 200");
+            assert_eq!(d["tag"], "disconnect");
+            assert_eq!(d["connection-id"], connect["connection-id"]);
         }
     }
     // Once every job is done: nothing more, and in particular no on_disconnect for

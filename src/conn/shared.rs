@@ -8,7 +8,7 @@
 //! that only sends while it is under the high-water mark keeps the peer's memory at
 //! high-water + one chunk.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::ConnId;
@@ -16,6 +16,13 @@ use crate::configurapi::Identity;
 use crate::reactor::Handle;
 use crate::work::Job;
 use crate::ws::frame::{encode_header, Opcode, MAX_HEADER};
+
+/// `accept_state`: on_connect has not decided yet and the connection is open.
+const PENDING: u8 = 0;
+/// `accept_state`: on_connect accepted the connection.
+const ACCEPTED: u8 = 1;
+/// `accept_state`: the connection closed before on_connect accepted it.
+const CLOSED_FIRST: u8 = 2;
 
 /// The connection has closed; nothing more can be sent to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +43,9 @@ pub struct ConnShared {
     queued: AtomicUsize,
     in_transit: AtomicUsize,
     closed: AtomicBool,
+    /// Who won the race between on_connect accepting and the connection closing,
+    /// so that on_disconnect runs exactly once for an accepted connection (8.11).
+    accept_state: AtomicU8,
     parked: Mutex<Vec<Job>>,
     parked_count: AtomicUsize,
     high_water: usize,
@@ -60,6 +70,7 @@ impl ConnShared {
             queued: AtomicUsize::new(0),
             in_transit: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            accept_state: AtomicU8::new(PENDING),
             parked: Mutex::new(Vec::new()),
             parked_count: AtomicUsize::new(0),
             high_water,
@@ -120,6 +131,16 @@ impl ConnShared {
         let _ = self.reactor.deliver(self.id, Opcode::Text, Vec::new(), 0);
     }
 
+    /// on_connect accepted the connection (8.4). `true`: the reactor will dispatch
+    /// on_disconnect when it closes (send it [`Handle::accept`] now). `false`: it
+    /// had closed already and the reactor skipped on_disconnect, so the caller, which
+    /// accepted it, must run on_disconnect itself (8.11).
+    pub fn claim_accepted(&self) -> bool {
+        self.accept_state
+            .compare_exchange(PENDING, ACCEPTED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
     /// Park a producer until the queue drains under the low-water mark. `make` builds
     /// the job that resumes it and is called only when the producer is parked; when it
     /// returns `false` (room already, or the connection closed) the caller goes on with
@@ -154,6 +175,16 @@ impl ConnShared {
             return Vec::new();
         }
         self.take_parked()
+    }
+
+    /// The reactor saw a connection that it had not accepted close. `true` when
+    /// on_connect had claimed it already (the Accept is still on its way), so the
+    /// reactor dispatches on_disconnect; `false` when on_connect had not (it never
+    /// will now, or it will run on_disconnect itself).
+    pub(crate) fn accepted_before_close(&self) -> bool {
+        self.accept_state
+            .compare_exchange(PENDING, CLOSED_FIRST, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
     }
 
     /// The connection is gone: fail pushes, and return the parked producers, which the

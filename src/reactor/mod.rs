@@ -476,7 +476,8 @@ impl Reactor {
                 // Parked stream producers are dropped: their streams end here.
                 drop(a.shared.mark_closed());
                 a.waiting.clear();
-                if a.accepted {
+                // An Accept may still be on its way: on_connect's claim decides.
+                if a.accepted || a.shared.accepted_before_close() {
                     if let Mode::App(app) = &self.cfg.mode {
                         self.jobs.extend(app.on_close(&a.shared));
                     }

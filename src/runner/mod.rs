@@ -194,7 +194,13 @@ impl Inner {
         if accepted {
             // 8.3: the identity carries over to this connection's later events.
             *conn.identity.lock().unwrap_or_else(|e| e.into_inner()) = event.identity.take();
-            let _ = conn.reactor.accept(conn.id);
+            if conn.claim_accepted() {
+                let _ = conn.reactor.accept(conn.id);
+            } else if self.has_on_disconnect {
+                // The client left while on_connect ran; the connection was accepted
+                // all the same, so it gets its on_disconnect (8.11), from here.
+                self.on_disconnect(conn);
+            }
         } else {
             let _ = conn.reactor.reject(conn.id);
         }
