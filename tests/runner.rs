@@ -434,6 +434,43 @@ fn s6_2_7_binary_frames_are_text_when_utf8_else_a_base64_payload() {
     );
 }
 
+#[test]
+fn s8_8_message_names_are_plain_strings() {
+    let yaml = r#"
+import: [configurapi-handler-http]
+api:
+  events:
+    - name: constructor
+      policies:
+        - setResponseHandler: [200, constructor route]
+    - name: __proto__
+      policies:
+        - setResponseHandler: [200, proto route]
+    - name: 5
+      policies:
+        - setResponseHandler: [200, five route]
+    - name: list_v1_event-details
+      policies:
+        - setResponseHandler: [200, dashed route]
+"#;
+    let srv = simple_runner(yaml);
+    let mut ws = connect(&srv);
+    for (name, body) in [
+        (json!("constructor"), "constructor route"),
+        (json!("__proto__"), "proto route"),
+        (json!(5), "five route"),
+        (json!("5"), "five route"),
+        (json!("list_v1_event-details"), "dashed route"),
+    ] {
+        assert_eq!(ws.request(&json!({"name": name}))["body"], body, "{name}");
+    }
+    // toString has no route: 501 names it.
+    assert_eq!(
+        ws.request(&json!({"name": "toString"}))["body"]["details"],
+        "Route for 'toString' event could not be found.'"
+    );
+}
+
 // ---------------------------------------------------------------- 6.3 response frame
 
 #[test]
@@ -590,6 +627,16 @@ api:
     );
     // After a close handshake nothing else arrives: the server's close, then EOF.
     ws.close();
+    // on_disconnect was queued when A closed, so with one worker it has finished when
+    // B's reply arrives. Had it sent a frame, it would be counted as stale.
+    let mut b = connect(&srv);
+    assert_eq!(
+        b.request(&json!({"name": "echo", "payload": "second"}))["body"],
+        "second"
+    );
+    let stats = srv.handle.stats().unwrap();
+    assert_eq!(stats.stale_dropped, 0);
+    assert_eq!(stats.messages_out, 2, "the two replies and nothing else");
 }
 
 // ---------------------------------------------------------------- 6.4 push, streams
@@ -1571,7 +1618,7 @@ fn graceful_shutdown_closes_clients_with_1001_and_runs_on_disconnect_for_each() 
         ids.push(ws.request(&json!({"name": "connectionId"}))["body"].clone());
         clients.push(ws);
     }
-    // A rejected client that is still closing must not get an on_disconnect.
+    // A client rejected before the shutdown must not get an on_disconnect either.
     let (mut rejected, _) = connect_with(&srv, "/?user=x&status=500", "");
     rejected.expect_close(1008, Some("Policy Violation"));
     srv.handle.shutdown().unwrap();
