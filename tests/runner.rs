@@ -979,37 +979,6 @@ fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
     );
     let bound = (HIGH + sample.len() + 4) as u64;
 
-    // Sample the server until nothing moves any more (queued bytes, frames and bytes
-    // out all unchanged over many samples); every sample must be within the bound.
-    // Returns the queued bytes of the stalled state.
-    let wait_stalled = |at_high_water: bool| -> u64 {
-        let deadline = Instant::now() + DEADLINE;
-        let mut last = (u64::MAX, 0, 0);
-        let mut unchanged = 0;
-        loop {
-            let s = srv.handle.stats().unwrap();
-            let q = s.queued_bytes_max;
-            assert!(
-                q <= bound,
-                "queued {q} bytes > high water + one frame ({bound})"
-            );
-            let now = (q, s.messages_out, s.bytes_out);
-            if now == last && (!at_high_water || q >= HIGH as u64) {
-                unchanged += 1;
-                if unchanged == 300 {
-                    return q;
-                }
-            } else {
-                unchanged = 0;
-            }
-            last = now;
-            assert!(
-                Instant::now() < deadline,
-                "the stream never stalled ({now:?})"
-            );
-            std::thread::yield_now();
-        }
-    };
     let chunk_prefix = br#"{"statusCode":200,"headers":{"x-stream":"chunk","x-stream-id":""#;
     let mut chunks = 0usize;
     // Reads one frame: true for a chunk, false for the done frame.
@@ -1030,7 +999,7 @@ fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
 
     // Read nothing: the server fills the kernel buffers, then its queue up to high
     // water, then stops and stays there.
-    let stalled = wait_stalled(true);
+    let stalled = wait_stalled(&srv, bound, HIGH as u64);
     assert!(stalled >= HIGH as u64);
     let sent = srv.handle.stats().unwrap().bytes_out;
     assert!(
@@ -1045,12 +1014,73 @@ fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
         for _ in 0..(cycle % 6 + 1) * 40 {
             assert!(read_one(&mut ws), "the stream ended early");
         }
-        wait_stalled(false);
+        wait_stalled(&srv, bound, 0);
     }
 
     // Now read everything: every chunk arrives, then the done frame.
     while read_one(&mut ws) {}
     assert_eq!(chunks, COUNT);
+}
+
+#[test]
+fn s6_4_5_pushes_to_a_slow_reader_wait_for_room_and_are_not_dropped() {
+    // 2000 pushed frames of 16 KiB (31 MiB) from a thread that holds the
+    // push-function, to a client that reads nothing at first.
+    const COUNT: usize = 2000;
+    const CHUNK: usize = 16384;
+    const HIGH: usize = 256 << 10;
+    let yaml = "api:\n  events:\n    - name: keep\n      policies: [keepPushHandler]\n";
+    let (keep, kept) = keep_push_handler();
+    let cfg = ServerConfig {
+        high_water: HIGH,
+        low_water: 64 << 10,
+        ..test_config()
+    };
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("keepPushHandler", keep);
+        },
+        cfg,
+        RunnerOptions::default(),
+    );
+    let mut ws = connect(&srv);
+    assert_eq!(ws.request(&json!({"name": "keep"}))["body"], "kept");
+    let push = kept.lock().unwrap().pop().unwrap();
+    let frame = format!(
+        r#"{{"statusCode":200,"headers":{{}},"body":"{}"}}"#,
+        "p".repeat(CHUNK)
+    );
+    let bound = (HIGH + frame.len() + 4) as u64;
+    let (done_tx, done) = channel();
+    let pusher = std::thread::spawn(move || {
+        for i in 0..COUNT {
+            let body = format!("{:p<CHUNK$}", i);
+            push.push(Response::new(body, 200)).unwrap();
+        }
+        done_tx.send(()).unwrap();
+    });
+    // The pusher fills the kernel buffers, then the queue up to high water, and then
+    // waits: it has not finished, and nothing was dropped.
+    wait_stalled(&srv, bound, HIGH as u64);
+    assert!(
+        done.try_recv().is_err(),
+        "the pusher went past a full queue"
+    );
+    // Reading lets it go on; every frame arrives, in order.
+    for i in 0..COUNT {
+        let (b0, payload) = read_frame(&mut ws.s);
+        assert_eq!(b0, 0x81);
+        assert_eq!(payload.len(), frame.len(), "frame {i}");
+        let v: Value = serde_json::from_slice(&payload).unwrap();
+        assert!(
+            v["body"].as_str().unwrap().starts_with(&format!("{i}p")),
+            "frame {i}"
+        );
+    }
+    done.recv_timeout(DEADLINE).expect("the pusher finished");
+    pusher.join().unwrap();
+    assert!(srv.handle.stats().unwrap().queued_bytes_max <= bound);
 }
 
 // ---------------------------------------------------------------- 6.5 lifecycle
