@@ -108,6 +108,9 @@ impl App for Runner {
     }
 }
 
+/// How often a push waiting for room looks again (6.4.5 proposes 10-50 ms).
+const PUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The `push-function` of events from this runner (6.4.1).
 struct Push {
     conn: Arc<ConnShared>,
@@ -128,6 +131,12 @@ impl PushSink for Push {
                 response.headers,
             );
             return Ok(());
+        }
+        // 6.4.5: before each frame, wait while the client holds more than the
+        // high-water mark, checking every 10 ms; never drop the frame. (Streams are
+        // paced by their pump; a reply is bounded by the reactor's read pause.)
+        while !self.conn.has_room() && !self.conn.is_closed() {
+            std::thread::sleep(PUSH_WAIT);
         }
         let frame = envelope::encode(&response, None);
         self.conn
