@@ -1495,6 +1495,59 @@ api:
     assert!(rest.is_empty(), "{rest:?}");
 }
 
+#[test]
+fn s8_11_clients_that_leave_at_once_get_exactly_one_on_disconnect_each() {
+    // Each client leaves right after the upgrade, racing its own on_connect: the
+    // close can come before on_connect runs, while it runs, or between its accept
+    // and the reactor handling that accept. Every on_connect here accepts, so each
+    // connection gets exactly one on_disconnect, whichever side wins.
+    let yaml = r#"
+api:
+  events:
+    - name: on_connect
+      policies:
+        - recordHandler: [connect]
+    - name: on_disconnect
+      policies:
+        - recordHandler: [disconnect]
+"#;
+    let (rec, seen) = recorder();
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("recordHandler", rec);
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
+    for i in 0..200 {
+        let (ws, _) = connect_with(&srv, "/", "");
+        if i % 2 == 1 {
+            // Half of them say goodbye properly, without waiting for the answer.
+            let mut s = ws.s;
+            let _ = std::io::Write::write_all(&mut s, &client_frame(0x88, &1000u16.to_be_bytes()));
+        }
+    }
+    wait_all_gone(&srv);
+    drop(srv); // every job has run
+    let mut connects = std::collections::BTreeMap::new();
+    let mut disconnects = std::collections::BTreeMap::new();
+    for v in drain(&seen) {
+        let id = v["connection-id"].as_str().unwrap().to_string();
+        let map = if v["tag"] == "connect" {
+            &mut connects
+        } else {
+            &mut disconnects
+        };
+        *map.entry(id).or_insert(0) += 1;
+    }
+    assert_eq!(connects.len(), 200);
+    assert_eq!(
+        disconnects, connects,
+        "one on_disconnect per accepted connection"
+    );
+}
+
 // ---------------------------------------------------------------- 6.6 error mapping
 
 #[test]
