@@ -1542,9 +1542,21 @@ api:
         *map.entry(id).or_insert(0) += 1;
     }
     assert_eq!(connects.len(), 200);
+    assert!(connects.values().all(|&n| n == 1));
+    let missing = connects
+        .keys()
+        .filter(|id| !disconnects.contains_key(*id))
+        .count();
+    let strays = disconnects
+        .keys()
+        .filter(|id| !connects.contains_key(*id))
+        .count();
+    let twice = disconnects.values().filter(|&&n| n != 1).count();
     assert_eq!(
-        disconnects, connects,
-        "one on_disconnect per accepted connection"
+        (missing, strays, twice),
+        (0, 0, 0),
+        "accepted connections without on_disconnect, on_disconnect without on_connect, \
+         on_disconnect more than once"
     );
 }
 
