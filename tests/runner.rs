@@ -1737,7 +1737,11 @@ fn graceful_shutdown_closes_clients_with_1001_and_runs_on_disconnect_for_each() 
 
 #[test]
 fn shutdown_with_a_silent_client_still_finishes() {
-    let srv = app();
+    let cfg = ServerConfig {
+        close_timeout: Duration::from_secs(1),
+        ..test_config()
+    };
+    let srv = start_runner(APP, |_| {}, cfg, RunnerOptions::default());
     let mut ws = connect(&srv);
     assert_eq!(ws.request(&json!({"name": "text"}))["body"], "hello");
     srv.handle.shutdown().unwrap();
