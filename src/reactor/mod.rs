@@ -438,8 +438,10 @@ impl Reactor {
             }
         }
         // Write what this event produced right away: usually it all fits and no
-        // WRITABLE registration is needed.
-        if !conn.st.wq.is_empty() {
+        // WRITABLE registration is needed. A connection that has just entered
+        // Finishing with nothing queued (the peer answered our close) needs the
+        // flush too: that is where its write side is shut down.
+        if !conn.st.wq.is_empty() || matches!(conn.st.phase, Phase::Finishing { shut: false }) {
             let was_paused = conn.st.read_paused;
             conn.st.flush(&mut sh);
             if was_paused && !conn.st.read_paused {

@@ -151,6 +151,8 @@ impl Ws {
         // A server that is already finishing may have closed: a failed write is fine.
         let _ = self.s.write_all(&client_frame(0x88, &payload[..2]));
         read_to_eof(&mut self.s);
+        // The server reads until our FIN: send it, the connection is over.
+        let _ = self.s.shutdown(std::net::Shutdown::Both);
     }
 
     /// Client-initiated close with 1000: the server answers with 1000 and closes TCP.
