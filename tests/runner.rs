@@ -1724,7 +1724,15 @@ fn graceful_shutdown_closes_clients_with_1001_and_runs_on_disconnect_for_each() 
         assert_eq!(&payload[2..], b"server shutdown");
         ws.answer_close();
     }
-    drop(srv); // joins the reactor, which waits for the workers
+    // Joins the reactor, which waits for the workers. Every client answered and
+    // left, so this must not wait for the close timeout (twice the read deadline).
+    let stopping = Instant::now();
+    drop(srv);
+    assert!(
+        stopping.elapsed() < DEADLINE,
+        "the shutdown waited {:?}",
+        stopping.elapsed()
+    );
     let mut gone: Vec<Value> = drain(&seen)
         .into_iter()
         .filter(|v| v["tag"] == "disconnect")
