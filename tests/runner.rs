@@ -606,6 +606,38 @@ fn s6_3_4_every_request_gets_exactly_one_response_including_501() {
 }
 
 #[test]
+fn s6_3_4_every_request_is_answered_when_the_worker_queue_is_full() {
+    // One worker and a one-job queue: the reactor holds what the pool cannot take
+    // and stops reading until a worker reports room. Nothing may be lost.
+    let cfg = ServerConfig {
+        workers: 1,
+        job_queue: 1,
+        ..test_config()
+    };
+    let srv = start_runner(APP, |_| {}, cfg, RunnerOptions::default());
+    let mut clients: Vec<Ws> = (0..3).map(|_| connect(&srv)).collect();
+    let mut bytes = Vec::new();
+    for i in 0..100 {
+        let msg = json!({"name": "echo", "payload": i, "headers": {"message-id": i}});
+        bytes.extend(client_frame(0x81, msg.to_string().as_bytes()));
+    }
+    for ws in &mut clients {
+        std::io::Write::write_all(&mut ws.s, &bytes).unwrap();
+    }
+    for ws in &mut clients {
+        let mut ids: Vec<u64> = (0..100)
+            .map(|_| {
+                let reply = ws.recv();
+                assert_eq!(reply["body"], reply["headers"]["message-id"]);
+                reply["body"].as_u64().unwrap()
+            })
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..100).collect::<Vec<u64>>());
+    }
+}
+
+#[test]
 fn s6_3_4_on_connect_and_on_disconnect_send_no_frame() {
     let yaml = r#"
 import: [configurapi-handler-http]
