@@ -1823,3 +1823,114 @@ fn the_embedded_default_config_serves_echo_ping_and_stream() {
     assert_eq!(inspect["body"]["params"], json!({"id": 7}));
     assert_eq!(inspect["headers"], json!({"message-id": "4"}));
 }
+
+// ---------------------------------------------------------------- the binary (6.1.1)
+
+/// A directory of its own for a test that runs the binary.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rtests-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn s6_1_1_a_failing_on_start_aborts_startup_before_listening() {
+    let dir = scratch_dir("on-start");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "api:\n  events:\n    - name: on_start\n      policies:\n        - throwHandler: [cannot start]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+        .args(["--port", "0"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: ") && l.contains("cannot start")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn s6_1_1_the_binary_serves_the_embedded_default_config_and_stops_on_sigterm() {
+    use std::io::BufRead;
+    // No --config and no ./config.yaml: the embedded default config.
+    let dir = scratch_dir("default");
+    /// Kills the child if the test fails before it exits.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(
+        std::process::Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+            .args(["--port", "0", "--host", "127.0.0.1"])
+            .current_dir(&dir)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, lines) = channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let listening = loop {
+        let line = lines
+            .recv_timeout(DEADLINE)
+            .expect("the binary logs where it listens");
+        if line.contains("listening on ws://") {
+            break line;
+        }
+    };
+    assert!(listening.contains("built-in default config"), "{listening}");
+    let addr = listening
+        .split("ws://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut s = s;
+    std::io::Write::write_all(&mut s, util::upgrade_request("/").as_bytes()).unwrap();
+    assert!(util::read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
+    let mut ws = Ws { s };
+    assert_eq!(
+        ws.request(&json!({"name": "echo", "payload": [1], "headers": {"message-id": "bin"}})),
+        json!({"statusCode": 200, "headers": {"message-id": "bin"}, "body": [1]})
+    );
+    // SIGTERM: a graceful shutdown closes the client with 1001, then the process
+    // exits with 0.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (b0, payload) = read_frame(&mut ws.s);
+    assert_eq!((b0, &payload[..2]), (0x88, &1001u16.to_be_bytes()[..]));
+    ws.answer_close();
+    let deadline = Instant::now() + DEADLINE;
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "the binary did not exit");
+        std::thread::yield_now();
+    };
+    assert_eq!(code, Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
