@@ -1136,6 +1136,8 @@ api:
         - recordHandler: [after]
     - name: whoami
       policies: [whoamiHandler]
+    - name: inspect
+      policies: [inspectEventHandler]
     - name: connectionId
       policies:
         - headerHandler: [connection-id]
@@ -1181,6 +1183,12 @@ api:
     // 8.2: the query is merged into params, so $(token) resolves (and 8.3 carries it).
     assert_eq!(connect["params"], query);
     assert_eq!(ws.request(&json!({"name": "whoami"}))["body"], "user-t 1");
+    // 8.12: inspect shows the identity as an object with its id; the upgrade query
+    // belongs to on_connect only.
+    let inspect = ws.request(&json!({"name": "inspect"}))["body"].clone();
+    assert_eq!(inspect["identity"]["id"], "user-t 1");
+    assert_eq!(inspect["params"], json!({}));
+    assert_eq!(inspect["query"], json!({}));
 }
 
 #[test]
