@@ -8,14 +8,21 @@
 //! that only sends while it is under the high-water mark keeps the peer's memory at
 //! high-water + one chunk.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use super::ConnId;
 use crate::configurapi::Identity;
 use crate::reactor::Handle;
 use crate::work::Job;
 use crate::ws::frame::{encode_header, Opcode, MAX_HEADER};
+
+/// `accept_state`: on_connect has not decided yet and the connection is open.
+const PENDING: u8 = 0;
+/// `accept_state`: on_connect accepted the connection.
+const ACCEPTED: u8 = 1;
+/// `accept_state`: the connection closed before on_connect accepted it.
+const CLOSED_FIRST: u8 = 2;
 
 /// The connection has closed; nothing more can be sent to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +43,14 @@ pub struct ConnShared {
     queued: AtomicUsize,
     in_transit: AtomicUsize,
     closed: AtomicBool,
+    /// Who won the race between on_connect accepting and the connection closing,
+    /// so that on_disconnect runs exactly once for an accepted connection (8.11).
+    accept_state: AtomicU8,
     parked: Mutex<Vec<Job>>,
     parked_count: AtomicUsize,
+    /// Threads blocked in `wait_for_room` (pushes), woken with `room`.
+    room_waiters: AtomicUsize,
+    room: Condvar,
     high_water: usize,
     low_water: usize,
 }
@@ -60,8 +73,11 @@ impl ConnShared {
             queued: AtomicUsize::new(0),
             in_transit: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            accept_state: AtomicU8::new(PENDING),
             parked: Mutex::new(Vec::new()),
             parked_count: AtomicUsize::new(0),
+            room_waiters: AtomicUsize::new(0),
+            room: Condvar::new(),
             high_water,
             low_water,
         }
@@ -69,7 +85,10 @@ impl ConnShared {
 
     /// Bytes the server holds for this peer: queued in the reactor plus on their way.
     pub fn pending_bytes(&self) -> usize {
-        self.queued.load(Ordering::SeqCst) + self.in_transit.load(Ordering::SeqCst)
+        // In-transit first: the reactor adds a frame to `queued` before it takes it
+        // off `in_transit`, so reading in this order never misses a frame.
+        let in_transit = self.in_transit.load(Ordering::SeqCst);
+        in_transit + self.queued.load(Ordering::SeqCst)
     }
 
     /// Bytes in the reactor's write queue.
@@ -97,6 +116,7 @@ impl ConnShared {
     /// reactor's generation check, never given to another client.
     pub fn send_frame(&self, opcode: Opcode, payload: Vec<u8>) -> Result<(), Gone> {
         if self.is_closed() {
+            self.count_dropped();
             return Err(Gone);
         }
         let mut hdr = [0u8; MAX_HEADER];
@@ -107,6 +127,40 @@ impl ConnShared {
             return Err(Gone);
         }
         Ok(())
+    }
+
+    /// A frame for this connection was dropped because it has closed (a late reply, a
+    /// push): tell the reactor, which counts it in `Stats::stale_dropped` like any
+    /// other delivery to a connection that has ended. The frame itself stays here.
+    pub(crate) fn count_dropped(&self) {
+        let _ = self.reactor.deliver(self.id, Opcode::Text, Vec::new(), 0);
+    }
+
+    /// on_connect accepted the connection (8.4). `true`: the reactor will dispatch
+    /// on_disconnect when it closes (send it [`Handle::accept`] now). `false`: it
+    /// had closed already and the reactor skipped on_disconnect, so the caller, which
+    /// accepted it, must run on_disconnect itself (8.11).
+    pub fn claim_accepted(&self) -> bool {
+        self.accept_state
+            .compare_exchange(PENDING, ACCEPTED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    /// Block until the connection holds no more than the low-water mark, or closes
+    /// (then `false`). For pushes: they run inside a handler and cannot park. The
+    /// reactor wakes the thread when the queue drains; nothing polls.
+    pub fn wait_for_room(&self) -> bool {
+        if self.has_room() || self.is_closed() {
+            return !self.is_closed();
+        }
+        let mut guard = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        // Same ordering argument as `park_with`: count first, then read the bytes.
+        self.room_waiters.fetch_add(1, Ordering::SeqCst);
+        while !self.is_closed() && self.pending_bytes() > self.low_water {
+            guard = self.room.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+        self.room_waiters.fetch_sub(1, Ordering::SeqCst);
+        !self.is_closed()
     }
 
     /// Park a producer until the queue drains under the low-water mark. `make` builds
@@ -139,10 +193,22 @@ impl ConnShared {
     /// resume when the total fell under the low-water mark.
     pub(crate) fn set_queued(&self, queued: usize) -> Vec<Job> {
         self.queued.store(queued, Ordering::SeqCst);
-        if self.parked_count.load(Ordering::SeqCst) == 0 || self.pending_bytes() > self.low_water {
+        let waiting =
+            self.parked_count.load(Ordering::SeqCst) + self.room_waiters.load(Ordering::SeqCst);
+        if waiting == 0 || self.pending_bytes() > self.low_water {
             return Vec::new();
         }
         self.take_parked()
+    }
+
+    /// The reactor saw a connection that it had not accepted close. `true` when
+    /// on_connect had claimed it already (the Accept is still on its way), so the
+    /// reactor dispatches on_disconnect; `false` when on_connect had not (it never
+    /// will now, or it will run on_disconnect itself).
+    pub(crate) fn accepted_before_close(&self) -> bool {
+        self.accept_state
+            .compare_exchange(PENDING, CLOSED_FIRST, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
     }
 
     /// The connection is gone: fail pushes, and return the parked producers, which the
@@ -155,6 +221,7 @@ impl ConnShared {
     fn take_parked(&self) -> Vec<Job> {
         let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
         self.parked_count.store(0, Ordering::SeqCst);
+        self.room.notify_all();
         std::mem::take(&mut *parked)
     }
 }

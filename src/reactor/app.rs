@@ -24,6 +24,9 @@ pub trait App: Send + Sync + 'static {
     /// A client finished the upgrade. `None` accepts it at once; `Some(job)` runs first
     /// (on_connect), and the job must end with [`Handle::accept`](super::Handle::accept)
     /// or [`Handle::reject`](super::Handle::reject). Messages that arrive meanwhile wait.
+    /// Before accepting, the job calls [`ConnShared::claim_accepted`]; when that says
+    /// the client has already gone, the reactor will not call `on_close`, and the job
+    /// runs the close handling itself.
     fn on_open(&self, conn: &Arc<ConnShared>, req: &UpgradeRequest) -> Option<Job>;
 
     /// A complete text (`text == true`, valid UTF-8) or binary message arrived. With

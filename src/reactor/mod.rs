@@ -495,8 +495,10 @@ impl Reactor {
             }
         }
         // Write what this event produced right away: usually it all fits and no
-        // WRITABLE registration is needed.
-        if !conn.st.wq.is_empty() {
+        // WRITABLE registration is needed. A connection that has just entered
+        // Finishing with nothing queued (the peer answered our close) needs the
+        // flush too: that is where its write side is shut down.
+        if !conn.st.wq.is_empty() || matches!(conn.st.phase, Phase::Finishing { shut: false }) {
             let was_paused = conn.st.read_paused;
             conn.st.flush(&mut sh);
             if was_paused && !conn.st.read_paused {
@@ -533,7 +535,8 @@ impl Reactor {
                 // Parked stream producers are dropped: their streams end here.
                 drop(a.shared.mark_closed());
                 a.waiting.clear();
-                if a.accepted {
+                // An Accept may still be on its way: on_connect's claim decides.
+                if a.accepted || a.shared.accepted_before_close() {
                     if let Mode::App(app) = &self.cfg.mode {
                         self.jobs.extend(app.on_close(&a.shared));
                     }
@@ -704,16 +707,26 @@ impl Reactor {
                         continue;
                     };
                     let conn = &mut self.conns[slot];
-                    if let Some(a) = &conn.st.app {
-                        a.shared.transit_arrived(transit);
-                    }
                     if !matches!(conn.st.phase, Phase::Open) {
+                        if let Some(a) = &conn.st.app {
+                            a.shared.transit_arrived(transit);
+                        }
+                        // Closing or finishing: the connection has ended for the
+                        // application (on_disconnect is under way), so this is stale too.
+                        self.stats.stale_dropped += 1;
                         continue;
                     }
                     if opcode == Opcode::Text || opcode == Opcode::Binary {
                         self.stats.messages_out += 1;
                     }
                     conn.st.wq.push_frame_owned(&mut self.pool, opcode, payload);
+                    if let Some(a) = &conn.st.app {
+                        // Count the frame as queued before it stops counting as in
+                        // transit: a producer looking in between would otherwise see
+                        // it in neither and send past the high-water mark.
+                        self.jobs.extend(a.shared.set_queued(conn.st.wq.queued()));
+                        a.shared.transit_arrived(transit);
+                    }
                     let mut sh = shared!(self, now);
                     conn.st.flush(&mut sh);
                     self.after_event(slot);

@@ -34,8 +34,8 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes written to sockets.
     pub bytes_out: u64,
-    /// Deliveries (commands, completions) addressed to a connection that no longer
-    /// exists, dropped by the generation check.
+    /// Deliveries (commands, completions, pushes) addressed to a connection that no
+    /// longer exists (dropped by the generation check) or that has already closed.
     pub stale_dropped: u64,
     /// Timer entries that found their connection gone.
     pub stale_timers: u64,

@@ -113,7 +113,11 @@ mod tests {
         let v = parse(&encode(&r, Some(&json!("m-1"))));
         assert_eq!(
             v,
-            json!({"statusCode": 201, "headers": {"Content-Type": "application/json", "x": "y", "message-id": "m-1"}, "body": {"a": 1}})
+            json!({
+                "statusCode": 201,
+                "headers": {"Content-Type": "application/json", "x": "y", "message-id": "m-1"},
+                "body": {"a": 1}
+            })
         );
     }
 

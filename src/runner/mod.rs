@@ -175,6 +175,8 @@ impl App for Runner {
     }
 }
 
+/// How often a push waiting for room looks again (6.4.5 proposes 10-50 ms).
+
 /// The `push-function` of events from this runner (6.4.1).
 struct Push {
     conn: Arc<ConnShared>,
@@ -183,6 +185,7 @@ struct Push {
 impl PushSink for Push {
     fn push(&self, mut response: Response) -> Result<(), PushError> {
         if self.conn.is_closed() {
+            self.conn.count_dropped();
             return Err(PushError::Gone(self.conn.connection_id.clone()));
         }
         // 6.4.1: no message-id is added; the response's own headers may carry one.
@@ -195,6 +198,11 @@ impl PushSink for Push {
             );
             return Ok(());
         }
+        // 6.4.5: before each frame, wait while the client holds more than the
+        // high-water mark; never drop the frame. The reactor wakes this thread when
+        // the queue drains. (Streams are paced by their pump; a reply is bounded by the
+        // reactor's read pause.)
+        self.conn.wait_for_room();
         let frame = envelope::encode(&response, None);
         self.conn
             .send_frame(Opcode::Text, frame)
@@ -209,6 +217,10 @@ impl Inner {
             "connection-id".into(),
             Value::String(conn.connection_id.clone()),
         );
+        // The push-function is `Request::push`, outside the map: a client's value
+        // must not pass for it. Without a postback base the header is absent (8.6).
+        headers.remove("push-function");
+        headers.remove("postback-url");
         let base = self
             .opts
             .postback_base
@@ -261,7 +273,13 @@ impl Inner {
         if accepted {
             // 8.3: the identity carries over to this connection's later events.
             *conn.identity.lock().unwrap_or_else(|e| e.into_inner()) = event.identity.take();
-            let _ = conn.reactor.accept(conn.id);
+            if conn.claim_accepted() {
+                let _ = conn.reactor.accept(conn.id);
+            } else if self.has_on_disconnect {
+                // The client left while on_connect ran; the connection was accepted
+                // all the same, so it gets its on_disconnect (8.11), from here.
+                self.on_disconnect(conn);
+            }
         } else {
             let _ = conn.reactor.reject(conn.id);
         }
@@ -370,10 +388,8 @@ fn merge_params(params: &Map<String, Value>, query: &Map<String, Value>) -> Map<
 /// A client message to a Request (6.2). The error side carries the message-id when
 /// one could be read, so even a 400 can be matched by the client.
 fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
-    let mut request = Request {
-        method: "get".into(),
-        ..Default::default()
-    };
+    // The Request default method is already `get` (6.2.3).
+    let mut request = Request::default();
     let Ok(text) = std::str::from_utf8(bytes) else {
         if text {
             // Cannot happen: the codec validated text frames.

@@ -13,13 +13,14 @@ use crate::configurapi::{
 /// The pack's name, also accepted by `import:` (it changes nothing).
 pub const PACK: &str = "configurapi-handler-ws";
 
-/// The pack with its nine handlers. All but `delayHandler` never wait, so routes made
+/// The pack with its nine handlers. All but `delayHandler` and `pushHandler` (a push
+/// waits for room on a slow client) never wait, so routes made
 /// of them may run on the reactor thread.
 pub fn pack() -> HandlerPack {
     HandlerPack::new(PACK)
         .with_nonblocking("echoHandler", echo)
         .with_nonblocking("streamHandler", stream)
-        .with_nonblocking("pushHandler", push)
+        .with("pushHandler", push)
         .with("delayHandler", delay)
         .with_nonblocking("throwHandler", throw)
         .with_nonblocking("headerHandler", header)
