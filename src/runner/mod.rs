@@ -175,8 +175,6 @@ impl App for Runner {
     }
 }
 
-/// How often a push waiting for room looks again (6.4.5 proposes 10-50 ms).
-
 /// The `push-function` of events from this runner (6.4.1).
 struct Push {
     conn: Arc<ConnShared>,
