@@ -76,9 +76,7 @@ fn decode_all(dec: &mut Decoder, input: &mut [u8], step: usize) -> usize {
         let end = (pos + step).min(input.len());
         let mut chunk_pos = pos;
         while chunk_pos < end {
-            let (used, item) = dec
-                .decode(&mut input[chunk_pos..end])
-                .expect("valid frame");
+            let (used, item) = dec.decode(&mut input[chunk_pos..end]).expect("valid frame");
             chunk_pos += used;
             match item {
                 Some(Incoming::Text(m)) | Some(Incoming::Binary(m)) => got = black_box(m).len(),

@@ -314,7 +314,9 @@ impl Window {
 
     fn elapsed(&self, now: Instant) -> f64 {
         if self.recording {
-            now.duration_since(self.measure_start).as_secs_f64().max(1e-9)
+            now.duration_since(self.measure_start)
+                .as_secs_f64()
+                .max(1e-9)
         } else {
             now.duration_since(self.start).as_secs_f64().max(1e-9)
         }
