@@ -12,7 +12,7 @@
 #   SERVER_CPUS        taskset CPU list for the server, e.g. 0 [default: no pinning]
 #   PEER_LOG_DIR       where each peer's stderr goes [default: $CARGO_TARGET_DIR/bench-logs]
 
-PEERS=(node-ws node-configurapi tokio-tungstenite fastwebsockets runner-echo runner-configurapi)
+PEER_NAMES=(node-ws node-configurapi tokio-tungstenite fastwebsockets runner-echo runner-configurapi)
 
 peers_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$peers_dir/../.." && pwd)"
@@ -60,7 +60,7 @@ peer_build() {
       (cd "$repo_root" && nice -n 10 cargo build --release --quiet --bin configurapi-runner-ws >&2)
       ;;
     *)
-      peer_log "unknown peer '$name' (one of: ${PEERS[*]})"
+      peer_log "unknown peer '$name' (one of: ${PEER_NAMES[*]})"
       return 1
       ;;
   esac
@@ -97,7 +97,7 @@ peer_cmd() {
         --management-port 0 --idle-timeout 0 --log-level warn)
       ;;
     *)
-      peer_log "unknown peer '$name' (one of: ${PEERS[*]})"
+      peer_log "unknown peer '$name' (one of: ${PEER_NAMES[*]})"
       return 1
       ;;
   esac
