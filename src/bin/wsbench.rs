@@ -547,14 +547,14 @@ fn find_head_end(b: &[u8]) -> Option<usize> {
     b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The sequence number of a `"message-id":"<conn>-<seq>"` in a reply.
 fn find_message_seq(body: &[u8]) -> Option<u64> {
     let key = b"\"message-id\":\"";
-    let at = body.windows(key.len()).position(|w| w == key)? + key.len();
+    let at = find(body, key)? + key.len();
     let rest = &body[at..];
     let end = rest.iter().position(|&b| b == b'"')?;
     let id = std::str::from_utf8(&rest[..end]).ok()?;
@@ -1091,12 +1091,16 @@ fn stream(a: &Args) -> io::Result<()> {
                 continue;
             }
             let body = &s.c.inbuf[st..e];
-            if contains(body, b"\"x-stream\":\"done\"") {
+            // One scan that stops at the header (the envelope puts headers before the
+            // body), then one byte tells chunk from done.
+            const KEY: &[u8] = b"\"x-stream\":\"";
+            let kind = find(body, KEY).and_then(|at| body.get(at + KEY.len()).copied());
+            if kind == Some(b'd') {
                 if !is_ok_envelope(body) {
                     *errors += 1;
                 }
                 done = true;
-            } else if contains(body, b"\"x-stream\":\"chunk\"") {
+            } else if kind == Some(b'c') {
                 if recording {
                     *frames += 1;
                     *bytes += (e - st) as u64;
