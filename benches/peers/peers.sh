@@ -11,6 +11,8 @@
 #   PEER_TARGET_DIR    target dir root of the Rust peers [default: $CARGO_TARGET_DIR/peers]
 #   SERVER_CPUS        taskset CPU list for the server, e.g. 0 [default: no pinning]
 #   PEER_LOG_DIR       where each peer's stderr goes [default: $CARGO_TARGET_DIR/bench-logs]
+#   RUNNER_BIN         use this configurapi-runner-ws binary for the runner-* peers instead
+#                      of building this checkout (e.g. to measure another branch's build)
 
 PEER_NAMES=(node-ws node-configurapi tokio-tungstenite fastwebsockets runner-echo runner-configurapi)
 
@@ -56,6 +58,10 @@ peer_build() {
         --target-dir "$PEER_TARGET_DIR/$dir" >&2
       ;;
     runner-echo | runner-configurapi)
+      if [ -n "${RUNNER_BIN:-}" ]; then
+        [ -x "$RUNNER_BIN" ] || { peer_log "RUNNER_BIN=$RUNNER_BIN is not executable"; return 1; }
+        return 0
+      fi
       peer_log "cargo build --release (configurapi-runner-ws)"
       (cd "$repo_root" && nice -n 10 cargo build --release --quiet --bin configurapi-runner-ws >&2)
       ;;
@@ -73,7 +79,7 @@ peer_binary() {
       dir=$(peer_rust_dir "$1")
       echo "$PEER_TARGET_DIR/$dir/release/$(peer_rust_bin "$1")"
       ;;
-    runner-echo | runner-configurapi) echo "$CARGO_TARGET_DIR/release/configurapi-runner-ws" ;;
+    runner-echo | runner-configurapi) echo "${RUNNER_BIN:-$CARGO_TARGET_DIR/release/configurapi-runner-ws}" ;;
     *) echo "" ;;
   esac
 }
@@ -92,9 +98,13 @@ peer_cmd() {
       PEER_CMD=("$bin" --echo --host 127.0.0.1 --port "$port" --idle-timeout 0 --log-level warn)
       ;;
     runner-configurapi)
-      # Configurapi mode: the bench config, no management server (8.9).
+      # Configurapi mode with the bench config; no management server (8.9) when the build
+      # has one, so runs never compete for its port.
       PEER_CMD=("$bin" --host 127.0.0.1 --port "$port" --config "$peers_dir/runner-config.yaml"
-        --management-port 0 --idle-timeout 0 --log-level warn)
+        --idle-timeout 0 --log-level warn)
+      if "$bin" --help 2>/dev/null | grep -q -- '--management-port'; then
+        PEER_CMD+=(--management-port 0)
+      fi
       ;;
     *)
       peer_log "unknown peer '$name' (one of: ${PEER_NAMES[*]})"
