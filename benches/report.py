@@ -430,6 +430,18 @@ def report(res, svg_rel):
     md.append(table(["peer", "release binary (stripped)", "start-up to listening (median of 5)"], rows))
     md.append("\nStart-up is the time from spawning the server until its port accepts a TCP connection.\n")
 
+    md.append("## Notes\n")
+    md.append(
+        "- Every peer runs with its defaults except the 16 MiB message limit and no "
+        "permessage-deflate. tokio-tungstenite's idle figure is its default 128 KiB read buffer "
+        "per connection (`WebSocketConfig::read_buffer_size`), which it keeps while idle.\n"
+        "- The Node peers are one Node process each; their V8 and libuv helper threads are "
+        "pinned to the same core and counted in the server CPU.\n"
+        "- The machine is shared (see the load average above): msgs/s and tail latencies move "
+        "with other work on it, CPU per message much less. Compare CPU per message first.\n"
+        "- Codec microbenchmarks (`benches/codec.rs`, criterion) are not part of this page: run "
+        "`cargo bench --bench codec`.\n"
+    )
     md.append("## Reproduce\n")
     md.append("```sh\nbenches/compare.sh                  # installs the peers, runs everything, rewrites this page\n"
               "DURATION=10 WARMUP=2 benches/compare.sh\n"
