@@ -10,8 +10,8 @@
 # peers (cargo) itself. With two or more CPUs each server is pinned to CPU 0 and wsbench
 # to CPU 1 (taskset). Only 127.0.0.1 is used.
 #
-# Environment: DURATION (5), WARMUP (1), REPEAT (3: rr and churn points are run this many
-# times and the report takes the median run), IDLE_CONNS (10000), PEERS (all),
+# Environment: DURATION (5), WARMUP (1), REPEAT (3: rounds of the load scenarios; the
+# report keeps the least disturbed run of each point), IDLE_CONNS (10000), PEERS (all),
 # BASE_PORT (19300), CARGO_TARGET_DIR, PEER_TARGET_DIR (see benches/peers/peers.sh),
 # OUT_DIR (docs).
 set -euo pipefail
@@ -94,41 +94,50 @@ next_port() { port=$((port + 1)); }
 
 is_cfg() { [[ $1 == *configurapi ]]; }
 
+# The load scenarios run in rounds: each round starts every peer afresh and runs each point
+# once, so a burst of other work on the machine hits one round of every peer rather than
+# all the runs of one peer. The report keeps, per point, the run with the least other work
+# on the machine (wsbench's other_cpu_cores).
+usable=()
 for p in "${peers[@]}"; do
-  if [[ ! " ${available[*]} " == *" $p "* ]]; then
-    na "$p" "could not be built or installed"
-    continue
-  fi
-  say "$p: load scenarios"
-  next_port
-  if ! pid=$(peer_start "$p" "$port"); then
-    na "$p" "did not start: $(tail -n 1 "$PEER_LOG_DIR/$p.log" 2>/dev/null)"
-    continue
-  fi
-  addr="127.0.0.1:$port"
-  common=(--addr "$addr" --pid "$pid" --duration "$DURATION" --warmup "$WARMUP")
-  if is_cfg "$p"; then
-    if ! "$wsbench" probe --addr "$addr" >>"$log" 2>&1; then
-      na "$p" "no Configurapi echo envelope from the echo route"
-      peer_stop "$pid"
+  if [[ " ${available[*]} " == *" $p "* ]]; then usable+=("$p"); else na "$p" "could not be built or installed"; fi
+done
+for round in $(seq "$REPEAT"); do
+  next=()
+  for p in "${usable[@]}"; do
+    say "round $round/$REPEAT: $p"
+    next_port
+    if ! pid=$(peer_start "$p" "$port"); then
+      na "$p" "did not start: $(tail -n 1 "$PEER_LOG_DIR/$p.log" 2>/dev/null)"
       continue
     fi
-    for _ in $(seq "$REPEAT"); do
+    addr="127.0.0.1:$port"
+    common=(--addr "$addr" --pid "$pid" --duration "$DURATION" --warmup "$WARMUP")
+    if is_cfg "$p"; then
+      if ! "$wsbench" probe --addr "$addr" >>"$log" 2>&1; then
+        na "$p" "no Configurapi echo envelope from the echo route"
+        peer_stop "$pid"
+        continue
+      fi
       bench rr "$p" "${common[@]}" --mode json -c 64
       bench rr "$p" "${common[@]}" --mode json -c 1
       bench churn "$p" "${common[@]}" --mode json -c 16
-    done
-    bench stream "$p" "${common[@]}" --route stream -c 1
-    bench stream "$p" "${common[@]}" --route stream-big -c 1 --slow-reader --read-rate 1MiB
-  else
-    for _ in $(seq "$REPEAT"); do
+      bench stream "$p" "${common[@]}" --route stream -c 1
+      if [ "$round" = 1 ]; then
+        bench stream "$p" "${common[@]}" --route stream-big -c 1 --slow-reader --read-rate 1MiB
+      fi
+    else
       bench rr "$p" "${common[@]}" -c 64
       bench rr "$p" "${common[@]}" -c 512
       bench churn "$p" "${common[@]}" -c 16
-    done
-  fi
-  peer_stop "$pid"
+    fi
+    peer_stop "$pid"
+    next+=("$p")
+  done
+  usable=("${next[@]}")
+done
 
+for p in "${usable[@]}"; do
   say "$p: idle, $IDLE_CONNS connections on a fresh server"
   next_port
   if pid=$(peer_start "$p" "$port"); then

@@ -87,17 +87,20 @@ class Results:
         self.meta_end = next((r for r in recs if r.get("scenario") == "meta_end"), {})
 
     def find(self, label, scenario, **kw):
-        """The matching run; of repeated runs, the one with the median rate (so its
-        latencies and CPU figures belong to the same run)."""
+        """The matching run. Of repeated runs: the one with the least other work on the
+        machine while it was measured (other_cpu_cores), else the median rate; its
+        latencies and CPU figures then belong to the same run."""
         runs = [
             r for r in self.recs
             if r.get("label") == label and r.get("scenario") == scenario
             and all(r.get(k) == v for k, v in kw.items())
         ]
-        if not runs:
-            return None
+        if len(runs) <= 1:
+            return runs[0] if runs else None
+        if all(r.get("other_cpu_cores") is not None for r in runs):
+            return min(runs, key=lambda r: r["other_cpu_cores"])
         key = RATE_KEY.get(scenario)
-        if key is None or len(runs) == 1:
+        if key is None:
             return runs[-1]
         runs.sort(key=lambda r: r.get(key) or 0)
         return runs[(len(runs) - 1) // 2]
@@ -261,8 +264,8 @@ def report(res, svg_rel):
         ["node", m["node"]],
         ["server CPU", meta.get("server_cpus", "not pinned")],
         ["wsbench CPU", meta.get("client_cpus", "not pinned")],
-        ["duration per point", f"{warm} s warm-up + {dur} s measured; rr and churn points run "
-                               f"{meta.get('repeat', 1)} times, the median run is shown"],
+        ["duration per point", f"{warm} s warm-up + {dur} s measured; {meta.get('repeat', 1)} rounds of "
+                               f"the load scenarios, the least disturbed run of each point is shown"],
         ["load average (1/5/15 min) at start / end", f"{meta.get('loadavg_start', '?')} / "
                                                      f"{res.meta_end.get('loadavg_end', '?')}"],
     ]))
@@ -314,12 +317,14 @@ def report(res, svg_rel):
                 fmt(r and r.get("p99_us")),
                 fmt(r and r.get("server_cpu_us_per_msg"), 2),
             ]
+        row.append(" / ".join(
+            fmt(res.value(p, "rr", "other_cpu_cores", mode="raw", conns=c, pipeline=1), 2) for c in (64, 512)))
         rows.append(row)
-    md.append("msgs/s is the median run (range over the repeats in brackets); the latencies and CPU "
-              "figures are that run's.\n")
+    md.append("Each point ran once per round; the table shows the round with the least other work on "
+              "the machine (last column, in cores), with the range of msgs/s over all rounds in brackets.\n")
     md.append(table(
         ["peer", "C=64 msgs/s", "p50 µs", "p99 µs", "CPU µs/msg",
-         "C=512 msgs/s", "p50 µs", "p99 µs", "CPU µs/msg"], rows))
+         "C=512 msgs/s", "p50 µs", "p99 µs", "CPU µs/msg", "other work C=64 / C=512"], rows))
     md.append("")
 
     # ---- ratios against each peer
@@ -438,7 +443,9 @@ def report(res, svg_rel):
         "- The Node peers are one Node process each; their V8 and libuv helper threads are "
         "pinned to the same core and counted in the server CPU.\n"
         "- The machine is shared (see the load average above): msgs/s and tail latencies move "
-        "with other work on it, CPU per message much less. Compare CPU per message first.\n"
+        "with other work on it, CPU per message much less. Compare CPU per message first. "
+        "\"Other work\" is the machine's busy CPU time (`/proc/stat`) minus the server's and "
+        "wsbench's own, per second of the measurement, in cores.\n"
         "- Codec microbenchmarks (`benches/codec.rs`, criterion) are not part of this page: run "
         "`cargo bench --bench codec`.\n"
     )

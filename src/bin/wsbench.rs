@@ -219,6 +219,21 @@ fn server_cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// CPU time the whole machine spent busy (all CPUs, /proc/stat), in nanoseconds.
+fn machine_busy_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(busy * (1_000_000_000 / hz))
+}
+
 /// Resident set size of `pid` in bytes.
 fn server_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -265,6 +280,9 @@ struct Window {
     measure_start: Instant,
     recording: bool,
     cpu_start: Option<u64>,
+    /// Machine-wide busy time and wsbench's own CPU time at the start of recording.
+    busy_start: Option<u64>,
+    self_start: Option<u64>,
     pid: Option<u32>,
     last_progress: Instant,
 }
@@ -279,6 +297,8 @@ impl Window {
             measure_start: start,
             recording: false,
             cpu_start: None,
+            busy_start: None,
+            self_start: None,
             pid: a.pid,
             last_progress: start,
         }
@@ -290,6 +310,8 @@ impl Window {
             self.recording = true;
             self.measure_start = now;
             self.cpu_start = self.pid.and_then(server_cpu_ns);
+            self.busy_start = machine_busy_ns();
+            self.self_start = server_cpu_ns(std::process::id());
         }
         now < self.end
     }
@@ -323,6 +345,23 @@ impl Window {
     }
 
     /// Server CPU nanoseconds used since recording started.
+    /// Cores' worth of CPU that neither the server nor wsbench used while recording:
+    /// other work on the machine, which disturbs the figures. Needs --pid.
+    fn other_cores(&self, now: Instant) -> Option<f64> {
+        let busy = machine_busy_ns()?.checked_sub(self.busy_start?)?;
+        let own = server_cpu_ns(std::process::id())?.checked_sub(self.self_start?)?;
+        let server = self.cpu_used_ns()?;
+        let other = busy.saturating_sub(own + server) as f64;
+        Some(
+            other
+                / 1e9
+                / now
+                    .duration_since(self.measure_start)
+                    .as_secs_f64()
+                    .max(1e-9),
+        )
+    }
+
     fn cpu_used_ns(&self) -> Option<u64> {
         match (self.cpu_start, self.pid.and_then(server_cpu_ns)) {
             (Some(s), Some(e)) => Some(e.saturating_sub(s)),
@@ -655,6 +694,10 @@ fn rr(a: &Args) -> io::Result<()> {
     }
     eprintln!();
     let elapsed = win.elapsed(Instant::now());
+    let other = win.other_cores(Instant::now());
+    if let Some(o) = other {
+        eprintln!("other work on the machine while measuring: {o:.2} cores");
+    }
     let rate = count as f64 / elapsed;
     let cpu_us = win
         .cpu_used_ns()
@@ -690,7 +733,7 @@ fn rr(a: &Args) -> io::Result<()> {
         errors
     );
     println!(
-        "{{\"scenario\":\"rr\",\"label\":{},\"mode\":\"{}\",\"conns\":{},\"pipeline\":{},\"msgs\":{},\"msgs_per_s\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"server_cpu_us_per_msg\":{},\"errors\":{}}}",
+        "{{\"scenario\":\"rr\",\"label\":{},\"mode\":\"{}\",\"conns\":{},\"pipeline\":{},\"msgs\":{},\"msgs_per_s\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"server_cpu_us_per_msg\":{},\"errors\":{},\"other_cpu_cores\":{}}}",
         json_str(&a.label),
         if a.json { "json" } else { "raw" },
         conns,
@@ -703,7 +746,8 @@ fn rr(a: &Args) -> io::Result<()> {
         h.value_at_quantile(0.999),
         h.max(),
         opt_json(cpu_us, 3),
-        errors
+        errors,
+        opt_json(other, 3)
     );
     Ok(())
 }
@@ -872,6 +916,10 @@ fn churn(a: &Args) -> io::Result<()> {
     }
     eprintln!();
     let elapsed = win.elapsed(Instant::now());
+    let other = win.other_cores(Instant::now());
+    if let Some(o) = other {
+        eprintln!("other work on the machine while measuring: {o:.2} cores");
+    }
     let rate = cycles as f64 / elapsed;
     let cpu_us = win
         .cpu_used_ns()
@@ -904,7 +952,7 @@ fn churn(a: &Args) -> io::Result<()> {
         unclean
     );
     println!(
-        "{{\"scenario\":\"churn\",\"label\":{},\"mode\":\"{}\",\"conns\":{},\"connections\":{},\"conns_per_s\":{:.1},\"handshake_p50_us\":{},\"handshake_p90_us\":{},\"handshake_p99_us\":{},\"handshake_max_us\":{},\"cycle_p50_us\":{},\"cycle_p99_us\":{},\"server_cpu_us_per_conn\":{},\"failures\":{},\"no_fin\":{}}}",
+        "{{\"scenario\":\"churn\",\"label\":{},\"mode\":\"{}\",\"conns\":{},\"connections\":{},\"conns_per_s\":{:.1},\"handshake_p50_us\":{},\"handshake_p90_us\":{},\"handshake_p99_us\":{},\"handshake_max_us\":{},\"cycle_p50_us\":{},\"cycle_p99_us\":{},\"server_cpu_us_per_conn\":{},\"failures\":{},\"no_fin\":{},\"other_cpu_cores\":{}}}",
         json_str(&a.label),
         if a.json { "json" } else { "raw" },
         conns,
@@ -918,7 +966,8 @@ fn churn(a: &Args) -> io::Result<()> {
         cycle_hist.value_at_quantile(0.99),
         opt_json(cpu_us, 2),
         failures,
-        unclean
+        unclean,
+        opt_json(other, 3)
     );
     Ok(())
 }
@@ -1236,6 +1285,10 @@ fn stream(a: &Args) -> io::Result<()> {
     }
     eprintln!();
     let elapsed = win.elapsed(Instant::now());
+    let other = win.other_cores(Instant::now());
+    if let Some(o) = other {
+        eprintln!("other work on the machine while measuring: {o:.2} cores");
+    }
     let fps = frames as f64 / elapsed;
     let mbps = bytes as f64 / elapsed / 1e6;
     let cpu_ms_per_mb = win
@@ -1274,7 +1327,7 @@ fn stream(a: &Args) -> io::Result<()> {
         errors
     );
     println!(
-        "{{\"scenario\":\"stream\",\"label\":{},\"route\":{},\"conns\":{},\"slow_reader\":{},\"read_rate\":{},\"frames\":{},\"frames_per_s\":{:.1},\"mb_per_s\":{:.3},\"streams\":{},\"stream_p50_us\":{},\"server_cpu_ms_per_mb\":{},\"rss_start\":{},\"rss_peak\":{},\"rss_growth\":{},\"errors\":{}}}",
+        "{{\"scenario\":\"stream\",\"label\":{},\"route\":{},\"conns\":{},\"slow_reader\":{},\"read_rate\":{},\"frames\":{},\"frames_per_s\":{:.1},\"mb_per_s\":{:.3},\"streams\":{},\"stream_p50_us\":{},\"server_cpu_ms_per_mb\":{},\"rss_start\":{},\"rss_peak\":{},\"rss_growth\":{},\"errors\":{},\"other_cpu_cores\":{}}}",
         json_str(&a.label),
         json_str(route),
         conns,
@@ -1289,7 +1342,8 @@ fn stream(a: &Args) -> io::Result<()> {
         opt_json(rss_start.map(|r| r as f64), 0),
         if a.pid.is_some() { rss_peak.to_string() } else { "null".into() },
         opt_json(growth, 0),
-        errors
+        errors,
+        opt_json(other, 3)
     );
     Ok(())
 }
