@@ -1289,6 +1289,12 @@ fn stream(a: &Args) -> io::Result<()> {
     if let Some(o) = other {
         eprintln!("other work on the machine while measuring: {o:.2} cores");
     }
+    if frames == 0 {
+        return Err(io::Error::other(format!(
+            "no stream chunk frame arrived while measuring ({open}/{conns} connections open, \
+             {errors} non-stream replies): does the server have a '{route}' route?"
+        )));
+    }
     let fps = frames as f64 / elapsed;
     let mbps = bytes as f64 / elapsed / 1e6;
     let cpu_ms_per_mb = win
