@@ -6,9 +6,14 @@
 //! threads) when `--pid` is given: CPU per message is the figure that compares servers
 //! fairly when the generator shares a small machine with them.
 //!
-//! Scenarios:
-//!   rr    closed loop, C connections, P messages in flight each (raw echo or JSON)
-//!   idle  open N connections, report the server's RSS per connection, prove it still serves
+//! Scenarios (each prints a table and one JSON line on stdout, progress on stderr):
+//!   rr       closed loop, C connections, P messages in flight each (raw echo or JSON)
+//!   churn    connect, handshake, one round trip, close, again: connections/s
+//!   idle     open N connections, report the server's RSS per connection, prove it still serves
+//!   stream   request the runner's stream route again and again: MB/s and frames/s;
+//!            --slow-reader reads at a throttled rate while sampling the server's RSS
+//!   probe    one Configurapi echo round trip: exit 0 when the reply is a 200 envelope
+//!   startup  spawn a server command, time until its port accepts a connection
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -23,18 +28,29 @@ const USAGE: &str = "\
 wsbench: WebSocket load generator
 
 USAGE:
-    wsbench rr   --addr HOST:PORT [-c 64] [-p 1] [--mode raw|json] [--payload hello]
-                 [--duration 10] [--warmup 2] [--pid PID] [--label NAME]
-    wsbench idle --addr HOST:PORT [-n 10000] --pid PID [--label NAME]
+    wsbench rr      --addr HOST:PORT [-c 64] [-p 1] [--mode raw|json] [--payload hello]
+                    [--duration 10] [--warmup 2] [--pid PID] [--label NAME]
+    wsbench churn   --addr HOST:PORT [-c 16] [--mode raw|json] [--duration 10] [--warmup 2]
+                    [--pid PID] [--label NAME]
+    wsbench idle    --addr HOST:PORT [-n 10000] --pid PID [--label NAME]
+    wsbench stream  --addr HOST:PORT [-c 1] [--route stream] [--slow-reader]
+                    [--read-rate 1MiB] [--duration 10] [--warmup 2] [--pid PID] [--label NAME]
+    wsbench probe   --addr HOST:PORT
+    wsbench startup --addr HOST:PORT [--label NAME] -- COMMAND [ARGS...]
 
-rr prints a table and one JSON line: msgs/s, latency percentiles (us), and with --pid the
-server's CPU time per message. idle prints the server's RSS growth per open connection.
+rr prints msgs/s, latency percentiles (us), and with --pid the server's CPU time per
+message. churn prints connections/s and handshake latency. idle prints the server's RSS
+growth per open connection. stream sends {\"name\":ROUTE,\"headers\":{\"message-id\":..}}
+and counts chunk frames until the x-stream: done frame, then asks again; with
+--slow-reader it reads at most --read-rate bytes/s and reports the server's peak RSS.
+probe exits 0 when a Configurapi echo message gets a 200 envelope with its message-id.
+startup prints the time from spawning COMMAND until HOST:PORT accepts a connection.
 ";
 
 struct Args {
     scenario: String,
     addr: SocketAddr,
-    conns: usize,
+    conns: Option<usize>,
     pipeline: usize,
     json: bool,
     payload: String,
@@ -43,13 +59,32 @@ struct Args {
     pid: Option<u32>,
     count: usize,
     label: String,
+    route: String,
+    slow_reader: bool,
+    read_rate: u64,
+    command: Vec<String>,
+}
+
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (n, unit) = v.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit {
+        "" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return None,
+    };
+    Some(n * mult)
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let scenario = it
         .next()
-        .ok_or("missing scenario (rr or idle); see --help")?;
+        .ok_or("missing scenario (rr, churn, idle, stream, probe, startup); see --help")?;
     if scenario == "--help" || scenario == "-h" {
         print!("{USAGE}");
         std::process::exit(0);
@@ -57,7 +92,7 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         scenario,
         addr: "127.0.0.1:8000".parse().unwrap(),
-        conns: 64,
+        conns: None,
         pipeline: 1,
         json: false,
         payload: "hello".into(),
@@ -66,8 +101,16 @@ fn parse_args() -> Result<Args, String> {
         pid: None,
         count: 10_000,
         label: String::new(),
+        route: "stream".into(),
+        slow_reader: false,
+        read_rate: 1 << 20,
+        command: Vec::new(),
     };
     while let Some(flag) = it.next() {
+        if flag == "--" {
+            a.command = it.by_ref().collect();
+            break;
+        }
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
         let bad = |f: &str, v: &str| format!("{f}: bad value '{v}'");
         match flag.as_str() {
@@ -77,7 +120,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "-c" | "--conns" => {
                 let v = val()?;
-                a.conns = v.parse().map_err(|_| bad("-c", &v))?
+                a.conns = Some(v.parse().map_err(|_| bad("-c", &v))?)
             }
             "-p" | "--pipeline" => {
                 let v = val()?;
@@ -106,11 +149,22 @@ fn parse_args() -> Result<Args, String> {
                 a.pid = Some(v.parse().map_err(|_| bad("--pid", &v))?)
             }
             "--label" => a.label = val()?,
+            "--route" => a.route = val()?,
+            "--slow-reader" => a.slow_reader = true,
+            "--read-rate" => {
+                let v = val()?;
+                a.read_rate = parse_size(&v)
+                    .filter(|&r| r > 0)
+                    .ok_or_else(|| bad("--read-rate", &v))?
+            }
             other => return Err(format!("unknown option '{other}'")),
         }
     }
-    if a.conns == 0 || a.pipeline == 0 {
+    if a.conns == Some(0) || a.pipeline == 0 {
         return Err("-c and -p must be at least 1".into());
+    }
+    if a.payload.contains(['"', '\\']) || a.payload.chars().any(char::is_control) {
+        return Err("--payload must need no JSON escaping".into());
     }
     Ok(a)
 }
@@ -123,14 +177,34 @@ fn main() {
             std::process::exit(2);
         }
     };
+    raise_nofile_limit();
     let result = match args.scenario.as_str() {
         "rr" => rr(&args),
+        "churn" => churn(&args),
         "idle" => idle(&args),
+        "stream" => stream(&args),
+        "probe" => probe(&args),
+        "startup" => startup(&args),
         other => Err(io::Error::other(format!("unknown scenario '{other}'"))),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit: idle opens 10,000 sockets.
+fn raise_nofile_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 
@@ -145,6 +219,21 @@ fn server_cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// CPU time the whole machine spent busy (all CPUs, /proc/stat), in nanoseconds.
+fn machine_busy_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(busy * (1_000_000_000 / hz))
+}
+
 /// Resident set size of `pid` in bytes.
 fn server_rss(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -153,11 +242,141 @@ fn server_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-#[derive(PartialEq)]
+fn opt_json(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}"))
+        .unwrap_or_else(|| "null".into())
+}
+
+fn opt_text(v: Option<f64>, decimals: usize) -> String {
+    v.map(|x| format!("{x:.decimals$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A JSON string literal for a label (quotes and backslashes escaped).
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+/// Measurement window: warm-up, then `duration`; the server's CPU is read at its start.
+struct Window {
+    start: Instant,
+    warm_end: Instant,
+    end: Instant,
+    measure_start: Instant,
+    recording: bool,
+    cpu_start: Option<u64>,
+    /// Machine-wide busy time and wsbench's own CPU time at the start of recording.
+    busy_start: Option<u64>,
+    self_start: Option<u64>,
+    pid: Option<u32>,
+    last_progress: Instant,
+}
+
+impl Window {
+    fn new(a: &Args) -> Window {
+        let start = Instant::now();
+        Window {
+            start,
+            warm_end: start + a.warmup,
+            end: start + a.warmup + a.duration,
+            measure_start: start,
+            recording: false,
+            cpu_start: None,
+            busy_start: None,
+            self_start: None,
+            pid: a.pid,
+            last_progress: start,
+        }
+    }
+
+    /// Start recording once the warm-up is over; true while the run should go on.
+    fn tick(&mut self, now: Instant) -> bool {
+        if !self.recording && now >= self.warm_end {
+            self.recording = true;
+            self.measure_start = now;
+            self.cpu_start = self.pid.and_then(server_cpu_ns);
+            self.busy_start = machine_busy_ns();
+            self.self_start = server_cpu_ns(std::process::id());
+        }
+        now < self.end
+    }
+
+    /// True about once a second: time for a progress line.
+    fn progress_due(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.last_progress) >= Duration::from_secs(1) {
+            self.last_progress = now;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn phase(&self) -> &'static str {
+        if self.recording {
+            "measure"
+        } else {
+            "warm-up"
+        }
+    }
+
+    fn elapsed(&self, now: Instant) -> f64 {
+        if self.recording {
+            now.duration_since(self.measure_start)
+                .as_secs_f64()
+                .max(1e-9)
+        } else {
+            now.duration_since(self.start).as_secs_f64().max(1e-9)
+        }
+    }
+
+    /// Server CPU nanoseconds used since recording started.
+    /// Cores' worth of CPU that neither the server nor wsbench used while recording:
+    /// other work on the machine, which disturbs the figures. Needs --pid.
+    fn other_cores(&self, now: Instant) -> Option<f64> {
+        let busy = machine_busy_ns()?.checked_sub(self.busy_start?)?;
+        let own = server_cpu_ns(std::process::id())?.checked_sub(self.self_start?)?;
+        let server = self.cpu_used_ns()?;
+        let other = busy.saturating_sub(own + server) as f64;
+        Some(
+            other
+                / 1e9
+                / now
+                    .duration_since(self.measure_start)
+                    .as_secs_f64()
+                    .max(1e-9),
+        )
+    }
+
+    fn cpu_used_ns(&self) -> Option<u64> {
+        match (self.cpu_start, self.pid.and_then(server_cpu_ns)) {
+            (Some(s), Some(e)) => Some(e.saturating_sub(s)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(PartialEq, Clone, Copy)]
 enum Phase {
     Connecting,
     Handshaking,
     Open,
+    /// Churn: our close frame is sent; waiting for the server's close and its FIN.
+    Closing,
 }
 
 struct Client {
@@ -174,6 +393,9 @@ struct Client {
 
 const HANDSHAKE: &str = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
+/// A masked close frame with code 1000 (zero mask key).
+const CLOSE_1000: [u8; 8] = [0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8];
+
 impl Client {
     fn connect(addr: SocketAddr) -> io::Result<Client> {
         let sock = TcpStream::connect(addr)?;
@@ -189,27 +411,41 @@ impl Client {
         })
     }
 
-    fn queue_handshake(&mut self, addr: SocketAddr) {
-        self.out
-            .extend_from_slice(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n{HANDSHAKE}").as_bytes());
+    /// Replace the socket with a new connection, keeping the buffers.
+    fn reconnect(&mut self, addr: SocketAddr) -> io::Result<()> {
+        self.sock = TcpStream::connect(addr)?;
+        self.phase = Phase::Connecting;
+        self.inbuf.clear();
+        self.out.clear();
+        self.out_pos = 0;
+        self.in_flight.clear();
+        self.writable_registered = true;
+        Ok(())
     }
 
-    /// Append one masked text frame (zero mask key: legal, and keeps the generator cheap).
-    fn queue_message(&mut self, id: usize, json: bool, payload: &str) {
-        self.seq += 1;
-        let start = self.out.len();
-        self.out
-            .extend_from_slice(&[0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        let body_start = self.out.len();
-        if json {
-            let _ = write!(
-                self.out,
-                "{{\"name\":\"echo\",\"payload\":\"{payload}\",\"headers\":{{\"message-id\":\"{id}-{}\"}}}}",
-                self.seq
-            );
-        } else {
-            self.out.extend_from_slice(payload.as_bytes());
+    /// After a writable event while connecting: true once the connection is made.
+    fn connected(&self) -> io::Result<bool> {
+        if let Some(e) = self.sock.take_error()? {
+            return Err(e);
         }
+        match self.sock.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn queue_handshake(&mut self, addr: SocketAddr) {
+        let _ = write!(self.out, "GET / HTTP/1.1\r\nHost: {addr}\r\n{HANDSHAKE}");
+    }
+
+    /// Append one masked text frame (zero mask key: legal, and keeps the generator cheap)
+    /// whose payload `body` writes; no allocation once `out` has grown.
+    fn queue_frame(&mut self, body: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.out.len();
+        self.out.extend_from_slice(&[0u8; 14]);
+        let body_start = self.out.len();
+        body(&mut self.out);
         let len = self.out.len() - body_start;
         // Rewrite the header for the real length; the header slot is 14 bytes, trim it.
         let mut hdr = [0u8; 14];
@@ -228,7 +464,23 @@ impl Client {
         } + 4;
         self.out.drain(start + n..body_start);
         self.out[start..start + n].copy_from_slice(&hdr[..n]);
-        self.in_flight.push_back((self.seq, Instant::now()));
+    }
+
+    /// Queue one echo message (raw payload or Configurapi envelope) and note its send time.
+    fn queue_message(&mut self, id: usize, json: bool, payload: &str) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.queue_frame(|out| {
+            if json {
+                let _ = write!(
+                    out,
+                    "{{\"name\":\"echo\",\"payload\":\"{payload}\",\"headers\":{{\"message-id\":\"{id}-{seq}\"}}}}"
+                );
+            } else {
+                out.extend_from_slice(payload.as_bytes());
+            }
+        });
+        self.in_flight.push_back((seq, Instant::now()));
     }
 
     fn flush(&mut self) -> io::Result<bool> {
@@ -236,6 +488,7 @@ impl Client {
             match self.sock.write(&self.out[self.out_pos..]) {
                 Ok(n) => self.out_pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
@@ -252,12 +505,34 @@ impl Client {
                 Ok(0) => return Ok(false),
                 Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// Take one complete server frame off the input: (opcode, payload range).
+    /// Read at most `max` bytes into the input; (bytes read, EOF seen).
+    fn read_some(&mut self, max: usize) -> io::Result<(usize, bool)> {
+        let mut buf = [0u8; 65536];
+        let want = max.min(buf.len());
+        if want == 0 {
+            return Ok((0, false));
+        }
+        loop {
+            match self.sock.read(&mut buf[..want]) {
+                Ok(0) => return Ok((0, true)),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&buf[..n]);
+                    return Ok((n, false));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((0, false)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One complete server frame in the input from `from`: (opcode, payload range).
     fn next_frame(&self, from: usize) -> Option<(u8, usize, usize)> {
         let b = &self.inbuf[from..];
         if b.len() < 2 {
@@ -274,19 +549,69 @@ impl Client {
         }
         Some((b[0] & 0x0F, from + hl, from + hl + len))
     }
+
+    /// Register WRITABLE interest only while output is pending.
+    fn update_interest(&mut self, poll: &Poll, token: Token, flushed: bool) -> io::Result<()> {
+        if flushed == self.writable_registered && self.phase != Phase::Connecting {
+            let want = if flushed {
+                Interest::READABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            };
+            poll.registry().reregister(&mut self.sock, token, want)?;
+            self.writable_registered = !flushed;
+        }
+        Ok(())
+    }
+
+    /// The 101 answer is complete: drop the head. Err when the server refused.
+    fn finish_handshake(&mut self) -> io::Result<bool> {
+        let Some(end) = find_head_end(&self.inbuf) else {
+            return Ok(false);
+        };
+        if !self.inbuf.starts_with(b"HTTP/1.1 101") {
+            let line = self.inbuf.split(|&b| b == b'\r').next().unwrap_or_default();
+            return Err(io::Error::other(format!(
+                "handshake refused: {}",
+                String::from_utf8_lossy(line)
+            )));
+        }
+        self.inbuf.drain(..end);
+        self.phase = Phase::Open;
+        Ok(true)
+    }
 }
 
-struct Recorder {
-    hist: Histogram<u64>,
-    count: u64,
-    recording: bool,
+fn find_head_end(b: &[u8]) -> Option<usize> {
+    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The sequence number of a `"message-id":"<conn>-<seq>"` in a reply.
+fn find_message_seq(body: &[u8]) -> Option<u64> {
+    let key = b"\"message-id\":\"";
+    let at = find(body, key)? + key.len();
+    let rest = &body[at..];
+    let end = rest.iter().position(|&b| b == b'"')?;
+    let id = std::str::from_utf8(&rest[..end]).ok()?;
+    id.rsplit('-').next()?.parse().ok()
+}
+
+/// A Configurapi reply is a success: its envelope starts with status 200 (both the
+/// Rust and the Node runner write statusCode first).
+fn is_ok_envelope(body: &[u8]) -> bool {
+    body.starts_with(b"{\"statusCode\":200")
 }
 
 fn rr(a: &Args) -> io::Result<()> {
+    let conns = a.conns.unwrap_or(64);
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
-    let mut clients = Vec::with_capacity(a.conns);
-    for i in 0..a.conns {
+    let mut clients = Vec::with_capacity(conns);
+    for i in 0..conns {
         let mut c = Client::connect(a.addr)?;
         poll.registry().register(
             &mut c.sock,
@@ -295,40 +620,31 @@ fn rr(a: &Args) -> io::Result<()> {
         )?;
         clients.push(c);
     }
-    let mut rec = Recorder {
-        hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
-        count: 0,
-        recording: false,
-    };
-    let start = Instant::now();
-    let warm_end = start + a.warmup;
-    let end = warm_end + a.duration;
-    let mut cpu_start = None;
-    let mut measure_start = start;
-    let mut last_progress = start;
+    let mut hist = new_histogram();
+    let mut count = 0u64;
+    let mut errors = 0u64;
+    let mut win = Window::new(a);
     let mut open = 0;
-    while Instant::now() < end {
+    loop {
         poll.poll(&mut events, Some(Duration::from_millis(100)))?;
         let now = Instant::now();
-        if !rec.recording && now >= warm_end {
-            rec.recording = true;
-            measure_start = now;
-            cpu_start = a.pid.and_then(server_cpu_ns);
+        if !win.tick(now) {
+            break;
         }
-        if now.duration_since(last_progress) >= Duration::from_secs(1) {
-            last_progress = now;
-            let el = now.duration_since(measure_start).as_secs_f64().max(1e-9);
+        if win.progress_due(now) {
             eprint!(
-                "\r{} open, {} msgs, {:.0} msgs/s   ",
-                open,
-                rec.count,
-                rec.count as f64 / el
+                "\r[{}] {open}/{conns} open, {count} msgs, {:.0} msgs/s   ",
+                win.phase(),
+                count as f64 / win.elapsed(now)
             );
         }
         for ev in events.iter() {
             let i = ev.token().0;
             let c = &mut clients[i];
             if c.phase == Phase::Connecting && ev.is_writable() {
+                if !c.connected()? {
+                    continue;
+                }
                 c.phase = Phase::Handshaking;
                 c.queue_handshake(a.addr);
             }
@@ -337,17 +653,10 @@ fn rr(a: &Args) -> io::Result<()> {
                     "connection {i} closed by the server"
                 )));
             }
-            if c.phase == Phase::Handshaking {
-                if let Some(end) = find_head_end(&c.inbuf) {
-                    if !c.inbuf.starts_with(b"HTTP/1.1 101") {
-                        return Err(io::Error::other("handshake refused"));
-                    }
-                    c.inbuf.drain(..end);
-                    c.phase = Phase::Open;
-                    open += 1;
-                    for _ in 0..a.pipeline {
-                        c.queue_message(i, a.json, &a.payload);
-                    }
+            if c.phase == Phase::Handshaking && c.finish_handshake()? {
+                open += 1;
+                for _ in 0..a.pipeline {
+                    c.queue_message(i, a.json, &a.payload);
                 }
             }
             if c.phase == Phase::Open {
@@ -358,45 +667,45 @@ fn rr(a: &Args) -> io::Result<()> {
                         continue;
                     }
                     let sent = if a.json {
-                        let id = find_message_seq(&c.inbuf[s..e]);
+                        let body = &c.inbuf[s..e];
+                        if !is_ok_envelope(body) {
+                            errors += 1;
+                        }
+                        let id = find_message_seq(body);
                         let idx = c.in_flight.iter().position(|(seq, _)| Some(*seq) == id);
                         idx.and_then(|k| c.in_flight.remove(k))
                     } else {
                         c.in_flight.pop_front()
                     };
                     if let Some((_, t)) = sent {
-                        if rec.recording {
+                        if win.recording {
                             let us = now.duration_since(t).as_micros() as u64;
-                            rec.hist.saturating_record(us.max(1));
-                            rec.count += 1;
+                            hist.saturating_record(us.max(1));
+                            count += 1;
                         }
                         c.queue_message(i, a.json, &a.payload);
                     }
                 }
                 c.inbuf.drain(..pos);
             }
-            let done = c.flush()?;
-            if done == c.writable_registered && c.phase != Phase::Connecting {
-                let want = if done {
-                    Interest::READABLE
-                } else {
-                    Interest::READABLE | Interest::WRITABLE
-                };
-                poll.registry().reregister(&mut c.sock, Token(i), want)?;
-                c.writable_registered = !done;
-            }
+            let flushed = c.flush()?;
+            c.update_interest(&poll, Token(i), flushed)?;
         }
     }
     eprintln!();
-    let elapsed = Instant::now().duration_since(measure_start).as_secs_f64();
-    let rate = rec.count as f64 / elapsed;
-    let cpu_us = match (cpu_start, a.pid.and_then(server_cpu_ns)) {
-        (Some(s), Some(e)) if rec.count > 0 => Some((e - s) as f64 / 1000.0 / rec.count as f64),
-        _ => None,
-    };
-    let h = &rec.hist;
+    let elapsed = win.elapsed(Instant::now());
+    let other = win.other_cores(Instant::now());
+    if let Some(o) = other {
+        eprintln!("other work on the machine while measuring: {o:.2} cores");
+    }
+    let rate = count as f64 / elapsed;
+    let cpu_us = win
+        .cpu_used_ns()
+        .filter(|_| count > 0)
+        .map(|ns| ns as f64 / 1000.0 / count as f64);
+    let h = &hist;
     println!(
-        "{:<24} {:>6} {:>3} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "{:<24} {:>6} {:>3} {:>12} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>7}",
         "label",
         "conns",
         "P",
@@ -406,12 +715,13 @@ fn rr(a: &Args) -> io::Result<()> {
         "p99us",
         "p99.9us",
         "maxus",
-        "cpu/msg us"
+        "cpu/msg us",
+        "errors"
     );
     println!(
-        "{:<24} {:>6} {:>3} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "{:<24} {:>6} {:>3} {:>12.0} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>7}",
         a.label,
-        a.conns,
+        conns,
         a.pipeline,
         rate,
         h.value_at_quantile(0.5),
@@ -419,40 +729,247 @@ fn rr(a: &Args) -> io::Result<()> {
         h.value_at_quantile(0.99),
         h.value_at_quantile(0.999),
         h.max(),
-        cpu_us
-            .map(|c| format!("{c:.2}"))
-            .unwrap_or_else(|| "-".into())
+        opt_text(cpu_us, 2),
+        errors
     );
     println!(
-        "{{\"scenario\":\"rr\",\"label\":\"{}\",\"mode\":\"{}\",\"conns\":{},\"pipeline\":{},\"msgs\":{},\"msgs_per_s\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"server_cpu_us_per_msg\":{}}}",
-        a.label,
+        "{{\"scenario\":\"rr\",\"label\":{},\"mode\":\"{}\",\"conns\":{},\"pipeline\":{},\"msgs\":{},\"msgs_per_s\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"server_cpu_us_per_msg\":{},\"errors\":{},\"other_cpu_cores\":{}}}",
+        json_str(&a.label),
         if a.json { "json" } else { "raw" },
-        a.conns,
+        conns,
         a.pipeline,
-        rec.count,
+        count,
         rate,
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.9),
         h.value_at_quantile(0.99),
         h.value_at_quantile(0.999),
         h.max(),
-        cpu_us.map(|c| format!("{c:.3}")).unwrap_or_else(|| "null".into())
+        opt_json(cpu_us, 3),
+        errors,
+        opt_json(other, 3)
     );
     Ok(())
 }
 
-fn find_head_end(b: &[u8]) -> Option<usize> {
-    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+/// Tokens carry a slot and a generation, so an event of a socket that a slot has since
+/// replaced is recognised and ignored.
+fn churn_token(slot: usize, gen: u32) -> Token {
+    Token(slot | ((gen as usize) << 32))
 }
 
-/// The sequence number of a `"message-id":"<conn>-<seq>"` in a reply.
-fn find_message_seq(body: &[u8]) -> Option<u64> {
-    let key = b"\"message-id\":\"";
-    let at = body.windows(key.len()).position(|w| w == key)? + key.len();
-    let rest = &body[at..];
-    let end = rest.iter().position(|&b| b == b'"')?;
-    let id = std::str::from_utf8(&rest[..end]).ok()?;
-    id.rsplit('-').next()?.parse().ok()
+struct ChurnSlot {
+    c: Client,
+    gen: u32,
+    started: Instant,
+    /// When the server's close frame arrived (waiting for its FIN).
+    closing_since: Option<Instant>,
+}
+
+fn churn(a: &Args) -> io::Result<()> {
+    let conns = a.conns.unwrap_or(16);
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut slots = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let mut c = Client::connect(a.addr)?;
+        poll.registry().register(
+            &mut c.sock,
+            churn_token(i, 0),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        slots.push(ChurnSlot {
+            c,
+            gen: 0,
+            started: Instant::now(),
+            closing_since: None,
+        });
+    }
+    let mut hs_hist = new_histogram();
+    let mut cycle_hist = new_histogram();
+    let mut cycles = 0u64;
+    let mut failures = 0u64;
+    let mut unclean = 0u64;
+    let mut win = Window::new(a);
+    let mut last_sweep = Instant::now();
+    // Start a new connection in `slot` (the old socket is dropped: closed).
+    let restart = |slot: &mut ChurnSlot, i: usize, poll: &Poll| -> io::Result<()> {
+        let _ = poll.registry().deregister(&mut slot.c.sock);
+        slot.gen = slot.gen.wrapping_add(1);
+        slot.c.reconnect(a.addr)?;
+        slot.started = Instant::now();
+        slot.closing_since = None;
+        poll.registry().register(
+            &mut slot.c.sock,
+            churn_token(i, slot.gen),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+    };
+    loop {
+        poll.poll(&mut events, Some(Duration::from_millis(100)))?;
+        let now = Instant::now();
+        if !win.tick(now) {
+            break;
+        }
+        if win.progress_due(now) {
+            eprint!(
+                "\r[{}] {cycles} connections, {:.0} conn/s, {failures} failed   ",
+                win.phase(),
+                cycles as f64 / win.elapsed(now)
+            );
+        }
+        for ev in events.iter() {
+            let i = ev.token().0 & 0xFFFF_FFFF;
+            let gen = (ev.token().0 >> 32) as u32;
+            let slot = &mut slots[i];
+            if slot.gen != gen {
+                continue;
+            }
+            let token = churn_token(i, gen);
+            let step = (|| -> io::Result<bool> {
+                let c = &mut slot.c;
+                if c.phase == Phase::Connecting {
+                    if !ev.is_writable() || !c.connected()? {
+                        return Ok(false);
+                    }
+                    c.phase = Phase::Handshaking;
+                    c.queue_handshake(a.addr);
+                }
+                let eof = ev.is_readable() && !c.fill()?;
+                if c.phase == Phase::Handshaking && c.finish_handshake()? {
+                    if win.recording {
+                        let us = now.duration_since(slot.started).as_micros() as u64;
+                        hs_hist.saturating_record(us.max(1));
+                    }
+                    c.queue_message(i, a.json, &a.payload);
+                }
+                if c.phase == Phase::Open {
+                    if let Some((op, s, e)) = c.next_frame(0) {
+                        if (op == 1 || op == 2) && (!a.json || is_ok_envelope(&c.inbuf[s..e])) {
+                            c.inbuf.drain(..e);
+                            c.out.extend_from_slice(&CLOSE_1000);
+                            c.phase = Phase::Closing;
+                        } else {
+                            return Err(io::Error::other("unexpected reply"));
+                        }
+                    }
+                }
+                if c.phase == Phase::Closing && slot.closing_since.is_none() {
+                    let mut pos = 0;
+                    while let Some((op, _, e)) = c.next_frame(pos) {
+                        pos = e;
+                        if op == 8 {
+                            slot.closing_since = Some(now);
+                        }
+                    }
+                    c.inbuf.drain(..pos);
+                }
+                if eof {
+                    if c.phase == Phase::Closing && slot.closing_since.is_some() {
+                        return Ok(true);
+                    }
+                    return Err(io::Error::other("closed early"));
+                }
+                let flushed = c.flush()?;
+                c.update_interest(&poll, token, flushed)?;
+                Ok(false)
+            })();
+            match step {
+                Ok(false) => {}
+                Ok(true) => {
+                    if win.recording {
+                        cycles += 1;
+                        let us = now.duration_since(slot.started).as_micros() as u64;
+                        cycle_hist.saturating_record(us.max(1));
+                    }
+                    restart(slot, i, &poll)?;
+                }
+                Err(_) => {
+                    if win.recording {
+                        failures += 1;
+                    }
+                    restart(slot, i, &poll)?;
+                }
+            }
+        }
+        // A server that never sends its FIN, or a connection stuck for 5 s, is restarted.
+        if now.duration_since(last_sweep) >= Duration::from_millis(100) {
+            last_sweep = now;
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let stuck_closing = slot
+                    .closing_since
+                    .is_some_and(|t| now.duration_since(t) > Duration::from_secs(1));
+                if stuck_closing {
+                    if win.recording {
+                        cycles += 1;
+                        unclean += 1;
+                    }
+                    restart(slot, i, &poll)?;
+                } else if now.duration_since(slot.started) > Duration::from_secs(5) {
+                    if win.recording {
+                        failures += 1;
+                    }
+                    restart(slot, i, &poll)?;
+                }
+            }
+        }
+    }
+    eprintln!();
+    let elapsed = win.elapsed(Instant::now());
+    let other = win.other_cores(Instant::now());
+    if let Some(o) = other {
+        eprintln!("other work on the machine while measuring: {o:.2} cores");
+    }
+    let rate = cycles as f64 / elapsed;
+    let cpu_us = win
+        .cpu_used_ns()
+        .filter(|_| cycles > 0)
+        .map(|ns| ns as f64 / 1000.0 / cycles as f64);
+    println!(
+        "{:<24} {:>6} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11} {:>8} {:>8}",
+        "label",
+        "conns",
+        "conn/s",
+        "hs p50us",
+        "hs p99us",
+        "hs maxus",
+        "cyc p50us",
+        "cpu/conn us",
+        "failed",
+        "no FIN"
+    );
+    println!(
+        "{:<24} {:>6} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>11} {:>8} {:>8}",
+        a.label,
+        conns,
+        rate,
+        hs_hist.value_at_quantile(0.5),
+        hs_hist.value_at_quantile(0.99),
+        hs_hist.max(),
+        cycle_hist.value_at_quantile(0.5),
+        opt_text(cpu_us, 1),
+        failures,
+        unclean
+    );
+    println!(
+        "{{\"scenario\":\"churn\",\"label\":{},\"mode\":\"{}\",\"conns\":{},\"connections\":{},\"conns_per_s\":{:.1},\"handshake_p50_us\":{},\"handshake_p90_us\":{},\"handshake_p99_us\":{},\"handshake_max_us\":{},\"cycle_p50_us\":{},\"cycle_p99_us\":{},\"server_cpu_us_per_conn\":{},\"failures\":{},\"no_fin\":{},\"other_cpu_cores\":{}}}",
+        json_str(&a.label),
+        if a.json { "json" } else { "raw" },
+        conns,
+        cycles,
+        rate,
+        hs_hist.value_at_quantile(0.5),
+        hs_hist.value_at_quantile(0.9),
+        hs_hist.value_at_quantile(0.99),
+        hs_hist.max(),
+        cycle_hist.value_at_quantile(0.5),
+        cycle_hist.value_at_quantile(0.99),
+        opt_json(cpu_us, 2),
+        failures,
+        unclean,
+        opt_json(other, 3)
+    );
+    Ok(())
 }
 
 fn idle(a: &Args) -> io::Result<()> {
@@ -492,6 +1009,9 @@ fn idle(a: &Args) -> io::Result<()> {
                 let i = ev.token().0;
                 let c = &mut clients[i];
                 if c.phase == Phase::Connecting && ev.is_writable() {
+                    if !c.connected()? {
+                        continue;
+                    }
                     c.phase = Phase::Handshaking;
                     c.queue_handshake(a.addr);
                     c.flush()?;
@@ -502,20 +1022,16 @@ fn idle(a: &Args) -> io::Result<()> {
                     if !c.fill()? {
                         return Err(io::Error::other("server closed an idle connection"));
                     }
-                    if let Some(end) = find_head_end(&c.inbuf) {
-                        if !c.inbuf.starts_with(b"HTTP/1.1 101") {
-                            return Err(io::Error::other("handshake refused"));
-                        }
+                    if c.finish_handshake()? {
                         c.inbuf = Vec::new();
                         c.out = Vec::new();
-                        c.phase = Phase::Open;
+                        c.in_flight = VecDeque::new();
                         open += 1;
-                        let _ = end;
                     }
                 }
             }
         }
-        eprint!("\r{open} connections open   ");
+        eprint!("\r{open}/{} connections open   ", a.count);
     }
     eprintln!();
     // Let the server settle (allocator, kernel) before reading its RSS.
@@ -523,7 +1039,7 @@ fn idle(a: &Args) -> io::Result<()> {
     let rss_after =
         server_rss(pid).ok_or_else(|| io::Error::other("cannot read the server's RSS"))?;
     let per_conn = (rss_after as f64 - rss_before as f64) / a.count as f64;
-    // A new connection is still served.
+    // A new connection is still served: it completes the handshake.
     let served = {
         let mut s = std::net::TcpStream::connect(a.addr)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -550,9 +1066,387 @@ fn idle(a: &Args) -> io::Result<()> {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "{{\"scenario\":\"idle\",\"label\":\"{}\",\"conns\":{},\"rss_before\":{},\"rss_after\":{},\"bytes_per_conn\":{:.0},\"new_connection_served\":{}}}",
-        a.label, a.count, rss_before, rss_after, per_conn, served
+        "{{\"scenario\":\"idle\",\"label\":{},\"conns\":{},\"rss_before\":{},\"rss_after\":{},\"bytes_per_conn\":{:.0},\"new_connection_served\":{},\"open_s\":{:.2}}}",
+        json_str(&a.label),
+        a.count,
+        rss_before,
+        rss_after,
+        per_conn,
+        served,
+        started.elapsed().as_secs_f64()
     );
     drop(clients);
+    Ok(())
+}
+
+/// Per-connection state of the stream scenario.
+struct StreamConn {
+    c: Client,
+    /// When the current stream was requested.
+    asked: Instant,
+}
+
+fn stream(a: &Args) -> io::Result<()> {
+    let conns = a.conns.unwrap_or(1);
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut sc = Vec::with_capacity(conns);
+    for i in 0..conns {
+        let mut c = Client::connect(a.addr)?;
+        poll.registry().register(
+            &mut c.sock,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        sc.push(StreamConn {
+            c,
+            asked: Instant::now(),
+        });
+    }
+    let route = a.route.as_str();
+    let ask = |s: &mut StreamConn, i: usize| {
+        s.c.seq += 1;
+        let seq = s.c.seq;
+        s.c.queue_frame(|out| {
+            let _ = write!(
+                out,
+                "{{\"name\":\"{route}\",\"headers\":{{\"message-id\":\"{i}-{seq}\"}}}}"
+            );
+        });
+        s.asked = Instant::now();
+    };
+    let rss_start = a.pid.and_then(server_rss);
+    let mut rss_peak = rss_start.unwrap_or(0);
+    let mut last_rss = Instant::now();
+    let mut stream_hist = new_histogram();
+    let (mut frames, mut bytes, mut streams, mut errors) = (0u64, 0u64, 0u64, 0u64);
+    let mut win = Window::new(a);
+    let mut last_read = Instant::now();
+    let mut open = 0;
+    // Handle every whole frame in the input of connection `i`.
+    let consume = |s: &mut StreamConn,
+                   i: usize,
+                   recording: bool,
+                   frames: &mut u64,
+                   bytes: &mut u64,
+                   streams: &mut u64,
+                   errors: &mut u64,
+                   hist: &mut Histogram<u64>| {
+        let mut pos = 0;
+        let mut done = false;
+        while let Some((op, st, e)) = s.c.next_frame(pos) {
+            pos = e;
+            if op != 1 && op != 2 {
+                continue;
+            }
+            let body = &s.c.inbuf[st..e];
+            // One scan that stops at the header (the envelope puts headers before the
+            // body), then one byte tells chunk from done.
+            const KEY: &[u8] = b"\"x-stream\":\"";
+            let kind = find(body, KEY).and_then(|at| body.get(at + KEY.len()).copied());
+            if kind == Some(b'd') {
+                if !is_ok_envelope(body) {
+                    *errors += 1;
+                }
+                done = true;
+            } else if kind == Some(b'c') {
+                if recording {
+                    *frames += 1;
+                    *bytes += (e - st) as u64;
+                }
+            } else {
+                // Not a stream frame: the route is missing or failed.
+                *errors += 1;
+                done = true;
+            }
+            if done {
+                if recording {
+                    *streams += 1;
+                    let us = s.asked.elapsed().as_micros() as u64;
+                    hist.saturating_record(us.max(1));
+                }
+                break;
+            }
+        }
+        s.c.inbuf.drain(..pos);
+        if done {
+            ask(s, i);
+        }
+    };
+    loop {
+        let timeout = if a.slow_reader { 10 } else { 100 };
+        poll.poll(&mut events, Some(Duration::from_millis(timeout)))?;
+        let now = Instant::now();
+        if !win.tick(now) {
+            break;
+        }
+        if let Some(pid) = a.pid {
+            if now.duration_since(last_rss) >= Duration::from_millis(100) {
+                last_rss = now;
+                if let Some(r) = server_rss(pid) {
+                    rss_peak = rss_peak.max(r);
+                }
+            }
+        }
+        if win.progress_due(now) {
+            let el = win.elapsed(now);
+            eprint!(
+                "\r[{}] {open}/{conns} open, {streams} streams, {frames} frames, {:.0} frames/s, {:.1} MB/s, server RSS peak {:.1} MB   ",
+                win.phase(),
+                frames as f64 / el,
+                bytes as f64 / el / 1e6,
+                rss_peak as f64 / 1e6
+            );
+        }
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let s = &mut sc[i];
+            if s.c.phase == Phase::Connecting && ev.is_writable() {
+                if !s.c.connected()? {
+                    continue;
+                }
+                s.c.phase = Phase::Handshaking;
+                s.c.queue_handshake(a.addr);
+            }
+            if s.c.phase == Phase::Handshaking && ev.is_readable() {
+                if !s.c.fill()? {
+                    return Err(io::Error::other("closed during the handshake"));
+                }
+                if s.c.finish_handshake()? {
+                    open += 1;
+                    ask(s, i);
+                }
+            }
+            if s.c.phase == Phase::Open && ev.is_readable() && !a.slow_reader {
+                // Read and consume in steps so the input never holds more than ~64 KiB
+                // beyond one frame.
+                loop {
+                    let (n, eof) = s.c.read_some(65536)?;
+                    if eof {
+                        return Err(io::Error::other(format!(
+                            "connection {i} closed by the server"
+                        )));
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    consume(
+                        s,
+                        i,
+                        win.recording,
+                        &mut frames,
+                        &mut bytes,
+                        &mut streams,
+                        &mut errors,
+                        &mut stream_hist,
+                    );
+                }
+            }
+            let flushed = s.c.flush()?;
+            s.c.update_interest(&poll, Token(i), flushed)?;
+        }
+        if a.slow_reader {
+            // Reading is paced, not event driven: each tick reads the budget that has
+            // accrued, spread over the connections.
+            let dt = now.duration_since(last_read).as_secs_f64();
+            last_read = now;
+            let budget = ((a.read_rate as f64 * dt) as usize / conns).max(1);
+            for (i, s) in sc.iter_mut().enumerate() {
+                if s.c.phase != Phase::Open {
+                    continue;
+                }
+                let mut left = budget;
+                while left > 0 {
+                    let (n, eof) = s.c.read_some(left)?;
+                    if eof {
+                        return Err(io::Error::other(format!(
+                            "connection {i} closed by the server"
+                        )));
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                    left -= n;
+                    consume(
+                        s,
+                        i,
+                        win.recording,
+                        &mut frames,
+                        &mut bytes,
+                        &mut streams,
+                        &mut errors,
+                        &mut stream_hist,
+                    );
+                }
+                let flushed = s.c.flush()?;
+                s.c.update_interest(&poll, Token(i), flushed)?;
+            }
+        }
+    }
+    eprintln!();
+    let elapsed = win.elapsed(Instant::now());
+    let other = win.other_cores(Instant::now());
+    if let Some(o) = other {
+        eprintln!("other work on the machine while measuring: {o:.2} cores");
+    }
+    if frames == 0 {
+        return Err(io::Error::other(format!(
+            "no stream chunk frame arrived while measuring ({open}/{conns} connections open, \
+             {errors} non-stream replies): does the server have a '{route}' route?"
+        )));
+    }
+    let fps = frames as f64 / elapsed;
+    let mbps = bytes as f64 / elapsed / 1e6;
+    let cpu_ms_per_mb = win
+        .cpu_used_ns()
+        .filter(|_| bytes > 0)
+        .map(|ns| ns as f64 / 1e6 / (bytes as f64 / 1e6));
+    let growth = rss_start.map(|s| rss_peak.saturating_sub(s) as f64);
+    println!(
+        "{:<24} {:>5} {:>5} {:>10} {:>9} {:>8} {:>12} {:>14} {:>14} {:>7}",
+        "label",
+        "conns",
+        "slow",
+        "frames/s",
+        "MB/s",
+        "streams",
+        "stream p50us",
+        "cpu ms/MB",
+        "RSS peak MB",
+        "errors"
+    );
+    println!(
+        "{:<24} {:>5} {:>5} {:>10.0} {:>9.2} {:>8} {:>12} {:>14} {:>14} {:>7}",
+        a.label,
+        conns,
+        a.slow_reader,
+        fps,
+        mbps,
+        streams,
+        stream_hist.value_at_quantile(0.5),
+        opt_text(cpu_ms_per_mb, 2),
+        if a.pid.is_some() {
+            format!("{:.1}", rss_peak as f64 / 1e6)
+        } else {
+            "-".into()
+        },
+        errors
+    );
+    println!(
+        "{{\"scenario\":\"stream\",\"label\":{},\"route\":{},\"conns\":{},\"slow_reader\":{},\"read_rate\":{},\"frames\":{},\"frames_per_s\":{:.1},\"mb_per_s\":{:.3},\"streams\":{},\"stream_p50_us\":{},\"server_cpu_ms_per_mb\":{},\"rss_start\":{},\"rss_peak\":{},\"rss_growth\":{},\"errors\":{},\"other_cpu_cores\":{}}}",
+        json_str(&a.label),
+        json_str(route),
+        conns,
+        a.slow_reader,
+        if a.slow_reader { a.read_rate.to_string() } else { "null".into() },
+        frames,
+        fps,
+        mbps,
+        streams,
+        stream_hist.value_at_quantile(0.5),
+        opt_json(cpu_ms_per_mb, 3),
+        opt_json(rss_start.map(|r| r as f64), 0),
+        if a.pid.is_some() { rss_peak.to_string() } else { "null".into() },
+        opt_json(growth, 0),
+        errors,
+        opt_json(other, 3)
+    );
+    Ok(())
+}
+
+/// One Configurapi echo round trip over a blocking socket.
+fn probe(a: &Args) -> io::Result<()> {
+    let fail = |why: String| -> io::Result<()> {
+        println!(
+            "{{\"scenario\":\"probe\",\"ok\":false,\"reason\":{}}}",
+            json_str(&why)
+        );
+        Err(io::Error::other(why))
+    };
+    let mut s = std::net::TcpStream::connect_timeout(&a.addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n{HANDSHAKE}", a.addr).as_bytes())?;
+    let mut c = Client {
+        sock: TcpStream::from_std(s.try_clone()?),
+        phase: Phase::Handshaking,
+        inbuf: Vec::new(),
+        out: Vec::new(),
+        out_pos: 0,
+        in_flight: VecDeque::new(),
+        seq: 0,
+        writable_registered: false,
+    };
+    let mut buf = [0u8; 4096];
+    let read_more = |s: &mut std::net::TcpStream, c: &mut Client, buf: &mut [u8]| {
+        let n = s.read(buf)?;
+        if n == 0 {
+            return Err(io::Error::other("the server closed the connection"));
+        }
+        c.inbuf.extend_from_slice(&buf[..n]);
+        Ok(())
+    };
+    while !c.finish_handshake()? {
+        read_more(&mut s, &mut c, &mut buf)?;
+    }
+    c.queue_message(0, true, &a.payload);
+    s.write_all(&c.out)?;
+    let frame = loop {
+        if let Some((op, st, e)) = c.next_frame(0) {
+            break (op, c.inbuf[st..e].to_vec());
+        }
+        read_more(&mut s, &mut c, &mut buf)?;
+    };
+    let body = String::from_utf8_lossy(&frame.1).into_owned();
+    let expect_body = format!("\"body\":\"{}\"", a.payload);
+    if frame.0 != 1 {
+        return fail(format!("reply opcode {} is not text", frame.0));
+    }
+    if !is_ok_envelope(&frame.1)
+        || !body.contains("\"message-id\":\"0-1\"")
+        || !body.contains(&expect_body)
+    {
+        return fail(format!("not a Configurapi echo envelope: {body}"));
+    }
+    println!("{{\"scenario\":\"probe\",\"ok\":true}}");
+    Ok(())
+}
+
+/// Spawn a server and time how long until its port accepts a connection.
+fn startup(a: &Args) -> io::Result<()> {
+    let (prog, rest) = a
+        .command
+        .split_first()
+        .ok_or_else(|| io::Error::other("startup needs -- COMMAND [ARGS...]"))?;
+    if std::net::TcpStream::connect(a.addr).is_ok() {
+        return Err(io::Error::other(format!("{} is already in use", a.addr)));
+    }
+    let t0 = Instant::now();
+    let mut child = std::process::Command::new(prog)
+        .args(rest)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = loop {
+        if std::net::TcpStream::connect(a.addr).is_ok() {
+            break Ok(t0.elapsed());
+        }
+        if let Some(status) = child.try_wait()? {
+            break Err(io::Error::other(format!("the server exited: {status}")));
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            break Err(io::Error::other("the server did not listen within 30 s"));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let ms = result?.as_secs_f64() * 1e3;
+    println!("{:<24} {:>14}", "label", "startup ms");
+    println!("{:<24} {:>14.2}", a.label, ms);
+    println!(
+        "{{\"scenario\":\"startup\",\"label\":{},\"startup_ms\":{:.3}}}",
+        json_str(&a.label),
+        ms
+    );
     Ok(())
 }
