@@ -70,7 +70,7 @@ pub struct Shared<'a> {
     /// The time of this event batch.
     pub now: Instant,
     /// The reactor's handle, for application connections.
-    pub handle: &'a Handle,
+    pub handle: &'a Arc<Handle>,
     /// Jobs this event produced, for the worker pool.
     pub jobs: &'a mut Vec<Job>,
 }

@@ -9,7 +9,7 @@
 //! high-water + one chunk.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::ConnId;
 use crate::configurapi::Identity;
@@ -37,9 +37,10 @@ pub struct ConnShared {
     /// The first subprotocol the client offered (echoed in the handshake).
     pub subprotocol: Option<String>,
     /// The reactor, for deliveries.
-    pub reactor: Handle,
+    pub reactor: Arc<Handle>,
     /// Identity set by `on_connect`, the starting identity of later events (8.3).
-    pub identity: Mutex<Option<Identity>>,
+    /// Boxed: most connections have none, and idle connections should stay small.
+    pub identity: Mutex<Option<Box<Identity>>>,
     queued: AtomicUsize,
     in_transit: AtomicUsize,
     closed: AtomicBool,
@@ -60,7 +61,7 @@ impl ConnShared {
     pub fn new(
         id: ConnId,
         subprotocol: Option<String>,
-        reactor: Handle,
+        reactor: Arc<Handle>,
         high_water: usize,
         low_water: usize,
     ) -> ConnShared {

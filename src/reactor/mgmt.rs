@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use mio::net::{TcpListener, TcpStream};
@@ -80,7 +81,7 @@ struct Ctx<'a> {
     cfg: &'a ServerConfig,
     pool: &'a mut BufPool,
     stats: &'a mut Stats,
-    handle: &'a Handle,
+    handle: &'a Arc<Handle>,
     jobs: &'a mut Vec<Job>,
     token: Option<&'a str>,
     shutting_down: bool,

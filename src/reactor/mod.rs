@@ -240,7 +240,7 @@ impl Server {
             Mode::Echo => None,
         };
         let reactor = Reactor {
-            handle: handle.clone(),
+            handle: Arc::new(handle.clone()),
             workers,
             jobs: Vec::new(),
             backlog: VecDeque::new(),
@@ -307,7 +307,7 @@ impl Server {
 }
 
 struct Reactor {
-    handle: Handle,
+    handle: Arc<Handle>,
     workers: Option<WorkerPool>,
     /// Jobs produced by the current event, submitted after it.
     jobs: Vec<Job>,

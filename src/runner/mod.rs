@@ -248,7 +248,8 @@ impl Inner {
             .identity
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .as_deref()
+            .cloned();
         event
     }
 
@@ -270,7 +271,8 @@ impl Inner {
         };
         if accepted {
             // 8.3: the identity carries over to this connection's later events.
-            *conn.identity.lock().unwrap_or_else(|e| e.into_inner()) = event.identity.take();
+            *conn.identity.lock().unwrap_or_else(|e| e.into_inner()) =
+                event.identity.take().map(Box::new);
             if conn.claim_accepted() {
                 let _ = conn.reactor.accept(conn.id);
             } else if self.has_on_disconnect {
