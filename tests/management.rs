@@ -427,7 +427,10 @@ fn metrics_from_curl_parse_as_prometheus_text_after_traffic() {
     // The refused socket is freed once the server reads our FIN.
     let deadline = Instant::now() + DEADLINE;
     while srv.handle.stats().unwrap().open != 1 {
-        assert!(Instant::now() < deadline, "the refused socket was never freed");
+        assert!(
+            Instant::now() < deadline,
+            "the refused socket was never freed"
+        );
         std::thread::yield_now();
     }
 
@@ -1137,4 +1140,176 @@ fn docs_curl_examples_print_their_status_lines() {
         let first = stdout.lines().next().unwrap_or("").trim_end();
         assert_eq!(first, ex.status_line, "{}\n{stdout}", ex.curl);
     }
+}
+
+// ------------------------------------------------------------------- edge-case probes
+
+#[test]
+fn a_large_body_over_the_limit_sent_in_one_go_still_gets_its_413() {
+    let srv = small_body_server();
+    let mut s = srv.raw_mgmt();
+    let body = vec![b'x'; 300 * 1024];
+    let mut req = format!(
+        "POST /@connections/x HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(&body);
+    s.write_all(&req).unwrap();
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 413);
+}
+
+#[test]
+fn a_huge_head_sent_in_one_go_still_gets_its_431() {
+    let srv = app();
+    let mut s = srv.raw_mgmt();
+    let big = "a".repeat(300 * 1024);
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes())
+        .unwrap();
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 431);
+}
+
+#[test]
+fn curl_with_expect_100_continue_posts_a_large_body() {
+    let srv = app();
+    let (mut ws, id) = srv.ws_with_id();
+    let text = "y".repeat(4000);
+    let body = json!({"body": text}).to_string();
+    let out = curl()
+        .args([
+            "-si",
+            "-H",
+            "Expect: 100-continue",
+            "-X",
+            "POST",
+            "--data-binary",
+            &body,
+            &format!("http://{}/@connections/{id}", srv.mgmt),
+            "--max-time",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("HTTP/1.1 100 Continue\r\n"), "{stdout}");
+    assert!(stdout.contains("HTTP/1.1 200 OK\r\n"), "{stdout}");
+    assert_eq!(ws.recv()["body"], json!(text));
+}
+
+#[test]
+fn a_request_body_split_across_writes_is_assembled() {
+    let srv = app();
+    let (mut ws, id) = srv.ws_with_id();
+    let mut s = srv.raw_mgmt();
+    let body = br#"{"body":"split"}"#;
+    s.write_all(
+        format!(
+            "POST /@connections/{id} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    echo_round(&mut ws, 1);
+    s.write_all(&body[..5]).unwrap();
+    echo_round(&mut ws, 2);
+    s.write_all(&body[5..]).unwrap();
+    assert_eq!(read_response(&mut s, false).status, 200);
+    assert_eq!(ws.recv()["body"], "split");
+}
+
+#[test]
+fn a_body_that_trickles_in_is_closed_by_the_timeout() {
+    let srv = app();
+    let (mut ws, _) = srv.ws_with_id();
+    let mut s = srv.raw_mgmt();
+    s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    s.write_all(b"POST /@connections/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let mut round = 0;
+    loop {
+        if s.write_all(b"a").is_err() {
+            break;
+        }
+        echo_round(&mut ws, round);
+        round += 1;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(started.elapsed() < IDLE * 10, "never closed");
+    }
+    assert!(started.elapsed() >= IDLE - Duration::from_millis(50));
+}
+
+#[test]
+fn a_postback_to_a_token_guarded_server_carries_the_token() {
+    let (h, rx) = recorder();
+    let srv = MgmtServer::start(
+        "api:\n  events:\n    - name: record\n      policies:\n        - record\n",
+        |r| {
+            r.register("record", h);
+        },
+        test_config(),
+        mgmt_config(Some("s3cret")),
+    );
+    let mut ws = srv.ws();
+    let url = postback_url(&mut ws, &rx);
+    let msg = PostbackMessage {
+        status_code: 200,
+        headers: Map::new(),
+        body: json!("with token"),
+    };
+    let without = configurapi_runner_ws::postback::postback_with(
+        &url,
+        &msg,
+        &configurapi_runner_ws::postback::PostbackOptions::default(),
+    );
+    assert!(
+        matches!(without, Err(PostbackError::Status(401, _))),
+        "{without:?}"
+    );
+    let with = configurapi_runner_ws::postback::postback_with(
+        &url,
+        &msg,
+        &configurapi_runner_ws::postback::PostbackOptions {
+            token: Some("s3cret".into()),
+            ..Default::default()
+        },
+    );
+    assert!(with.is_ok(), "{with:?}");
+    assert_eq!(ws.recv()["body"], "with token");
+    // The post subcommand takes it from --token or from the server's variable.
+    let out = post_cmd()
+        .args(["post", &url, "--token", "s3cret", "flag"])
+        .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(ws.recv()["body"], "flag");
+    let out = post_cmd()
+        .args(["post", &url, "env"])
+        .env("CONFIGURAPI_MANAGEMENT_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(ws.recv()["body"], "env");
+    let out = post_cmd()
+        .args(["post", &url, "none"])
+        .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+    ws.close();
 }
