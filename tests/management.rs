@@ -1313,3 +1313,121 @@ fn a_postback_to_a_token_guarded_server_carries_the_token() {
     );
     ws.close();
 }
+
+#[test]
+fn a_pipelined_request_gets_its_own_time_to_arrive() {
+    // Request A trickles in over 700 ms, B starts in the packet that ends A and takes
+    // 500 ms more: each is within the 1 s timeout, so both are answered. (B must not
+    // inherit A's start.)
+    let mut m = mgmt_config(None);
+    m.idle_timeout = Duration::from_millis(1000);
+    let srv = MgmtServer::simple(APP, m);
+    let mut s = srv.raw_mgmt();
+    s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
+    pause_reading(&mut s, Duration::from_millis(700));
+    s.write_all(b"Host: x\r\n\r\nGET /@connections HTTP/1.1\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut s, false).status, 200);
+    pause_reading(&mut s, Duration::from_millis(500));
+    s.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let b = read_response(&mut s, false);
+    assert_eq!((b.status, b.json()), (200, json!([])));
+    expect_eof(&mut s);
+}
+
+/// Wait `d` for bytes that must not come (a blocking read with that deadline).
+fn pause_reading(s: &mut std::net::TcpStream, d: Duration) {
+    s.set_read_timeout(Some(d)).unwrap();
+    let mut b = [0u8; 64];
+    match s.read(&mut b) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("expected silence, got {other:?}"),
+    }
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+}
+
+#[test]
+fn a_connection_still_in_on_connect_is_not_listed_and_posts_to_it_are_410() {
+    const YAML: &str = r#"
+api:
+  events:
+    - name: on_connect
+      policies:
+        - record
+        - gate
+    - name: connectionId
+      policies:
+        - headerHandler: [connection-id]
+"#;
+    let (rec, rx) = recorder();
+    let (gate, g) = runner_util::gate();
+    let srv = MgmtServer::start(
+        YAML,
+        |r| {
+            r.register("record", rec);
+            r.register("gate", gate);
+        },
+        test_config(),
+        mgmt_config(None),
+    );
+    let mut ws = srv.ws();
+    let id = rx.recv_timeout(DEADLINE).unwrap()["connection-id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    g.wait_entered();
+    assert_eq!(srv.get("/@connections").json(), json!([]));
+    assert_eq!(srv.get(&format!("/@connections/{id}")).status, 410);
+    assert_eq!(
+        srv.call("POST", &format!("/@connections/{id}"), "", b"{}")
+            .status,
+        410
+    );
+    g.open();
+    assert_eq!(
+        ws.request(&json!({"name": "connectionId"}))["body"],
+        json!(id)
+    );
+    assert_eq!(srv.get("/@connections").json(), json!([id]));
+}
+
+#[test]
+fn delete_unlists_at_once_and_on_disconnect_runs() {
+    const YAML: &str = r#"
+api:
+  events:
+    - name: on_disconnect
+      policies:
+        - record
+    - name: connectionId
+      policies:
+        - headerHandler: [connection-id]
+"#;
+    let (rec, rx) = recorder();
+    let srv = MgmtServer::start(
+        YAML,
+        |r| {
+            r.register("record", rec);
+        },
+        test_config(),
+        mgmt_config(None),
+    );
+    let (mut ws, id) = srv.ws_with_id();
+    assert_eq!(
+        srv.call("DELETE", &format!("/@connections/{id}"), "", b"")
+            .status,
+        204
+    );
+    // Before the client answers the close: already gone from the list.
+    assert_eq!(srv.get("/@connections").json(), json!([]));
+    assert_eq!(
+        srv.call("POST", &format!("/@connections/{id}"), "", b"{}")
+            .status,
+        410
+    );
+    ws.expect_close(1000, None);
+    let seen = rx.recv_timeout(DEADLINE).expect("on_disconnect ran");
+    assert_eq!(seen["name"], "on_disconnect");
+    assert_eq!(seen["connection-id"], json!(id));
+}
