@@ -745,7 +745,7 @@ fn slowloris(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) {
         last_byte = Instant::now();
         if sent > 0 {
             assert!(
-                gap < IDLE / 2,
+                gap < IDLE * 3 / 4,
                 "the trickle paused for {gap:?}; not a slowloris"
             );
         }
