@@ -1519,3 +1519,55 @@ fn postback_url_and_postbacks_work_on_an_ipv6_management_listener() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(ws.recv()["body"], json!({"from": "stdin"}));
 }
+
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    let srv = app();
+    let mut s = srv.raw_mgmt();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = read_response(&mut s, false);
+    assert_eq!((r.status, r.text().as_str()), (200, "ok\n"));
+    expect_eof(&mut s);
+}
+
+#[test]
+fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
+    let srv = app();
+    let (mut ws, id) = srv.ws_with_id();
+    let url = format!("http://{}/post_@connection?id={id}", srv.mgmt);
+    let r = postback(
+        &url,
+        &PostbackMessage {
+            status_code: 200,
+            headers: Map::new(),
+            body: json!("via alias"),
+        },
+    );
+    assert!(r.is_ok(), "{r:?}");
+    assert_eq!(ws.recv()["body"], "via alias");
+    let out = post_cmd()
+        .args(["post", &url, "plain text"])
+        .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(ws.recv()["body"], "plain text");
+    // A post without an id is a 400, reported as a status error (exit 1).
+    let url = format!("http://{}/post_@connection", srv.mgmt);
+    let r = postback(
+        &url,
+        &PostbackMessage {
+            status_code: 200,
+            headers: Map::new(),
+            body: json!(""),
+        },
+    );
+    assert!(
+        matches!(r, Err(PostbackError::Status(400, ref b)) if b.contains("No connection id")),
+        "{r:?}"
+    );
+    let out = post_cmd().args(["post", &url, "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
