@@ -76,6 +76,11 @@ fn main() -> ExitCode {
                 .ok()
                 .filter(|t| !t.is_empty())
         });
+        if let Some(t) = &args.management_token {
+            // Handlers' postbacks (postback::postback) read the token from the
+            // variable; set it before Server::bind starts the worker threads.
+            std::env::set_var(configurapi_runner_ws::mgmt::TOKEN_ENV, t);
+        }
         args.server.management = Some(MgmtConfig {
             listen: std::net::SocketAddr::new(args.management_host, mgmt_port),
             token,

@@ -40,9 +40,12 @@ impl PostbackMessage {
     }
 }
 
-/// Timeouts and limits of one postback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Timeouts, limits and credentials of one postback.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostbackOptions {
+    /// The management token, sent as `Authorization: Bearer <token>` when set (a
+    /// server started with `--management-token` answers 401 without it).
+    pub token: Option<String>,
     /// Time allowed to connect (per resolved address).
     pub connect_timeout: Duration,
     /// Time allowed for each read and each write.
@@ -54,6 +57,7 @@ pub struct PostbackOptions {
 impl Default for PostbackOptions {
     fn default() -> Self {
         PostbackOptions {
+            token: None,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(5),
             max_error_body: 64 * 1024,
@@ -123,9 +127,22 @@ impl From<io::Error> for PostbackError {
     }
 }
 
-/// Send `message` to `url` with the default options (5 s timeouts).
+/// Send `message` to `url` with the default options (5 s timeouts), and the token in
+/// `CONFIGURAPI_MANAGEMENT_TOKEN` when that variable is set and not empty (the runner
+/// binary sets it from `--management-token`, so handlers' postbacks pass the check).
 pub fn postback(url: &str, message: &PostbackMessage) -> Result<(), PostbackError> {
-    postback_with(url, message, &PostbackOptions::default())
+    let opts = PostbackOptions {
+        token: env_token(),
+        ..PostbackOptions::default()
+    };
+    postback_with(url, message, &opts)
+}
+
+/// The token in `CONFIGURAPI_MANAGEMENT_TOKEN`, when set and not empty.
+fn env_token() -> Option<String> {
+    std::env::var(crate::mgmt::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
 }
 
 /// Send `message` to `url`: `Ok` on a 2xx answer, [`PostbackError::Gone`] on 410.
@@ -140,8 +157,12 @@ pub fn postback_with(
     stream.set_read_timeout(Some(opts.io_timeout))?;
     stream.set_write_timeout(Some(opts.io_timeout))?;
     let _ = stream.set_nodelay(true);
+    let auth = match &opts.token {
+        Some(t) => format!("Authorization: Bearer {t}\r\n"),
+        None => String::new(),
+    };
     let mut req = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: configurapi-runner-ws/{}\r\n\r\n",
+        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: configurapi-runner-ws/{}\r\n{auth}\r\n",
         url.target,
         url.host_header(),
         body.len(),
@@ -343,7 +364,7 @@ pub const POST_USAGE: &str = "\
 configurapi-runner-ws post: send a message to a WebSocket connection through the management API
 
 USAGE:
-    configurapi-runner-ws post URL [--status N] [--header K:V]... [--timeout SECS] BODY
+    configurapi-runner-ws post URL [--status N] [--header K:V]... [--timeout SECS] [--token TOKEN] BODY
 
 ARGS:
     URL              the connection's postback-url, e.g. http://127.0.0.1:9100/@connections/<id>
@@ -353,6 +374,7 @@ OPTIONS:
     --status N       the envelope's statusCode [default: 200]
     --header K:V     an envelope header; repeat for more (e.g. --header message-id:m-1)
     --timeout SECS   connect and read timeout [default: 5]
+    --token TOKEN    the management token [default: $CONFIGURAPI_MANAGEMENT_TOKEN]
     -h, --help       print this help
 
 EXIT STATUS: 0 delivered (2xx); 1 not delivered (410, other answers, network errors); 2 usage error.
@@ -434,7 +456,10 @@ fn parse_post_args(args: Vec<OsString>) -> Result<Option<PostArgs>, PostCommandE
     let mut positional = Vec::new();
     let mut status = 200;
     let mut headers = Map::new();
-    let mut options = PostbackOptions::default();
+    let mut options = PostbackOptions {
+        token: env_token(),
+        ..PostbackOptions::default()
+    };
     while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {
         match arg {
             Short('h') | Long("help") => return Ok(None),
@@ -470,6 +495,13 @@ fn parse_post_args(args: Vec<OsString>) -> Result<Option<PostArgs>, PostCommandE
                     })?;
                 options.connect_timeout = Duration::from_secs_f64(secs);
                 options.io_timeout = options.connect_timeout;
+            }
+            Long("token") => {
+                let v = string(p.value())?;
+                if v.is_empty() {
+                    return Err(usage("--token: the token must not be empty".into()));
+                }
+                options.token = Some(v);
             }
             Value(v) => positional.push(
                 v.into_string()

@@ -9,6 +9,7 @@ use crate::http::{HttpParser, Limits, Parsed, CONTINUE_RESPONSE};
 pub struct Session {
     parser: HttpParser,
     closing: bool,
+    answered: u64,
 }
 
 impl Session {
@@ -17,6 +18,7 @@ impl Session {
         Session {
             parser: HttpParser::new(limits),
             closing: false,
+            answered: 0,
         }
     }
 
@@ -36,6 +38,7 @@ impl Session {
                     input = &input[consumed..];
                     let r = handle(&request, ctx);
                     r.write(out);
+                    self.answered += 1;
                     self.closing = r.close;
                 }
                 Ok(Parsed::NeedMore) => {
@@ -58,6 +61,12 @@ impl Session {
     /// [`super::DEFAULT_IDLE_TIMEOUT`] without a byte.
     pub fn in_progress(&self) -> bool {
         self.parser.in_progress()
+    }
+
+    /// How many requests have been answered so far (a request that ends lets the
+    /// next one's time to arrive start afresh).
+    pub fn answered(&self) -> u64 {
+        self.answered
     }
 
     /// Whether the connection is to be closed (after its last answer is written).

@@ -291,11 +291,15 @@ impl Reactor {
             };
             mc.last_active = now;
             out.clear();
+            let answered = mc.session.answered();
             mc.closing = mc.session.on_bytes(&self.rbuf[..n], &mut ctx, &mut out);
             mc.wq.push_raw(ctx.pool, &out);
+            // A request that began in the bytes that ended the previous one starts
+            // its own clock: it must not inherit the previous request's start.
+            let new_request = mc.session.answered() != answered;
             mc.request_started = match (mc.session.in_progress(), mc.request_started) {
-                (true, None) => Some(now),
-                (true, started) => started,
+                (true, Some(started)) if !new_request => Some(started),
+                (true, _) => Some(now),
                 (false, _) => None,
             };
         }
