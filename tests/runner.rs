@@ -1695,7 +1695,8 @@ api:
 "#;
     let (keep, kept) = keep_push_handler();
     let (gate_handler, gate) = gate();
-    // One worker: the held job finishes (and sends its late reply) before B's job.
+    // One worker, and no inline routes: the held job finishes (and sends its late
+    // reply) before B's job runs.
     let srv = start_runner(
         yaml,
         |r| {
@@ -1703,7 +1704,10 @@ api:
             r.register("gateHandler", gate_handler);
         },
         one_worker(),
-        RunnerOptions::default(),
+        RunnerOptions {
+            inline: false,
+            ..RunnerOptions::default()
+        },
     );
     let mut a = connect(&srv);
     a.send(&json!({"name": "hold", "headers": {"message-id": "for A"}}));
