@@ -15,7 +15,7 @@ pub fn encode(response: &Response, message_id: Option<&Value>) -> Vec<u8> {
         .body
         .to_envelope_value()
         .unwrap_or((Value::String(String::new()), false));
-    write(
+    encode_parts(
         response.status_code,
         &response.headers,
         &[],
@@ -23,19 +23,6 @@ pub fn encode(response: &Response, message_id: Option<&Value>) -> Vec<u8> {
         &body,
         base64,
     )
-}
-
-/// Encode one frame of a stream: the response headers plus `extra` headers
-/// (`x-stream`, `x-stream-id`), then the message-id.
-pub fn encode_parts(
-    status: u16,
-    headers: &Map<String, Value>,
-    extra: &[(&str, &str)],
-    message_id: Option<&Value>,
-    body: &Value,
-    base64: bool,
-) -> Vec<u8> {
-    write(status, headers, extra, message_id, body, base64)
 }
 
 /// The body value of a stream chunk (6.4.3): text as a string, bytes as UTF-8 text
@@ -53,7 +40,9 @@ pub fn chunk_value(chunk: Chunk) -> (Value, bool) {
     }
 }
 
-fn write(
+/// Encode one frame: the response headers, then `extra` headers (`x-stream`,
+/// `x-stream-id` for stream frames), then the message-id; then the body.
+pub fn encode_parts(
     status: u16,
     headers: &Map<String, Value>,
     extra: &[(&str, &str)],
