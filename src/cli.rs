@@ -17,6 +17,10 @@ USAGE:
 OPTIONS:
     --port N                  WebSocket port [default: 8000; 0 picks a free port]
     --host ADDR               address to listen on [default: 0.0.0.0]
+    --key PATH                TLS private key (PEM: PKCS#8, PKCS#1 or SEC1); with --cert
+                              turns on the WSS listener beside the plain one
+    --cert PATH               TLS certificate chain (PEM, leaf first)
+    --secure-port N           WSS port [default: 8443; 0 picks a free port]
     --config PATH             config.yaml to serve [default: ./config.yaml, else built-in]
     --echo                    raw echo mode: every text/binary message is sent back as is
     --workers N               handler threads [default: number of cores]
@@ -76,6 +80,10 @@ pub struct RunArgs {
     pub management_token: Option<String>,
     /// Log level.
     pub log_level: log::LevelFilter,
+    /// `--key` and `--cert` (both or neither).
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// `--secure-port` (default 8443), on the `--host` address.
+    pub secure_listen: SocketAddr,
 }
 
 /// Parse the arguments after the program name.
@@ -98,6 +106,9 @@ where
     let mut management_token = None;
     let mut max_frame = None;
     let mut log_level = log::LevelFilter::Info;
+    let mut key = None;
+    let mut cert = None;
+    let mut secure_port: u16 = 8443;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let flag = match arg {
             Long(name) => format!("--{name}"),
@@ -126,6 +137,14 @@ where
                     .map_err(|_| format!("--host: '{v}' is not an IP address"))?;
             }
             "--config" => config_path = Some(PathBuf::from(value()?)),
+            "--key" => key = Some(PathBuf::from(value()?)),
+            "--cert" => cert = Some(PathBuf::from(value()?)),
+            "--secure-port" => {
+                let v = value()?;
+                secure_port = v
+                    .parse()
+                    .map_err(|_| format!("--secure-port: '{v}' is not a port number (0-65535)"))?;
+            }
             "--echo" => echo = true,
             "--no-inline" => inline = false,
             "--management-port" => {
@@ -199,6 +218,12 @@ where
     if server.handshake_timeout.is_zero() || server.close_timeout.is_zero() {
         return Err("--handshake-timeout and --close-timeout must be greater than 0".into());
     }
+    let tls_files = match (key, cert) {
+        (Some(k), Some(c)) => Some((k, c)),
+        (None, None) => None,
+        (Some(_), None) => return Err("--key needs --cert as well (TLS needs both)".into()),
+        (None, Some(_)) => return Err("--cert needs --key as well (TLS needs both)".into()),
+    };
     server.listen = SocketAddr::new(host, port);
     Ok(Command::Run(Box::new(RunArgs {
         server,
@@ -210,6 +235,8 @@ where
         management_host,
         management_token,
         log_level,
+        tls_files,
+        secure_listen: SocketAddr::new(host, secure_port),
     })))
 }
 
@@ -294,6 +321,9 @@ mod tests {
             &["--idle-timeout", "3h"],
             &["stray"],
             &["--host", "not-an-ip"],
+            &["--key", "k.pem"],
+            &["--cert", "c.pem"],
+            &["--secure-port", "x"],
             &["--max-frame-size", "2MiB", "--max-message-size", "1MiB"],
         ] {
             let err = run(args).unwrap_err();

@@ -82,6 +82,23 @@ fn main() -> ExitCode {
             ..MgmtConfig::default()
         });
     }
+    if let Some((key, cert)) = &args.tls_files {
+        match configurapi_runner_ws::tls::load(cert, key) {
+            Ok(files) => {
+                if let Some(w) = files.expired_warning {
+                    log::warn!("{w}");
+                }
+                args.server.tls = Some(configurapi_runner_ws::TlsSettings {
+                    listen: args.secure_listen,
+                    server_config: files.server_config,
+                });
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let server = match Server::bind(args.server) {
         Ok(s) => s,
         Err(e) => {
@@ -97,6 +114,9 @@ fn main() -> ExitCode {
         "configurapi-runner-ws listening on ws://{} ({what})",
         server.local_addr()
     );
+    if let Some(addr) = server.secure_addr() {
+        log::info!("secure listener on wss://{addr}");
+    }
     if let Some(addr) = server.management_addr() {
         log::info!("management API on http://{addr}");
     }

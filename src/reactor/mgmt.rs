@@ -187,7 +187,7 @@ impl MgmtContext for Ctx<'_> {
             ..MetricsSnapshot::default()
         };
         for (_, c) in self.conns.iter() {
-            let q = c.st.wq.queued() as u64;
+            let q = c.st.queued() as u64;
             m.queued_bytes_sum += q;
             m.queued_bytes_max = m.queued_bytes_max.max(q);
         }
