@@ -29,6 +29,7 @@ OPTIONS:
     --no-inline               run every handler on the workers, even routes that never block
     --management-port N       management HTTP API port; 0 turns it off
                               [default: 9100; off with --echo unless given]
+    --management-tls          serve the management API over HTTPS with --key/--cert
     --management-host ADDR    management address [default: 127.0.0.1]
     --management-token TOKEN  require Authorization: Bearer TOKEN on the management API
                               [env: CONFIGURAPI_MANAGEMENT_TOKEN]
@@ -82,6 +83,8 @@ pub struct RunArgs {
     pub log_level: log::LevelFilter,
     /// `--key` and `--cert` (both or neither).
     pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// `--management-tls`: HTTPS on the management listener.
+    pub management_tls: bool,
     /// `--secure-port` (default 8443), on the `--host` address.
     pub secure_listen: SocketAddr,
 }
@@ -109,6 +112,7 @@ where
     let mut key = None;
     let mut cert = None;
     let mut secure_port: u16 = 8443;
+    let mut management_tls = false;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let flag = match arg {
             Long(name) => format!("--{name}"),
@@ -147,6 +151,7 @@ where
             }
             "--echo" => echo = true,
             "--no-inline" => inline = false,
+            "--management-tls" => management_tls = true,
             "--management-port" => {
                 let v = value()?;
                 management_port = Some(v.parse().map_err(|_| {
@@ -224,6 +229,9 @@ where
         (Some(_), None) => return Err("--key needs --cert as well (TLS needs both)".into()),
         (None, Some(_)) => return Err("--cert needs --key as well (TLS needs both)".into()),
     };
+    if management_tls && tls_files.is_none() {
+        return Err("--management-tls needs --key and --cert".into());
+    }
     server.listen = SocketAddr::new(host, port);
     Ok(Command::Run(Box::new(RunArgs {
         server,
@@ -236,6 +244,7 @@ where
         management_token,
         log_level,
         tls_files,
+        management_tls,
         secure_listen: SocketAddr::new(host, secure_port),
     })))
 }
@@ -324,6 +333,7 @@ mod tests {
             &["--key", "k.pem"],
             &["--cert", "c.pem"],
             &["--secure-port", "x"],
+            &["--management-tls"],
             &["--max-frame-size", "2MiB", "--max-message-size", "1MiB"],
         ] {
             let err = run(args).unwrap_err();

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use configurapi_runner_ws::configurapi::Service;
+use configurapi_runner_ws::reactor::MgmtConfig;
 use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
 use configurapi_runner_ws::{Handle, Mode, Server, ServerConfig, TlsSettings};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -129,6 +130,7 @@ struct WssServer {
     handle: Handle,
     plain: SocketAddr,
     secure: SocketAddr,
+    mgmt: Option<SocketAddr>,
     client_cfg: Arc<rustls::ClientConfig>,
     join: Option<JoinHandle<std::io::Result<()>>>,
     _pki: Pki,
@@ -144,11 +146,13 @@ impl WssServer {
         let server = Server::bind(cfg).expect("bind");
         let plain = server.local_addr();
         let secure = server.secure_addr().expect("secure listener");
+        let mgmt = server.management_addr();
         let (handle, join) = server.spawn();
         WssServer {
             handle,
             plain,
             secure,
+            mgmt,
             client_cfg: pki.client_config(),
             join: Some(join),
             _pki: pki,
@@ -164,6 +168,22 @@ impl WssServer {
         s.set_read_timeout(Some(DEADLINE)).unwrap();
         s.set_write_timeout(Some(DEADLINE)).unwrap();
         s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// A TLS stream to `addr` that finished the TLS handshake.
+    fn tls_to(&self, addr: SocketAddr) -> Tls {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+        let conn = rustls::ClientConnection::new(
+            self.client_cfg.clone(),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).expect("TLS handshake");
+        }
         s
     }
 
@@ -581,4 +601,51 @@ fn expired_certificate_is_a_warning_naming_the_file() {
         .unwrap()
         .expired_warning
         .is_none());
+}
+
+#[test]
+fn management_api_over_https_when_enabled() {
+    let pki = Pki::ecdsa();
+    let cfg = ServerConfig {
+        management: Some(MgmtConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(pki.server_config()),
+            ..MgmtConfig::default()
+        }),
+        ..Default::default()
+    };
+    let srv = WssServer::start(pki, cfg);
+    let mut ws = srv.client();
+    echo_round(&mut ws, "open");
+    let mut s = srv.tls_to(srv.mgmt.unwrap());
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.trim_end().ends_with("ok"), "{answer}");
+    // Keep-alive: two requests on one TLS connection.
+    let mut s = srv.tls_to(srv.mgmt.unwrap());
+    for _ in 0..2 {
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let head = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("content-length");
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+    }
+    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    let mut tcp = TcpStream::connect(srv.mgmt.unwrap()).unwrap();
+    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let answer = read_to_end(&mut tcp);
+    assert!(answer.is_empty() || answer[0] == 0x15, "{answer:?}");
 }

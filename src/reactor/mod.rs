@@ -249,7 +249,11 @@ impl Server {
             None => (None, None),
         };
         if let (Mode::App(app), Some(addr)) = (&cfg.mode, mgmt_addr) {
-            app.set_management_url(&crate::mgmt::base_url(addr));
+            let scheme = match cfg.management.as_ref().and_then(|m| m.tls.as_ref()) {
+                Some(_) => "https",
+                None => "http",
+            };
+            app.set_management_url(&crate::mgmt::base_url_with_scheme(scheme, addr));
         }
         let workers = match &cfg.mode {
             Mode::App(_) => {
