@@ -649,3 +649,84 @@ fn management_api_over_https_when_enabled() {
     let answer = read_to_end(&mut tcp);
     assert!(answer.is_empty() || answer[0] == 0x15, "{answer:?}");
 }
+
+#[test]
+fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
+    // 1600 chunks of 16 KiB (25 MiB) to a reader that reads nothing at first, then a
+    // little at a time. The bound is high water + one chunk frame + what rustls may hold
+    // (its 64 KiB buffer limit of records plus their overhead).
+    const COUNT: usize = 1600;
+    const CHUNK: usize = 16384;
+    const HIGH: usize = 256 << 10;
+    let yaml = format!(
+        "api:\n  events:\n    - name: big\n      policies:\n        - streamHandler: [{COUNT}, {CHUNK}]\n"
+    );
+    let service = Service::from_str(&yaml, "test.yaml", runner::registry()).unwrap();
+    let runner = Runner::new(service, RunnerOptions::default());
+    let cfg = ServerConfig {
+        mode: Mode::App(Arc::new(runner)),
+        workers: 2,
+        high_water: HIGH,
+        low_water: 64 << 10,
+        ..Default::default()
+    };
+    let srv = WssServer::start(Pki::ecdsa(), cfg);
+    let mut s = srv.upgraded("");
+    s.write_all(&client_frame(
+        0x81,
+        br#"{"name":"big","headers":{"message-id":"big"}}"#,
+    ))
+    .unwrap();
+    s.flush().unwrap();
+    let bound = (HIGH + CHUNK + 512 + (64 << 10) + 4096) as u64;
+    // Sample until the queue stops moving; every sample within the bound.
+    let sample_until_stalled = |min: u64| -> u64 {
+        let deadline = Instant::now() + DEADLINE;
+        let (mut last, mut same) = ((u64::MAX, 0u64), 0);
+        loop {
+            let st = srv.handle.stats().unwrap();
+            let q = st.queued_bytes_max;
+            assert!(q <= bound, "queued {q} > bound {bound}");
+            let now = (q, st.bytes_out);
+            if now == last && q >= min {
+                same += 1;
+                if same == 300 {
+                    return q;
+                }
+            } else {
+                same = 0;
+            }
+            last = now;
+            assert!(Instant::now() < deadline, "never stalled {now:?}");
+            std::thread::yield_now();
+        }
+    };
+    let stalled = sample_until_stalled(HIGH as u64);
+    assert!(stalled >= HIGH as u64);
+    assert!(
+        srv.handle.stats().unwrap().bytes_out < (COUNT * CHUNK) as u64 / 4,
+        "most of the stream waits for the reader"
+    );
+    let mut chunks = 0;
+    let mut read_one = |s: &mut Tls| -> bool {
+        let (b0, payload) = read_frame(s);
+        assert_eq!(b0, 0x81);
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        if v["headers"]["x-stream"] == "chunk" {
+            assert_eq!(v["body"].as_str().unwrap().len(), CHUNK);
+            chunks += 1;
+            true
+        } else {
+            assert_eq!(v["headers"]["x-stream"], "done", "{v}");
+            false
+        }
+    };
+    for cycle in 0..6 {
+        for _ in 0..(cycle + 1) * 30 {
+            assert!(read_one(&mut s), "the stream ended early");
+        }
+        sample_until_stalled(0);
+    }
+    while read_one(&mut s) {}
+    assert_eq!(chunks, COUNT);
+}
