@@ -2,7 +2,7 @@
 //! the way rustls' `tlsserver-mio` example drives it, inside the reactor):
 //!
 //! ```text
-//!  socket ──read_tls──► rustls ──process_new_packets──► reader() ──► caller's buffer
+//!  socket ──read (64 KiB scratch)──read_tls──► rustls ──process_new_packets──► reader() ──► caller's buffer
 //!  WriteQueue ──write / write_vectored──► writer() (only with room) ──write_tls──► socket
 //! ```
 //!
@@ -38,6 +38,10 @@ pub struct TlsStream {
     eof: bool,
     /// TLS bytes made but not yet written to the socket (exact, from rustls' IoState).
     held: usize,
+    /// Ciphertext read from the socket that rustls has not taken yet (the caller's
+    /// buffer filled first); empty, with no allocation, almost always.
+    pending: Vec<u8>,
+    pending_pos: usize,
 }
 
 impl Transport {
@@ -49,6 +53,8 @@ impl Transport {
             tls,
             eof: false,
             held: 0,
+            pending: Vec::new(),
+            pending_pos: 0,
         }))
     }
 
@@ -84,12 +90,13 @@ impl Transport {
         }
     }
 
-    /// A short read does not prove the socket is drained (TLS saw EOF with data).
+    /// A short read does not prove there is nothing more to read (TLS saw EOF, or
+    /// holds ciphertext it read ahead).
     #[inline]
     pub fn may_have_more(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
-            Transport::Tls(t) => t.eof,
+            Transport::Tls(t) => t.eof || !t.pending.is_empty(),
         }
     }
 
@@ -149,44 +156,151 @@ impl Write for Transport {
     }
 }
 
+/// Socket reads for TLS go through this buffer, shared by the reactor thread's
+/// connections: rustls' own `read_tls` reads at most 4 KiB per syscall.
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What draining rustls' plaintext into the caller's buffer ended with.
+enum Drained {
+    /// rustls has no more plaintext for now.
+    Empty,
+    /// The caller's buffer is full.
+    Full,
+    /// The stream ended (close_notify, or EOF without one) or failed: return this.
+    Done(io::Result<usize>),
+}
+
 impl TlsStream {
+    fn drain(&mut self, buf: &mut [u8], filled: &mut usize) -> Drained {
+        while *filled < buf.len() {
+            match self.tls.reader().read(&mut buf[*filled..]) {
+                // close_notify: the end of the stream.
+                Ok(0) => return Drained::Done(Ok(*filled)),
+                Ok(n) => *filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
+                // EOF without close_notify: a truncation, the end all the same.
+                Err(e) if *filled == 0 => return Drained::Done(Err(e)),
+                Err(_) => return Drained::Done(Ok(*filled)),
+            }
+        }
+        Drained::Full
+    }
+
+    /// Decrypt what `read_tls` took; on a fatal error send rustls' alert.
+    fn process(&mut self) -> io::Result<()> {
+        match self.tls.process_new_packets() {
+            Ok(state) => {
+                self.held = state.tls_bytes_to_write();
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.write_out();
+                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+        }
+    }
+
+    /// Give `src` to rustls record by record, moving plaintext into `buf`, until `src`
+    /// is used up or `buf` is full. Returns the bytes of `src` used, or the read's result
+    /// when the stream ended.
+    fn feed(
+        &mut self,
+        src: &[u8],
+        buf: &mut [u8],
+        filled: &mut usize,
+    ) -> Result<usize, io::Result<usize>> {
+        let mut off = 0;
+        while off < src.len() {
+            let k = match self.tls.read_tls(&mut &src[off..]) {
+                Ok(0) => return Err(Ok(*filled)), // after close_notify nothing is read
+                Ok(k) => k,
+                Err(e) => return Err(Err(e)),
+            };
+            off += k;
+            if let Err(e) = self.process() {
+                return Err(Err(e));
+            }
+            match self.drain(buf, filled) {
+                Drained::Empty => {}
+                Drained::Full => break,
+                Drained::Done(r) => return Err(r),
+            }
+        }
+        Ok(off)
+    }
+
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut filled = 0;
         loop {
             // Plaintext rustls already holds comes first; it may be more than one buffer.
-            while filled < buf.len() {
-                match self.tls.reader().read(&mut buf[filled..]) {
-                    Ok(0) => return Ok(filled), // close_notify: the end of the stream
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // EOF without close_notify: a truncation, the end all the same.
-                    Err(e) if filled == 0 => return Err(e),
-                    Err(_) => return Ok(filled),
-                }
+            match self.drain(buf, &mut filled) {
+                Drained::Empty => {}
+                Drained::Full => return Ok(filled),
+                Drained::Done(r) => return r,
             }
-            if filled == buf.len() {
-                return Ok(filled);
+            // Then ciphertext read earlier that did not fit.
+            if self.pending_pos < self.pending.len() {
+                let pending = std::mem::take(&mut self.pending);
+                let used = self.feed(&pending[self.pending_pos..], buf, &mut filled);
+                self.pending = pending;
+                match used {
+                    Ok(n) => self.pending_pos += n,
+                    Err(r) => return r,
+                }
+                if self.pending_pos == self.pending.len() {
+                    self.pending = Vec::new();
+                    self.pending_pos = 0;
+                }
+                continue;
             }
             if self.eof {
                 return Ok(filled);
             }
-            match self.tls.read_tls(&mut self.sock) {
-                Ok(0) => self.eof = true,
+            // Then the socket, up to 64 KiB per syscall.
+            let short = SCRATCH_BUF.with_borrow_mut(|scratch| -> Result<bool, io::Result<usize>> {
+                if scratch.len() < SCRATCH {
+                    scratch.resize(SCRATCH, 0);
+                }
+                let n = loop {
+                    match self.sock.read(scratch) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && filled > 0 => {
+                            return Err(Ok(filled))
+                        }
+                        Err(e) => return Err(Err(e)),
+                    }
+                };
+                if n == 0 {
+                    self.eof = true;
+                    // Tell rustls: a later reader() read reports a truncation unless
+                    // close_notify came first.
+                    let _ = self.tls.read_tls(&mut io::empty());
+                    return Ok(false);
+                }
+                let used = self.feed(&scratch[..n], buf, &mut filled)?;
+                if used < n {
+                    self.pending.extend_from_slice(&scratch[used..n]);
+                    self.pending_pos = 0;
+                }
+                Ok(n < scratch.len())
+            });
+            match short {
+                // A short read emptied the socket's receive queue; with edge-triggered
+                // polling, later bytes raise a new event.
+                Ok(true) if self.pending.is_empty() => {
+                    return if filled > 0 {
+                        Ok(filled)
+                    } else {
+                        Err(io::ErrorKind::WouldBlock.into())
+                    };
+                }
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return if filled > 0 { Ok(filled) } else { Err(e) };
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            match self.tls.process_new_packets() {
-                Ok(state) => self.held = state.tls_bytes_to_write(),
-                Err(e) => {
-                    // rustls queued the alert for this error: send it, then the caller
-                    // drops the connection.
-                    let _ = self.write_out();
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-                }
+                Err(r) => return r,
             }
         }
     }
