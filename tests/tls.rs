@@ -740,3 +740,43 @@ fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
     while read_one(&mut s) {}
     assert_eq!(chunks, COUNT);
 }
+
+#[test]
+fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
+    use std::io::BufRead;
+    let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let pem = k.serialize_pem();
+    let pki = Pki::new(k, &pem, true);
+    let cert = pki.cert.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--echo",
+            "--port",
+            "0",
+            "--secure-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--key", pki.key.to_str().unwrap(), "--cert", cert])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut warned = false;
+    let mut serving = false;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.starts_with("WARN") && line.contains(cert) && line.contains("expired") {
+            warned = true;
+        }
+        if line.contains("secure listener on wss://127.0.0.1:") {
+            serving = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "no warning naming {cert}");
+    assert!(serving, "the server did not start");
+}
