@@ -17,6 +17,10 @@ USAGE:
 OPTIONS:
     --port N                  WebSocket port [default: 8000; 0 picks a free port]
     --host ADDR               address to listen on [default: 0.0.0.0]
+    --key PATH                TLS private key (PEM: PKCS#8, PKCS#1 or SEC1); with --cert
+                              turns on the WSS listener beside the plain one
+    --cert PATH               TLS certificate chain (PEM, leaf first)
+    --secure-port N           WSS port [default: 8443; 0 picks a free port]
     --config PATH             config.yaml to serve [default: ./config.yaml, else built-in]
     --echo                    raw echo mode: every text/binary message is sent back as is
     --workers N               handler threads [default: number of cores]
@@ -25,6 +29,7 @@ OPTIONS:
     --no-inline               run every handler on the workers, even routes that never block
     --management-port N       management HTTP API port; 0 turns it off
                               [default: 9100; off with --echo unless given]
+    --management-tls          serve the management API over HTTPS with --key/--cert
     --management-host ADDR    management address [default: 127.0.0.1]
     --management-token TOKEN  require Authorization: Bearer TOKEN on the management API
                               [env: CONFIGURAPI_MANAGEMENT_TOKEN]
@@ -76,6 +81,12 @@ pub struct RunArgs {
     pub management_token: Option<String>,
     /// Log level.
     pub log_level: log::LevelFilter,
+    /// `--key` and `--cert` (both or neither).
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// `--management-tls`: HTTPS on the management listener.
+    pub management_tls: bool,
+    /// `--secure-port` (default 8443), on the `--host` address.
+    pub secure_listen: SocketAddr,
 }
 
 /// Parse the arguments after the program name.
@@ -98,6 +109,10 @@ where
     let mut management_token = None;
     let mut max_frame = None;
     let mut log_level = log::LevelFilter::Info;
+    let mut key = None;
+    let mut cert = None;
+    let mut secure_port: u16 = 8443;
+    let mut management_tls = false;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let flag = match arg {
             Long(name) => format!("--{name}"),
@@ -126,8 +141,17 @@ where
                     .map_err(|_| format!("--host: '{v}' is not an IP address"))?;
             }
             "--config" => config_path = Some(PathBuf::from(value()?)),
+            "--key" => key = Some(PathBuf::from(value()?)),
+            "--cert" => cert = Some(PathBuf::from(value()?)),
+            "--secure-port" => {
+                let v = value()?;
+                secure_port = v
+                    .parse()
+                    .map_err(|_| format!("--secure-port: '{v}' is not a port number (0-65535)"))?;
+            }
             "--echo" => echo = true,
             "--no-inline" => inline = false,
+            "--management-tls" => management_tls = true,
             "--management-port" => {
                 let v = value()?;
                 management_port = Some(v.parse().map_err(|_| {
@@ -199,6 +223,15 @@ where
     if server.handshake_timeout.is_zero() || server.close_timeout.is_zero() {
         return Err("--handshake-timeout and --close-timeout must be greater than 0".into());
     }
+    let tls_files = match (key, cert) {
+        (Some(k), Some(c)) => Some((k, c)),
+        (None, None) => None,
+        (Some(_), None) => return Err("--key needs --cert as well (TLS needs both)".into()),
+        (None, Some(_)) => return Err("--cert needs --key as well (TLS needs both)".into()),
+    };
+    if management_tls && tls_files.is_none() {
+        return Err("--management-tls needs --key and --cert".into());
+    }
     server.listen = SocketAddr::new(host, port);
     Ok(Command::Run(Box::new(RunArgs {
         server,
@@ -210,6 +243,9 @@ where
         management_host,
         management_token,
         log_level,
+        tls_files,
+        management_tls,
+        secure_listen: SocketAddr::new(host, secure_port),
     })))
 }
 
@@ -294,6 +330,10 @@ mod tests {
             &["--idle-timeout", "3h"],
             &["stray"],
             &["--host", "not-an-ip"],
+            &["--key", "k.pem"],
+            &["--cert", "c.pem"],
+            &["--secure-port", "x"],
+            &["--management-tls"],
             &["--max-frame-size", "2MiB", "--max-message-size", "1MiB"],
         ] {
             let err = run(args).unwrap_err();

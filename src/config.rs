@@ -61,6 +61,25 @@ pub struct ServerConfig {
     /// The management HTTP API; `None` (the library default) turns it off. The CLI
     /// turns it on at 127.0.0.1:9100 in Configurapi mode.
     pub management: Option<MgmtConfig>,
+    /// The secure (WSS) listener beside the plain one; `None` turns it off.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The secure listener: where, and the rustls configuration (see [`crate::tls`]).
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// Address of the WSS listener (the CLI's default port is 8443).
+    pub listen: SocketAddr,
+    /// Certificate chain, key, ALPN `http/1.1`.
+    pub server_config: Arc<rustls::ServerConfig>,
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ServerConfig {
@@ -79,6 +98,7 @@ impl Default for ServerConfig {
             job_queue: 1024,
             shutdown_timeout: Duration::from_secs(5),
             management: None,
+            tls: None,
         }
     }
 }

@@ -32,9 +32,10 @@ pub mod mgmt;
 pub mod postback;
 pub mod reactor;
 pub mod runner;
+pub mod tls;
 pub mod work;
 pub mod ws;
 
-pub use config::{Mode, ServerConfig};
+pub use config::{Mode, ServerConfig, TlsSettings};
 pub use conn::ConnId;
 pub use reactor::{Handle, Outgoing, Server};

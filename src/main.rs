@@ -44,6 +44,24 @@ fn main() -> ExitCode {
     };
     StderrLogger::install(args.log_level);
 
+    if let Some((key, cert)) = &args.tls_files {
+        match configurapi_runner_ws::tls::load(cert, key) {
+            Ok(files) => {
+                if let Some(w) = files.expired_warning {
+                    log::warn!("{w}");
+                }
+                args.server.tls = Some(configurapi_runner_ws::TlsSettings {
+                    listen: args.secure_listen,
+                    server_config: files.server_config,
+                });
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+
     let what = if args.echo {
         args.server.mode = Mode::Echo;
         "raw echo".to_string()
@@ -81,12 +99,18 @@ fn main() -> ExitCode {
             // variable; set it before Server::bind starts the worker threads.
             std::env::set_var(configurapi_runner_ws::mgmt::TOKEN_ENV, t);
         }
+        let tls = match (&args.server.tls, args.management_tls) {
+            (Some(t), true) => Some(t.server_config.clone()),
+            _ => None,
+        };
         args.server.management = Some(MgmtConfig {
             listen: std::net::SocketAddr::new(args.management_host, mgmt_port),
             token,
+            tls,
             ..MgmtConfig::default()
         });
     }
+    let args_management_tls = args.management_tls;
     let server = match Server::bind(args.server) {
         Ok(s) => s,
         Err(e) => {
@@ -102,8 +126,12 @@ fn main() -> ExitCode {
         "configurapi-runner-ws listening on ws://{} ({what})",
         server.local_addr()
     );
+    if let Some(addr) = server.secure_addr() {
+        log::info!("secure listener on wss://{addr}");
+    }
     if let Some(addr) = server.management_addr() {
-        log::info!("management API on http://{addr}");
+        let scheme = if args_management_tls { "https" } else { "http" };
+        log::info!("management API on {scheme}://{addr}");
     }
     match server.run() {
         Ok(()) => {

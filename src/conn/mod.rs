@@ -12,14 +12,13 @@
 //! ```
 
 pub mod shared;
+pub mod transport;
 pub mod write_queue;
 
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use mio::net::TcpStream;
 
 use crate::config::{Mode, ServerConfig};
 use crate::reactor::stats::Stats;
@@ -29,6 +28,7 @@ use crate::ws::close_code;
 use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};
 use crate::ws::handshake::{self, HandshakeError};
 use shared::ConnShared;
+use transport::Transport;
 use write_queue::{BufPool, WriteQueue};
 
 /// A handle on a connection that can outlive it: the slab slot plus the generation the
@@ -94,8 +94,8 @@ pub struct AppConn {
 pub struct ConnState {
     /// Identity in the connection table.
     pub id: ConnId,
-    /// The socket.
-    pub sock: TcpStream,
+    /// The socket, plain or TLS.
+    pub sock: Transport,
     /// The peer's address.
     pub peer: SocketAddr,
     /// Life-cycle phase.
@@ -145,7 +145,7 @@ impl Conn {
     /// A freshly accepted connection.
     pub fn new(
         id: ConnId,
-        sock: TcpStream,
+        sock: Transport,
         peer: SocketAddr,
         cfg: &ServerConfig,
         now: Instant,
@@ -194,12 +194,12 @@ impl Conn {
             self.st.last_read = sh.now;
             self.st.ping_outstanding = false;
             self.on_bytes(&mut rbuf[..n], sh);
-            if self.st.wq.queued() > sh.cfg.high_water {
+            if self.st.queued() > sh.cfg.high_water {
                 // Backpressure: a peer that does not read its answers stops being read.
                 self.st.read_paused = true;
                 return ReadOutcome::Yielded;
             }
-            if n < rbuf.len() && !peer_closed {
+            if n < rbuf.len() && !peer_closed && !self.st.sock.may_have_more() {
                 // A short read emptied the socket's receive queue. With edge-triggered
                 // polling, bytes that arrive later raise a new event, so the read that
                 // would only say WouldBlock is skipped: one syscall less per message.
@@ -302,6 +302,19 @@ impl Conn {
 }
 
 impl ConnState {
+    /// Bytes not yet on the wire: the write queue's plus what the transport holds
+    /// (TLS records rustls made and the socket has not taken). Exact.
+    #[inline]
+    pub fn queued(&self) -> usize {
+        self.wq.queued() + self.sock.held()
+    }
+
+    /// Nothing waits to be written, in the queue or in the transport.
+    #[inline]
+    pub fn is_flushed(&self) -> bool {
+        self.wq.is_empty() && !self.sock.wants_write()
+    }
+
     /// Change phase and restart the phase clock.
     pub fn set_phase(&mut self, phase: Phase, now: Instant) {
         self.phase = phase;
@@ -394,13 +407,17 @@ impl ConnState {
             return;
         }
         let before = self.wq.queued();
-        match self.wq.flush(&mut self.sock, sh.pool) {
+        let flushed = self
+            .wq
+            .flush(&mut self.sock, sh.pool)
+            .and_then(|empty| Ok(self.sock.flush_own()? && empty));
+        match flushed {
             Ok(empty) => {
                 sh.stats.bytes_out += (before - self.wq.queued()) as u64;
                 if empty {
                     if let Phase::Finishing { shut: false } = self.phase {
                         // Our side is done; the peer's FIN (or the timeout) ends it.
-                        let _ = self.sock.shutdown(Shutdown::Write);
+                        self.sock.shutdown_write();
                         self.phase = Phase::Finishing { shut: true };
                     }
                 }
@@ -410,7 +427,7 @@ impl ConnState {
                 self.set_phase(Phase::Dead, sh.now);
             }
         }
-        if self.read_paused && self.wq.queued() <= sh.cfg.low_water {
+        if self.read_paused && self.queued() <= sh.cfg.low_water {
             self.read_paused = false;
         }
     }
@@ -465,7 +482,7 @@ impl ConnState {
             return None;
         }
         let read = !self.read_paused;
-        let write = !self.wq.is_empty();
+        let write = !self.wq.is_empty() || self.sock.wants_write();
         match (read, write) {
             (true, true) => Some(mio::Interest::READABLE | mio::Interest::WRITABLE),
             (true, false) => Some(mio::Interest::READABLE),

@@ -316,12 +316,17 @@ fn gone(id: &str) -> MgmtResponse {
 /// unspecified address (`0.0.0.0`, `::`) is replaced by loopback, which reaches it from
 /// this host.
 pub fn base_url(addr: SocketAddr) -> String {
+    base_url_with_scheme("http", addr)
+}
+
+/// [`base_url`] with a scheme (`https` when the management API serves TLS).
+pub fn base_url_with_scheme(scheme: &str, addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         IpAddr::V4(v4) if v4.is_unspecified() => Ipv4Addr::LOCALHOST.into(),
         IpAddr::V6(v6) if v6.is_unspecified() => Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 #[cfg(test)]

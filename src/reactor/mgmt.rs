@@ -5,17 +5,18 @@
 //! more than any other socket.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Interest, Token};
 use slab::Slab;
 
 use super::{Reactor, Shared, Stats, MGMT_BASE, MGMT_TIMER};
 use crate::config::{Mode, ServerConfig};
+use crate::conn::transport::Transport;
 use crate::conn::write_queue::{BufPool, WriteQueue};
 use crate::conn::{Conn, ConnId, Phase};
 use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, Session};
@@ -35,6 +36,8 @@ pub struct MgmtConfig {
     /// An idle keep-alive connection, or a request that stops arriving, is closed
     /// after this long without a byte (default 10 s).
     pub idle_timeout: Duration,
+    /// Serve HTTPS instead of HTTP (`--management-tls`: the WSS certificate).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for MgmtConfig {
@@ -44,13 +47,14 @@ impl Default for MgmtConfig {
             token: None,
             limits: crate::http::Limits::default(),
             idle_timeout: crate::mgmt::DEFAULT_IDLE_TIMEOUT,
+            tls: None,
         }
     }
 }
 
 /// One management connection.
 pub(super) struct MgmtConn {
-    sock: TcpStream,
+    sock: Transport,
     gen: u32,
     session: Session,
     wq: WriteQueue,
@@ -188,7 +192,7 @@ impl MgmtContext for Ctx<'_> {
             ..MetricsSnapshot::default()
         };
         for (_, c) in self.conns.iter() {
-            let q = c.st.wq.queued() as u64;
+            let q = c.st.queued() as u64;
             m.queued_bytes_sum += q;
             m.queued_bytes_max = m.queued_bytes_max.max(q);
         }
@@ -232,6 +236,17 @@ impl Reactor {
             {
                 continue;
             }
+            let sock = match &mcfg.tls {
+                Some(tls) => match rustls::ServerConnection::new(tls.clone()) {
+                    Ok(c) => Transport::tls(sock, c),
+                    Err(e) => {
+                        log::warn!("management TLS session setup failed: {e}");
+                        let _ = self.poll.registry().deregister(&mut sock);
+                        continue;
+                    }
+                },
+                None => Transport::Plain(sock),
+            };
             self.next_gen = self.next_gen.wrapping_add(1);
             entry.insert(MgmtConn {
                 sock,
@@ -304,9 +319,13 @@ impl Reactor {
             };
         }
         let touched = std::mem::take(&mut ctx.touched);
-        match mc.wq.flush(&mut mc.sock, &mut self.pool) {
+        let flushed = mc
+            .wq
+            .flush(&mut mc.sock, &mut self.pool)
+            .and_then(|empty| Ok(mc.sock.flush_own()? && empty));
+        match flushed {
             Ok(true) if mc.closing => {
-                let _ = mc.sock.shutdown(Shutdown::Write);
+                mc.sock.shutdown_write();
                 mc.dead = true;
             }
             Ok(_) => {}
@@ -335,12 +354,12 @@ impl Reactor {
         };
         if mc.dead {
             if mc.registered.take().is_some() {
-                let _ = self.poll.registry().deregister(&mut mc.sock);
+                let _ = self.poll.registry().deregister(mc.sock.socket());
             }
             self.mgmt.remove(slot);
             return;
         }
-        let want = if mc.wq.is_empty() {
+        let want = if mc.wq.is_empty() && !mc.sock.wants_write() {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
@@ -349,7 +368,7 @@ impl Reactor {
             && self
                 .poll
                 .registry()
-                .reregister(&mut mc.sock, Token(MGMT_BASE + slot), want)
+                .reregister(mc.sock.socket(), Token(MGMT_BASE + slot), want)
                 .is_ok()
         {
             mc.registered = Some(want);

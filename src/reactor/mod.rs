@@ -29,6 +29,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::{Mode, ServerConfig};
+use crate::conn::transport::Transport;
 use crate::conn::write_queue::BufPool;
 use crate::conn::{Conn, ConnId, Phase, ReadOutcome, Shared};
 use crate::work::{Job, WorkerPool};
@@ -56,6 +57,7 @@ macro_rules! shared {
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const MGMT_LISTENER: Token = Token(usize::MAX - 3);
+const SECURE_LISTENER: Token = Token(usize::MAX - 4);
 /// Management connections use tokens `MGMT_BASE + slot` (their own slab).
 const MGMT_BASE: usize = usize::MAX / 2;
 /// Timer entries of management connections carry this bit in their slot field.
@@ -183,6 +185,7 @@ pub struct Server {
     reactor: Reactor,
     handle: Handle,
     mgmt_addr: Option<SocketAddr>,
+    secure_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -201,6 +204,25 @@ impl Server {
         })?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let (secure_listener, secure_addr) = match &cfg.tls {
+            Some(tls) => {
+                let mut l = TcpListener::bind(tls.listen).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot listen on secure port {} ({}): {e}",
+                            tls.listen.port(),
+                            tls.listen.ip()
+                        ),
+                    )
+                })?;
+                poll.registry()
+                    .register(&mut l, SECURE_LISTENER, Interest::READABLE)?;
+                let a = l.local_addr()?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let addr = listener.local_addr()?;
         let (tx, rx) = mpsc::channel();
@@ -227,7 +249,11 @@ impl Server {
             None => (None, None),
         };
         if let (Mode::App(app), Some(addr)) = (&cfg.mode, mgmt_addr) {
-            app.set_management_url(&crate::mgmt::base_url(addr));
+            let scheme = match cfg.management.as_ref().and_then(|m| m.tls.as_ref()) {
+                Some(_) => "https",
+                None => "http",
+            };
+            app.set_management_url(&crate::mgmt::base_url_with_scheme(scheme, addr));
         }
         let workers = match &cfg.mode {
             Mode::App(_) => {
@@ -250,6 +276,7 @@ impl Server {
             mgmt: Slab::new(),
             poll,
             listener: Some(listener),
+            secure_listener,
             conns: Slab::new(),
             next_gen: 0,
             pool: BufPool::new(16 * 1024, 256),
@@ -266,12 +293,18 @@ impl Server {
             reactor,
             handle,
             mgmt_addr,
+            secure_addr,
         })
     }
 
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.handle.addr
+    }
+
+    /// The secure (WSS) listener's bound address, when TLS is on.
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        self.secure_addr
     }
 
     /// The management listener's bound address, when it is on.
@@ -321,6 +354,8 @@ struct Reactor {
     mgmt: Slab<MgmtConn>,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// The TLS (WSS) listener, when a key and certificate are set.
+    secure_listener: Option<TcpListener>,
     conns: Slab<Conn>,
     next_gen: u32,
     pool: BufPool,
@@ -358,7 +393,8 @@ impl Reactor {
             let now = Instant::now();
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(false, now),
+                    SECURE_LISTENER => self.accept(true, now),
                     MGMT_LISTENER => self.mgmt_accept(now),
                     WAKER => {
                         self.handle.wake_pending.store(false, Ordering::SeqCst);
@@ -417,9 +453,14 @@ impl Reactor {
         }
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept(&mut self, secure: bool, now: Instant) {
         loop {
-            let Some(listener) = self.listener.as_ref() else {
+            let listener = if secure {
+                self.secure_listener.as_ref()
+            } else {
+                self.listener.as_ref()
+            };
+            let Some(listener) = listener else {
                 return;
             };
             let (mut sock, peer) = match listener.accept() {
@@ -449,7 +490,20 @@ impl Reactor {
             {
                 continue;
             }
-            let mut conn = Conn::new(id, sock, peer, &self.cfg, now);
+            let transport = match (secure, &self.cfg.tls) {
+                (true, Some(tls)) => {
+                    match rustls::ServerConnection::new(tls.server_config.clone()) {
+                        Ok(c) => Transport::tls(sock, c),
+                        Err(e) => {
+                            log::warn!("TLS session setup failed: {e}");
+                            let _ = self.poll.registry().deregister(&mut sock);
+                            continue;
+                        }
+                    }
+                }
+                _ => Transport::Plain(sock),
+            };
+            let mut conn = Conn::new(id, transport, peer, &self.cfg, now);
             conn.st.registered = Some(Interest::READABLE);
             entry.insert(conn);
             self.stats.accepted += 1;
@@ -498,7 +552,7 @@ impl Reactor {
         // WRITABLE registration is needed. A connection that has just entered
         // Finishing with nothing queued (the peer answered our close) needs the
         // flush too: that is where its write side is shut down.
-        if !conn.st.wq.is_empty() || matches!(conn.st.phase, Phase::Finishing { shut: false }) {
+        if !conn.st.is_flushed() || matches!(conn.st.phase, Phase::Finishing { shut: false }) {
             let was_paused = conn.st.read_paused;
             conn.st.flush(&mut sh);
             if was_paused && !conn.st.read_paused {
@@ -516,6 +570,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        let queued = conn.st.queued();
         if let Some(a) = conn.st.app.as_mut() {
             let open = matches!(conn.st.phase, Phase::Open);
             if open && a.accepted && !a.registered {
@@ -524,7 +579,7 @@ impl Reactor {
                     .insert(a.shared.connection_id.clone(), conn.st.id);
             }
             if open {
-                let resumed = a.shared.set_queued(conn.st.wq.queued());
+                let resumed = a.shared.set_queued(queued);
                 self.jobs.extend(resumed);
             } else if !a.closed_notified {
                 // Leaves the registry first, then on_disconnect (6.5.6), once (8.11).
@@ -546,7 +601,7 @@ impl Reactor {
         match conn.st.wanted_interest() {
             None => {
                 if conn.st.registered.take().is_some() {
-                    let _ = self.poll.registry().deregister(&mut conn.st.sock);
+                    let _ = self.poll.registry().deregister(conn.st.sock.socket());
                 }
                 self.to_free.push(slot);
             }
@@ -554,7 +609,7 @@ impl Reactor {
                 if self
                     .poll
                     .registry()
-                    .reregister(&mut conn.st.sock, Token(slot), want)
+                    .reregister(conn.st.sock.socket(), Token(slot), want)
                     .is_ok()
                 {
                     conn.st.registered = Some(want);
@@ -724,7 +779,7 @@ impl Reactor {
                         // Count the frame as queued before it stops counting as in
                         // transit: a producer looking in between would otherwise see
                         // it in neither and send past the high-water mark.
-                        self.jobs.extend(a.shared.set_queued(conn.st.wq.queued()));
+                        self.jobs.extend(a.shared.set_queued(conn.st.queued()));
                         a.shared.transit_arrived(transit);
                     }
                     let mut sh = shared!(self, now);
@@ -770,7 +825,7 @@ impl Reactor {
                 Command::Stats(reply) => {
                     let mut s = self.stats.clone();
                     for (_, c) in self.conns.iter() {
-                        let q = c.st.wq.queued() as u64;
+                        let q = c.st.queued() as u64;
                         s.queued_bytes_sum += q;
                         s.queued_bytes_max = s.queued_bytes_max.max(q);
                     }
@@ -787,6 +842,9 @@ impl Reactor {
         }
         self.shutdown_at = Some(now + self.cfg.close_timeout);
         if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        if let Some(mut l) = self.secure_listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
         let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();

@@ -1,0 +1,782 @@
+//! WSS over the secure listener: a test CA and server certificates made with rcgen, a
+//! rustls client over std sockets, tungstenite or raw frames on top. Covers the key
+//! types and formats, echo from 0 bytes to 16 MiB, the codec paths Autobahn would
+//! exercise (fragments, ping/pong, close codes, invalid UTF-8), backpressure with a
+//! reader that never reads, on_connect rejection, non-TLS bytes, a stalled handshake,
+//! and the start-up errors for bad certificate files.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use configurapi_runner_ws::configurapi::Service;
+use configurapi_runner_ws::reactor::MgmtConfig;
+use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
+use configurapi_runner_ws::{Handle, Mode, Server, ServerConfig, TlsSettings};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tungstenite::Message;
+use util::{client_frame, upgrade_request, DEADLINE};
+
+const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(p).unwrap()
+}
+
+/// A fresh temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "wss-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA and a server certificate for `localhost` signed by it.
+struct Pki {
+    dir: TempDir,
+    ca_der: CertificateDer<'static>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Pki {
+    /// `leaf_key_pkcs8`: the server key rcgen signs with; `key_file`: what goes in the
+    /// key file (the same key, possibly in another format).
+    fn new(leaf_key: KeyPair, key_file: &str, expired: bool) -> Pki {
+        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "wss test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2002, 1, 1);
+        }
+        let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
+        let dir = TempDir::new();
+        let cert = dir.write("chain.pem", &(leaf.pem() + &ca_cert.pem()));
+        let key = dir.write("key.pem", key_file);
+        Pki {
+            dir,
+            ca_der: ca_cert.der().clone(),
+            cert,
+            key,
+        }
+    }
+
+    fn ecdsa() -> Pki {
+        let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pem = k.serialize_pem();
+        Pki::new(k, &pem, false)
+    }
+
+    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        configurapi_runner_ws::tls::load(&self.cert, &self.key)
+            .unwrap()
+            .server_config
+    }
+
+    fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(cfg)
+    }
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+struct WssServer {
+    handle: Handle,
+    plain: SocketAddr,
+    secure: SocketAddr,
+    mgmt: Option<SocketAddr>,
+    client_cfg: Arc<rustls::ClientConfig>,
+    join: Option<JoinHandle<std::io::Result<()>>>,
+    _pki: Pki,
+}
+
+impl WssServer {
+    fn start(pki: Pki, mut cfg: ServerConfig) -> WssServer {
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.tls = Some(TlsSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            server_config: pki.server_config(),
+        });
+        let server = Server::bind(cfg).expect("bind");
+        let plain = server.local_addr();
+        let secure = server.secure_addr().expect("secure listener");
+        let mgmt = server.management_addr();
+        let (handle, join) = server.spawn();
+        WssServer {
+            handle,
+            plain,
+            secure,
+            mgmt,
+            client_cfg: pki.client_config(),
+            join: Some(join),
+            _pki: pki,
+        }
+    }
+
+    fn echo(cfg: ServerConfig) -> WssServer {
+        WssServer::start(Pki::ecdsa(), cfg)
+    }
+
+    fn tcp(&self) -> TcpStream {
+        let s = TcpStream::connect(self.secure).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_write_timeout(Some(DEADLINE)).unwrap();
+        s.set_nodelay(true).unwrap();
+        s
+    }
+
+    /// A TLS stream to `addr` that finished the TLS handshake.
+    fn tls_to(&self, addr: SocketAddr) -> Tls {
+        let tcp = TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+        let conn = rustls::ClientConnection::new(
+            self.client_cfg.clone(),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).expect("TLS handshake");
+        }
+        s
+    }
+
+    /// A TLS stream that finished the TLS handshake.
+    fn tls(&self) -> Tls {
+        let conn = rustls::ClientConnection::new(
+            self.client_cfg.clone(),
+            ServerName::try_from("localhost").unwrap(),
+        )
+        .unwrap();
+        let mut s = rustls::StreamOwned::new(conn, self.tcp());
+        while s.conn.is_handshaking() {
+            s.conn.complete_io(&mut s.sock).expect("TLS handshake");
+        }
+        assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+        s
+    }
+
+    fn client(&self) -> tungstenite::WebSocket<Tls> {
+        let url = format!("wss://localhost:{}/", self.secure.port());
+        let (ws, resp) = tungstenite::client(url, self.tls()).expect("wss handshake");
+        assert_eq!(resp.status().as_u16(), 101);
+        ws
+    }
+
+    /// A TLS stream that completed the upgrade.
+    fn upgraded(&self, extra: &str) -> Tls {
+        let mut s = self.tls();
+        let req = upgrade_request("/").replace("\r\n\r\n", &format!("\r\n{extra}\r\n"));
+        s.write_all(req.as_bytes()).unwrap();
+        let head = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        s
+    }
+}
+
+impl Drop for WssServer {
+    fn drop(&mut self) {
+        let _ = self.handle.shutdown();
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+fn read_head(s: &mut impl Read) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) => break,
+            Ok(_) => head.push(b[0]),
+            Err(e) => panic!("reading the response head: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+fn read_frame(s: &mut impl Read) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).expect("frame header");
+    let len = match h[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).unwrap();
+    (h[0], payload)
+}
+
+/// Read until the stream ends (close_notify, EOF or a reset); panics at the deadline.
+fn read_to_end(s: &mut impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                return out
+            }
+            Err(e) => panic!("the server did not end the connection: {e}"),
+        }
+    }
+}
+
+fn expect_close(s: &mut Tls, code: u16) {
+    let (b0, payload) = read_frame(s);
+    assert_eq!(b0, 0x88, "expected a close frame, got {b0:#x} {payload:?}");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code);
+    read_to_end(s);
+}
+
+fn echo_round(ws: &mut tungstenite::WebSocket<Tls>, tag: &str) {
+    ws.send(Message::text(tag.to_string())).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text(tag.to_string()));
+}
+
+#[test]
+fn wss_echoes_text_and_binary_from_empty_to_sixteen_mib() {
+    let srv = WssServer::echo(ServerConfig::default());
+    let mut ws = srv.client();
+    for len in [
+        0usize,
+        1,
+        125,
+        126,
+        16383,
+        16384,
+        16385,
+        65536,
+        1 << 20,
+        16 << 20,
+    ] {
+        let text = "x".repeat(len);
+        ws.send(Message::text(text.clone())).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text(text));
+        let bin: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        ws.send(Message::binary(bin.clone())).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::binary(bin));
+    }
+    ws.close(None).unwrap();
+}
+
+#[test]
+fn every_key_type_and_format_serves_wss() {
+    let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let ed_pem = ed.serialize_pem();
+    let cases: Vec<(&str, KeyPair, String)> = vec![
+        (
+            "RSA PKCS#8",
+            KeyPair::from_pem(&fixture("rsa2048.pkcs8.pem")).unwrap(),
+            fixture("rsa2048.pkcs8.pem"),
+        ),
+        (
+            "RSA PKCS#1",
+            KeyPair::from_pem(&fixture("rsa2048.pkcs8.pem")).unwrap(),
+            fixture("rsa2048.pkcs1.pem"),
+        ),
+        (
+            "ECDSA PKCS#8",
+            KeyPair::from_pem(&fixture("p256.pkcs8.pem")).unwrap(),
+            fixture("p256.pkcs8.pem"),
+        ),
+        (
+            "ECDSA SEC1",
+            KeyPair::from_pem(&fixture("p256.pkcs8.pem")).unwrap(),
+            fixture("p256.sec1.pem"),
+        ),
+        ("Ed25519 PKCS#8", ed, ed_pem),
+    ];
+    for (what, key, key_file) in cases {
+        let srv = WssServer::start(Pki::new(key, &key_file, false), ServerConfig::default());
+        let mut ws = srv.client();
+        echo_round(&mut ws, what);
+    }
+}
+
+#[test]
+fn plain_port_keeps_serving_beside_the_secure_one() {
+    let srv = WssServer::echo(ServerConfig::default());
+    let (mut plain, _) = tungstenite::client(
+        format!("ws://{}/", srv.plain),
+        TcpStream::connect(srv.plain).unwrap(),
+    )
+    .unwrap();
+    let mut secure = srv.client();
+    plain.send(Message::text("plain")).unwrap();
+    echo_round(&mut secure, "secure");
+    assert_eq!(plain.read().unwrap(), Message::text("plain"));
+}
+
+#[test]
+fn codec_paths_over_tls_fragments_pings_close_codes_and_bad_utf8() {
+    let srv = WssServer::echo(ServerConfig::default());
+    // Fragments with a ping in between, each in its own TLS record.
+    let mut s = srv.upgraded("");
+    for f in [
+        client_frame(0x01, b"Hel"),
+        client_frame(0x89, b"ping!"),
+        client_frame(0x80, "lo €".as_bytes()),
+    ] {
+        s.write_all(&f).unwrap();
+        s.flush().unwrap();
+    }
+    assert_eq!(read_frame(&mut s), (0x8A, b"ping!".to_vec()));
+    assert_eq!(read_frame(&mut s), (0x81, "Hello €".as_bytes().to_vec()));
+    // Many frames in one TLS record.
+    let mut batch = Vec::new();
+    for i in 0..100u8 {
+        batch.extend(client_frame(0x82, &[i; 3]));
+    }
+    s.write_all(&batch).unwrap();
+    for i in 0..100u8 {
+        assert_eq!(read_frame(&mut s), (0x82, vec![i; 3]));
+    }
+    // The peer's close code is answered.
+    s.write_all(&client_frame(0x88, &[0x0F, 0xA0, b'b', b'y', b'e']))
+        .unwrap();
+    expect_close(&mut s, 4000);
+
+    // Invalid UTF-8 fails the connection with 1007.
+    let mut s = srv.upgraded("");
+    s.write_all(&client_frame(
+        0x81,
+        &[0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xFF],
+    ))
+    .unwrap();
+    expect_close(&mut s, 1007);
+
+    // A protocol error (unmasked frame) fails it with 1002.
+    let mut s = srv.upgraded("");
+    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    expect_close(&mut s, 1002);
+}
+
+#[test]
+fn first_offered_subprotocol_is_echoed_over_tls() {
+    let srv = WssServer::echo(ServerConfig::default());
+    let mut s = srv.tls();
+    let req = upgrade_request("/").replace(
+        "\r\n\r\n",
+        "\r\nSec-WebSocket-Protocol: graphql-ws, chat\r\n\r\n",
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Protocol: graphql-ws\r\n"),
+        "{head}"
+    );
+}
+
+#[test]
+fn reader_that_never_reads_is_bounded_over_tls() {
+    let cfg = ServerConfig {
+        high_water: 256 << 10,
+        low_water: 64 << 10,
+        ..Default::default()
+    };
+    let srv = WssServer::echo(cfg);
+    let mut s = srv.upgraded("");
+    s.sock
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let frame = client_frame(0x82, &vec![7u8; 64 << 10]);
+    let mut sent = 0usize;
+    while s.write_all(&frame).is_ok() {
+        sent += frame.len();
+        assert!(
+            sent < 512 << 20,
+            "the server kept reading a peer that never reads"
+        );
+    }
+    let stats = srv.handle.stats().unwrap();
+    // Paused at high water; one read batch (8 x 64 KiB) may overshoot it, and rustls
+    // holds at most one buffer of records (64 KiB plus record overhead).
+    assert!(
+        stats.queued_bytes_max <= (256 << 10) + 8 * (64 << 10) + (80 << 10),
+        "{}",
+        stats.queued_bytes_max
+    );
+    assert!(stats.queued_bytes_max > 0);
+}
+
+#[test]
+fn on_connect_rejection_closes_with_1008_over_tls() {
+    let yaml = r#"
+import: [configurapi-handler-http]
+api:
+  events:
+    - name: on_connect
+      policies:
+        - setResponseHandler: [403, denied]
+"#;
+    let service = Service::from_str(yaml, "test.yaml", runner::registry()).unwrap();
+    let runner = Runner::new(service, RunnerOptions::default());
+    let cfg = ServerConfig {
+        mode: Mode::App(Arc::new(runner)),
+        workers: 2,
+        ..Default::default()
+    };
+    let srv = WssServer::start(Pki::ecdsa(), cfg);
+    let mut s = srv.upgraded("");
+    let (b0, payload) = read_frame(&mut s);
+    assert_eq!(b0, 0x88);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+    assert_eq!(&payload[2..], b"Policy Violation");
+}
+
+#[test]
+fn plain_http_and_garbage_on_the_tls_port_end_without_a_hang() {
+    let srv = WssServer::echo(ServerConfig::default());
+    for (bytes, alert) in [
+        // Not a TLS record: a decode_error alert, then the close.
+        (upgrade_request("/").into_bytes(), true),
+        (b"\x00\x01\x02garbage\r\n\r\n".to_vec(), true),
+        // A handshake record claiming a huge message: rustls fails it without an
+        // alert; the connection is closed.
+        (
+            vec![0x16, 0x03, 0x01, 0x00, 0x05, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF],
+            false,
+        ),
+    ] {
+        let mut s = srv.tcp();
+        s.write_all(&bytes).unwrap();
+        let start = Instant::now();
+        let answer = read_to_end(&mut s);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        if alert {
+            // A TLS alert record (content type 21, fatal, decode_error), then the close.
+            assert_eq!(answer, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]);
+        } else {
+            assert!(answer.is_empty() || answer[0] == 0x15, "{answer:?}");
+        }
+    }
+    // The server still serves after that.
+    echo_round(&mut srv.client(), "still here");
+}
+
+#[test]
+fn client_that_stalls_mid_handshake_is_dropped_by_the_timeout() {
+    let cfg = ServerConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let srv = WssServer::echo(cfg);
+    let mut s = srv.tcp();
+    // The start of a ClientHello record, then nothing.
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+    let start = Instant::now();
+    read_to_end(&mut s);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let stats = srv.handle.stats().unwrap();
+    assert_eq!(stats.handshake_timeouts, 1);
+}
+
+/// Run the binary with TLS flags; the result and stderr.
+fn run_bin(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args([
+            "--echo",
+            "--port",
+            "0",
+            "--secure-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn assert_one_line_error(args: &[&str], names: &str, what: &str) {
+    let (code, err) = run_bin(args);
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(names), "{err}");
+    assert!(err.contains(what), "{err}");
+}
+
+#[test]
+fn certificate_errors_are_one_line_naming_the_file_and_exit_2() {
+    let pki = Pki::ecdsa();
+    let cert = pki.cert.to_str().unwrap();
+    let key = pki.key.to_str().unwrap();
+    let missing = pki.dir.0.join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    // A missing file.
+    assert_one_line_error(&["--key", key, "--cert", missing], missing, "cannot read");
+    assert_one_line_error(&["--key", missing, "--cert", cert], missing, "cannot read");
+    // A file with no certificate (the key file given as the certificate).
+    assert_one_line_error(&["--key", key, "--cert", key], key, "no certificate");
+    // A file with no key.
+    assert_one_line_error(&["--key", cert, "--cert", cert], cert, "no private key");
+    // A key that does not match the certificate.
+    let other = pki.dir.write(
+        "other.pem",
+        &KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem(),
+    );
+    let other = other.to_str().unwrap();
+    assert_one_line_error(&["--key", other, "--cert", cert], other, "does not match");
+    // One of the two flags without the other.
+    assert_one_line_error(&["--key", key], "--cert", "needs");
+    assert_one_line_error(&["--cert", cert], "--key", "needs");
+}
+
+#[test]
+fn expired_certificate_is_a_warning_naming_the_file() {
+    let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let pem = k.serialize_pem();
+    let pki = Pki::new(k, &pem, true);
+    let warning = configurapi_runner_ws::tls::load(&pki.cert, &pki.key)
+        .unwrap()
+        .expired_warning
+        .expect("an expired certificate is noticed");
+    assert!(!warning.contains('\n'));
+    assert!(warning.contains(pki.cert.to_str().unwrap()), "{warning}");
+    assert!(warning.contains("expired"), "{warning}");
+    assert!(warning.contains("2002-01-01"), "{warning}");
+    // A valid one is not.
+    let pki = Pki::ecdsa();
+    assert!(configurapi_runner_ws::tls::load(&pki.cert, &pki.key)
+        .unwrap()
+        .expired_warning
+        .is_none());
+}
+
+#[test]
+fn management_api_over_https_when_enabled() {
+    let pki = Pki::ecdsa();
+    let cfg = ServerConfig {
+        management: Some(MgmtConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(pki.server_config()),
+            ..MgmtConfig::default()
+        }),
+        ..Default::default()
+    };
+    let srv = WssServer::start(pki, cfg);
+    let mut ws = srv.client();
+    echo_round(&mut ws, "open");
+    let mut s = srv.tls_to(srv.mgmt.unwrap());
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answer = String::from_utf8(read_to_end(&mut s)).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.trim_end().ends_with("ok"), "{answer}");
+    // Keep-alive: two requests on one TLS connection.
+    let mut s = srv.tls_to(srv.mgmt.unwrap());
+    for _ in 0..2 {
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let head = read_head(&mut s);
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("content-length");
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+    }
+    // Plain HTTP on the HTTPS port gets no HTTP answer.
+    let mut tcp = TcpStream::connect(srv.mgmt.unwrap()).unwrap();
+    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let answer = read_to_end(&mut tcp);
+    assert!(answer.is_empty() || answer[0] == 0x15, "{answer:?}");
+}
+
+#[test]
+fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
+    // 1600 chunks of 16 KiB (25 MiB) to a reader that reads nothing at first, then a
+    // little at a time. The bound is high water + one chunk frame + what rustls may hold
+    // (its 64 KiB buffer limit of records plus their overhead).
+    const COUNT: usize = 1600;
+    const CHUNK: usize = 16384;
+    const HIGH: usize = 256 << 10;
+    let yaml = format!(
+        "api:\n  events:\n    - name: big\n      policies:\n        - streamHandler: [{COUNT}, {CHUNK}]\n"
+    );
+    let service = Service::from_str(&yaml, "test.yaml", runner::registry()).unwrap();
+    let runner = Runner::new(service, RunnerOptions::default());
+    let cfg = ServerConfig {
+        mode: Mode::App(Arc::new(runner)),
+        workers: 2,
+        high_water: HIGH,
+        low_water: 64 << 10,
+        ..Default::default()
+    };
+    let srv = WssServer::start(Pki::ecdsa(), cfg);
+    let mut s = srv.upgraded("");
+    s.write_all(&client_frame(
+        0x81,
+        br#"{"name":"big","headers":{"message-id":"big"}}"#,
+    ))
+    .unwrap();
+    s.flush().unwrap();
+    let bound = (HIGH + CHUNK + 512 + (64 << 10) + 4096) as u64;
+    // Sample until the queue stops moving; every sample within the bound.
+    let sample_until_stalled = |min: u64| -> u64 {
+        let deadline = Instant::now() + DEADLINE;
+        let (mut last, mut same) = ((u64::MAX, 0u64), 0);
+        loop {
+            let st = srv.handle.stats().unwrap();
+            let q = st.queued_bytes_max;
+            assert!(q <= bound, "queued {q} > bound {bound}");
+            let now = (q, st.bytes_out);
+            if now == last && q >= min {
+                same += 1;
+                if same == 300 {
+                    return q;
+                }
+            } else {
+                same = 0;
+            }
+            last = now;
+            assert!(Instant::now() < deadline, "never stalled {now:?}");
+            std::thread::yield_now();
+        }
+    };
+    let stalled = sample_until_stalled(HIGH as u64);
+    assert!(stalled >= HIGH as u64);
+    assert!(
+        srv.handle.stats().unwrap().bytes_out < (COUNT * CHUNK) as u64 / 4,
+        "most of the stream waits for the reader"
+    );
+    let mut chunks = 0;
+    let mut read_one = |s: &mut Tls| -> bool {
+        let (b0, payload) = read_frame(s);
+        assert_eq!(b0, 0x81);
+        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        if v["headers"]["x-stream"] == "chunk" {
+            assert_eq!(v["body"].as_str().unwrap().len(), CHUNK);
+            chunks += 1;
+            true
+        } else {
+            assert_eq!(v["headers"]["x-stream"], "done", "{v}");
+            false
+        }
+    };
+    for cycle in 0..6 {
+        for _ in 0..(cycle + 1) * 30 {
+            assert!(read_one(&mut s), "the stream ended early");
+        }
+        sample_until_stalled(0);
+    }
+    while read_one(&mut s) {}
+    assert_eq!(chunks, COUNT);
+}
+
+#[test]
+fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
+    use std::io::BufRead;
+    let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let pem = k.serialize_pem();
+    let pki = Pki::new(k, &pem, true);
+    let cert = pki.cert.to_str().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "--echo",
+            "--port",
+            "0",
+            "--secure-port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ])
+        .args(["--key", pki.key.to_str().unwrap(), "--cert", cert])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut warned = false;
+    let mut serving = false;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.starts_with("WARN") && line.contains(cert) && line.contains("expired") {
+            warned = true;
+        }
+        if line.contains("secure listener on wss://127.0.0.1:") {
+            serving = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(warned, "no warning naming {cert}");
+    assert!(serving, "the server did not start");
+}
