@@ -23,7 +23,7 @@ use configurapi_runner_ws::{Handle, Mode, Server, ServerConfig, TlsSettings};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tungstenite::Message;
-use util::{client_frame, upgrade_request, DEADLINE};
+use util::{client_frame, read_frame, read_http_head, upgrade_request, DEADLINE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
 
@@ -214,7 +214,7 @@ impl WssServer {
         let mut s = self.tls();
         let req = upgrade_request("/").replace("\r\n\r\n", &format!("\r\n{extra}\r\n"));
         s.write_all(req.as_bytes()).unwrap();
-        let head = read_head(&mut s);
+        let head = read_http_head(&mut s);
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         s
     }
@@ -227,40 +227,6 @@ impl Drop for WssServer {
             let _ = j.join();
         }
     }
-}
-
-fn read_head(s: &mut impl Read) -> String {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(_) => head.push(b[0]),
-            Err(e) => panic!("reading the response head: {e}"),
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
-}
-
-fn read_frame(s: &mut impl Read) -> (u8, Vec<u8>) {
-    let mut h = [0u8; 2];
-    s.read_exact(&mut h).expect("frame header");
-    let len = match h[1] & 0x7F {
-        126 => {
-            let mut b = [0u8; 2];
-            s.read_exact(&mut b).unwrap();
-            u16::from_be_bytes(b) as usize
-        }
-        127 => {
-            let mut b = [0u8; 8];
-            s.read_exact(&mut b).unwrap();
-            u64::from_be_bytes(b) as usize
-        }
-        n => n as usize,
-    };
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).unwrap();
-    (h[0], payload)
 }
 
 /// Read until the stream ends (close_notify, EOF or a reset); panics at the deadline.
@@ -425,7 +391,7 @@ fn first_offered_subprotocol_is_echoed_over_tls() {
         "\r\nSec-WebSocket-Protocol: graphql-ws, chat\r\n\r\n",
     );
     s.write_all(req.as_bytes()).unwrap();
-    let head = read_head(&mut s);
+    let head = read_http_head(&mut s);
     assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
     assert!(
         head.contains("Sec-WebSocket-Protocol: graphql-ws\r\n"),
@@ -638,7 +604,7 @@ fn management_api_over_https_when_enabled() {
     for _ in 0..2 {
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
-        let head = read_head(&mut s);
+        let head = read_http_head(&mut s);
         assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
         let len: usize = head
             .lines()

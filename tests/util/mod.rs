@@ -83,7 +83,7 @@ pub fn upgrade_request(target: &str) -> String {
 
 /// Read an HTTP response head (up to the blank line), byte by byte so no frame bytes
 /// after it are taken.
-pub fn read_http_head(s: &mut TcpStream) -> String {
+pub fn read_http_head(s: &mut impl Read) -> String {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -131,7 +131,7 @@ pub fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// A server frame as read from the wire: (first byte, payload).
-pub fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+pub fn read_frame(s: &mut impl Read) -> (u8, Vec<u8>) {
     let mut h = [0u8; 2];
     s.read_exact(&mut h).expect("frame header");
     assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
