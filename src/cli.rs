@@ -23,6 +23,7 @@ OPTIONS:
     --secure-port N           WSS port [default: 8443; 0 picks a free port]
     --config PATH             config.yaml to serve [default: ./config.yaml, else built-in]
     --echo                    raw echo mode: every text/binary message is sent back as is
+    --max-connections N       past it, upgrades get 503 + Retry-After [default: 50000]
     --workers N               handler threads [default: number of cores]
     --job-queue N             jobs waiting for a worker before reading pauses [default: 1024]
     --postback-base URL       base of the postback-url header, e.g. http://node-a:9100
@@ -170,6 +171,13 @@ where
                     return Err("--management-token: the token must not be empty".into());
                 }
                 management_token = Some(v);
+            }
+            "--max-connections" => {
+                let v = value()?;
+                server.max_connections =
+                    v.parse().ok().filter(|&n: &usize| n >= 1).ok_or_else(|| {
+                        format!("--max-connections: '{v}' is not a positive number")
+                    })?;
             }
             "--workers" => {
                 let v = value()?;

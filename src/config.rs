@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub high_water: usize,
     /// See `high_water` (default 256 KiB).
     pub low_water: usize,
+    /// Most connections held at once; past it the upgrade answers 503 with
+    /// `Retry-After` (accepting goes on, so the listen queue never fills). Default 50,000.
+    pub max_connections: usize,
     /// Worker threads for application jobs (default: the number of cores).
     pub workers: usize,
     /// Jobs that may wait for a worker before the reactor stops reading (default 1024).
@@ -94,6 +97,7 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             high_water: 1 << 20,
             low_water: 256 << 10,
+            max_connections: 50_000,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             job_queue: 1024,
             shutdown_timeout: Duration::from_secs(5),

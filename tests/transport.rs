@@ -403,3 +403,37 @@ fn many_small_reads_of_a_large_message_are_echoed() {
     s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
     assert!(s.read(&mut rest).is_err(), "nothing more is sent");
 }
+
+#[test]
+fn past_max_connections_the_upgrade_is_503_with_retry_after_and_room_comes_back() {
+    let cfg = ServerConfig {
+        max_connections: 1,
+        ..Default::default()
+    };
+    let srv = TestServer::start(cfg);
+    let mut a = srv.upgraded();
+    let mut b = srv.raw();
+    b.write_all(upgrade_request("/").as_bytes()).unwrap();
+    let head = read_http_head(&mut b);
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    assert!(head.contains("Retry-After: 1\r\n"), "{head}");
+    read_to_eof(&mut b);
+    drop(b);
+    // A is still served, and once it leaves a new client gets in.
+    a.write_all(&client_frame(0x81, b"still a")).unwrap();
+    assert_eq!(read_frame(&mut a), (0x81, b"still a".to_vec()));
+    a.write_all(&client_frame(0x88, &1000u16.to_be_bytes()))
+        .unwrap();
+    expect_close(&mut a, 1000);
+    drop(a);
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while srv.handle.stats().unwrap().open != 0 {
+        assert!(std::time::Instant::now() < deadline, "A never went away");
+        std::thread::yield_now();
+    }
+    let mut c = srv.upgraded();
+    c.write_all(&client_frame(0x81, b"c")).unwrap();
+    assert_eq!(read_frame(&mut c), (0x81, b"c".to_vec()));
+    let stats = srv.handle.stats().unwrap();
+    assert_eq!(stats.handshakes_rejected.get(&503), Some(&1));
+}

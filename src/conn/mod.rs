@@ -223,6 +223,9 @@ impl Conn {
                 }
                 match handshake::parse_request(buf, &sh.cfg.handshake_limits) {
                     Ok(None) => {}
+                    Ok(Some(_)) if sh.stats.open as usize > sh.cfg.max_connections => {
+                        self.reject_handshake(HandshakeError::Overloaded, sh)
+                    }
                     Ok(Some((req, used))) => {
                         let mut rest = buf.split_off(used);
                         self.st.wq.push_raw(sh.pool, &req.response());

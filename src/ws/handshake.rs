@@ -80,6 +80,8 @@ pub enum HandshakeError {
     UnsupportedVersion,
     /// The head is over the byte or header-count limit. 431.
     HeadersTooLarge,
+    /// The server holds its maximum number of connections. 503 with `Retry-After`.
+    Overloaded,
 }
 
 impl HandshakeError {
@@ -90,6 +92,7 @@ impl HandshakeError {
             HandshakeError::MethodNotAllowed => 405,
             HandshakeError::UpgradeRequired | HandshakeError::UnsupportedVersion => 426,
             HandshakeError::HeadersTooLarge => 431,
+            HandshakeError::Overloaded => 503,
         }
     }
 
@@ -102,6 +105,7 @@ impl HandshakeError {
             HandshakeError::UpgradeRequired => "upgrade required",
             HandshakeError::UnsupportedVersion => "unsupported Sec-WebSocket-Version",
             HandshakeError::HeadersTooLarge => "request header fields too large",
+            HandshakeError::Overloaded => "server at its connection limit",
         }
     }
 
@@ -112,6 +116,7 @@ impl HandshakeError {
             400 => "Bad Request",
             405 => "Method Not Allowed",
             426 => "Upgrade Required",
+            503 => "Service Unavailable",
             _ => "Request Header Fields Too Large",
         };
         let body = self.reason();
@@ -120,6 +125,7 @@ impl HandshakeError {
             HandshakeError::UnsupportedVersion => extra.push_str("Sec-WebSocket-Version: 13\r\n"),
             HandshakeError::UpgradeRequired => extra.push_str("Upgrade: websocket\r\n"),
             HandshakeError::MethodNotAllowed => extra.push_str("Allow: GET\r\n"),
+            HandshakeError::Overloaded => extra.push_str("Retry-After: 1\r\n"),
             _ => {}
         }
         format!(
