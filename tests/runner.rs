@@ -1958,3 +1958,75 @@ fn s6_1_1_the_binary_serves_the_embedded_default_config_and_stops_on_sigterm() {
     assert_eq!(code, Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn s6_5_4_a_client_flooding_a_slow_on_connect_stops_being_read_and_nothing_is_lost() {
+    let yaml = r#"
+api:
+  events:
+    - name: on_connect
+      policies: [gateHandler]
+    - name: echo
+      policies: [echoHandler]
+"#;
+    let (gate_handler, gate) = gate();
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("gateHandler", gate_handler);
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
+    let mut s = srv.raw();
+    std::io::Write::write_all(&mut s, util::upgrade_request("/").as_bytes()).unwrap();
+    assert!(util::read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
+    gate.wait_entered();
+    // 5,000 messages of 4 KiB: far more than the kernel buffers hold, so the writer
+    // blocks once the server stops reading.
+    const N: usize = 5_000;
+    let mut writer = s.try_clone().unwrap();
+    writer.set_write_timeout(None).unwrap();
+    let payload = "p".repeat(4096);
+    let sending = std::thread::spawn(move || {
+        for i in 0..N {
+            let msg = json!({"name": "echo", "payload": payload, "headers": {"message-id": i}});
+            std::io::Write::write_all(&mut writer, &client_frame(0x81, msg.to_string().as_bytes()))
+                .unwrap();
+        }
+    });
+    // While on_connect holds, the server reads at most the cap (64) plus one read's
+    // worth (16 of these messages): far from the 5,000 sent.
+    let bound = 64 + 17;
+    let deadline = Instant::now() + DEADLINE;
+    let (mut last, mut unchanged) = (u64::MAX, 0);
+    while unchanged < 300 {
+        let seen = srv.handle.stats().unwrap().messages_in;
+        assert!(
+            seen <= bound,
+            "{seen} messages read while on_connect holds (bound {bound})"
+        );
+        unchanged = if seen == last && seen > 0 {
+            unchanged + 1
+        } else {
+            0
+        };
+        last = seen;
+        assert!(
+            Instant::now() < deadline,
+            "the server never stopped reading"
+        );
+        std::thread::yield_now();
+    }
+    gate.open();
+    // Every message is answered once on_connect accepts: none was dropped.
+    let mut ws = Ws { s };
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..N {
+        let reply = ws.recv();
+        assert_eq!(reply["statusCode"], 200);
+        ids.insert(reply["headers"]["message-id"].as_u64().unwrap());
+    }
+    assert_eq!(ids.len(), N);
+    sending.join().unwrap();
+}

@@ -180,7 +180,7 @@ impl Conn {
         sh: &mut Shared<'_>,
     ) -> ReadOutcome {
         for _ in 0..READS_PER_EVENT {
-            if self.st.read_paused || matches!(self.st.phase, Phase::Dead) {
+            if self.st.reading_blocked() || matches!(self.st.phase, Phase::Dead) {
                 return ReadOutcome::Yielded;
             }
             let n = match self.st.sock.read(rbuf) {
@@ -304,7 +304,22 @@ impl Conn {
     }
 }
 
+/// Messages that may wait for on_connect (6.5.4) before the connection stops being
+/// read: a client cannot grow the server's memory while its on_connect is slow.
+pub const MAX_WAITING_MESSAGES: usize = 64;
+
 impl ConnState {
+    /// Reading is paused: the write queue is over the high-water mark, or on_connect
+    /// has not answered and enough messages wait for it. The reactor revisits the
+    /// connection when the queue drains or on_connect accepts.
+    pub fn reading_blocked(&self) -> bool {
+        self.read_paused
+            || self
+                .app
+                .as_ref()
+                .is_some_and(|a| !a.accepted && a.waiting.len() >= MAX_WAITING_MESSAGES)
+    }
+
     /// Bytes not yet on the wire: the write queue's plus what the transport holds
     /// (TLS records rustls made and the socket has not taken). Exact.
     #[inline]

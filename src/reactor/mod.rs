@@ -538,7 +538,7 @@ impl Reactor {
             match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh) {
                 ReadOutcome::WouldBlock => {}
                 ReadOutcome::Yielded => {
-                    if !conn.st.read_paused {
+                    if !conn.st.reading_blocked() {
                         self.revisit.push(conn.st.id);
                     }
                 }
@@ -794,6 +794,9 @@ impl Reactor {
                         if !a.closed_notified {
                             a.accepted = true;
                             self.jobs.append(&mut a.waiting);
+                            // Reading may have stopped while messages waited; with
+                            // edge-triggered polling nothing else would resume it.
+                            self.revisit.push(id);
                         }
                     }
                     self.after_event(slot);
