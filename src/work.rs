@@ -8,9 +8,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A unit of work for a worker thread.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -24,6 +24,8 @@ struct PoolState {
     /// The reactor holds jobs it could not submit and wants to hear about free room.
     want_capacity: AtomicBool,
     on_capacity: CapacityHook,
+    /// Signalled when `in_flight` reaches zero (shutdown waits on it).
+    drained: (Mutex<()>, Condvar),
 }
 
 /// A fixed set of threads fed by a bounded queue.
@@ -47,6 +49,7 @@ impl WorkerPool {
             in_flight: AtomicUsize::new(0),
             want_capacity: AtomicBool::new(false),
             on_capacity,
+            drained: (Mutex::new(()), Condvar::new()),
         });
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers.max(1) {
@@ -100,9 +103,19 @@ impl WorkerPool {
     /// Threads still busy at the deadline are left to finish on their own.
     pub fn shutdown(&mut self, deadline: Instant) {
         self.tx = None;
-        while self.in_flight() > 0 && Instant::now() < deadline {
-            std::thread::park_timeout(Duration::from_millis(5));
+        let (lock, cv) = &self.state.drained;
+        let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while self.in_flight() > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            guard = cv
+                .wait_timeout(guard, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        drop(guard);
         if self.in_flight() == 0 {
             for t in self.threads.drain(..) {
                 let _ = t.join();
@@ -125,7 +138,11 @@ fn worker_loop(rx: &Mutex<Receiver<Job>>, state: &PoolState) {
         if catch_unwind(AssertUnwindSafe(job)).is_err() {
             log::error!("a worker job panicked; the worker goes on");
         }
-        state.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if state.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Under the lock, so a shutdown between its check and its wait is woken.
+            let _guard = state.drained.0.lock().unwrap_or_else(|e| e.into_inner());
+            state.drained.1.notify_all();
+        }
         if state.want_capacity.swap(false, Ordering::SeqCst) {
             (state.on_capacity)();
         }
@@ -136,6 +153,7 @@ fn worker_loop(rx: &Mutex<Receiver<Job>>, state: &PoolState) {
 mod tests {
     use super::*;
     use std::sync::mpsc::channel;
+    use std::time::Duration;
 
     #[test]
     fn full_queue_gives_the_job_back_and_reports_capacity_later() {

@@ -304,6 +304,13 @@ impl Conn {
     }
 }
 
+/// Data frames count as messages out; control frames do not.
+fn count_out(opcode: Opcode, stats: &mut Stats) {
+    if opcode == Opcode::Text || opcode == Opcode::Binary {
+        stats.messages_out += 1;
+    }
+}
+
 /// Messages that may wait for on_connect (6.5.4) before the connection stops being
 /// read: a client cannot grow the server's memory while its on_connect is slow.
 pub const MAX_WAITING_MESSAGES: usize = 64;
@@ -358,8 +365,7 @@ impl ConnState {
                         match app.on_message(&a.shared, opcode == Opcode::Text, payload, a.accepted)
                         {
                             Dispatch::Reply(frame) => {
-                                sh.stats.messages_out += 1;
-                                self.wq.push_frame_owned(sh.pool, Opcode::Text, frame);
+                                self.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
                             }
                             Dispatch::Job(job) if a.accepted => sh.jobs.push(job),
                             Dispatch::Job(job) => a.waiting.push(job),
@@ -387,10 +393,22 @@ impl ConnState {
 
     /// Queue a data or control frame.
     pub fn send_frame(&mut self, opcode: Opcode, payload: &[u8], sh: &mut Shared<'_>) {
-        if opcode == Opcode::Text || opcode == Opcode::Binary {
-            sh.stats.messages_out += 1;
-        }
+        count_out(opcode, sh.stats);
         self.wq.push_frame(sh.pool, opcode, payload);
+    }
+
+    /// Queue a frame whose payload is given away (no copy for large payloads). Takes
+    /// the pool and counters apart because the management routes and worker
+    /// deliveries hold them as separate borrows.
+    pub fn send_frame_owned(
+        &mut self,
+        pool: &mut BufPool,
+        stats: &mut Stats,
+        opcode: Opcode,
+        payload: Vec<u8>,
+    ) {
+        count_out(opcode, stats);
+        self.wq.push_frame_owned(pool, opcode, payload);
     }
 
     /// Fail the connection: send a close frame with `code`, then finish.

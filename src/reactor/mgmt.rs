@@ -141,11 +141,9 @@ impl MgmtContext for Ctx<'_> {
         let Some(slot) = self.find(id) else {
             return false;
         };
-        self.stats.messages_out += 1;
         self.conns[slot]
             .st
-            .wq
-            .push_frame_owned(self.pool, Opcode::Text, envelope_json);
+            .send_frame_owned(self.pool, self.stats, Opcode::Text, envelope_json);
         self.touched.push(slot);
         true
     }

@@ -771,10 +771,8 @@ impl Reactor {
                         self.stats.stale_dropped += 1;
                         continue;
                     }
-                    if opcode == Opcode::Text || opcode == Opcode::Binary {
-                        self.stats.messages_out += 1;
-                    }
-                    conn.st.wq.push_frame_owned(&mut self.pool, opcode, payload);
+                    conn.st
+                        .send_frame_owned(&mut self.pool, &mut self.stats, opcode, payload);
                     if let Some(a) = &conn.st.app {
                         // Count the frame as queued before it stops counting as in
                         // transit: a producer looking in between would otherwise see
