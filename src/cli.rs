@@ -41,6 +41,13 @@ OPTIONS:
     --close-timeout DUR       time allowed for the close handshake [default: 5s]
     --high-water SIZE         stop reading a peer with this much queued for it [default: 1MiB]
     --low-water SIZE          resume reading below this [default: 256KiB]
+    --max-queued SIZE         close a peer with 1008 when this much stays queued for it
+                              longer than --queued-grace, or twice it at once [default: 16MiB]
+    --queued-grace DUR        see --max-queued [default: 10s]
+    --max-handshake-size SIZE largest upgrade request head [default: 16KiB]
+    --max-handshake-headers N most header lines in an upgrade request [default: 100]
+    --max-management-connections N
+                              management connections at once; past it 503 [default: 64]
     --shutdown-timeout DUR    time running handlers get on SIGINT/SIGTERM [default: 5s]
     --log-level LEVEL         error, warn, info, debug or trace [default: info]
     -h, --help                print this help
@@ -212,6 +219,17 @@ where
             "--close-timeout" => server.close_timeout = parse_duration(&flag, &value()?)?,
             "--high-water" => server.high_water = parse_size(&flag, &value()?)?,
             "--low-water" => server.low_water = parse_size(&flag, &value()?)?,
+            "--max-queued" => server.max_queued = parse_size(&flag, &value()?)?,
+            "--queued-grace" => server.queued_grace = parse_duration(&flag, &value()?)?,
+            "--max-handshake-size" => {
+                server.handshake_limits.max_bytes = parse_size(&flag, &value()?)?
+            }
+            "--max-handshake-headers" => {
+                server.handshake_limits.max_headers = parse_count(&flag, &value()?)?
+            }
+            "--max-management-connections" => {
+                server.max_management_connections = parse_count(&flag, &value()?)?
+            }
             "--log-level" => {
                 let v = value()?;
                 log_level = v.parse().map_err(|_| {
@@ -227,6 +245,9 @@ where
     }
     if server.low_water > server.high_water {
         return Err("--low-water must not exceed --high-water".into());
+    }
+    if server.max_queued < server.high_water {
+        return Err("--max-queued must not be below --high-water".into());
     }
     if server.handshake_timeout.is_zero() || server.close_timeout.is_zero() {
         return Err("--handshake-timeout and --close-timeout must be greater than 0".into());
@@ -276,6 +297,15 @@ pub fn parse_size(flag: &str, v: &str) -> Result<usize, String> {
         return Err(format!("{flag}: must be greater than 0"));
     }
     Ok(size)
+}
+
+/// A positive whole number.
+pub fn parse_count(flag: &str, v: &str) -> Result<usize, String> {
+    v.trim()
+        .parse()
+        .ok()
+        .filter(|&n: &usize| n >= 1)
+        .ok_or_else(|| format!("{flag}: '{v}' is not a positive number"))
 }
 
 /// `10`, `10s`, `500ms`, `2m`.
@@ -343,6 +373,9 @@ mod tests {
             &["--secure-port", "x"],
             &["--management-tls"],
             &["--max-frame-size", "2MiB", "--max-message-size", "1MiB"],
+            &["--max-queued", "64KiB"],
+            &["--max-handshake-headers", "0"],
+            &["--max-management-connections", "many"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n'), "{err}");

@@ -52,6 +52,17 @@ pub struct ServerConfig {
     pub high_water: usize,
     /// See `high_water` (default 256 KiB).
     pub low_water: usize,
+    /// Hard cap on one connection's queued bytes: a peer that stays over it for
+    /// `queued_grace`, or goes over twice it at any moment, is closed with 1008 and the
+    /// rest of its queue is dropped (default 16 MiB). Producers stop at `high_water`
+    /// long before; this bounds what they cannot pace (replies in flight, management
+    /// posts, one large message).
+    pub max_queued: usize,
+    /// See `max_queued` (default 10 s).
+    pub queued_grace: Duration,
+    /// Most management connections at once; past it a new one gets 503 and is closed
+    /// (default 64).
+    pub max_management_connections: usize,
     /// Most connections held at once; past it the upgrade answers 503 with
     /// `Retry-After` (accepting goes on, so the listen queue never fills). Default 50,000.
     pub max_connections: usize,
@@ -97,6 +108,9 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             high_water: 1 << 20,
             low_water: 256 << 10,
+            max_queued: 16 << 20,
+            queued_grace: Duration::from_secs(10),
+            max_management_connections: 64,
             max_connections: 50_000,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             job_queue: 1024,

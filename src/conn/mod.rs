@@ -18,7 +18,7 @@ pub mod write_queue;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::config::{Mode, ServerConfig};
 use crate::reactor::stats::Stats;
@@ -118,6 +118,13 @@ pub struct ConnState {
     pub timer_armed: Option<Instant>,
     /// Configurapi-mode state; `None` in echo mode and before the upgrade.
     pub app: Option<AppConn>,
+    /// Since when the queue has been over `max_queued` (the grace period's start).
+    pub over_cap_since: Option<Instant>,
+    /// Pongs queued since the queue was last empty (see [`PONG_BURST`]).
+    pub pongs_queued: u8,
+    /// The latest ping's payload, answered once the queue drains: pings beyond the
+    /// burst replace each other (RFC 6455 5.5.3) instead of growing the queue.
+    pub deferred_pong: Option<Box<[u8]>>,
 }
 
 /// A connection: codec plus state.
@@ -166,6 +173,9 @@ impl Conn {
                 read_paused: false,
                 timer_armed: None,
                 app: None,
+                over_cap_since: None,
+                pongs_queued: 0,
+                deferred_pong: None,
             },
         }
     }
@@ -311,6 +321,12 @@ fn count_out(opcode: Opcode, stats: &mut Stats) {
     }
 }
 
+/// Pongs a connection may have queued at once. Pings past it while the peer is not
+/// taking its bytes are coalesced into one deferred pong, so a ping flood that is not
+/// read costs a bounded queue, while a burst of a few pings (Autobahn 2.10) still gets
+/// one pong each.
+pub const PONG_BURST: u8 = 16;
+
 /// Messages that may wait for on_connect (6.5.4) before the connection stops being
 /// read: a client cannot grow the server's memory while its on_connect is slow.
 pub const MAX_WAITING_MESSAGES: usize = 64;
@@ -373,7 +389,7 @@ impl ConnState {
                     }
                 }
             }
-            Incoming::Ping(payload) if !closing => self.send_frame(Opcode::Pong, payload, sh),
+            Incoming::Ping(payload) if !closing => self.answer_ping(payload, sh),
             Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_) | Incoming::Pong(_) => {}
             Incoming::Close(code) => {
                 if !closing {
@@ -388,6 +404,21 @@ impl ConnState {
                 }
                 self.set_phase(Phase::Finishing { shut: false }, sh.now);
             }
+        }
+    }
+
+    fn answer_ping(&mut self, payload: &[u8], sh: &mut Shared<'_>) {
+        if self.wq.is_empty() {
+            self.pongs_queued = 0;
+        }
+        if self.pongs_queued < PONG_BURST {
+            self.pongs_queued += 1;
+            self.wq.push_frame(sh.pool, Opcode::Pong, payload);
+        } else {
+            if self.deferred_pong.is_some() {
+                sh.stats.pongs_coalesced += 1;
+            }
+            self.deferred_pong = Some(payload.into());
         }
     }
 
@@ -431,6 +462,8 @@ impl ConnState {
     }
 
     fn send_close(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
+        // Nothing may follow a close frame.
+        self.deferred_pong = None;
         let (payload, n) = close_payload(code, reason);
         self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
         sh.stats.record_close_sent(code);
@@ -442,11 +475,21 @@ impl ConnState {
         if matches!(self.phase, Phase::Dead) {
             return;
         }
-        let before = self.wq.queued();
-        let flushed = self
-            .wq
-            .flush(&mut self.sock, sh.pool)
-            .and_then(|empty| Ok(self.sock.flush_own()? && empty));
+        let mut before = self.wq.queued();
+        let mut flushed = self.wq.flush(&mut self.sock, sh.pool);
+        let pong = match flushed {
+            Ok(true) => self.deferred_pong.take(),
+            _ => None,
+        };
+        if let Some(pong) = pong {
+            // The peer took everything: the latest ping gets its answer now.
+            sh.stats.bytes_out += before as u64;
+            self.wq.push_frame(sh.pool, Opcode::Pong, &pong);
+            self.pongs_queued = 1;
+            before = self.wq.queued();
+            flushed = self.wq.flush(&mut self.sock, sh.pool);
+        }
+        let flushed = flushed.and_then(|empty| Ok(self.sock.flush_own()? && empty));
         match flushed {
             Ok(empty) => {
                 sh.stats.bytes_out += (before - self.wq.queued()) as u64;
@@ -472,18 +515,59 @@ impl ConnState {
     pub fn deadline(&self, cfg: &ServerConfig) -> Option<Instant> {
         match self.phase {
             Phase::Handshake(_) => Some(self.phase_since + cfg.handshake_timeout),
-            Phase::Open if cfg.idle_timeout > Duration::ZERO => {
-                let wait = if self.ping_outstanding {
-                    cfg.idle_timeout
-                } else {
-                    cfg.idle_timeout / 2
-                };
-                Some(self.last_read + wait)
+            Phase::Open => {
+                let cap = self.over_cap_since.map(|t| t + cfg.queued_grace);
+                match (self.idle_deadline(cfg), cap) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             }
-            Phase::Open => None,
             Phase::Closing | Phase::Finishing { .. } => Some(self.phase_since + cfg.close_timeout),
             Phase::Dead => None,
         }
+    }
+
+    /// When the idle timer next needs the connection: the keep-alive ping, or the close
+    /// once the ping went unanswered.
+    fn idle_deadline(&self, cfg: &ServerConfig) -> Option<Instant> {
+        if cfg.idle_timeout.is_zero() {
+            return None;
+        }
+        let wait = if self.ping_outstanding {
+            cfg.idle_timeout
+        } else {
+            cfg.idle_timeout / 2
+        };
+        Some(self.last_read + wait)
+    }
+
+    /// The hard cap on queued bytes (`max_queued`): a peer over it for the grace period,
+    /// or over twice it at any moment, is closed with 1008. What it has not begun to
+    /// receive is dropped, so the close frame is next on the wire and the memory is
+    /// freed now rather than when a peer that does not read finally times out.
+    pub fn enforce_queued_cap(&mut self, sh: &mut Shared<'_>) {
+        if !matches!(self.phase, Phase::Open) {
+            self.over_cap_since = None;
+            return;
+        }
+        let queued = self.queued();
+        if queued <= sh.cfg.max_queued {
+            self.over_cap_since = None;
+            return;
+        }
+        let since = *self.over_cap_since.get_or_insert(sh.now);
+        if queued <= sh.cfg.max_queued.saturating_mul(2) && sh.now < since + sh.cfg.queued_grace {
+            return;
+        }
+        let dropped = self.wq.drop_unstarted(sh.pool);
+        sh.stats.backpressure_closes += 1;
+        log::info!(
+            "{}: closed with 1008: {queued} bytes queued (limit {}), {dropped} dropped",
+            self.peer,
+            sh.cfg.max_queued
+        );
+        self.over_cap_since = None;
+        self.fail(close_code::POLICY_VIOLATION, "backpressure limit", sh);
     }
 
     /// The deadline passed: act on it.
@@ -498,6 +582,11 @@ impl ConnState {
                 self.set_phase(Phase::Dead, sh.now);
             }
             Phase::Open => {
+                self.enforce_queued_cap(sh);
+                match self.idle_deadline(sh.cfg) {
+                    Some(d) if d <= sh.now && matches!(self.phase, Phase::Open) => {}
+                    _ => return,
+                }
                 if self.ping_outstanding {
                     sh.stats.idle_timeouts += 1;
                     self.start_close(close_code::GOING_AWAY, "idle timeout", sh);

@@ -57,6 +57,10 @@ impl BufPool {
 #[derive(Default)]
 pub struct WriteQueue {
     bufs: VecDeque<Vec<u8>>,
+    /// Bit i set: `bufs[i]` begins with a frame (or HTTP) boundary rather than the rest
+    /// of a large payload. Only the first 64 buffers are tracked; the rest count as
+    /// continuations, which only makes [`WriteQueue::drop_unstarted`] keep more.
+    starts: u64,
     /// Bytes of `bufs[0]` already written.
     head_written: usize,
     queued: usize,
@@ -115,6 +119,7 @@ impl WriteQueue {
             None => false,
         };
         if !reuse {
+            self.mark_start(self.bufs.len());
             self.bufs.push_back(pool.get());
         }
         self.bufs.back_mut().expect("just ensured a tail buffer")
@@ -158,6 +163,7 @@ impl WriteQueue {
             n -= head_left;
             self.head_written = 0;
             let done = self.bufs.pop_front().expect("advance within queued bytes");
+            self.starts >>= 1;
             pool.put(done);
         }
         if self.bufs.is_empty() {
@@ -172,8 +178,33 @@ impl WriteQueue {
             pool.put(b);
         }
         self.bufs = VecDeque::new();
+        self.starts = 0;
         self.head_written = 0;
         self.queued = 0;
+    }
+
+    /// Drop the frames the socket has not begun to take, keeping the head buffer and
+    /// the payload it is in the middle of, so the stream stays well framed and a close
+    /// frame queued next is the next thing the peer reads. Returns the bytes dropped.
+    pub fn drop_unstarted(&mut self, pool: &mut BufPool) -> usize {
+        let cut = (1..self.bufs.len().min(64)).find(|&i| self.starts & (1 << i) != 0);
+        let Some(cut) = cut else {
+            return 0;
+        };
+        let mut dropped = 0;
+        for b in self.bufs.drain(cut..) {
+            dropped += b.len();
+            pool.put(b);
+        }
+        self.starts &= (1u64 << cut) - 1;
+        self.queued -= dropped;
+        dropped
+    }
+
+    fn mark_start(&mut self, index: usize) {
+        if index < 64 {
+            self.starts |= 1 << index;
+        }
     }
 }
 
@@ -245,5 +276,44 @@ mod tests {
         assert_eq!(q.bufs.capacity(), 0);
         // The buffer went back to the pool and is handed out again.
         assert_eq!(pool.free.len(), 1);
+    }
+
+    #[test]
+    fn drop_unstarted_keeps_the_frame_in_progress_and_whole_frames_only() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut q = WriteQueue::default();
+        q.push_frame(&mut pool, Opcode::Text, b"first");
+        q.push_frame_owned(&mut pool, Opcode::Binary, vec![1u8; 40_000]);
+        q.push_frame_owned(&mut pool, Opcode::Binary, vec![2u8; 40_000]);
+        q.push_frame(&mut pool, Opcode::Text, b"last");
+        // The socket takes the first frame and the next one's header.
+        let mut w = Trickle {
+            out: Vec::new(),
+            cap: 7 + 4 + 1000,
+            block_next: false,
+        };
+        assert!(!q.flush(&mut w, &mut pool).unwrap());
+        let dropped = q.drop_unstarted(&mut pool);
+        assert_eq!(dropped, 4 + 40_000 + 2 + 4);
+        q.push_frame(&mut pool, Opcode::Close, &[0x03, 0xF0]);
+        let mut rest = Vec::new();
+        assert!(q.flush(&mut rest, &mut pool).unwrap());
+        w.out.extend_from_slice(&rest);
+        // What the peer reads: "first", the whole 40,000-byte frame, then the close.
+        assert_eq!(w.out.len(), 7 + 4 + 40_000 + 4);
+        assert_eq!(&w.out[7..11], &[0x82, 126, 0x9C, 0x40]);
+        assert!(w.out[11..11 + 40_000].iter().all(|&b| b == 1));
+        assert_eq!(&w.out[w.out.len() - 4..], &[0x88, 2, 0x03, 0xF0]);
+        assert_eq!(q.queued(), 0);
+    }
+
+    #[test]
+    fn drop_unstarted_with_one_buffer_drops_nothing() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut q = WriteQueue::default();
+        q.push_frame(&mut pool, Opcode::Text, b"a");
+        q.push_frame(&mut pool, Opcode::Text, b"b");
+        assert_eq!(q.drop_unstarted(&mut pool), 0);
+        assert_eq!(q.queued(), 6);
     }
 }

@@ -215,6 +215,16 @@ impl Reactor {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if super::is_fd_exhaustion(&e) => {
+                    match super::shed_one(listener, &mut self.reserve_fd, &mut self.stats) {
+                        Some(true) => continue,
+                        Some(false) => return,
+                        None => {
+                            self.retry_accept_later(now, &e);
+                            return;
+                        }
+                    }
+                }
                 Err(e) => {
                     log::warn!("management accept failed: {e}");
                     return;
@@ -224,6 +234,13 @@ impl Reactor {
             let Some(mcfg) = &self.cfg.management else {
                 return;
             };
+            if self.mgmt.len() >= self.cfg.max_management_connections {
+                // Over the cap: a short answer and a close, costing the loop one write.
+                use std::io::Write;
+                let _ = sock.write(super::SHED_RESPONSE);
+                self.stats.mgmt_refused += 1;
+                continue;
+            }
             let entry = self.mgmt.vacant_entry();
             let slot = entry.key();
             if self

@@ -54,6 +54,45 @@ macro_rules! shared {
     };
 }
 
+/// How long accepting pauses when descriptors ran out and none could be freed.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// The answer a shed connection gets, best effort, before it is closed.
+const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+/// `accept` failed because this process (EMFILE) or the system (ENFILE) is out of
+/// file descriptors; ENOBUFS and ENOMEM are the same shortage in other words.
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// The reserve-fd technique: give up the spare descriptor, accept the connection
+/// waiting at the head of the queue, answer it 503 and close it, then take the spare
+/// again. `Some(true)`: one was shed, try the next; `Some(false)`: the queue is empty;
+/// `None`: there was no spare (the caller retries later).
+fn shed_one(
+    listener: &TcpListener,
+    reserve: &mut Option<std::fs::File>,
+    stats: &mut Stats,
+) -> Option<bool> {
+    reserve.take()?;
+    let shed = match listener.accept() {
+        Ok((mut sock, _)) => {
+            use std::io::Write;
+            let _ = sock.write(SHED_RESPONSE);
+            stats.fd_shed += 1;
+            log::debug!("out of file descriptors: shed a connection with 503");
+            true
+        }
+        Err(e) => e.kind() == io::ErrorKind::Interrupted,
+    };
+    *reserve = std::fs::File::open("/dev/null").ok();
+    Some(shed)
+}
+
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX - 2);
 const MGMT_LISTENER: Token = Token(usize::MAX - 3);
@@ -288,6 +327,8 @@ impl Server {
             cfg,
             stats: Stats::default(),
             shutdown_at: None,
+            reserve_fd: std::fs::File::open("/dev/null").ok(),
+            accept_retry: None,
         };
         Ok(Server {
             reactor,
@@ -370,6 +411,14 @@ struct Reactor {
     cfg: ServerConfig,
     stats: Stats,
     shutdown_at: Option<Instant>,
+    /// A descriptor held in reserve (`/dev/null`): when accept fails for want of file
+    /// descriptors, it is closed to make room to accept the pending connection and
+    /// close it at once, then opened again. Without it, an edge-triggered listener
+    /// with a full process table would leave its queue stuck until the next arrival.
+    reserve_fd: Option<std::fs::File>,
+    /// Out of descriptors with no reserve: accepting is tried again at this time
+    /// instead of spinning on a readiness that cannot be cleared.
+    accept_retry: Option<Instant>,
 }
 
 impl Reactor {
@@ -380,9 +429,12 @@ impl Reactor {
             let timeout = if !self.revisit.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                self.timers
-                    .peek()
-                    .map(|Reverse((t, _, _))| t.saturating_duration_since(now))
+                let next = self.timers.peek().map(|Reverse((t, _, _))| *t);
+                let next = match (next, self.accept_retry) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|t| t.saturating_duration_since(now))
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -421,6 +473,12 @@ impl Reactor {
                 if self.lookup(id) {
                     self.conn_event(id.slot as usize, true, false, false, now);
                 }
+            }
+            if self.accept_retry.is_some_and(|t| t <= now) {
+                self.accept_retry = None;
+                self.accept(false, now);
+                self.accept(true, now);
+                self.mgmt_accept(now);
             }
             self.fire_timers(now);
             self.free_dead();
@@ -467,9 +525,17 @@ impl Reactor {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    match shed_one(listener, &mut self.reserve_fd, &mut self.stats) {
+                        Some(true) => continue,
+                        Some(false) => return,
+                        None => {
+                            self.retry_accept_later(now, &e);
+                            return;
+                        }
+                    }
+                }
                 Err(e) => {
-                    // EMFILE and friends: log and wait for the next event (fd shedding
-                    // is the hardening issue's work).
                     log::warn!("accept failed: {e}");
                     return;
                 }
@@ -509,6 +575,18 @@ impl Reactor {
             self.stats.accepted += 1;
             self.stats.open += 1;
             self.arm(slot);
+        }
+    }
+
+    /// Out of descriptors and no reserve to shed with: try again shortly (the listener
+    /// is edge-triggered, so waiting for its next event could wait forever).
+    fn retry_accept_later(&mut self, now: Instant, e: &io::Error) {
+        if self.accept_retry.is_none() {
+            log::warn!("accept failed: {e}; retrying in {ACCEPT_RETRY:?}");
+        }
+        self.accept_retry = Some(now + ACCEPT_RETRY);
+        if self.reserve_fd.is_none() {
+            self.reserve_fd = std::fs::File::open("/dev/null").ok();
         }
     }
 
@@ -570,6 +648,13 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        if conn.st.queued() > self.cfg.max_queued {
+            let mut sh = shared!(self, Instant::now());
+            conn.st.enforce_queued_cap(&mut sh);
+            conn.st.flush(&mut sh);
+        } else {
+            conn.st.over_cap_since = None;
+        }
         let queued = conn.st.queued();
         if let Some(a) = conn.st.app.as_mut() {
             let open = matches!(conn.st.phase, Phase::Open);

@@ -37,6 +37,14 @@ pub struct Stats {
     /// Deliveries (commands, completions, pushes) addressed to a connection that no
     /// longer exists (dropped by the generation check) or that has already closed.
     pub stale_dropped: u64,
+    /// Connections closed with 1008 for staying over the queued-bytes cap.
+    pub backpressure_closes: u64,
+    /// Pings whose pong was replaced by a later one's while the peer was not reading.
+    pub pongs_coalesced: u64,
+    /// Connections shed at accept because the process was out of file descriptors.
+    pub fd_shed: u64,
+    /// Management connections refused with 503 because too many were open.
+    pub mgmt_refused: u64,
     /// Timer entries that found their connection gone.
     pub stale_timers: u64,
     /// Bytes queued for writing, summed over connections (filled in on request).

@@ -15,6 +15,7 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub handle: Handle,
     pub addr: SocketAddr,
+    mgmt: Option<SocketAddr>,
     join: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -23,16 +24,23 @@ impl TestServer {
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         let server = Server::bind(cfg).expect("bind");
         let addr = server.local_addr();
+        let mgmt = server.management_addr();
         let (handle, join) = server.spawn();
         TestServer {
             handle,
             addr,
+            mgmt,
             join: Some(join),
         }
     }
 
     pub fn echo() -> TestServer {
         TestServer::start(ServerConfig::default())
+    }
+
+    /// The management listener's address (the config must turn it on).
+    pub fn management_addr(&self) -> SocketAddr {
+        self.mgmt.expect("management API configured")
     }
 
     pub fn url(&self) -> String {
