@@ -198,6 +198,19 @@ fn management_connections_are_capped() {
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     assert!(answer.contains("Retry-After: 1\r\n"), "{answer}");
     assert_eq!(srv.handle.stats().unwrap().mgmt_refused, 1);
+    // /metrics counts it.
+    let metrics = {
+        let mut s = held.pop().unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    };
+    assert!(
+        metrics.contains("\nconfigurapi_ws_connections_shed_total 1\n"),
+        "{metrics}"
+    );
     // The held ones are served.
     let get = |s: &mut TcpStream| {
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -64,6 +64,13 @@ pub struct MetricsSnapshot {
     pub close_codes_sent: BTreeMap<u16, u64>,
     /// Deliveries dropped because their connection was gone (generation check).
     pub stale_dropped: u64,
+    /// Connections closed with 1008 for staying over the queued-bytes cap.
+    pub backpressure_closes: u64,
+    /// Pongs replaced by a later ping's while the peer was not reading.
+    pub pongs_coalesced: u64,
+    /// Connections shed at accept (out of file descriptors) or refused by the
+    /// management connection cap.
+    pub connections_shed: u64,
     /// Refused upgrade handshakes, by reason label (e.g. `HandshakeError::reason`).
     pub handshakes_rejected: BTreeMap<String, u64>,
 }
@@ -128,6 +135,24 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             "counter",
             "Deliveries dropped because their connection was gone.",
             m.stale_dropped,
+        ),
+        (
+            "backpressure_closes_total",
+            "counter",
+            "Connections closed with 1008 for staying over the queued-bytes cap.",
+            m.backpressure_closes,
+        ),
+        (
+            "pongs_coalesced_total",
+            "counter",
+            "Pongs replaced by a later ping's while the peer was not reading.",
+            m.pongs_coalesced,
+        ),
+        (
+            "connections_shed_total",
+            "counter",
+            "Connections answered 503 and closed at accept: out of file descriptors, or over the management connection cap.",
+            m.connections_shed,
         ),
     ];
     for (name, kind, help, value) in scalars {

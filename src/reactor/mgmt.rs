@@ -182,6 +182,9 @@ impl MgmtContext for Ctx<'_> {
             bytes_out: s.bytes_out,
             close_codes_sent: s.close_codes_sent.clone(),
             stale_dropped: s.stale_dropped,
+            backpressure_closes: s.backpressure_closes,
+            pongs_coalesced: s.pongs_coalesced,
+            connections_shed: s.fd_shed + s.mgmt_refused,
             handshakes_rejected: s
                 .handshakes_rejected_by_reason
                 .iter()
