@@ -901,10 +901,10 @@ fn subprotocol_headers_built_to_be_expensive_are_answered_promptly() {
         "p0",
     );
     // The header repeated up to the header-count limit.
-    let repeated = tokens[..90]
-        .chunks(1)
-        .map(|t| format!("Sec-WebSocket-Protocol: {}, x, y\r\n", t[0]))
-        .collect::<String>();
+    let repeated: String = tokens[..90]
+        .iter()
+        .map(|t| format!("Sec-WebSocket-Protocol: {t}, x, y\r\n"))
+        .collect();
     echoed(&handshake_with(&srv, "", &repeated), "p0");
     // Long whitespace runs around the first token and between the others.
     let spaced = format!(
