@@ -914,6 +914,11 @@ impl Reactor {
                         let q = c.st.queued() as u64;
                         s.queued_bytes_sum += q;
                         s.queued_bytes_max = s.queued_bytes_max.max(q);
+                        let r = match &c.st.phase {
+                            Phase::Handshake(head) => head.capacity(),
+                            _ => c.dec.buffered_capacity(),
+                        };
+                        s.read_buffered_max = s.read_buffered_max.max(r as u64);
                     }
                     let _ = reply.send(s);
                 }

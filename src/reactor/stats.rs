@@ -51,6 +51,9 @@ pub struct Stats {
     pub queued_bytes_sum: u64,
     /// Largest write queue (filled in on request).
     pub queued_bytes_max: u64,
+    /// Largest read-side buffer, by capacity: an upgrade head being read or a message
+    /// being reassembled (filled in on request).
+    pub read_buffered_max: u64,
 }
 
 impl Stats {

@@ -141,6 +141,20 @@ pub fn parse_request(
     buf: &[u8],
     limits: &HandshakeLimits,
 ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    // One empty line before the request line is ignored (RFC 9112 2.2): at most two CR
+    // or LF bytes; more are refused. The head is parsed again at every read that may have ended it, and a run
+    // of empty lines is the one place where a blank line does not end it: sent a few
+    // bytes at a time, such a run would be re-scanned whole at every read.
+    let leading_blank = buf
+        .iter()
+        .take(3)
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    if leading_blank > 2 {
+        return Err(HandshakeError::BadRequest(
+            "empty lines before the request line",
+        ));
+    }
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut headers);
     let used = match req.parse(buf) {
@@ -342,6 +356,23 @@ mod tests {
         assert!(String::from_utf8(err.response())
             .unwrap()
             .contains("Sec-WebSocket-Version: 13\r\n"));
+    }
+
+    #[test]
+    fn one_empty_line_before_the_request_line_is_ignored_more_are_400() {
+        for lead in ["\r\n", "\n", "\n\n"] {
+            assert!(
+                parse(&format!("{lead}{GOOD}")).unwrap().is_some(),
+                "{lead:?}"
+            );
+        }
+        for lead in ["\r\n\r\n", "\n\r\n", "\n\n\n", "\r\n\n"] {
+            let err = parse(&format!("{lead}{GOOD}")).unwrap_err();
+            assert_eq!(err.status(), 400, "{lead:?}");
+        }
+        // Decided on the first bytes, before the rest of the head is there.
+        assert!(parse("\r\n\r").is_err());
+        assert_eq!(parse("\r\n"), Ok(None));
     }
 
     #[test]
