@@ -438,7 +438,7 @@ impl Reactor {
         registry: &mio::Registry,
         cfg: &MgmtConfig,
     ) -> io::Result<(TcpListener, SocketAddr)> {
-        let mut listener = TcpListener::bind(cfg.listen)?;
+        let mut listener = super::listen(cfg.listen)?;
         registry.register(&mut listener, super::MGMT_LISTENER, Interest::READABLE)?;
         let addr = listener.local_addr()?;
         Ok((listener, addr))

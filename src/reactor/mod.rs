@@ -54,6 +54,22 @@ macro_rules! shared {
     };
 }
 
+/// Listen queue length asked for (the kernel caps it at `net.core.somaxconn`, 4096 on
+/// current Linux). std and mio use 128, which a burst of connects overflows while the
+/// loop is busy: each overflowed SYN costs the client a 1 s retransmit.
+const BACKLOG: i32 = 4096;
+
+/// Bind a non-blocking listener with `SO_REUSEADDR` and a [`BACKLOG`]-long queue.
+pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
 /// How long accepting pauses when descriptors ran out and none could be freed.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -231,7 +247,7 @@ impl Server {
     /// Bind the listener and set up the poll. Fails when the port is taken.
     pub fn bind(cfg: ServerConfig) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(cfg.listen).map_err(|e| {
+        let mut listener = listen(cfg.listen).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -245,7 +261,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let (secure_listener, secure_addr) = match &cfg.tls {
             Some(tls) => {
-                let mut l = TcpListener::bind(tls.listen).map_err(|e| {
+                let mut l = listen(tls.listen).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
