@@ -341,7 +341,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(typed.len(), 13);
+        assert_eq!(typed.len(), 16);
     }
 
     #[test]
