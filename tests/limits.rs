@@ -102,6 +102,7 @@ fn over_queued_cap_past_grace_closes_with_1008_and_frees_the_queue() {
         "some frames were dropped ({got} of {sent} arrived)"
     );
     util::read_to_eof(&mut s);
+    drop(s);
     wait_stats(&srv, "the slot to be freed", |st| st.open == 0);
     fresh_client_served(&srv);
 }
