@@ -402,9 +402,9 @@ fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
         request.payload = Payload::Bytes(bytes.to_vec());
         return Ok((request, None));
     };
-    let message = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => {
+    let message = match serde_json::from_str::<message::Parsed>(text) {
+        Ok(message::Parsed::Object(m)) => m,
+        Ok(message::Parsed::Other) => {
             // 6.6.2: valid JSON that is not a mapping cannot be a message.
             return Err(Box::new((
                 HandlerError::new("The message must be a JSON object."),
@@ -417,29 +417,166 @@ fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
             return Ok((request, None));
         }
     };
-    let mut message = message;
-    request.name = match message.get("name") {
-        Some(Value::String(s)) => s.clone(),
+    request.name = match message.name {
+        Some(Value::String(s)) => s,
         Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
         _ => String::new(),
     };
-    if let Some(Value::String(m)) = message.get("method") {
-        request.method = m.to_lowercase();
+    if let Some(Value::String(m)) = message.method {
+        request.method = to_lowercase(m);
     }
-    if let Some(Value::Object(q)) = message.remove("query") {
+    if let Some(Value::Object(q)) = message.query {
         request.query = q;
     }
-    if let Some(Value::Object(p)) = message.remove("params") {
+    if let Some(Value::Object(p)) = message.params {
         request.params = p;
     }
-    if let Some(Value::Object(h)) = message.remove("headers") {
+    if let Some(Value::Object(h)) = message.headers {
         request.headers = h;
     }
-    if let Some(p) = message.remove("payload") {
+    if let Some(p) = message.payload {
         request.payload = Payload::Json(p);
     }
     let message_id = request.headers.get("message-id").cloned();
     Ok((request, message_id))
+}
+
+/// `s.to_lowercase()`, without a new string when it is lower case already.
+fn to_lowercase(s: String) -> String {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        s
+    } else {
+        s.to_lowercase()
+    }
+}
+
+/// Reading a client message (6.2.3) straight off the JSON parser: the keys the runner
+/// uses are kept as JSON values, the others are parsed and dropped. This accepts and
+/// rejects exactly the texts `serde_json::from_str::<Value>` does (every value goes
+/// through `Value`'s own deserializer; a repeated key keeps its last value, as in a
+/// `Map`), without building the message's own map.
+mod message {
+    use std::fmt;
+
+    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::Value;
+
+    /// A JSON text: a message (an object), or any other JSON value.
+    pub(super) enum Parsed {
+        Object(Fields),
+        Other,
+    }
+
+    /// The message keys the runner reads; absent keys are `None`.
+    #[derive(Default)]
+    pub(super) struct Fields {
+        pub name: Option<Value>,
+        pub method: Option<Value>,
+        pub query: Option<Value>,
+        pub params: Option<Value>,
+        pub headers: Option<Value>,
+        pub payload: Option<Value>,
+    }
+
+    enum Key {
+        Name,
+        Method,
+        Query,
+        Params,
+        Headers,
+        Payload,
+        Other,
+    }
+
+    impl<'de> Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            struct KeyVisitor;
+            impl Visitor<'_> for KeyVisitor {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an object key")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+                    Ok(match s {
+                        "name" => Key::Name,
+                        "method" => Key::Method,
+                        "query" => Key::Query,
+                        "params" => Key::Params,
+                        "headers" => Key::Headers,
+                        "payload" => Key::Payload,
+                        _ => Key::Other,
+                    })
+                }
+            }
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Parsed {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Parsed, D::Error> {
+            d.deserialize_any(ParsedVisitor)
+        }
+    }
+
+    struct ParsedVisitor;
+
+    impl<'de> Visitor<'de> for ParsedVisitor {
+        type Value = Parsed;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
+            let mut m = Fields::default();
+            while let Some(key) = map.next_key::<Key>()? {
+                let slot = match key {
+                    Key::Name => &mut m.name,
+                    Key::Method => &mut m.method,
+                    Key::Query => &mut m.query,
+                    Key::Params => &mut m.params,
+                    Key::Headers => &mut m.headers,
+                    Key::Payload => &mut m.payload,
+                    Key::Other => {
+                        // Parsed as a Value all the same, so that the same texts fail.
+                        map.next_value::<Value>()?;
+                        continue;
+                    }
+                };
+                *slot = Some(map.next_value::<Value>()?);
+            }
+            Ok(Parsed::Object(m))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parsed, A::Error> {
+            while seq.next_element::<Value>()?.is_some() {}
+            Ok(Parsed::Other)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Parsed, E> {
+            Ok(Parsed::Other)
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Parsed, E> {
+            Ok(Parsed::Other)
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Parsed, E> {
+            Ok(Parsed::Other)
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Parsed, E> {
+            Ok(Parsed::Other)
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Parsed, E> {
+            Ok(Parsed::Other)
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Parsed, E> {
+            Ok(Parsed::Other)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -475,5 +612,104 @@ mod tests {
     fn s6_2_7_binary_that_is_not_utf8_is_the_payload() {
         let (req, _) = decode_message(false, &[0xff, 0x00]).unwrap();
         assert_eq!(req.payload, Payload::Bytes(vec![0xff, 0x00]));
+    }
+
+    /// The decoding as it was written first: the whole message parsed as a `Value`,
+    /// then its keys taken out. `decode_message` must agree with it on every text.
+    fn decode_reference(text: &str) -> Result<(Request, Option<Value>), ()> {
+        let mut request = Request::default();
+        let mut message = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(()),
+            Err(_) => {
+                request.payload = Payload::Text(text.to_string());
+                return Ok((request, None));
+            }
+        };
+        request.name = match message.get("name") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            _ => String::new(),
+        };
+        if let Some(Value::String(m)) = message.get("method") {
+            request.method = m.to_lowercase();
+        }
+        if let Some(Value::Object(q)) = message.remove("query") {
+            request.query = q;
+        }
+        if let Some(Value::Object(p)) = message.remove("params") {
+            request.params = p;
+        }
+        if let Some(Value::Object(h)) = message.remove("headers") {
+            request.headers = h;
+        }
+        if let Some(p) = message.remove("payload") {
+            request.payload = Payload::Json(p);
+        }
+        let message_id = request.headers.get("message-id").cloned();
+        Ok((request, message_id))
+    }
+
+    #[test]
+    fn decoding_agrees_with_parsing_the_whole_message_as_a_value() {
+        let deep = |n: usize, open: &str, close: &str| {
+            format!("{{\"x\":{}1{}}}", open.repeat(n), close.repeat(n))
+        };
+        let mut texts: Vec<String> = [
+            r#"{"name":"a","method":"POST","params":{"id":1},"query":{"q":"x"},"headers":{"message-id":"m1","b":[1]},"payload":{"k":[null,true,1.5]}}"#,
+            r#"{"name":"a","name":"b","headers":{"message-id":1},"headers":{"message-id":2}}"#,
+            r#"{"headers":{"message-id":"x"},"headers":5}"#,
+            r#"{"na\u006de":"escaped","\u0070ayload":null}"#,
+            r#"{"name":12.5,"method":"G\u00c9T"}"#,
+            r#"{"name":true,"method":"ÄÖ","payload":"text"}"#,
+            r#"{"name":null,"method":7,"query":[1],"params":"p","headers":null}"#,
+            r#"{"name":{"a":1},"other":{"deep":[1,2,{"x":null}]},"payload":[]}"#,
+            r#"{"other":1e400}"#,
+            r#"{"other":"\ud800"}"#,
+            r#"{"payload":1e400}"#,
+            r#"{"name":"a"} trailing"#,
+            r#"{"name":"a"}   "#,
+            r#"{"name":"a",}"#,
+            r#"{"name""#,
+            "{}",
+            "[]",
+            "[1,{\"a\":2},[3]]",
+            "[1,2",
+            "[1e400]",
+            "42",
+            "-1",
+            "1.5",
+            "1e400",
+            "true",
+            "null",
+            "\"str\"",
+            "\"\\ud800\"",
+            "",
+            "   ",
+            "not json {",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in [100, 126, 127, 128, 129, 200] {
+            texts.push(deep(n, "[", "]"));
+            texts.push(deep(n, "{\"a\":", "}"));
+            texts.push(format!("{}1{}", "[".repeat(n), "]".repeat(n)));
+        }
+        for text in &texts {
+            let got = decode_message(true, text.as_bytes());
+            match (got, decode_reference(text)) {
+                (Ok((a, id_a)), Ok((b, id_b))) => {
+                    assert_eq!(format!("{a:?}"), format!("{b:?}"), "{text}");
+                    assert_eq!(id_a, id_b, "{text}");
+                }
+                (Err(_), Err(())) => {}
+                (got, want) => panic!(
+                    "{text}: got {:?}, want {:?}",
+                    got.map(|(r, _)| r),
+                    want.map(|(r, _)| r)
+                ),
+            }
+        }
     }
 }
