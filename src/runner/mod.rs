@@ -225,14 +225,14 @@ impl Inner {
             .as_ref()
             .or(self.management_url.get());
         if let Some(base) = base {
-            headers.insert(
-                "postback-url".into(),
-                Value::String(format!(
-                    "{}/@connections/{}",
-                    base.trim_end_matches('/'),
-                    conn.connection_id
-                )),
-            );
+            // `{base}/@connections/{id}`, in one exact allocation.
+            const PATH: &str = "/@connections/";
+            let base = base.trim_end_matches('/');
+            let mut url = String::with_capacity(base.len() + PATH.len() + conn.connection_id.len());
+            url.push_str(base);
+            url.push_str(PATH);
+            url.push_str(&conn.connection_id);
+            headers.insert("postback-url".into(), Value::String(url));
         }
     }
 
