@@ -120,6 +120,15 @@ impl fmt::Debug for Request {
     }
 }
 
+/// `map.get(key)`; a short map is scanned instead of hashing the key (the same answer:
+/// keys are unique).
+fn get_small<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() > 8 {
+        return map.get(key);
+    }
+    map.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
 /// A new UUID v4 in its hyphenated lower-case form, written into one exact allocation
 /// (not through `fmt`).
 fn new_id() -> String {
@@ -166,7 +175,7 @@ impl Event {
         let id = new_id();
         let correlation_id = if let Some(v) = request.query.get("correlationid") {
             js::to_text(v)
-        } else if let Some(v) = request.headers.get("correlation-id") {
+        } else if let Some(v) = get_small(&request.headers, "correlation-id") {
             js::to_text(v)
         } else {
             id.clone()
