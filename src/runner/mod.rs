@@ -11,7 +11,8 @@ pub mod envelope;
 pub mod pack;
 mod stream;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use crate::configurapi::{
     Request, Response, Service,
 };
 use crate::conn::shared::ConnShared;
-use crate::mgmt::{Histogram, MetricsSnapshot};
+use crate::mgmt::{Histogram, MetricsSnapshot, LATENCY_BUCKETS};
 use crate::reactor::{App, Dispatch};
 use crate::work::Job;
 use crate::ws::{Opcode, UpgradeRequest};
@@ -73,14 +74,121 @@ struct Inner {
     has_on_disconnect: bool,
     /// The management listener's URL, the default postback base (8.6).
     management_url: OnceLock<String>,
-    metrics: Mutex<RunnerMetrics>,
+    metrics: RunnerMetrics,
 }
 
-/// Handler latency by route and responses by status, for `/metrics`.
-#[derive(Default)]
+/// Handler latency by route and responses by status, for `/metrics`. Counted with
+/// atomics: recording a message takes no lock (the label set is fixed at start).
 struct RunnerMetrics {
-    latency: BTreeMap<String, Histogram>,
-    responses: BTreeMap<u16, u64>,
+    /// Index into `latency` of each route name.
+    labels: HashMap<String, usize>,
+    /// Index into `latency` of [`UNMATCHED`].
+    unmatched: usize,
+    latency: Vec<(String, AtomicHistogram)>,
+    /// Responses by status, for statuses under [`STATUS_SLOTS`].
+    responses: Box<[AtomicU64]>,
+    /// Responses with any other status (a handler may set any `u16`).
+    responses_other: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// Statuses counted without a lock: every status a handler sensibly sets.
+const STATUS_SLOTS: usize = 1000;
+
+impl RunnerMetrics {
+    fn new(service: &Service) -> RunnerMetrics {
+        let mut labels = HashMap::new();
+        let mut latency = Vec::new();
+        // A route named like UNMATCHED shares its series, as it did when labels were
+        // map keys.
+        for name in service.route_names().into_iter().chain([UNMATCHED]) {
+            if !labels.contains_key(name) {
+                labels.insert(name.to_string(), latency.len());
+                latency.push((name.to_string(), AtomicHistogram::default()));
+            }
+        }
+        RunnerMetrics {
+            unmatched: labels[UNMATCHED],
+            labels,
+            latency,
+            responses: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            responses_other: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Latency of an event named `name` (an unknown name counts as [`UNMATCHED`]) that
+    /// was answered with `status`.
+    fn record(&self, name: &str, took: Duration, status: u16) {
+        let i = self.labels.get(name).copied().unwrap_or(self.unmatched);
+        self.latency[i].1.observe(took);
+        match self.responses.get(usize::from(status)) {
+            Some(n) => {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                let mut other = self
+                    .responses_other
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *other.entry(status).or_default() += 1;
+            }
+        }
+    }
+
+    /// The series observed so far, as `/metrics` shows them.
+    fn fill(&self, m: &mut MetricsSnapshot) {
+        m.handler_latency = self
+            .latency
+            .iter()
+            .filter_map(|(label, h)| {
+                let h = h.snapshot();
+                (h.count > 0).then(|| (label.clone(), h))
+            })
+            .collect();
+        let mut responses = self
+            .responses_other
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (status, n) in self.responses.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                responses.insert(status as u16, n);
+            }
+        }
+        m.responses_by_status = responses;
+    }
+}
+
+/// A [`Histogram`] updated with atomics.
+#[derive(Default)]
+struct AtomicHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    /// The sum in seconds, as `f64` bits.
+    sum_bits: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| s <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + s).to_bits())
+            });
+    }
+
+    fn snapshot(&self) -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+            sum_seconds: f64::from_bits(self.sum_bits.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// Latency of events whose name is no route is recorded under this label, so a client
@@ -92,6 +200,7 @@ impl Runner {
     pub fn new(service: Service, opts: RunnerOptions) -> Runner {
         let has_on_connect = service.has_route("on_connect");
         let has_on_disconnect = service.has_route("on_disconnect");
+        let metrics = RunnerMetrics::new(&service);
         Runner {
             inner: Arc::new(Inner {
                 service,
@@ -99,7 +208,7 @@ impl Runner {
                 has_on_connect,
                 has_on_disconnect,
                 management_url: OnceLock::new(),
-                metrics: Mutex::new(RunnerMetrics::default()),
+                metrics,
             }),
         }
     }
@@ -160,9 +269,7 @@ impl App for Runner {
     }
 
     fn fill_metrics(&self, m: &mut MetricsSnapshot) {
-        let metrics = self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        m.handler_latency = metrics.latency.clone();
-        m.responses_by_status = metrics.responses.clone();
+        self.inner.metrics.fill(m);
     }
 
     fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job> {
@@ -295,24 +402,6 @@ impl Inner {
         let _ = self.service.process(&mut event);
     }
 
-    fn record(&self, name: &str, took: Duration, status: u16) {
-        let label = if self.service.has_route(name) {
-            name
-        } else {
-            UNMATCHED
-        };
-        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        match m.latency.get_mut(label) {
-            Some(h) => h.observe(took),
-            None => {
-                let mut h = Histogram::default();
-                h.observe(took);
-                m.latency.insert(label.to_string(), h);
-            }
-        }
-        *m.responses.entry(status).or_default() += 1;
-    }
-
     /// Process a decoded message; the answer is not sent yet.
     fn handle(&self, conn: &Arc<ConnShared>, decoded: Decoded) -> Outcome {
         let (request, message_id) = match decoded {
@@ -332,7 +421,8 @@ impl Inner {
             // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
             Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
         };
-        self.record(&event.name, started.elapsed(), response.status_code);
+        self.metrics
+            .record(&event.name, started.elapsed(), response.status_code);
         match response.take_stream() {
             Some(stream) => {
                 let mut headers = response.headers;
@@ -716,5 +806,37 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn metrics_count_routes_unmatched_names_and_every_status() {
+        let service = Service::from_str(DEFAULT_CONFIG, "default", registry()).unwrap();
+        let metrics = RunnerMetrics::new(&service);
+        let took = [
+            Duration::from_micros(300),
+            Duration::from_millis(3),
+            Duration::from_secs(20),
+        ];
+        for d in took {
+            metrics.record("echo", d, 200);
+        }
+        metrics.record("made-up", took[1], 501);
+        metrics.record(UNMATCHED, took[0], 4000);
+        let mut m = MetricsSnapshot::default();
+        metrics.fill(&mut m);
+
+        let mut echo = Histogram::default();
+        took.iter().for_each(|d| echo.observe(*d));
+        let mut unmatched = Histogram::default();
+        unmatched.observe(took[1]);
+        unmatched.observe(took[0]);
+        let want: BTreeMap<String, Histogram> = [
+            ("echo".to_string(), echo),
+            (UNMATCHED.to_string(), unmatched),
+        ]
+        .into();
+        assert_eq!(m.handler_latency, want);
+        let want: BTreeMap<u16, u64> = [(200, 3), (501, 1), (4000, 1)].into();
+        assert_eq!(m.responses_by_status, want);
     }
 }
