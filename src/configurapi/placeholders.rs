@@ -21,11 +21,7 @@ impl Event {
 
     fn resolve_in_place(&self, value: &mut Value) {
         match value {
-            Value::String(s) => {
-                if find_token(s).is_some() {
-                    *s = self.resolve_str(s);
-                }
-            }
+            Value::String(s) if find_token(s).is_some() => *s = self.resolve_str(s),
             Value::Array(items) => items.iter_mut().for_each(|v| self.resolve_in_place(v)),
             Value::Object(map) => map.values_mut().for_each(|v| self.resolve_in_place(v)),
             _ => {}

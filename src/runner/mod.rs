@@ -498,8 +498,8 @@ fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
         return Ok((request, None));
     };
     let message = match serde_json::from_str::<message::Parsed>(text) {
-        Ok(message::Parsed::Object(m)) => m,
-        Ok(message::Parsed::Other) => {
+        Ok(message::Parsed(Some(m))) => m,
+        Ok(message::Parsed(None)) => {
             // 6.6.2: valid JSON that is not a mapping cannot be a message.
             return Err(Box::new((
                 HandlerError::new("The message must be a JSON object."),
@@ -556,11 +556,8 @@ mod message {
     use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_json::Value;
 
-    /// A JSON text: a message (an object), or any other JSON value.
-    pub(super) enum Parsed {
-        Object(Fields),
-        Other,
-    }
+    /// A JSON text: a message (an object, `Some`), or any other JSON value (`None`).
+    pub(super) struct Parsed(pub Option<Fields>);
 
     /// The message keys the runner reads; absent keys are `None`.
     #[derive(Default)]
@@ -640,36 +637,36 @@ mod message {
                 };
                 *slot = Some(map.next_value::<Value>()?);
             }
-            Ok(Parsed::Object(m))
+            Ok(Parsed(Some(m)))
         }
 
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parsed, A::Error> {
             while seq.next_element::<Value>()?.is_some() {}
-            Ok(Parsed::Other)
+            Ok(Parsed(None))
         }
 
         fn visit_unit<E: de::Error>(self) -> Result<Parsed, E> {
-            Ok(Parsed::Other)
+            Ok(Parsed(None))
         }
 
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Parsed, E> {
-            Ok(Parsed::Other)
+            Ok(Parsed(None))
         }
 
         fn visit_i64<E: de::Error>(self, _: i64) -> Result<Parsed, E> {
-            Ok(Parsed::Other)
+            Ok(Parsed(None))
         }
 
         fn visit_u64<E: de::Error>(self, _: u64) -> Result<Parsed, E> {
-            Ok(Parsed::Other)
+            Ok(Parsed(None))
         }
 
         fn visit_f64<E: de::Error>(self, _: f64) -> Result<Parsed, E> {
-            Ok(Parsed::Other)
+            Ok(Parsed(None))
         }
 
         fn visit_str<E: de::Error>(self, _: &str) -> Result<Parsed, E> {
-            Ok(Parsed::Other)
+            Ok(Parsed(None))
         }
     }
 }
