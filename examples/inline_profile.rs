@@ -6,7 +6,11 @@
 //! ```sh
 //! cargo build --release --example inline_profile
 //! valgrind --tool=callgrind --dump-instr=no target/release/examples/inline_profile 20000
+//! valgrind --tool=callgrind --dump-instr=no target/release/examples/inline_profile 20000 echo
 //! ```
+//!
+//! With `echo`, the message is wsbench's JSON mode message on the built-in config's
+//! `echo` route (one policy), the path `wsbench rr --mode json` drives.
 //!
 //! Instructions per message: (total at N) - (total at 0), divided by N. See
 //! docs/benchmarks.md ("Inline JSON path: profile").
@@ -34,17 +38,26 @@ api:
 
 const MESSAGE: &[u8] = br#"{"name":"ping","method":"post","params":{"id":42},"payload":{"from":"alice"},"headers":{"message-id":"m-1"}}"#;
 
+/// What `wsbench rr --mode json` sends.
+const ECHO_MESSAGE: &[u8] = br#"{"name":"echo","payload":"hello","headers":{"message-id":"17"}}"#;
+
 fn main() {
     let n: usize = std::env::args()
         .nth(1)
         .map_or(20_000, |s| s.parse().expect("N"));
+    let echo = std::env::args().nth(2).as_deref() == Some("echo");
+    let (config, message) = if echo {
+        (runner::DEFAULT_CONFIG, ECHO_MESSAGE)
+    } else {
+        (CONFIG, MESSAGE)
+    };
     let server = Server::bind(ServerConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         workers: 1,
         ..ServerConfig::default()
     })
     .expect("bind");
-    let service = Service::from_str(CONFIG, "profile.yaml", runner::registry()).expect("config");
+    let service = Service::from_str(config, "profile.yaml", runner::registry()).expect("config");
     let runner = Runner::new(service, RunnerOptions::default());
     // As the CLI does: the management listener's URL is the postback base (8.6).
     runner.set_management_url("http://127.0.0.1:9100");
@@ -57,7 +70,7 @@ fn main() {
     ));
     let mut bytes = 0usize;
     for _ in 0..n {
-        match runner.on_message(&conn, true, black_box(MESSAGE), true) {
+        match runner.on_message(&conn, true, black_box(message), true) {
             Dispatch::Reply(frame) => bytes += black_box(frame).len(),
             Dispatch::Job(_) => panic!("not inline"),
         }
