@@ -497,9 +497,11 @@ fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
         request.payload = Payload::Bytes(bytes.to_vec());
         return Ok((request, None));
     };
-    let message = match serde_json::from_str::<message::Parsed>(text) {
-        Ok(message::Parsed(Some(m))) => m,
-        Ok(message::Parsed(None)) => {
+    // The message is read into `request` as it is parsed (no map of the whole message).
+    let mut de = serde_json::Deserializer::from_str(text);
+    match message::into(&mut request, &mut de).and_then(|object| de.end().map(|()| object)) {
+        Ok(true) => {}
+        Ok(false) => {
             // 6.6.2: valid JSON that is not a mapping cannot be a message.
             return Err(Box::new((
                 HandlerError::new("The message must be a JSON object."),
@@ -508,29 +510,12 @@ fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
         }
         Err(_) => {
             // 6.2.2: not JSON: the raw text is the payload.
-            request.payload = Payload::Text(text.to_string());
+            let request = Request {
+                payload: Payload::Text(text.to_string()),
+                ..Request::default()
+            };
             return Ok((request, None));
         }
-    };
-    request.name = match message.name {
-        Some(Value::String(s)) => s,
-        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-        _ => String::new(),
-    };
-    if let Some(Value::String(m)) = message.method {
-        request.method = to_lowercase(m);
-    }
-    if let Some(Value::Object(q)) = message.query {
-        request.query = q;
-    }
-    if let Some(Value::Object(p)) = message.params {
-        request.params = p;
-    }
-    if let Some(Value::Object(h)) = message.headers {
-        request.headers = h;
-    }
-    if let Some(p) = message.payload {
-        request.payload = Payload::Json(p);
     }
     let message_id = request.headers.get("message-id").cloned();
     Ok((request, message_id))
@@ -545,29 +530,28 @@ fn to_lowercase(s: String) -> String {
     }
 }
 
-/// Reading a client message (6.2.3) straight off the JSON parser: the keys the runner
-/// uses are kept as JSON values, the others are parsed and dropped. This accepts and
-/// rejects exactly the texts `serde_json::from_str::<Value>` does (every value goes
-/// through `Value`'s own deserializer; a repeated key keeps its last value, as in a
-/// `Map`), without building the message's own map.
+/// Reading a client message (6.2.3) straight off the JSON parser into a [`Request`]:
+/// the keys the runner uses are parsed as JSON values, the others are parsed and
+/// dropped. This accepts and rejects exactly the texts `serde_json::from_str::<Value>`
+/// does (every value goes through `Value`'s own deserializer), and a repeated key counts
+/// with its last value only, as in a `Map`.
 mod message {
     use std::fmt;
 
-    use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-    use serde_json::Value;
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
 
-    /// A JSON text: a message (an object, `Some`), or any other JSON value (`None`).
-    pub(super) struct Parsed(pub Option<Fields>);
+    use super::to_lowercase;
+    use crate::configurapi::{Payload, Request};
 
-    /// The message keys the runner reads; absent keys are `None`.
-    #[derive(Default)]
-    pub(super) struct Fields {
-        pub name: Option<Value>,
-        pub method: Option<Value>,
-        pub query: Option<Value>,
-        pub params: Option<Value>,
-        pub headers: Option<Value>,
-        pub payload: Option<Value>,
+    /// Read one JSON value; when it is an object, its keys set `request`'s fields and
+    /// the answer is `true`. `false`: some other JSON value (`request` is untouched).
+    /// On an error `request` may be partly set.
+    pub(super) fn into<'de, D: Deserializer<'de>>(
+        request: &mut Request,
+        d: D,
+    ) -> Result<bool, D::Error> {
+        MessageSeed(request).deserialize(d)
     }
 
     enum Key {
@@ -580,7 +564,7 @@ mod message {
         Other,
     }
 
-    impl<'de> Deserialize<'de> for Key {
+    impl<'de> de::Deserialize<'de> for Key {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
             struct KeyVisitor;
             impl Visitor<'_> for KeyVisitor {
@@ -604,69 +588,89 @@ mod message {
         }
     }
 
-    impl<'de> Deserialize<'de> for Parsed {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Parsed, D::Error> {
-            d.deserialize_any(ParsedVisitor)
+    struct MessageSeed<'a>(&'a mut Request);
+
+    impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_any(self)
         }
     }
 
-    struct ParsedVisitor;
+    /// A mapping's value, or an empty mapping for anything else.
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
 
-    impl<'de> Visitor<'de> for ParsedVisitor {
-        type Value = Parsed;
+    impl<'de> Visitor<'de> for MessageSeed<'_> {
+        type Value = bool;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
             f.write_str("any JSON value")
         }
 
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
-            let mut m = Fields::default();
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let r = self.0;
             while let Some(key) = map.next_key::<Key>()? {
-                let slot = match key {
-                    Key::Name => &mut m.name,
-                    Key::Method => &mut m.method,
-                    Key::Query => &mut m.query,
-                    Key::Params => &mut m.params,
-                    Key::Headers => &mut m.headers,
-                    Key::Payload => &mut m.payload,
-                    Key::Other => {
-                        // Parsed as a Value all the same, so that the same texts fail.
-                        map.next_value::<Value>()?;
-                        continue;
+                let v = map.next_value::<Value>()?;
+                // Each assignment stands for the whole field, so a repeated key ends
+                // up as its last value alone decides.
+                match key {
+                    Key::Name => {
+                        r.name = match v {
+                            Value::String(s) => s,
+                            v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                            _ => String::new(),
+                        }
                     }
-                };
-                *slot = Some(map.next_value::<Value>()?);
+                    Key::Method => {
+                        r.method = match v {
+                            Value::String(m) => to_lowercase(m),
+                            // The Request default (6.2.3).
+                            _ => Request::default().method,
+                        }
+                    }
+                    Key::Query => r.query = object(v),
+                    Key::Params => r.params = object(v),
+                    Key::Headers => r.headers = object(v),
+                    Key::Payload => r.payload = Payload::Json(v),
+                    // Parsed as a Value all the same, so that the same texts fail.
+                    Key::Other => {}
+                }
             }
-            Ok(Parsed(Some(m)))
+            Ok(true)
         }
 
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parsed, A::Error> {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
             while seq.next_element::<Value>()?.is_some() {}
-            Ok(Parsed(None))
+            Ok(false)
         }
 
-        fn visit_unit<E: de::Error>(self) -> Result<Parsed, E> {
-            Ok(Parsed(None))
+        fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+            Ok(false)
         }
 
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Parsed, E> {
-            Ok(Parsed(None))
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
         }
 
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Parsed, E> {
-            Ok(Parsed(None))
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
         }
 
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Parsed, E> {
-            Ok(Parsed(None))
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
         }
 
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Parsed, E> {
-            Ok(Parsed(None))
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
         }
 
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<Parsed, E> {
-            Ok(Parsed(None))
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
         }
     }
 }
@@ -751,6 +755,9 @@ mod tests {
             r#"{"name":"a","method":"POST","params":{"id":1},"query":{"q":"x"},"headers":{"message-id":"m1","b":[1]},"payload":{"k":[null,true,1.5]}}"#,
             r#"{"name":"a","name":"b","headers":{"message-id":1},"headers":{"message-id":2}}"#,
             r#"{"headers":{"message-id":"x"},"headers":5}"#,
+            r#"{"method":"POST","method":5,"name":1,"name":[]}"#,
+            r#"{"method":5,"method":"PUT","payload":1,"payload":null}"#,
+            r#"{"query":{"a":1},"query":[],"params":{"b":2},"params":{"c":3}}"#,
             r#"{"na\u006de":"escaped","\u0070ayload":null}"#,
             r#"{"name":12.5,"method":"G\u00c9T"}"#,
             r#"{"name":true,"method":"ÄÖ","payload":"text"}"#,
