@@ -11,7 +11,7 @@ pub mod envelope;
 pub mod pack;
 mod stream;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 use crate::configurapi::http::parse_query;
+use crate::configurapi::service::NameMap;
 use crate::configurapi::{
     ChunkStream, ErrorResponse, Event, HandlerError, HandlerRegistry, Payload, PushError, PushSink,
     Request, Response, Service,
@@ -81,7 +82,7 @@ struct Inner {
 /// atomics: recording a message takes no lock (the label set is fixed at start).
 struct RunnerMetrics {
     /// Index into `latency` of each route name.
-    labels: HashMap<String, usize>,
+    labels: NameMap<usize>,
     /// Index into `latency` of [`UNMATCHED`].
     unmatched: usize,
     latency: Vec<(String, AtomicHistogram)>,
@@ -96,7 +97,7 @@ const STATUS_SLOTS: usize = 1000;
 
 impl RunnerMetrics {
     fn new(service: &Service) -> RunnerMetrics {
-        let mut labels = HashMap::new();
+        let mut labels = NameMap::default();
         let mut latency = Vec::new();
         // A route named like UNMATCHED shares its series, as it did when labels were
         // map keys.
