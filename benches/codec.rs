@@ -16,8 +16,8 @@
 //!   byte-at-a-time definition.
 //! - `handshake/parse_request`: a browser-like upgrade request, then the 101 answer.
 //!
-//! The message -> Event -> envelope bench for a 3-policy route lands with the runner's
-//! Configurapi mode (see benches/pipeline.rs for `Service::process` alone).
+//! The message -> Event -> envelope bench for a 3-policy route is in benches/pipeline.rs
+//! (`inline/message_to_envelope_3_policies`).
 
 use std::hint::black_box;
 

@@ -120,6 +120,23 @@ impl fmt::Debug for Request {
     }
 }
 
+/// `map.get(key)`; a short map is scanned instead of hashing the key (the same answer:
+/// keys are unique).
+fn get_small<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() > 8 {
+        return map.get(key);
+    }
+    map.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+/// A new UUID v4 in its hyphenated lower-case form, written into one exact allocation
+/// (not through `fmt`).
+fn new_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    id.to_owned()
+}
+
 /// An event: one request going through the pipeline (2.1).
 #[derive(Debug)]
 pub struct Event {
@@ -148,11 +165,17 @@ pub struct Event {
 impl Event {
     /// Builds an event from a request (2.1, 2.2).
     pub fn new(mut request: Request) -> Event {
-        request.method = request.method.to_lowercase();
-        let id = uuid::Uuid::new_v4().to_string();
+        if !request
+            .method
+            .bytes()
+            .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+        {
+            request.method = request.method.to_lowercase();
+        }
+        let id = new_id();
         let correlation_id = if let Some(v) = request.query.get("correlationid") {
             js::to_text(v)
-        } else if let Some(v) = request.headers.get("correlation-id") {
+        } else if let Some(v) = get_small(&request.headers, "correlation-id") {
             js::to_text(v)
         } else {
             id.clone()

@@ -4,9 +4,10 @@
 //! on_first_request readiness flag, so one instance serves many worker
 //! threads at once.
 
-use log::Level;
+use log::{Level, LevelFilter};
 use serde_json::Value;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,9 +49,67 @@ enum Failure {
     ResponseIsError,
 }
 
+/// A map keyed by route name with a fast, unseeded hash. Fit for tables whose keys are
+/// fixed at start (the config's routes): a client only chooses what is looked up, and
+/// that cannot make the table's own chains any longer, so there is nothing to flood.
+pub(crate) type NameMap<V> = HashMap<String, V, BuildHasherDefault<NameHasher>>;
+
+/// The FxHash step (as in rustc), eight bytes at a time.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct NameHasher(u64);
+
+impl NameHasher {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// The lifecycle routes the pipeline runs around every event (3.3), looked up once
+/// when the service is built instead of by name for every event.
+#[derive(Default)]
+struct Specials {
+    on_first_request: Option<Arc<Route>>,
+    on_before_request: Option<Arc<Route>>,
+    on_success: Option<Arc<Route>>,
+    on_error: Option<Arc<Route>>,
+    on_after_request: Option<Arc<Route>>,
+    /// Every one of the five that exists is non-blocking.
+    nonblocking: bool,
+}
+
 /// A Configurapi service: the routes of a config.yaml bound to handlers.
 pub struct Service {
-    routes: HashMap<String, Route>,
+    routes: NameMap<Arc<Route>>,
+    specials: Specials,
     ready: AtomicBool,
     first_request: Mutex<()>,
 }
@@ -117,7 +176,7 @@ impl Service {
         file: &str,
     ) -> Result<Service, ConfigError> {
         let table = registry.resolve(&config.imports, file)?;
-        let mut routes = HashMap::new();
+        let mut routes = NameMap::default();
         for route in config.routes {
             let mut policies = Vec::with_capacity(route.policies.len());
             for policy in route.policies {
@@ -138,15 +197,34 @@ impl Service {
             let nonblocking = policies.iter().all(|p| p.handler.is_nonblocking());
             routes.insert(
                 route.name,
-                Route {
+                Arc::new(Route {
                     nonblocking,
                     policies,
                     log_level: route.log_level,
-                },
+                }),
             );
         }
+        let special = |name: &str| routes.get(name).cloned();
+        let mut specials = Specials {
+            on_first_request: special("on_first_request"),
+            on_before_request: special("on_before_request"),
+            on_success: special("on_success"),
+            on_error: special("on_error"),
+            on_after_request: special("on_after_request"),
+            nonblocking: false,
+        };
+        specials.nonblocking = [
+            &specials.on_first_request,
+            &specials.on_before_request,
+            &specials.on_success,
+            &specials.on_error,
+            &specials.on_after_request,
+        ]
+        .iter()
+        .all(|r| r.as_ref().is_none_or(|r| r.nonblocking));
         let service = Service {
             routes,
+            specials,
             ready: AtomicBool::new(false),
             first_request: Mutex::new(()),
         };
@@ -173,20 +251,13 @@ impl Service {
     /// handlers: the special routes, and the route 3.3 would pick (name, else method,
     /// else catchall). Such an event may be processed on the reactor thread.
     pub fn is_nonblocking(&self, name: &str, method: &str) -> bool {
-        let specials = [
-            "on_first_request",
-            "on_before_request",
-            "on_success",
-            "on_error",
-            "on_after_request",
-        ];
-        let ok = |r: Option<&Route>| r.is_none_or(|r| r.nonblocking);
-        specials.iter().all(|s| ok(self.routes.get(*s)))
-            && ok(self
+        self.specials.nonblocking
+            && self
                 .routes
                 .get(name)
                 .or_else(|| self.routes.get(method))
-                .or_else(|| self.routes.get("catchall")))
+                .or_else(|| self.routes.get("catchall"))
+                .is_none_or(|r| r.nonblocking)
     }
 
     /// The route names, sorted.
@@ -201,7 +272,8 @@ impl Service {
     /// failed; the response and `on_error` have already been handled and the
     /// original error is returned for the runner to map (6.6.1).
     pub fn process(&self, event: &mut Event) -> Result<(), HandlerError> {
-        let start = Instant::now();
+        // The clock is read only when a trace line can be written.
+        let start = trace_enabled().then(Instant::now);
         if !self.ready.load(Ordering::Acquire) {
             self.first_request(event)?;
         }
@@ -212,11 +284,11 @@ impl Service {
             self.handle_error(event, failure, level);
         }
         // 3.3.4: an error here is handled too, and process() still succeeds.
-        if let Err(failure) = self.run_special("on_after_request", event) {
+        if let Err(failure) = self.run_special(&self.specials.on_after_request, event) {
             self.handle_error(event, failure, level);
         }
 
-        if level.allows(Level::Trace) {
+        if let Some(start) = start.filter(|_| level.allows(Level::Trace)) {
             log::trace!(
                 target: "configurapi",
                 "{} - {} - Handled {} [{}ms]",
@@ -233,7 +305,7 @@ impl Service {
     /// `on_before_request`, which may rename the event; `level` gets the
     /// route's log level for the per-request log lines.
     fn main_steps(&self, event: &mut Event, level: &mut LogLevel) -> Result<(), Failure> {
-        self.run_special("on_before_request", event)?;
+        self.run_special(&self.specials.on_before_request, event)?;
         let route = self
             .routes
             .get(&event.name)
@@ -249,13 +321,13 @@ impl Service {
         if event.response.is_error_response() {
             return Err(Failure::ResponseIsError);
         }
-        self.run_special("on_success", event)
+        self.run_special(&self.specials.on_success, event)
     }
 
     /// 3.2.3: runs `on_first_request` until it succeeds once. Concurrent
     /// first requests wait for each other so it never runs twice at once.
     fn first_request(&self, event: &mut Event) -> Result<(), HandlerError> {
-        let Some(route) = self.routes.get("on_first_request") else {
+        let Some(route) = &self.specials.on_first_request else {
             self.ready.store(true, Ordering::Release);
             return Ok(());
         };
@@ -279,8 +351,8 @@ impl Service {
     }
 
     /// Runs a lifecycle route if the config has it; a missing one is skipped.
-    fn run_special(&self, name: &str, event: &mut Event) -> Result<(), Failure> {
-        match self.routes.get(name) {
+    fn run_special(&self, route: &Option<Arc<Route>>, event: &mut Event) -> Result<(), Failure> {
+        match route {
             Some(route) => self.run_route(route, event).map_err(Failure::Thrown),
             None => Ok(()),
         }
@@ -311,7 +383,7 @@ impl Service {
                 message
             );
         }
-        if let Some(route) = self.routes.get("on_error") {
+        if let Some(route) = &self.specials.on_error {
             if let Err(e) = self.run_route(route, event) {
                 if route.log_level.allows(Level::Error) {
                     log::error!(
@@ -329,13 +401,14 @@ impl Service {
     /// Runs a route's policies in order (3.1). Completed skips the rest;
     /// an error or panic stops the route and is returned.
     fn run_route(&self, route: &Route, event: &mut Event) -> Result<(), HandlerError> {
+        let timing = trace_enabled();
         for policy in &route.policies {
-            let start = Instant::now();
+            let start = timing.then(Instant::now);
             let mut ctx = Context::new(&policy.name, policy.log_level);
             let result = catch_unwind(AssertUnwindSafe(|| {
                 policy.handler.call(event, &policy.params, &mut ctx)
             }));
-            if policy.log_level.allows(Level::Trace) {
+            if let Some(start) = start.filter(|_| policy.log_level.allows(Level::Trace)) {
                 log::trace!(
                     target: "configurapi",
                     "{} - {} - Executed {} policy [{}ms]",
@@ -360,6 +433,12 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// Trace lines can be written at all (`log::trace!` checks the same level): when not,
+/// the pipeline does not read the clock for them.
+fn trace_enabled() -> bool {
+    log::max_level() >= LevelFilter::Trace
 }
 
 fn node_env(options: &ServiceOptions) -> Option<String> {

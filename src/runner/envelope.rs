@@ -4,25 +4,52 @@
 //! Written straight into one buffer: the frame's JSON is produced once, on the worker
 //! thread, and the reactor only prefixes the frame header.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::configurapi::{Body, Chunk, Response};
 
 /// Encode a complete (non-stream) response. `message_id` is the request's, echoed in
 /// the headers (6.3.2).
+///
+/// The body is written from the response as it is (no copy into a JSON value first):
+/// the same bytes as `encode_parts` with [`Body::to_envelope_value`].
 pub fn encode(response: &Response, message_id: Option<&Value>) -> Vec<u8> {
-    let (body, base64) = response
-        .body
-        .to_envelope_value()
-        .unwrap_or((Value::String(String::new()), false));
-    encode_parts(
+    let body_hint = match &response.body {
+        Body::Text(s) => s.len() + 2,
+        Body::Bytes(b) => b.len() / 3 * 4 + 32,
+        _ => 64,
+    };
+    let mut out = Vec::with_capacity(head_capacity(&response.headers) + body_hint);
+    write_head(
+        &mut out,
         response.status_code,
         &response.headers,
         &[],
         message_id,
-        &body,
-        base64,
-    )
+    );
+    let mut base64 = false;
+    match &response.body {
+        // A stream is sent as chunk frames; here it counts as no body, as absent does.
+        Body::Absent | Body::Stream(_) => out.extend_from_slice(b"\"\""),
+        Body::Null => out.extend_from_slice(b"null"),
+        Body::Json(v) => {
+            let _ = serde_json::to_writer(&mut out, v);
+        }
+        Body::Text(s) => {
+            let _ = serde_json::to_writer(&mut out, s.as_str());
+        }
+        Body::Bytes(b) => {
+            // The base64 alphabet needs no JSON escaping.
+            out.push(b'"');
+            out.extend_from_slice(STANDARD.encode(b).as_bytes());
+            out.push(b'"');
+            base64 = true;
+        }
+    }
+    write_tail(&mut out, base64);
+    out
 }
 
 /// The body value of a stream chunk (6.4.3): text as a string, bytes as UTF-8 text
@@ -50,12 +77,31 @@ pub fn encode_parts(
     body: &Value,
     base64: bool,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + headers.len() * 32);
+    let mut out = Vec::with_capacity(head_capacity(headers) + 64);
+    write_head(&mut out, status, headers, extra, message_id);
+    let _ = serde_json::to_writer(&mut out, body);
+    write_tail(&mut out, base64);
+    out
+}
+
+/// A first guess at the head's size, so that most frames are written without growing.
+fn head_capacity(headers: &Map<String, Value>) -> usize {
+    64 + headers.len() * 32
+}
+
+/// `{"statusCode":n,"headers":{...},"body":` (the body comes next).
+fn write_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    headers: &Map<String, Value>,
+    extra: &[(&str, &str)],
+    message_id: Option<&Value>,
+) {
     out.extend_from_slice(b"{\"statusCode\":");
-    out.extend_from_slice(status.to_string().as_bytes());
+    push_decimal(out, status);
     out.extend_from_slice(b",\"headers\":{");
     let mut first = true;
-    let mut field = |out: &mut Vec<u8>, k: &str, v: &Value| {
+    let mut field = |out: &mut Vec<u8>, k: &str| {
         if !first {
             out.push(b',');
         }
@@ -63,28 +109,47 @@ pub fn encode_parts(
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, k);
         out.push(b':');
-        let _ = serde_json::to_writer(&mut *out, v);
     };
     for (k, v) in headers {
         let overridden =
             extra.iter().any(|(e, _)| e == k) || (message_id.is_some() && k == "message-id");
         if !overridden {
-            field(&mut out, k, v);
+            field(out, k);
+            let _ = serde_json::to_writer(&mut *out, v);
         }
     }
     for (k, v) in extra {
-        field(&mut out, k, &Value::String((*v).to_string()));
+        field(out, k);
+        let _ = serde_json::to_writer(&mut *out, v);
     }
     if let Some(id) = message_id {
-        field(&mut out, "message-id", id);
+        field(out, "message-id");
+        let _ = serde_json::to_writer(&mut *out, id);
     }
     out.extend_from_slice(b"},\"body\":");
-    let _ = serde_json::to_writer(&mut out, body);
+}
+
+/// The end of the frame, after the body.
+fn write_tail(out: &mut Vec<u8>, base64: bool) {
     if base64 {
         out.extend_from_slice(b",\"isBase64Encoded\":true");
     }
     out.push(b'}');
-    out
+}
+
+/// `n` in decimal, without going through `fmt`.
+fn push_decimal(out: &mut Vec<u8>, mut n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 #[cfg(test)]
@@ -133,5 +198,32 @@ mod tests {
         let r = Response::new("x", 200).with_header("message-id", "handler");
         let v = parse(&encode(&r, Some(&json!("request"))));
         assert_eq!(v["headers"], json!({"message-id": "request"}));
+    }
+
+    #[test]
+    fn encode_writes_the_bytes_of_the_envelope_value() {
+        let bodies = [
+            Body::Absent,
+            Body::Null,
+            Body::Json(json!({"a": [1, 2.5, "x\"y"], "b": null})),
+            Body::Json(json!("s")),
+            Body::Text("t\u{e9}\n\"".into()),
+            Body::Bytes(vec![0xff, 0x00, 0x10]),
+            Body::Bytes(Vec::new()),
+        ];
+        for status in [0, 7, 200, 404, 65535] {
+            for body in &bodies {
+                let mut r = Response::new(body.clone(), status)
+                    .with_header("x", "y")
+                    .with_header("message-id", "h");
+                r.headers.insert("n".into(), json!(1));
+                for id in [None, Some(json!("m")), Some(json!(3))] {
+                    let (value, base64) = body.to_envelope_value().unwrap();
+                    let expected =
+                        encode_parts(status, &r.headers, &[], id.as_ref(), &value, base64);
+                    assert_eq!(encode(&r, id.as_ref()), expected, "{body:?} {status}");
+                }
+            }
+        }
     }
 }

@@ -12,18 +12,20 @@ pub mod pack;
 mod stream;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
 use crate::configurapi::http::parse_query;
+use crate::configurapi::service::NameMap;
 use crate::configurapi::{
     ChunkStream, ErrorResponse, Event, HandlerError, HandlerRegistry, Payload, PushError, PushSink,
     Request, Response, Service,
 };
 use crate::conn::shared::ConnShared;
-use crate::mgmt::{Histogram, MetricsSnapshot};
+use crate::mgmt::{Histogram, MetricsSnapshot, LATENCY_BUCKETS};
 use crate::reactor::{App, Dispatch};
 use crate::work::Job;
 use crate::ws::{Opcode, UpgradeRequest};
@@ -73,14 +75,121 @@ struct Inner {
     has_on_disconnect: bool,
     /// The management listener's URL, the default postback base (8.6).
     management_url: OnceLock<String>,
-    metrics: Mutex<RunnerMetrics>,
+    metrics: RunnerMetrics,
 }
 
-/// Handler latency by route and responses by status, for `/metrics`.
-#[derive(Default)]
+/// Handler latency by route and responses by status, for `/metrics`. Counted with
+/// atomics: recording a message takes no lock (the label set is fixed at start).
 struct RunnerMetrics {
-    latency: BTreeMap<String, Histogram>,
-    responses: BTreeMap<u16, u64>,
+    /// Index into `latency` of each route name.
+    labels: NameMap<usize>,
+    /// Index into `latency` of [`UNMATCHED`].
+    unmatched: usize,
+    latency: Vec<(String, AtomicHistogram)>,
+    /// Responses by status, for statuses under [`STATUS_SLOTS`].
+    responses: Box<[AtomicU64]>,
+    /// Responses with any other status (a handler may set any `u16`).
+    responses_other: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// Statuses counted without a lock: every status a handler sensibly sets.
+const STATUS_SLOTS: usize = 1000;
+
+impl RunnerMetrics {
+    fn new(service: &Service) -> RunnerMetrics {
+        let mut labels = NameMap::default();
+        let mut latency = Vec::new();
+        // A route named like UNMATCHED shares its series, as it did when labels were
+        // map keys.
+        for name in service.route_names().into_iter().chain([UNMATCHED]) {
+            if !labels.contains_key(name) {
+                labels.insert(name.to_string(), latency.len());
+                latency.push((name.to_string(), AtomicHistogram::default()));
+            }
+        }
+        RunnerMetrics {
+            unmatched: labels[UNMATCHED],
+            labels,
+            latency,
+            responses: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            responses_other: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Latency of an event named `name` (an unknown name counts as [`UNMATCHED`]) that
+    /// was answered with `status`.
+    fn record(&self, name: &str, took: Duration, status: u16) {
+        let i = self.labels.get(name).copied().unwrap_or(self.unmatched);
+        self.latency[i].1.observe(took);
+        match self.responses.get(usize::from(status)) {
+            Some(n) => {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                let mut other = self
+                    .responses_other
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *other.entry(status).or_default() += 1;
+            }
+        }
+    }
+
+    /// The series observed so far, as `/metrics` shows them.
+    fn fill(&self, m: &mut MetricsSnapshot) {
+        m.handler_latency = self
+            .latency
+            .iter()
+            .filter_map(|(label, h)| {
+                let h = h.snapshot();
+                (h.count > 0).then(|| (label.clone(), h))
+            })
+            .collect();
+        let mut responses = self
+            .responses_other
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (status, n) in self.responses.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                responses.insert(status as u16, n);
+            }
+        }
+        m.responses_by_status = responses;
+    }
+}
+
+/// A [`Histogram`] updated with atomics.
+#[derive(Default)]
+struct AtomicHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    /// The sum in seconds, as `f64` bits.
+    sum_bits: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| s <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + s).to_bits())
+            });
+    }
+
+    fn snapshot(&self) -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+            sum_seconds: f64::from_bits(self.sum_bits.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// Latency of events whose name is no route is recorded under this label, so a client
@@ -92,6 +201,7 @@ impl Runner {
     pub fn new(service: Service, opts: RunnerOptions) -> Runner {
         let has_on_connect = service.has_route("on_connect");
         let has_on_disconnect = service.has_route("on_disconnect");
+        let metrics = RunnerMetrics::new(&service);
         Runner {
             inner: Arc::new(Inner {
                 service,
@@ -99,7 +209,7 @@ impl Runner {
                 has_on_connect,
                 has_on_disconnect,
                 management_url: OnceLock::new(),
-                metrics: Mutex::new(RunnerMetrics::default()),
+                metrics,
             }),
         }
     }
@@ -160,9 +270,7 @@ impl App for Runner {
     }
 
     fn fill_metrics(&self, m: &mut MetricsSnapshot) {
-        let metrics = self.inner.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        m.handler_latency = metrics.latency.clone();
-        m.responses_by_status = metrics.responses.clone();
+        self.inner.metrics.fill(m);
     }
 
     fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job> {
@@ -217,22 +325,27 @@ impl Inner {
         );
         // The push-function is `Request::push`, outside the map: a client's value
         // must not pass for it. Without a postback base the header is absent (8.6).
-        headers.remove("push-function");
-        headers.remove("postback-url");
+        // (A client rarely sends either: a short map is scanned before two hashed
+        // removals are paid for; the removals, when made, are the same.)
+        let may_have = |k: &str| k == "push-function" || k == "postback-url";
+        if headers.len() > 8 || headers.keys().any(|k| may_have(k)) {
+            headers.remove("push-function");
+            headers.remove("postback-url");
+        }
         let base = self
             .opts
             .postback_base
             .as_ref()
             .or(self.management_url.get());
         if let Some(base) = base {
-            headers.insert(
-                "postback-url".into(),
-                Value::String(format!(
-                    "{}/@connections/{}",
-                    base.trim_end_matches('/'),
-                    conn.connection_id
-                )),
-            );
+            // `{base}/@connections/{id}`, in one exact allocation.
+            const PATH: &str = "/@connections/";
+            let base = base.trim_end_matches('/');
+            let mut url = String::with_capacity(base.len() + PATH.len() + conn.connection_id.len());
+            url.push_str(base);
+            url.push_str(PATH);
+            url.push_str(&conn.connection_id);
+            headers.insert("postback-url".into(), Value::String(url));
         }
     }
 
@@ -290,24 +403,6 @@ impl Inner {
         let _ = self.service.process(&mut event);
     }
 
-    fn record(&self, name: &str, took: Duration, status: u16) {
-        let label = if self.service.has_route(name) {
-            name
-        } else {
-            UNMATCHED
-        };
-        let mut m = self.metrics.lock().unwrap_or_else(|e| e.into_inner());
-        match m.latency.get_mut(label) {
-            Some(h) => h.observe(took),
-            None => {
-                let mut h = Histogram::default();
-                h.observe(took);
-                m.latency.insert(label.to_string(), h);
-            }
-        }
-        *m.responses.entry(status).or_default() += 1;
-    }
-
     /// Process a decoded message; the answer is not sent yet.
     fn handle(&self, conn: &Arc<ConnShared>, decoded: Decoded) -> Outcome {
         let (request, message_id) = match decoded {
@@ -327,7 +422,8 @@ impl Inner {
             // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
             Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
         };
-        self.record(&event.name, started.elapsed(), response.status_code);
+        self.metrics
+            .record(&event.name, started.elapsed(), response.status_code);
         match response.take_stream() {
             Some(stream) => {
                 let mut headers = response.headers;
@@ -402,9 +498,11 @@ fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
         request.payload = Payload::Bytes(bytes.to_vec());
         return Ok((request, None));
     };
-    let message = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => {
+    // The message is read into `request` as it is parsed (no map of the whole message).
+    let mut de = serde_json::Deserializer::from_str(text);
+    match message::into(&mut request, &mut de).and_then(|object| de.end().map(|()| object)) {
+        Ok(true) => {}
+        Ok(false) => {
             // 6.6.2: valid JSON that is not a mapping cannot be a message.
             return Err(Box::new((
                 HandlerError::new("The message must be a JSON object."),
@@ -413,33 +511,169 @@ fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
         }
         Err(_) => {
             // 6.2.2: not JSON: the raw text is the payload.
-            request.payload = Payload::Text(text.to_string());
+            let request = Request {
+                payload: Payload::Text(text.to_string()),
+                ..Request::default()
+            };
             return Ok((request, None));
         }
-    };
-    let mut message = message;
-    request.name = match message.get("name") {
-        Some(Value::String(s)) => s.clone(),
-        Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-        _ => String::new(),
-    };
-    if let Some(Value::String(m)) = message.get("method") {
-        request.method = m.to_lowercase();
-    }
-    if let Some(Value::Object(q)) = message.remove("query") {
-        request.query = q;
-    }
-    if let Some(Value::Object(p)) = message.remove("params") {
-        request.params = p;
-    }
-    if let Some(Value::Object(h)) = message.remove("headers") {
-        request.headers = h;
-    }
-    if let Some(p) = message.remove("payload") {
-        request.payload = Payload::Json(p);
     }
     let message_id = request.headers.get("message-id").cloned();
     Ok((request, message_id))
+}
+
+/// `s.to_lowercase()`, without a new string when it is lower case already.
+fn to_lowercase(s: String) -> String {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        s
+    } else {
+        s.to_lowercase()
+    }
+}
+
+/// Reading a client message (6.2.3) straight off the JSON parser into a [`Request`]:
+/// the keys the runner uses are parsed as JSON values, the others are parsed and
+/// dropped. This accepts and rejects exactly the texts `serde_json::from_str::<Value>`
+/// does (every value goes through `Value`'s own deserializer), and a repeated key counts
+/// with its last value only, as in a `Map`.
+mod message {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    use super::to_lowercase;
+    use crate::configurapi::{Payload, Request};
+
+    /// Read one JSON value; when it is an object, its keys set `request`'s fields and
+    /// the answer is `true`. `false`: some other JSON value (`request` is untouched).
+    /// On an error `request` may be partly set.
+    pub(super) fn into<'de, D: Deserializer<'de>>(
+        request: &mut Request,
+        d: D,
+    ) -> Result<bool, D::Error> {
+        MessageSeed(request).deserialize(d)
+    }
+
+    enum Key {
+        Name,
+        Method,
+        Query,
+        Params,
+        Headers,
+        Payload,
+        Other,
+    }
+
+    impl<'de> de::Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            struct KeyVisitor;
+            impl Visitor<'_> for KeyVisitor {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an object key")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+                    Ok(match s {
+                        "name" => Key::Name,
+                        "method" => Key::Method,
+                        "query" => Key::Query,
+                        "params" => Key::Params,
+                        "headers" => Key::Headers,
+                        "payload" => Key::Payload,
+                        _ => Key::Other,
+                    })
+                }
+            }
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    struct MessageSeed<'a>(&'a mut Request);
+
+    impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    /// A mapping's value, or an empty mapping for anything else.
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    impl<'de> Visitor<'de> for MessageSeed<'_> {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let r = self.0;
+            while let Some(key) = map.next_key::<Key>()? {
+                let v = map.next_value::<Value>()?;
+                // Each assignment stands for the whole field, so a repeated key ends
+                // up as its last value alone decides.
+                match key {
+                    Key::Name => {
+                        r.name = match v {
+                            Value::String(s) => s,
+                            v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                            _ => String::new(),
+                        }
+                    }
+                    Key::Method => {
+                        r.method = match v {
+                            Value::String(m) => to_lowercase(m),
+                            // The Request default (6.2.3).
+                            _ => Request::default().method,
+                        }
+                    }
+                    Key::Query => r.query = object(v),
+                    Key::Params => r.params = object(v),
+                    Key::Headers => r.headers = object(v),
+                    Key::Payload => r.payload = Payload::Json(v),
+                    // Parsed as a Value all the same, so that the same texts fail.
+                    Key::Other => {}
+                }
+            }
+            Ok(true)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            while seq.next_element::<Value>()?.is_some() {}
+            Ok(false)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -475,5 +709,139 @@ mod tests {
     fn s6_2_7_binary_that_is_not_utf8_is_the_payload() {
         let (req, _) = decode_message(false, &[0xff, 0x00]).unwrap();
         assert_eq!(req.payload, Payload::Bytes(vec![0xff, 0x00]));
+    }
+
+    /// The decoding as it was written first: the whole message parsed as a `Value`,
+    /// then its keys taken out. `decode_message` must agree with it on every text.
+    fn decode_reference(text: &str) -> Result<(Request, Option<Value>), ()> {
+        let mut request = Request::default();
+        let mut message = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(()),
+            Err(_) => {
+                request.payload = Payload::Text(text.to_string());
+                return Ok((request, None));
+            }
+        };
+        request.name = match message.get("name") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            _ => String::new(),
+        };
+        if let Some(Value::String(m)) = message.get("method") {
+            request.method = m.to_lowercase();
+        }
+        if let Some(Value::Object(q)) = message.remove("query") {
+            request.query = q;
+        }
+        if let Some(Value::Object(p)) = message.remove("params") {
+            request.params = p;
+        }
+        if let Some(Value::Object(h)) = message.remove("headers") {
+            request.headers = h;
+        }
+        if let Some(p) = message.remove("payload") {
+            request.payload = Payload::Json(p);
+        }
+        let message_id = request.headers.get("message-id").cloned();
+        Ok((request, message_id))
+    }
+
+    #[test]
+    fn decoding_agrees_with_parsing_the_whole_message_as_a_value() {
+        let deep = |n: usize, open: &str, close: &str| {
+            format!("{{\"x\":{}1{}}}", open.repeat(n), close.repeat(n))
+        };
+        let mut texts: Vec<String> = [
+            r#"{"name":"a","method":"POST","params":{"id":1},"query":{"q":"x"},"headers":{"message-id":"m1","b":[1]},"payload":{"k":[null,true,1.5]}}"#,
+            r#"{"name":"a","name":"b","headers":{"message-id":1},"headers":{"message-id":2}}"#,
+            r#"{"headers":{"message-id":"x"},"headers":5}"#,
+            r#"{"method":"POST","method":5,"name":1,"name":[]}"#,
+            r#"{"method":5,"method":"PUT","payload":1,"payload":null}"#,
+            r#"{"query":{"a":1},"query":[],"params":{"b":2},"params":{"c":3}}"#,
+            r#"{"na\u006de":"escaped","\u0070ayload":null}"#,
+            r#"{"name":12.5,"method":"G\u00c9T"}"#,
+            r#"{"name":true,"method":"ÄÖ","payload":"text"}"#,
+            r#"{"name":null,"method":7,"query":[1],"params":"p","headers":null}"#,
+            r#"{"name":{"a":1},"other":{"deep":[1,2,{"x":null}]},"payload":[]}"#,
+            r#"{"other":1e400}"#,
+            r#"{"other":"\ud800"}"#,
+            r#"{"payload":1e400}"#,
+            r#"{"name":"a"} trailing"#,
+            r#"{"name":"a"}   "#,
+            r#"{"name":"a",}"#,
+            r#"{"name""#,
+            "{}",
+            "[]",
+            "[1,{\"a\":2},[3]]",
+            "[1,2",
+            "[1e400]",
+            "42",
+            "-1",
+            "1.5",
+            "1e400",
+            "true",
+            "null",
+            "\"str\"",
+            "\"\\ud800\"",
+            "",
+            "   ",
+            "not json {",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in [100, 126, 127, 128, 129, 200] {
+            texts.push(deep(n, "[", "]"));
+            texts.push(deep(n, "{\"a\":", "}"));
+            texts.push(format!("{}1{}", "[".repeat(n), "]".repeat(n)));
+        }
+        for text in &texts {
+            let got = decode_message(true, text.as_bytes());
+            match (got, decode_reference(text)) {
+                (Ok((a, id_a)), Ok((b, id_b))) => {
+                    assert_eq!(format!("{a:?}"), format!("{b:?}"), "{text}");
+                    assert_eq!(id_a, id_b, "{text}");
+                }
+                (Err(_), Err(())) => {}
+                (got, want) => panic!(
+                    "{text}: got {:?}, want {:?}",
+                    got.map(|(r, _)| r),
+                    want.map(|(r, _)| r)
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn metrics_count_routes_unmatched_names_and_every_status() {
+        let service = Service::from_str(DEFAULT_CONFIG, "default", registry()).unwrap();
+        let metrics = RunnerMetrics::new(&service);
+        let took = [
+            Duration::from_micros(300),
+            Duration::from_millis(3),
+            Duration::from_secs(20),
+        ];
+        for d in took {
+            metrics.record("echo", d, 200);
+        }
+        metrics.record("made-up", took[1], 501);
+        metrics.record(UNMATCHED, took[0], 4000);
+        let mut m = MetricsSnapshot::default();
+        metrics.fill(&mut m);
+
+        let mut echo = Histogram::default();
+        took.iter().for_each(|d| echo.observe(*d));
+        let mut unmatched = Histogram::default();
+        unmatched.observe(took[1]);
+        unmatched.observe(took[0]);
+        let want: BTreeMap<String, Histogram> = [
+            ("echo".to_string(), echo),
+            (UNMATCHED.to_string(), unmatched),
+        ]
+        .into();
+        assert_eq!(m.handler_latency, want);
+        let want: BTreeMap<u16, u64> = [(200, 3), (501, 1), (4000, 1)].into();
+        assert_eq!(m.responses_by_status, want);
     }
 }
