@@ -9,7 +9,7 @@
 //! the JSON envelope, builds the Event (connection headers, params), processes a
 //! 3-policy route of non-blocking handlers, records the metrics and encodes the
 //! reply envelope. The reactor is bound but never run: no socket is involved. Its
-//! instruction profile is in docs/benchmarks.md ("Inline JSON path: profile";
+//! instruction profile is in docs/profile.md ("Inline JSON path: profile";
 //! `examples/inline_profile.rs` runs the same path for callgrind). Measured on the
 //! same machine, pinned to one core: 2.66 us per message (22,014 instructions).
 //!

@@ -450,6 +450,8 @@ def report(res, svg_rel):
         "wsbench's own, per second of the measurement, in cores.\n"
         "- Codec microbenchmarks (`benches/codec.rs`, criterion) are not part of this page: run "
         "`cargo bench --bench codec`.\n"
+        "- Where the inline JSON path spends its instructions, and what was cut (callgrind): "
+        "[profile.md](profile.md).\n"
     )
     md.append("## Reproduce\n")
     md.append("```sh\nbenches/compare.sh                  # installs the peers, runs everything, rewrites this page\n"

@@ -13,7 +13,7 @@
 //! `echo` route (one policy), the path `wsbench rr --mode json` drives.
 //!
 //! Instructions per message: (total at N) - (total at 0), divided by N. See
-//! docs/benchmarks.md ("Inline JSON path: profile").
+//! docs/profile.md ("Inline JSON path: profile").
 
 use std::hint::black_box;
 use std::sync::Arc;
