@@ -16,7 +16,9 @@ use crate::configurapi::{Config, ErrorResponse, Event, Service};
 use crate::http::{HttpError, HttpParser, HttpRequest, Parsed};
 use crate::runner;
 use crate::ws::frame::{Decoder, Incoming, Limits};
-use crate::ws::handshake::{accept_key, parse_request, HandshakeLimits};
+use crate::ws::handshake::{
+    accept_key, parse_request, HandshakeError, HandshakeLimits, UpgradeRequest,
+};
 use crate::ws::{close_code, error::is_valid_close_code, ProtocolError};
 
 /// An input cut into two limit bytes, read sizes, and the payload.
@@ -182,43 +184,49 @@ pub fn frame(data: &[u8]) {
 // ---------------------------------------------------------------------------------
 // upgrade
 
+/// What the reactor concluded from an upgrade request fed in `chunks`: `None` while it
+/// still waits for bytes, and the bytes it holds.
+type UpgradeOutcome = Option<Result<(UpgradeRequest, usize), HandshakeError>>;
+
+fn run_upgrade(chunks: &[&[u8]], limits: &HandshakeLimits) -> (UpgradeOutcome, Vec<u8>) {
+    let mut buf: Vec<u8> = Vec::new();
+    for chunk in chunks {
+        let scan_from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(chunk);
+        let has_end = crate::http::may_end_head(&buf, scan_from);
+        if !has_end && buf.len() < limits.max_bytes {
+            continue;
+        }
+        match parse_request(&buf, limits) {
+            Ok(None) => {}
+            Ok(Some(r)) => return (Some(Ok(r)), buf),
+            Err(e) => return (Some(Err(e)), buf),
+        }
+    }
+    (None, buf)
+}
+
 /// The upgrade request parser ([`parse_request`]), fed as the reactor feeds it: bytes
 /// accumulate and the parser runs once a blank line may be there or the limit is hit.
 ///
 /// `lim0` sets the byte limit (`64 + lim0 * 16`), `lim1` the header count (`1 + lim1 % 32`).
-/// Checks: no panic; the reactor's skipping never misses a complete head; a request
-/// parses the same from exactly its head bytes; the 101 answer is a valid response with
-/// the right accept key and a token subprotocol; every refusal is a valid response.
+/// Checks: no panic; the reads the input is cut into change nothing; the reactor's
+/// skipping never misses a complete head; a request parses the same from exactly its
+/// head bytes; the 101 answer is a valid response with the right accept key and a token
+/// subprotocol; every refusal is a valid response.
 pub fn upgrade(data: &[u8]) {
     let feed = Feed::new(data);
     let limits = HandshakeLimits {
         max_bytes: 64 + feed.lim0 as usize * 16,
         max_headers: 1 + (feed.lim1 % 32) as usize,
     };
-    let mut buf: Vec<u8> = Vec::new();
-    let mut outcome = None;
-    for chunk in feed.chunks() {
-        let scan_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(chunk);
-        let has_end = buf[scan_from..].windows(2).any(|w| w == b"\n\n")
-            || buf[scan_from..].windows(3).any(|w| w == b"\n\r\n");
-        if !has_end && buf.len() < limits.max_bytes {
-            continue;
-        }
-        match parse_request(&buf, &limits) {
-            Ok(None) => {}
-            other => {
-                outcome = Some(other.map(|o| o.expect("not None")));
-                break;
-            }
-        }
-    }
+    let (outcome, buf) = run_upgrade(&feed.chunks(), &limits);
+    let (whole, _) = run_upgrade(&[feed.payload], &limits);
+    assert_eq!(outcome, whole, "the reads changed the outcome");
     match outcome {
         None => {
-            // Nothing decided: the whole input must indeed be an incomplete head.
-            assert_eq!(
-                parse_request(&buf, &limits),
-                Ok(None),
+            assert!(
+                !matches!(parse_request(&buf, &limits), Ok(Some(_))),
                 "the reactor skipped a complete head"
             );
         }

@@ -216,8 +216,7 @@ impl Conn {
                 buf.extend_from_slice(data);
                 // Parse only once the blank line may be there (or the limit is hit), so a
                 // head that trickles in byte by byte is not re-parsed at every byte.
-                let has_end = buf[scan_from..].windows(2).any(|w| w == b"\n\n")
-                    || buf[scan_from..].windows(3).any(|w| w == b"\n\r\n");
+                let has_end = crate::http::may_end_head(buf, scan_from);
                 if !has_end && buf.len() < sh.cfg.handshake_limits.max_bytes {
                     return;
                 }
