@@ -141,6 +141,9 @@ pub fn parse_request(
     buf: &[u8],
     limits: &HandshakeLimits,
 ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    // Only the bytes within the limit are looked at: what a head holds past it cannot
+    // change the answer (431), however the reads cut the input.
+    let buf = &buf[..buf.len().min(limits.max_bytes)];
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut headers);
     let used = match req.parse(buf) {
@@ -350,5 +353,22 @@ mod tests {
         assert_eq!(parse(&many).unwrap_err().status(), 431);
         let big = format!("GET /{} HTTP/1.1\r\n", "a".repeat(17 * 1024));
         assert_eq!(parse(&big).unwrap_err().status(), 431);
+    }
+
+    /// Fuzz finding (fuzz/regressions/upgrade/malformed-past-the-limit): a head over the
+    /// byte limit was 431 when the reactor parsed it as the limit was reached, but 400
+    /// when one read brought the limit and a malformed byte past it. Only the bytes
+    /// within the limit count now.
+    #[test]
+    fn bytes_past_the_limit_do_not_change_the_answer() {
+        let limits = HandshakeLimits {
+            max_bytes: 64,
+            max_headers: 100,
+        };
+        let head = format!("GET /{} HTTP/1.1\r\n", "a".repeat(70));
+        let at_limit = parse_request(&head.as_bytes()[..64], &limits).unwrap_err();
+        let past_limit = parse_request(format!("{head}\x01\r\n\r\n").as_bytes(), &limits);
+        assert_eq!(at_limit, HandshakeError::HeadersTooLarge);
+        assert_eq!(past_limit.unwrap_err(), HandshakeError::HeadersTooLarge);
     }
 }
