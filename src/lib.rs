@@ -26,6 +26,8 @@ pub mod cli;
 pub mod config;
 pub mod configurapi;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handlers;
 pub mod http;
 pub mod mgmt;

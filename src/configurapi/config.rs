@@ -152,19 +152,31 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Messages quote the config (handler names, imports), which may hold line breaks:
+        // they are shown escaped so the error stays one line.
+        let (file, message) = (one_line(&self.file), one_line(&self.message));
         if self.kind == ConfigErrorKind::Read {
             // The message already names the file.
-            f.write_str(&self.message)?;
+            f.write_str(&message)?;
         } else {
             match self.line {
-                Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message)?,
-                None => write!(f, "{}: {}", self.file, self.message)?,
+                Some(line) => write!(f, "{file}:{line}: {message}")?,
+                None => write!(f, "{file}: {message}")?,
             }
         }
         if let Some(cause) = &self.cause {
-            write!(f, ": {cause}")?;
+            write!(f, ": {}", one_line(cause))?;
         }
         Ok(())
+    }
+}
+
+/// `s` with CR and LF written as `\r` and `\n`.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\r']) {
+        s.replace('\n', "\\n").replace('\r', "\\r").into()
+    } else {
+        s.into()
     }
 }
 
@@ -401,5 +413,28 @@ fn parse_policy(policy: &Value) -> Option<PolicyConfig> {
             })
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz finding (fuzz/regressions/config/handler-name-with-line-breaks): a handler or
+    /// import name with line breaks, quoted in the error message, made the error (and the
+    /// start-up log line) span several lines, though `Display` is documented as one line.
+    #[test]
+    fn errors_quoting_line_breaks_display_on_one_line() {
+        let err =
+            Config::parse("import: \"a\\nb\"\napi:\n  events: []\n", "c.yaml", None).unwrap_err();
+        assert_eq!(err.kind, ConfigErrorKind::BadImport);
+        assert!(err.message.contains('\n'), "the message itself is kept");
+        assert_eq!(
+            err.to_string(),
+            "c.yaml: Could not load 'import.a\\nb' in the config document"
+        );
+        let mut err = ConfigError::new(ConfigErrorKind::Read, "x\r\ny", "Failed to load 'x\ny'");
+        err.cause = Some("no\nsuch file".into());
+        assert_eq!(err.to_string(), "Failed to load 'x\\ny': no\\nsuch file");
     }
 }

@@ -226,8 +226,10 @@ impl Conn {
                 buf.extend_from_slice(data);
                 // Parse only once the blank line may be there (or the limit is hit), so a
                 // head that trickles in byte by byte is not re-parsed at every byte.
-                let has_end = buf[scan_from..].windows(2).any(|w| w == b"\n\n")
-                    || buf[scan_from..].windows(3).any(|w| w == b"\n\r\n");
+                // Three CR/LF bytes before the request line are refused at once (see
+                // parse_request), so a run of empty lines is answered, not accumulated.
+                let has_end = crate::http::may_end_head(buf, scan_from)
+                    || (buf.len() >= 3 && buf[..3].iter().all(|&b| b == b'\r' || b == b'\n'));
                 if !has_end && buf.len() < sh.cfg.handshake_limits.max_bytes {
                     return;
                 }

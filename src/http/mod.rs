@@ -161,6 +161,21 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// Whether a blank line that can end a request head (`\n\n` or `\n\r\n`) starts at or
+/// after `from` in `head`: the test both incremental head readers (this parser and the
+/// WebSocket upgrade) run before parsing, so a head trickled in byte by byte is not
+/// re-parsed at every byte. Empty lines before the request line do not count: the parser
+/// skips them (RFC 9112 2.2), so a parse there would decide nothing, and only when the
+/// reads happened to put them in view, making the outcome depend on how the input was cut.
+pub fn may_end_head(head: &[u8], from: usize) -> bool {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let tail = &head[from.max(start).min(head.len())..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// The interim answer to `Expect: 100-continue` (see [`HttpParser::take_continue`]).
 pub const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -317,6 +332,19 @@ mod tests {
         let mut out = Vec::new();
         write_head(&mut out, 200, &[], 42, true);
         assert_eq!(text(&out), "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n");
+    }
+
+    #[test]
+    fn a_head_may_end_only_at_a_blank_line_after_the_request_line_starts() {
+        assert!(may_end_head(b"GET / HTTP/1.1\r\n\r\n", 0));
+        assert!(may_end_head(b"GET / HTTP/1.1\n\n", 0));
+        assert!(may_end_head(b"\r\nGET / HTTP/1.1\r\n\r\n", 15));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\n\r\n", 18));
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: h\r\n", 0));
+        // Empty lines before the request line are no end of anything.
+        assert!(!may_end_head(b"\r\n\r\n", 0));
+        assert!(!may_end_head(b"\n\n\r\n\nGET", 0));
+        assert!(!may_end_head(b"", 5));
     }
 
     #[test]

@@ -149,11 +149,7 @@ impl HttpParser {
         self.head.extend_from_slice(&input[..take]);
         // Parse only when a blank line can have arrived, so a head trickled in one byte
         // at a time costs one scan, not one httparse run per byte.
-        let from = before.saturating_sub(3);
-        let tail = &self.head[from..];
-        let blank =
-            tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n");
-        if blank {
+        if super::may_end_head(&self.head, before.saturating_sub(3)) {
             if let Some(used) = self.parse_head()? {
                 self.head = Vec::new();
                 return Ok(Some(used.saturating_sub(before)));
@@ -429,6 +425,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Fuzz finding (fuzz/regressions/mgmt_http/leading-blank-line-then-malformed): empty
+    /// lines before the request line counted as the blank line ending a head, so a whole
+    /// read parsed (and refused, 400) a malformed head that had not ended yet, while the
+    /// same bytes read one at a time waited for the rest. Now both wait.
+    #[test]
+    fn leading_empty_lines_do_not_make_the_outcome_depend_on_the_reads() {
+        let input = b"\r\n\r\nGET / HTTP/1.0\r\nHost: h\r\n\rX-A: \n";
+        let mut whole = HttpParser::new(Limits::default());
+        assert_eq!(whole.feed(input), Ok(Parsed::NeedMore));
+        let mut split = HttpParser::new(Limits::default());
+        for b in input {
+            assert_eq!(split.feed(std::slice::from_ref(b)), Ok(Parsed::NeedMore));
+        }
+        // Leading empty lines are still skipped once a head does end.
+        let r = one(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(r.path, "/x");
     }
 
     #[test]

@@ -470,10 +470,13 @@ impl Outcome {
 
 /// A decoded message with its message-id, or the decoding error (boxed: it is rare and
 /// large) with the message-id when one could be read.
-type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
+pub(crate) type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
 
 /// `{...params, ...query}` with the query winning (2.2.5, 6.2.4).
-fn merge_params(params: &Map<String, Value>, query: &Map<String, Value>) -> Map<String, Value> {
+pub(crate) fn merge_params(
+    params: &Map<String, Value>,
+    query: &Map<String, Value>,
+) -> Map<String, Value> {
     let mut merged = params.clone();
     for (k, v) in query {
         merged.insert(k.clone(), v.clone());
@@ -483,7 +486,7 @@ fn merge_params(params: &Map<String, Value>, query: &Map<String, Value>) -> Map<
 
 /// A client message to a Request (6.2). The error side carries the message-id when
 /// one could be read, so even a 400 can be matched by the client.
-fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
+pub(crate) fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
     // The Request default method is already `get` (6.2.3).
     let mut request = Request::default();
     let Ok(text) = std::str::from_utf8(bytes) else {

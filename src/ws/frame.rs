@@ -249,13 +249,16 @@ impl Decoder {
         let mut used = 0;
         loop {
             let need = header_len_needed(&self.hdr[..self.hdr_len]);
-            if self.hdr_len >= need {
+            if self.hdr_len >= 2 {
+                // Checks the first two bytes as soon as they are here, as the unbuffered
+                // path does: a bad header fails at once, not once its length arrives.
                 let hdr = self.hdr;
                 let parsed = self.parse_header(&hdr[..self.hdr_len])?;
-                let (head, _) = parsed.expect("a full header parses");
-                // Keep hdr_len non-zero until begin_payload so the caller knows the header
-                // was split (no fast path on input that does not hold the header).
-                return Ok(Some((head, used)));
+                if let Some((head, _)) = parsed {
+                    // Keep hdr_len non-zero until begin_payload so the caller knows the
+                    // header was split (no fast path on input that does not hold it).
+                    return Ok(Some((head, used)));
+                }
             }
             let take = (need - self.hdr_len).min(input.len() - used);
             if take == 0 {
@@ -550,6 +553,29 @@ mod tests {
         let (_, err) = decode_all(&[0x81, 0x05, b'H', b'e', b'l', b'l', b'o']);
         assert_eq!(err, Some(ProtocolError::UnmaskedFrameFromClient));
         assert_eq!(err.unwrap().close_code(), 1002);
+    }
+
+    /// Fuzz finding (fuzz/regressions/frame/unmasked-split-after-1-byte): a header whose
+    /// first byte came in a read of its own was only checked once all of its length and
+    /// mask bytes had arrived, so a bad short frame at the end of the input waited for
+    /// more bytes instead of failing as it does when read whole.
+    #[test]
+    fn a_bad_header_split_after_its_first_byte_fails_at_once() {
+        for bytes in [
+            &[0x81u8, 0x01, b'x'][..],  // unmasked
+            &[0xC1, 0x81, 1, 2][..],    // RSV1
+            &[0x83, 0x80][..],          // opcode 3
+            &[0x09, 0x80][..],          // fragmented ping
+            &[0x89, 0xFE, 0, 200][..],  // ping over 125 bytes
+            &[0x80, 0x81, 1, 2, 3][..], // continuation with no message
+        ] {
+            let whole = run(&mut Decoder::new(Limits::default()), bytes, bytes.len());
+            assert!(whole.1.is_some(), "{bytes:?}");
+            for step in [1, 2] {
+                let split = run(&mut Decoder::new(Limits::default()), bytes, step);
+                assert_eq!(split, whole, "{bytes:?} in reads of {step}");
+            }
+        }
     }
 
     #[test]

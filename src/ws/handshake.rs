@@ -142,9 +142,7 @@ pub fn parse_request(
     limits: &HandshakeLimits,
 ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
     // One empty line before the request line is ignored (RFC 9112 2.2): at most two CR
-    // or LF bytes; more are refused. The head is parsed again at every read that may have ended it, and a run
-    // of empty lines is the one place where a blank line does not end it: sent a few
-    // bytes at a time, such a run would be re-scanned whole at every read.
+    // or LF bytes; more are refused, so a run of empty lines cannot hold a connection.
     let leading_blank = buf
         .iter()
         .take(3)
@@ -155,6 +153,9 @@ pub fn parse_request(
             "empty lines before the request line",
         ));
     }
+    // Only the bytes within the limit are looked at: what a head holds past it cannot
+    // change the answer (431), however the reads cut the input.
+    let buf = &buf[..buf.len().min(limits.max_bytes)];
     let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
     let mut req = httparse::Request::new(&mut headers);
     let used = match req.parse(buf) {
@@ -381,5 +382,22 @@ mod tests {
         assert_eq!(parse(&many).unwrap_err().status(), 431);
         let big = format!("GET /{} HTTP/1.1\r\n", "a".repeat(17 * 1024));
         assert_eq!(parse(&big).unwrap_err().status(), 431);
+    }
+
+    /// Fuzz finding (fuzz/regressions/upgrade/malformed-past-the-limit): a head over the
+    /// byte limit was 431 when the reactor parsed it as the limit was reached, but 400
+    /// when one read brought the limit and a malformed byte past it. Only the bytes
+    /// within the limit count now.
+    #[test]
+    fn bytes_past_the_limit_do_not_change_the_answer() {
+        let limits = HandshakeLimits {
+            max_bytes: 64,
+            max_headers: 100,
+        };
+        let head = format!("GET /{} HTTP/1.1\r\n", "a".repeat(70));
+        let at_limit = parse_request(&head.as_bytes()[..64], &limits).unwrap_err();
+        let past_limit = parse_request(format!("{head}\x01\r\n\r\n").as_bytes(), &limits);
+        assert_eq!(at_limit, HandshakeError::HeadersTooLarge);
+        assert_eq!(past_limit.unwrap_err(), HandshakeError::HeadersTooLarge);
     }
 }
