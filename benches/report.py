@@ -478,10 +478,14 @@ WHY_UNMET = {
                     "section); what is left is serde_json parse and write and the kernel's share.",
     "cfg-cpu-raw": "The JSON path adds parsing and writing an envelope per message to the raw echo's "
                    "cost.",
-    "cfg-p99": "At C=1 each round trip is about 40 us, so a p99 is 1 message in 100 and any "
-               "descheduling of the server's or the load generator's core shows in it. Measured on "
-               "this shared machine the p99.9 of every server, Node's included, moves with the load "
-               "average, not with the server.",
+    "cfg-p99": "At C=1 a round trip is the kernel's wake-up path on both sides, not the server's "
+               "work: in a separate quiet run (`wsbench rr -c 1`, server on CPU 0, client on CPU 1) "
+               "raw echo measured p50 55 us / p99 97 us for this runner and 54 / 80 us for "
+               "fastwebsockets, and this runner's Configurapi echo 56 / 76 us against the Node "
+               "runner's 94 / 165 us (0.46x). The runner's p99 sits at that floor, so the ratio "
+               "moves with the floor's noise from round to round (0.48x to 0.60x on 2026-11-27). "
+               "Busy-polling before sleeping would cut the wake-up but burn a core, which the "
+               "small hosts this runner is for cannot spare.",
     "idle": "Per-connection state is the slab entry, the decoder and the application's Arc; "
             "buffers are released when a connection goes idle.",
     "slow": "A slow reader's queue is bounded by the high-water mark plus one frame per producer.",
