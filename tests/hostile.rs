@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use configurapi_runner_ws::runner::RunnerOptions;
 use configurapi_runner_ws::ws::{HandshakeLimits, Limits};
 use configurapi_runner_ws::ServerConfig;
-use runner_util::{connect, gate, start_runner, test_config, wait_stalled};
+use runner_util::{connect, gate, start_runner, stream_chunk_frame_len, test_config, wait_stalled};
 use serde_json::json;
 use util::*;
 
@@ -58,19 +58,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 fn wait_open(srv: &TestServer, n: u64) {
-    wait_for(&format!("{n} connections are open"), || {
-        srv.handle.stats().unwrap().open == n
-    });
-}
-
-/// A fresh client gets its text echoed, then closes cleanly.
-fn echo_round_trip(srv: &TestServer) {
-    let mut s = srv.upgraded();
-    s.write_all(&client_frame(0x81, b"still here")).unwrap();
-    assert_eq!(read_frame(&mut s), (0x81, b"still here".to_vec()));
-    s.write_all(&client_frame(0x88, &1000u16.to_be_bytes()))
-        .unwrap();
-    expect_close(&mut s, 1000);
+    wait_stats(srv, &format!("{n} connections to be open"), |s| s.open == n);
 }
 
 /// A fresh runner client gets a Configurapi echo, then closes cleanly.
@@ -638,13 +626,7 @@ fn client_that_never_reads_a_stream_holds_the_queue_at_high_water_while_others_a
     let srv = start_runner(&yaml, |_| {}, cfg, RunnerOptions::default());
     let mut stalled = connect(&srv);
     stalled.send(&json!({"name": "big", "headers": {"message-id": "big"}}));
-    // One chunk frame on the wire: the envelope plus a 4-byte frame header.
-    let sample = format!(
-        r#"{{"statusCode":200,"headers":{{"x-stream":"chunk","x-stream-id":"{}","message-id":"big"}},"body":"{}"}}"#,
-        uuid::Uuid::new_v4(),
-        "x".repeat(CHUNK)
-    );
-    let bound = (HIGH + sample.len() + 4) as u64;
+    let bound = (HIGH + stream_chunk_frame_len(CHUNK, "big")) as u64;
     wait_stalled(&srv, bound, HIGH as u64);
 
     // Others are served while it stalls, and it stays stalled within the bound.

@@ -9,33 +9,12 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use configurapi_runner_ws::reactor::stats::Stats;
 use configurapi_runner_ws::reactor::MgmtConfig;
 use configurapi_runner_ws::{Outgoing, ServerConfig};
-use util::{client_frame, expect_close, read_frame, read_http_head, TestServer, DEADLINE};
-
-/// Poll the server's counters until `done` holds, failing after the deadline.
-fn wait_stats(srv: &TestServer, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
-    let start = Instant::now();
-    loop {
-        let s = srv.handle.stats().expect("server running");
-        if done(&s) {
-            return s;
-        }
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out waiting for {what}: {s:?}"
-        );
-        std::thread::yield_now();
-    }
-}
-
-/// A round trip on a fresh connection: the server still serves well-behaved clients.
-fn fresh_client_served(srv: &TestServer) {
-    let mut s = srv.upgraded();
-    s.write_all(&client_frame(0x81, b"still there?")).unwrap();
-    assert_eq!(read_frame(&mut s), (0x81, b"still there?".to_vec()));
-}
+use util::{
+    client_frame, echo_round_trip, expect_close, read_frame, read_http_head, wait_stats,
+    TestServer, DEADLINE,
+};
 
 fn capped(max_queued: usize, grace: Duration) -> ServerConfig {
     ServerConfig {
@@ -104,7 +83,7 @@ fn over_queued_cap_past_grace_closes_with_1008_and_frees_the_queue() {
     util::read_to_eof(&mut s);
     drop(s);
     wait_stats(&srv, "the slot to be freed", |st| st.open == 0);
-    fresh_client_served(&srv);
+    echo_round_trip(&srv);
 }
 
 /// Twice the cap closes at once, without waiting for the grace period.
@@ -132,7 +111,7 @@ fn twice_the_queued_cap_closes_without_grace() {
             break;
         }
     }
-    fresh_client_served(&srv);
+    echo_round_trip(&srv);
 }
 
 /// A flood of pings that is never read: the pongs the peer does not take are coalesced
@@ -171,7 +150,7 @@ fn unread_ping_flood_is_answered_by_coalesced_pongs() {
         received += 1;
     }
     assert!(received < pings, "{received} pongs for {pings} pings");
-    fresh_client_served(&srv);
+    echo_round_trip(&srv);
 }
 
 /// Past `max_management_connections`, a management connection gets 503 and is closed;

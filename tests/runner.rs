@@ -1010,13 +1010,8 @@ fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
     let mut ws = connect(&srv);
     ws.send(&json!({"name": "big", "headers": {"message-id": "big"}}));
 
-    // One chunk frame on the wire: the envelope plus a 4-byte frame header.
-    let sample = format!(
-        r#"{{"statusCode":200,"headers":{{"x-stream":"chunk","x-stream-id":"{}","message-id":"big"}},"body":"{}"}}"#,
-        uuid::Uuid::new_v4(),
-        "x".repeat(CHUNK)
-    );
-    let bound = (HIGH + sample.len() + 4) as u64;
+    let frame_len = stream_chunk_frame_len(CHUNK, "big");
+    let bound = (HIGH + frame_len) as u64;
 
     let chunk_prefix = br#"{"statusCode":200,"headers":{"x-stream":"chunk","x-stream-id":""#;
     let mut chunks = 0usize;
@@ -1025,7 +1020,7 @@ fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
         let (b0, payload) = read_frame(&mut ws.s);
         assert_eq!(b0, 0x81);
         if payload.starts_with(chunk_prefix) {
-            assert_eq!(payload.len(), sample.len(), "chunk {chunks}");
+            assert_eq!(payload.len() + 4, frame_len, "chunk {chunks}");
             chunks += 1;
             return true;
         }

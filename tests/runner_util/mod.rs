@@ -281,6 +281,17 @@ pub fn wait_stalled(srv: &TestServer, bound: u64, min_queued: u64) -> u64 {
     }
 }
 
+/// Bytes one streamHandler chunk frame of `chunk` bytes takes on the wire for a
+/// request with `message_id`: the envelope plus a 4-byte frame header.
+pub fn stream_chunk_frame_len(chunk: usize, message_id: &str) -> usize {
+    let envelope = format!(
+        r#"{{"statusCode":200,"headers":{{"x-stream":"chunk","x-stream-id":"{}","message-id":"{message_id}"}},"body":"{}"}}"#,
+        uuid::Uuid::new_v4(),
+        "x".repeat(chunk)
+    );
+    envelope.len() + 4
+}
+
 /// True for a UUID v4 in its hyphenated lowercase form.
 pub fn is_uuid_v4(s: &str) -> bool {
     s.len() == 36

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use configurapi_runner_ws::reactor::stats::Stats;
 use configurapi_runner_ws::{Handle, Server, ServerConfig};
 
 /// Every blocking read in the tests gives up after this long: a hang fails the test.
@@ -176,4 +177,31 @@ pub fn expect_close(s: &mut TcpStream, code: u16) {
         String::from_utf8_lossy(&payload[2..])
     );
     read_to_eof(s);
+}
+
+/// Poll the server's counters until `done` holds, failing after the deadline.
+pub fn wait_stats(srv: &TestServer, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+    let start = Instant::now();
+    loop {
+        let s = srv.handle.stats().expect("server running");
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}: {s:?}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+/// A fresh client gets its text echoed, then closes cleanly: the server still serves
+/// well-behaved clients.
+pub fn echo_round_trip(srv: &TestServer) {
+    let mut s = srv.upgraded();
+    s.write_all(&client_frame(0x81, b"still here")).unwrap();
+    assert_eq!(read_frame(&mut s), (0x81, b"still here".to_vec()));
+    s.write_all(&client_frame(0x88, &1000u16.to_be_bytes()))
+        .unwrap();
+    expect_close(&mut s, 1000);
 }
