@@ -45,7 +45,7 @@ if [ "$(ulimit -n)" -lt $((IDLE_CONNS + 100)) ]; then
 fi
 
 say "build: runner and wsbench (release)"
-nice -n 10 cargo build --release --quiet --bin configurapi-runner-ws --bin wsbench
+nice -n 10 cargo build --release --quiet -p configurapi-runner-ws -p wsbench
 wsbench="$CARGO_TARGET_DIR/release/wsbench"
 
 available=()

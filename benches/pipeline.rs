@@ -10,7 +10,7 @@
 //! 3-policy route of non-blocking handlers, records the metrics and encodes the
 //! reply envelope. The reactor is bound but never run: no socket is involved. Its
 //! instruction profile is in docs/profile.md ("Inline JSON path: profile";
-//! `examples/inline_profile.rs` runs the same path for callgrind). Measured on the
+//! `tools/devtools/src/bin/inline_profile.rs` runs the same path for callgrind). Measured on the
 //! same machine, pinned to one core: 2.66 us per message (22,014 instructions).
 //!
 //! Measured on the 2-core dev machine (release profile, fat LTO):
@@ -40,7 +40,7 @@ api:
 "#;
 
 /// The same route named for a WebSocket message (no path), as
-/// examples/inline_profile.rs has it.
+/// tools/devtools/src/bin/inline_profile.rs has it.
 const WS_CONFIG: &str = r#"
 import: [configurapi-handler-http, configurapi-handler-json]
 api:

@@ -272,7 +272,7 @@ def report(res, svg_rel):
     md.append("")
     md.append(
         "- Every server runs pinned to one core (`taskset`) and the load generator, `wsbench` "
-        "(`src/bin/wsbench.rs`: one mio thread, no allocation per message), to the other. The Rust "
+        "(`tools/wsbench/src/main.rs`: one mio thread, no allocation per message), to the other. The Rust "
         "peers use tokio's `current_thread` runtime, so every server has one core and one event loop.\n"
         "- **Server CPU per message** is the server's own CPU time (all threads, "
         "`/proc/PID/task/*/schedstat`) over the measured window divided by the messages: it compares "

@@ -49,7 +49,7 @@ if [ "$(ulimit -n)" -lt $((CONNS + 200)) ]; then
 fi
 
 say "build: runner and wsbench (release)"
-nice -n 10 cargo build --release --quiet --bin configurapi-runner-ws --bin wsbench
+nice -n 10 cargo build --release --quiet -p configurapi-runner-ws -p wsbench
 runner="$target/release/configurapi-runner-ws"
 wsbench="$target/release/wsbench"
 

@@ -24,11 +24,11 @@
 
 pub mod cli;
 pub mod config;
-pub mod configurapi;
+pub use configurapi;
 pub mod conn;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod handlers;
+pub use configurapi::handlers;
 pub mod http;
 pub mod mgmt;
 pub mod postback;

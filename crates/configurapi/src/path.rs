@@ -27,7 +27,7 @@ static VERSION: LazyLock<Regex> =
 /// version and params, following 2.2.1 to 2.2.5 exactly:
 ///
 /// ```
-/// use configurapi_runner_ws::configurapi::map_path;
+/// use configurapi::map_path;
 /// let query = serde_json::Map::new();
 /// let key = map_path("", "get", "/v1/users/someone/phones", &query);
 /// assert_eq!(key.name, "list_v1_user_phones");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{
+use configurapi::{
     Body, Claim, ConfigErrorKind, Context, ErrorResponse, Event, HandlerError, Identity, Request,
     Scope, Service,
 };
@@ -140,7 +140,7 @@ fn s3_1_5_the_response_is_what_the_handler_leaves() {
     reg.register(
         "replace",
         |event: &mut Event, _: &[Value], _: &mut Context| {
-            event.response = configurapi_runner_ws::configurapi::Response::new("replaced", 202);
+            event.response = configurapi::Response::new("replaced", 202);
             Ok(())
         },
     );
@@ -218,10 +218,7 @@ fn s3_1_6_identity_is_set_by_handlers_and_claims_match_exactly() {
     );
 }
 
-fn counting_registry(
-    counter: Arc<AtomicUsize>,
-    fail: bool,
-) -> configurapi_runner_ws::configurapi::HandlerRegistry {
+fn counting_registry(counter: Arc<AtomicUsize>, fail: bool) -> configurapi::HandlerRegistry {
     let mut reg = registry();
     reg.register(
         "count",

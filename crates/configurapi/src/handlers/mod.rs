@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use crate::configurapi::HandlerPack;
+use crate::HandlerPack;
 
 pub mod http;
 pub mod json;
@@ -23,7 +23,7 @@ pub fn builtin_packs() -> Vec<HandlerPack> {
 
 static ALWAYS_ON: Mutex<Vec<fn() -> HandlerPack>> = Mutex::new(Vec::new());
 
-/// Registers a pack that every [`crate::configurapi::HandlerRegistry::with_builtins`]
+/// Registers a pack that every [`crate::HandlerRegistry::with_builtins`]
 /// includes with no `import:` needed (8.7). A pack with the name of an
 /// earlier one replaces it. Call it before building services.
 pub fn register_always_on_pack(factory: fn() -> HandlerPack) {
@@ -43,7 +43,7 @@ pub fn always_on_packs() -> Vec<HandlerPack> {
 pub(crate) mod params {
     use serde_json::Value;
 
-    use crate::configurapi::HandlerError;
+    use crate::HandlerError;
 
     /// A status code parameter: a number, or a numeric string (5: "the
     /// port SHOULD turn numeric strings into numbers"). Anything else is an

@@ -52,11 +52,11 @@ enum Failure {
 /// A map keyed by route name with a fast, unseeded hash. Fit for tables whose keys are
 /// fixed at start (the config's routes): a client only chooses what is looked up, and
 /// that cannot make the table's own chains any longer, so there is nothing to flood.
-pub(crate) type NameMap<V> = HashMap<String, V, BuildHasherDefault<NameHasher>>;
+pub type NameMap<V> = HashMap<String, V, BuildHasherDefault<NameHasher>>;
 
 /// The FxHash step (as in rustc), eight bytes at a time.
 #[derive(Default, Clone, Copy)]
-pub(crate) struct NameHasher(u64);
+pub struct NameHasher(u64);
 
 impl NameHasher {
     const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;

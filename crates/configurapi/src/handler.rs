@@ -265,7 +265,7 @@ where
 /// `handler_fn(|event, params, ctx| { ... })` needs no type annotations.
 ///
 /// ```
-/// use configurapi_runner_ws::configurapi::{handler_fn, HandlerRegistry};
+/// use configurapi::{handler_fn, HandlerRegistry};
 /// let mut registry = HandlerRegistry::with_builtins();
 /// registry.register(
 ///     "okHandler",

@@ -2,7 +2,7 @@
 //! Service pipeline, with no networking (runners build on it).
 //!
 //! ```
-//! use configurapi_runner_ws::configurapi::{Event, HandlerRegistry, Request, Service};
+//! use configurapi::{Event, HandlerRegistry, Request, Service};
 //!
 //! let yaml = r#"
 //! import: [configurapi-handler-http]
@@ -23,6 +23,7 @@
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod handlers;
 pub mod http;
 pub mod identity;
 pub mod inflection;

@@ -3,11 +3,11 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{
+use configurapi::handlers;
+use configurapi::{
     Body, ConfigErrorKind, Context, Event, HandlerError, HandlerPack, HandlerRegistry, Payload,
     Request, Service,
 };
-use configurapi_runner_ws::handlers;
 use serde_json::{json, Map, Value};
 
 fn headers(v: Value) -> Map<String, Value> {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
 use super::params;
-use crate::configurapi::{js, Body, Context, ErrorResponse, Event, HandlerError, HandlerPack};
+use crate::{js, Body, Context, ErrorResponse, Event, HandlerError, HandlerPack};
 
 /// The pack. `setJsonResponseHandler` is in it too, as in older versions of
 /// the Node package.

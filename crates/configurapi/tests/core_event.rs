@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{map_path, Body, Event, Payload, Request, Response};
+use configurapi::{map_path, Body, Event, Payload, Request, Response};
 use serde_json::{json, Map, Value};
 
 fn obj(v: Value) -> Map<String, Value> {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{
+use configurapi::{
     Body, Chunk, Context, Event, HandlerError, Identity, PushError, PushSink, Request, Response,
 };
 use serde_json::{json, Value};
@@ -82,7 +82,7 @@ fn push_sink_and_streams_are_the_runners_hooks() {
             Ok(())
         },
     );
-    let s = configurapi_runner_ws::configurapi::Service::from_str(
+    let s = configurapi::Service::from_str(
         "api:\n  events:\n    - name: x\n      policies: [pushTwice]\n",
         "c",
         reg,

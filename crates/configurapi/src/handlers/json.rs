@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::path::PathBuf;
 
-use crate::configurapi::{js, Context, ErrorResponse, Event, HandlerError, HandlerPack, Payload};
+use crate::{js, Context, ErrorResponse, Event, HandlerError, HandlerPack, Payload};
 
 /// The pack.
 pub fn pack() -> HandlerPack {
@@ -123,7 +123,7 @@ impl ValidateJsonRequest {
     }
 }
 
-impl crate::configurapi::Handler for ValidateJsonRequest {
+impl crate::Handler for ValidateJsonRequest {
     fn call(
         &self,
         event: &mut Event,

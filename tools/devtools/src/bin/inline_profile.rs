@@ -4,9 +4,9 @@
 //! reactor is bound but never run, so nothing but the per-message path is measured.
 //!
 //! ```sh
-//! cargo build --release --example inline_profile
-//! valgrind --tool=callgrind --dump-instr=no target/release/examples/inline_profile 20000
-//! valgrind --tool=callgrind --dump-instr=no target/release/examples/inline_profile 20000 echo
+//! cargo build --release -p devtools --bin inline_profile
+//! valgrind --tool=callgrind --dump-instr=no target/release/inline_profile 20000
+//! valgrind --tool=callgrind --dump-instr=no target/release/inline_profile 20000 echo
 //! ```
 //!
 //! With `echo`, the message is wsbench's JSON mode message on the built-in config's

@@ -1,7 +1,7 @@
 //! 1.2.1 / 1.2.3 with the real environment variable. This file is its own
 //! test process, and its single test is the only one touching `NODE_ENV`.
 
-use configurapi_runner_ws::configurapi::{HandlerRegistry, Service, ServiceOptions};
+use configurapi::{HandlerRegistry, Service, ServiceOptions};
 
 #[test]
 fn s1_2_3_without_an_option_the_service_reads_node_env() {

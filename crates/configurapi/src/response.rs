@@ -383,7 +383,7 @@ impl From<PushError> for HandlerError {
 
 /// The Rust form of the `push-function` request header (6.2.5): sends a
 /// response to the event's client at once. The runner provides it; handlers
-/// call [`crate::configurapi::Event::push`].
+/// call [`crate::Event::push`].
 pub trait PushSink: Send + Sync {
     /// Sends `response` (a stream body is sent as chunk frames).
     fn push(&self, response: Response) -> Result<(), PushError>;

@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{Body, Event, HandlerRegistry, Request, Service};
+use configurapi::{Body, Event, HandlerRegistry, Request, Service};
 use serde_json::json;
 
-const DOC: &str = include_str!("../docs/config.md");
+const DOC: &str = include_str!("../../../docs/config.md");
 
 /// The fenced blocks of the doc whose info string starts with `yaml`.
 fn yaml_blocks() -> Vec<(String, String)> {
@@ -23,7 +23,7 @@ fn yaml_blocks() -> Vec<(String, String)> {
     blocks
 }
 
-fn load(yaml: &str) -> Result<Service, configurapi_runner_ws::configurapi::ConfigError> {
+fn load(yaml: &str) -> Result<Service, configurapi::ConfigError> {
     Service::from_str_with_options(
         yaml,
         "config.yaml",
@@ -158,8 +158,8 @@ fn fixture_cors_answers_preflights_and_decorates_successes() {
 #[cfg(feature = "json-schema")]
 #[test]
 fn fixture_validate_checks_payloads_against_the_schema() {
-    use configurapi_runner_ws::configurapi::Payload;
-    use configurapi_runner_ws::handlers;
+    use configurapi::handlers;
+    use configurapi::Payload;
 
     let mut reg = HandlerRegistry::with_builtins();
     reg.register(

@@ -3,12 +3,10 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{
-    Body, Config, ConfigErrorKind, HandlerRegistry, LogLevel, Service,
-};
+use configurapi::{Body, Config, ConfigErrorKind, HandlerRegistry, LogLevel, Service};
 use serde_json::json;
 
-fn body_json(event: &configurapi_runner_ws::configurapi::Event) -> serde_json::Value {
+fn body_json(event: &configurapi::Event) -> serde_json::Value {
     match &event.response.body {
         Body::Json(v) => v.clone(),
         other => panic!("expected a JSON body, got {other:?}"),
@@ -31,10 +29,7 @@ fn s1_1_1_config_loads_from_path_and_parameters_keep_yaml_types() {
         body_json(&event),
         json!([1, 2.5, true, "text", {"a": [1, null]}, ["x", "y"], null])
     );
-    assert_eq!(
-        configurapi_runner_ws::configurapi::config::DEFAULT_CONFIG_PATH,
-        "config.yaml"
-    );
+    assert_eq!(configurapi::config::DEFAULT_CONFIG_PATH, "config.yaml");
 }
 
 #[test]
@@ -47,8 +42,7 @@ fn s1_1_2_imports_are_registry_keys_including_relative_ones() {
     // A `./` import is a key into the registry too.
     let mut reg = HandlerRegistry::with_builtins();
     reg.add_importable_pack(
-        configurapi_runner_ws::configurapi::HandlerPack::new("./handlers/local")
-            .with("localHandler", trace_handler),
+        configurapi::HandlerPack::new("./handlers/local").with("localHandler", trace_handler),
     );
     let yaml = "import: [./handlers/local]\napi:\n  events:\n    - name: x\n      policies:\n        - localHandler: [ran]\n";
     let service = Service::from_str(yaml, "config.yaml", reg).unwrap();

@@ -1,7 +1,7 @@
 //! Helpers shared by the core test files.
 #![allow(dead_code)]
 
-use configurapi_runner_ws::configurapi::{
+use configurapi::{
     Body, ConfigError, Context, Event, HandlerError, HandlerRegistry, Request, Service,
     ServiceOptions,
 };
@@ -85,8 +85,7 @@ pub fn registry() -> HandlerRegistry {
         "errorResponseHandler",
         |event: &mut Event, params: &[Value], _: &mut Context| {
             let code = params.first().and_then(Value::as_u64).unwrap_or(400) as u16;
-            event.response =
-                configurapi_runner_ws::configurapi::ErrorResponse::new("bad", code, "d").into();
+            event.response = configurapi::ErrorResponse::new("bad", code, "d").into();
             Ok(())
         },
     );

@@ -1,6 +1,6 @@
 //! WSS against WS on the same in-process echo server: handshake rate and echo
 //! throughput as a ratio of plain. The figures in docs/architecture.md ("TLS") come from
-//! `cargo run --release --example tls_bench`.
+//! `cargo run --release -p devtools --bin tls_bench`.
 //!
 //! Clients are blocking threads on the same machine, so the absolute numbers include
 //! the client's cost; the ratio is what this measures. A test CA and an ECDSA P-256

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use configurapi_runner_ws::configurapi::{
+use configurapi::{
     config::DEFAULT_CONFIG_PATH, Body, Chunk, ErrorResponse, HandlerError, Payload, Request,
     Response,
 };
