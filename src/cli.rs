@@ -50,6 +50,10 @@ OPTIONS:
                               management connections at once; past it 503 [default: 64]
     --shutdown-timeout DUR    time running handlers get on SIGINT/SIGTERM [default: 5s]
     --log-level LEVEL         error, warn, info, debug or trace [default: info]
+    --node PATH               the node program for JS handlers (handlers/*.js beside the
+                              config) [default: node on PATH]
+    --handler-timeout DUR     a JS handler call's deadline; past it the call answers 504
+                              [default: 30s]
     -h, --help                print this help
     -V, --version             print the version
 
@@ -95,6 +99,10 @@ pub struct RunArgs {
     pub management_tls: bool,
     /// `--secure-port` (default 8443), on the `--host` address.
     pub secure_listen: SocketAddr,
+    /// `--node`: the node program for JS handlers.
+    pub node: Option<PathBuf>,
+    /// `--handler-timeout`: a JS handler call's deadline.
+    pub handler_timeout: Duration,
 }
 
 /// Parse the arguments after the program name.
@@ -121,6 +129,8 @@ where
     let mut cert = None;
     let mut secure_port: u16 = 8443;
     let mut management_tls = false;
+    let mut node = None;
+    let mut handler_timeout = crate::jshost::DEFAULT_TIMEOUT;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let flag = match arg {
             Long(name) => format!("--{name}"),
@@ -230,6 +240,13 @@ where
             "--max-management-connections" => {
                 server.max_management_connections = parse_count(&flag, &value()?)?
             }
+            "--node" => node = Some(PathBuf::from(value()?)),
+            "--handler-timeout" => {
+                handler_timeout = parse_duration(&flag, &value()?)?;
+                if handler_timeout.is_zero() {
+                    return Err("--handler-timeout must be greater than 0".into());
+                }
+            }
             "--log-level" => {
                 let v = value()?;
                 log_level = v.parse().map_err(|_| {
@@ -275,6 +292,8 @@ where
         tls_files,
         management_tls,
         secure_listen: SocketAddr::new(host, secure_port),
+        node,
+        handler_timeout,
     })))
 }
 
@@ -376,6 +395,8 @@ mod tests {
             &["--max-queued", "64KiB"],
             &["--max-handshake-headers", "0"],
             &["--max-management-connections", "many"],
+            &["--handler-timeout", "0"],
+            &["--node"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n'), "{err}");

@@ -30,6 +30,7 @@ pub mod conn;
 pub mod fuzzing;
 pub use configurapi::handlers;
 pub mod http;
+pub mod jshost;
 pub mod mgmt;
 pub mod postback;
 pub mod reactor;

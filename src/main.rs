@@ -62,11 +62,17 @@ fn main() -> ExitCode {
         }
     }
 
+    let mut js_host = None;
     let what = if args.echo {
         args.server.mode = Mode::Echo;
         "raw echo".to_string()
     } else {
-        let (service, source) = match load_service(args.config_path.as_deref()) {
+        let (service, source) = match load_service(
+            args.config_path.as_deref(),
+            args.node.as_deref(),
+            args.handler_timeout,
+            &mut js_host,
+        ) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
         });
     }
     let args_management_tls = args.management_tls;
+    let args_handler_timeout = args.handler_timeout;
     let server = match Server::bind(args.server) {
         Ok(s) => s,
         Err(e) => {
@@ -133,7 +140,12 @@ fn main() -> ExitCode {
         let scheme = if args_management_tls { "https" } else { "http" };
         log::info!("management API on {scheme}://{addr}");
     }
-    match server.run() {
+    let ran = server.run();
+    if let Some(host) = js_host {
+        // In-flight JS calls finish before the host stops (the reactor has drained).
+        host.shutdown(args_handler_timeout);
+    }
+    match ran {
         Ok(()) => {
             log::info!("stopped");
             ExitCode::SUCCESS
@@ -146,7 +158,13 @@ fn main() -> ExitCode {
 }
 
 /// `--config PATH`, else `./config.yaml` when it exists, else the embedded default.
-fn load_service(path: Option<&Path>) -> Result<(Service, String), String> {
+/// A config whose folder has `handlers/*.js` may start the JS host (`js_host`).
+fn load_service(
+    path: Option<&Path>,
+    node: Option<&Path>,
+    handler_timeout: std::time::Duration,
+    js_host: &mut Option<configurapi_runner_ws::jshost::JsHost>,
+) -> Result<(Service, String), String> {
     let registry = runner::registry();
     let local = Path::new("config.yaml");
     let path = match path {
@@ -155,9 +173,11 @@ fn load_service(path: Option<&Path>) -> Result<(Service, String), String> {
         None => None,
     };
     match path {
-        Some(p) => Service::load_with(p, registry)
-            .map(|s| (s, format!("config {}", p.display())))
-            .map_err(|e| e.to_string()),
+        Some(p) => configurapi_runner_ws::jshost::load_service(p, registry, node, handler_timeout)
+            .map(|loaded| {
+                *js_host = loaded.host;
+                (loaded.service, format!("config {}", p.display()))
+            }),
         None => Service::from_str(runner::DEFAULT_CONFIG, "<built-in config>", registry)
             .map(|s| {
                 (
