@@ -206,7 +206,9 @@ pub(crate) fn response_from(
     v: Value,
 ) -> Result<Response, HandlerError> {
     let Value::Object(mut m) = v else {
-        return Err(HandlerError::new("The JS handler's response is not an object."));
+        return Err(HandlerError::new(
+            "The JS handler's response is not an object.",
+        ));
     };
     let status = m
         .get("statusCode")

@@ -68,7 +68,9 @@ pub fn load_service(
                 1 => String::new(),
                 n => format!(" (and {} more)", n - 1),
             };
-            return Err(format!("{file}: a JS handler file failed to load: {first}{more}"));
+            return Err(format!(
+                "{file}: a JS handler file failed to load: {first}{more}"
+            ));
         }
         let named: std::collections::BTreeSet<&str> = config
             .routes

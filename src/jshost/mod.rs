@@ -254,7 +254,8 @@ impl JsHost {
         let id = st.next_id;
         st.next_id += 1;
         let deadline = Instant::now() + self.shared.opts.timeout;
-        let msg = line(&json!({"t": "call", "id": id, "name": name, "params": params, "event": event}));
+        let msg =
+            line(&json!({"t": "call", "id": id, "name": name, "params": params, "event": event}));
         let generation = match &st.proc {
             Some(p) if p.tx.send(msg.clone()).is_ok() => p.generation,
             _ => {
@@ -564,7 +565,11 @@ fn dispatch(shared: &Arc<Shared>, generation: u64, msg: Value) {
                 .and_then(|p| p.push.clone());
             let Some(sink) = sink else {
                 let err = json!({"message": "this event has no push-function (its call has ended)", "statusCode": 410});
-                send_to(shared, generation, &json!({"t": "pushed", "id": id, "error": err}));
+                send_to(
+                    shared,
+                    generation,
+                    &json!({"t": "pushed", "id": id, "error": err}),
+                );
                 return;
             };
             let mut msg = msg;
@@ -612,10 +617,7 @@ fn host_died(shared: &Arc<Shared>, generation: u64, status: &str) {
         .filter(|(_, p)| p.generation == generation)
         .map(|(id, _)| *id)
         .collect();
-    let failed: Vec<Pending> = ids
-        .iter()
-        .filter_map(|id| st.pending.remove(id))
-        .collect();
+    let failed: Vec<Pending> = ids.iter().filter_map(|id| st.pending.remove(id)).collect();
     if st.pending.is_empty() {
         shared.idle.notify_all();
     }
@@ -780,7 +782,9 @@ fn push_loop(weak: Weak<Shared>, rx: Receiver<PushJob>) {
             Ok(response) => match job.sink.push(response) {
                 Ok(()) => json!({"t": "pushed", "id": job.id}),
                 Err(e) => {
-                    let status = HandlerError::from(e.clone()).to_error_response().status_code;
+                    let status = HandlerError::from(e.clone())
+                        .to_error_response()
+                        .status_code;
                     json!({"t": "pushed", "id": job.id, "error": {"message": e.to_string(), "statusCode": status}})
                 }
             },
@@ -897,12 +901,7 @@ impl ChunkStream for JsStream {
 
 impl Drop for JsStream {
     fn drop(&mut self) {
-        let ended = self
-            .slot
-            .q
-            .lock()
-            .map(|q| q.ended)
-            .unwrap_or(true);
+        let ended = self.slot.q.lock().map(|q| q.ended).unwrap_or(true);
         lock(&self.host.shared.state)
             .streams
             .remove(&(self.generation, self.id));

@@ -1,0 +1,506 @@
+//! JS handlers through the handler host (issue 13 item 1, contract 9.1-9.3), over real
+//! sockets: the runner binary serves tests/fixtures/js-app. Every test skips with a
+//! message on stderr when `node` is not on PATH (`.ci/run` installs it, so CI runs them).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::{Message, WebSocket};
+
+/// Every wait gives up after this long: a hang fails the test.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn node_available() -> bool {
+    Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+macro_rules! require_node {
+    () => {
+        if !node_available() {
+            eprintln!("SKIPPED: `node` is not on PATH; the JS handler tests need Node (>= 18)");
+            return;
+        }
+    };
+}
+
+fn fixture(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/js-app")
+        .join(file)
+}
+
+/// The runner's stderr lines, `<eof>` last once it closed.
+type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// The runner binary, its stderr collected line by line.
+struct Runner {
+    child: Child,
+    addr: SocketAddr,
+    log: Log,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_runner(config: &Path, extra: &[&str]) -> (Child, Log) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+        .arg("--config")
+        .arg(config)
+        .args(["--host", "127.0.0.1", "--port", "0", "--workers", "2"])
+        .args(["--management-port", &free_port().to_string()])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the runner");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.0.lock().unwrap().push(line);
+            sink.1.notify_all();
+        }
+        sink.0.lock().unwrap().push("<eof>".into());
+        sink.1.notify_all();
+    });
+    (child, log)
+}
+
+impl Runner {
+    fn start(config: &Path, extra: &[&str]) -> Runner {
+        let (child, log) = spawn_runner(config, extra);
+        let mut runner = Runner {
+            child,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            log,
+        };
+        let line = runner.wait_log("listening on ws://");
+        let addr = line
+            .split("ws://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("address in the listening line");
+        runner.addr = addr.parse().unwrap();
+        runner
+    }
+
+    fn app(extra: &[&str]) -> Runner {
+        Runner::start(&fixture("config.yaml"), extra)
+    }
+
+    /// The first log line containing `needle`, waiting for it.
+    fn wait_log(&self, needle: &str) -> String {
+        let (lines, cv) = &*self.log;
+        let until = Instant::now() + DEADLINE;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < until && lines.last().is_none_or(|l| l != "<eof>"),
+                "no log line with {needle:?}; the log:\n{}",
+                lines.join("\n")
+            );
+            lines = cv.wait_timeout(lines, until - now).unwrap().0;
+        }
+    }
+
+    fn count_log(&self, needle: &str) -> usize {
+        let lines = self.log.0.lock().unwrap();
+        lines.iter().filter(|l| l.contains(needle)).count()
+    }
+
+    fn connect(&self, query: &str) -> Client {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let url = format!("ws://{}/{query}", self.addr);
+        let (ws, _) = tungstenite::client(url, s).expect("ws handshake");
+        Client { ws }
+    }
+
+    fn host_pids(&self) -> Vec<String> {
+        let me = self.child.id().to_string();
+        let out = Command::new("pgrep").args(["-P", &me]).output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(String::from)
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    ws: WebSocket<TcpStream>,
+}
+
+impl Client {
+    fn send(&mut self, msg: Value) {
+        self.ws.send(Message::text(msg.to_string())).unwrap();
+    }
+
+    fn recv(&mut self) -> Value {
+        loop {
+            match self.ws.read().expect("a frame before the deadline") {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Send `{name, params, payload?}` with message-id = name, read the next frame.
+    fn ask(&mut self, name: &str, params: Value) -> Value {
+        self.send(json!({"name": name, "params": params, "headers": {"message-id": name}}));
+        self.recv()
+    }
+}
+
+#[test]
+fn sync_and_async_handlers_answer_with_what_they_set() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("");
+    let sync = c.ask("sync", json!({"who": "bob"}));
+    assert_eq!(sync["statusCode"], 200);
+    assert_eq!(sync["headers"]["x-kind"], "sync");
+    assert_eq!(sync["headers"]["message-id"], "sync");
+    assert_eq!(
+        sync["body"],
+        json!({"hello": "bob", "name": "sync", "method": "get", "params": {"who": "bob"}, "correlated": true})
+    );
+    c.send(json!({"name": "async", "payload": {"a": [1, 2]}, "headers": {"message-id": 7}}));
+    let a = c.recv();
+    assert_eq!(a["statusCode"], 201);
+    assert_eq!(a["headers"]["message-id"], 7);
+    assert_eq!(a["body"], json!({"waited": 20, "payload": {"a": [1, 2]}}));
+}
+
+#[test]
+fn complete_skips_the_rest_and_a_handler_calling_neither_continues() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("");
+    let done = c.ask("complete", json!({}));
+    assert_eq!(
+        (done["statusCode"].clone(), done["body"].clone()),
+        (json!(200), json!("completed"))
+    );
+    let neither = c.ask("neither", json!({}));
+    assert_eq!(neither["headers"]["x-neither"], "ran");
+    assert_eq!(
+        neither["headers"]["x-js"], "yes",
+        "the next policy ran: {neither}"
+    );
+}
+
+#[test]
+fn thrown_errors_map_as_in_the_node_core() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("");
+    // (how, status, message); 3.4.1: an Error's statusCode, an ErrorResponse's status,
+    // else 500. A SyntaxError inside a handler is an Error like any other (6.6.1: the
+    // 400 is for errors that escape the pipeline, which handler errors never do).
+    for (how, status, message) in [
+        ("status", 418, "teapot"),
+        ("response", 410, "gone away"),
+        ("syntax", 500, ""),
+        ("string", 500, "Internal Server Error"),
+        ("catch", 500, "caught"),
+        ("reject", 500, "rejected"),
+        ("other", 500, "boom"),
+    ] {
+        let e = c.ask("fail", json!({"how": how}));
+        assert_eq!(e["statusCode"], status, "{how}: {e}");
+        assert_eq!(e["body"]["statusCode"], status, "{how}: {e}");
+        assert_eq!(e["headers"]["message-id"], "fail", "{how}: {e}");
+        assert_eq!(e["headers"]["Content-Type"], "application/json", "{how}");
+        if !message.is_empty() {
+            assert_eq!(e["body"]["message"], message, "{how}: {e}");
+        }
+        match how {
+            "response" => assert_eq!(e["body"]["details"], "it left"),
+            "string" => assert_eq!(e["body"]["details"], "a plain string"),
+            "syntax" => assert!(e["body"]["message"].as_str().unwrap().contains("JSON")),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn an_error_response_assigned_runs_the_route_on_then_the_error_path() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("");
+    let e = c.ask("error-response", json!({}));
+    assert_eq!(e["statusCode"], 403);
+    assert_eq!(
+        e["body"],
+        json!({"statusCode": 403, "message": "Forbidden", "details": "no entry"})
+    );
+    assert_eq!(e["headers"]["x-js"], "yes", "the route's next policy ran");
+}
+
+#[test]
+fn identity_set_in_on_connect_reaches_later_events_and_a_rejection_closes_1008() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("?user=ann");
+    let me = c.ask("whoami", json!({}));
+    assert_eq!(
+        me["body"],
+        json!({"id": "ann", "email": "ann@example.com", "reader": true, "connection": "string"})
+    );
+    let mut anon = r.connect("");
+    assert_eq!(anon.ask("whoami", json!({}))["body"], json!({"id": null}));
+
+    let mut bad = r.connect("?token=bad");
+    match bad.ws.read() {
+        Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1008),
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_stream_response_is_sent_as_chunk_and_done_frames() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("");
+    c.send(json!({"name": "stream", "headers": {"message-id": "s1"}}));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let f = c.recv();
+        assert_eq!(f["headers"]["x-stream"], "chunk", "{f}");
+        assert_eq!(f["headers"]["x-kind"], "stream");
+        assert_eq!(f["headers"]["message-id"], "s1");
+        assert_eq!(f["body"], format!("chunk-{i}"));
+        ids.push(f["headers"]["x-stream-id"].clone());
+    }
+    let done = c.recv();
+    assert_eq!(done["headers"]["x-stream"], "done");
+    assert_eq!(done["body"], "");
+    ids.push(done["headers"]["x-stream-id"].clone());
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+
+    // 6.4.4: a stream that fails partway ends with a 500 done frame.
+    c.send(json!({"name": "stream-fail", "headers": {"message-id": "s2"}}));
+    assert_eq!(c.recv()["body"], "chunk-0");
+    assert_eq!(c.recv()["body"], "chunk-1");
+    let failed = c.recv();
+    assert_eq!(failed["headers"]["x-stream"], "done");
+    assert_eq!(failed["statusCode"], 500);
+    assert_eq!(failed["body"]["message"], "stream broke");
+}
+
+#[test]
+fn a_js_stream_is_paced_by_its_client() {
+    require_node!();
+    let r = Runner::app(&["--high-water", "64KiB", "--low-water", "16KiB"]);
+    let mut slow = r.connect("");
+    // 2,000 chunks of 16 KiB (32 MiB): far more than the socket buffers hold.
+    slow.send(json!({"name": "stream-big", "headers": {"message-id": "big"}}));
+    let first = slow.recv();
+    assert_eq!(first["headers"]["x-stream"], "chunk");
+    let mut other = r.connect("");
+    // While the client reads nothing, Node produces only what the credit window, the
+    // runner's high-water mark and the kernel's buffers allow. This watches for a
+    // second: an observation window, not a synchronisation.
+    let until = Instant::now() + Duration::from_secs(1);
+    let mut most = 0;
+    while Instant::now() < until {
+        most = most.max(
+            other.ask("stream-stats", json!({}))["body"]["produced"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    assert!(most < 1000, "{most} of 2000 chunks produced with no reader");
+    // Reading on, every chunk arrives and then the done frame.
+    let mut chunks = 1;
+    loop {
+        let f = slow.recv();
+        if f["headers"]["x-stream"] == "done" {
+            assert_eq!(f["statusCode"], 200);
+            break;
+        }
+        chunks += 1;
+    }
+    assert_eq!(chunks, 2000);
+}
+
+#[test]
+fn push_and_postback_from_a_handler_reach_the_client() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("");
+    c.send(json!({"name": "push", "headers": {"message-id": "p"}}));
+    let pushed = c.recv();
+    assert_eq!(pushed["headers"]["message-id"], "pushed-1");
+    assert_eq!(pushed["body"], json!({"pushed": true}));
+    let reply = c.recv();
+    assert_eq!(reply["body"], "after push");
+
+    c.send(json!({"name": "postback", "headers": {"message-id": "pb"}}));
+    let posted = c.recv();
+    assert_eq!(posted["headers"]["message-id"], "postback-1");
+    assert_eq!(posted["body"], json!({"via": "postback"}));
+    let reply = c.recv();
+    assert_eq!(reply["statusCode"], 202);
+    assert_eq!(reply["body"], "posted");
+}
+
+#[test]
+fn require_finds_the_apps_own_node_modules_and_emit_logs() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("");
+    c.send(json!({"name": "greet", "payload": {"name": "Zed"}}));
+    assert_eq!(c.recv()["body"], "Hello, Zed!");
+    assert_eq!(c.ask("emit", json!({}))["body"], "emitted");
+    let line = r.wait_log("hello from a JS handler");
+    assert!(line.starts_with("INFO"), "{line}");
+}
+
+#[test]
+fn js_and_rust_policies_hand_the_event_to_each_other() {
+    require_node!();
+    let r = Runner::start(&fixture("mixed.yaml"), &[]);
+    let mut c = r.connect("");
+    let a = c.ask("js-then-rust", json!({}));
+    assert_eq!(
+        (a["headers"]["x-js"].clone(), a["headers"]["x-rust"].clone()),
+        (json!("yes"), json!("yes"))
+    );
+    assert_eq!(a["body"], "js");
+    let b = c.ask("rust-then-js", json!({}));
+    assert_eq!(b["statusCode"], 202);
+    assert_eq!(b["body"], "from rust");
+    assert_eq!(b["headers"]["x-js"], "yes");
+    let d = c.ask("js-complete", json!({}));
+    assert_eq!(
+        (d["statusCode"].clone(), d["body"].clone()),
+        (json!(200), json!("completed"))
+    );
+}
+
+#[test]
+fn a_js_name_replaces_the_built_in_and_the_log_says_so_once() {
+    require_node!();
+    let r = Runner::start(&fixture("mixed.yaml"), &[]);
+    r.wait_log("listening on");
+    assert_eq!(
+        r.count_log("JS handler 'echoHandler' replaces the built-in handler"),
+        1
+    );
+    let mut c = r.connect("");
+    c.send(json!({"name": "echo", "payload": {"x": 1}}));
+    assert_eq!(c.recv()["body"], json!({"x": 1}));
+}
+
+#[test]
+fn a_host_crash_mid_call_answers_500_then_the_host_restarts() {
+    require_node!();
+    let r = Runner::app(&[]);
+    let mut c = r.connect("");
+    let before = r.host_pids();
+    let e = c.ask("exit", json!({}));
+    assert_eq!(e["statusCode"], 500, "{e}");
+    assert_eq!(e["headers"]["message-id"], "exit");
+    assert!(
+        e["body"]["message"].as_str().unwrap().contains("exited"),
+        "{e}"
+    );
+    r.wait_log("JS handler host exited");
+    r.wait_log("JS handler host restarted");
+    // Serving again, from a new process.
+    assert_eq!(c.ask("complete", json!({}))["body"], "completed");
+    let after = r.host_pids();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_ne!(before, after);
+}
+
+#[test]
+fn a_call_that_never_settles_answers_504_at_its_deadline() {
+    require_node!();
+    let r = Runner::app(&["--handler-timeout", "1s"]);
+    let mut c = r.connect("");
+    let e = c.ask("hang", json!({}));
+    assert_eq!(e["statusCode"], 504, "{e}");
+    assert_eq!(e["headers"]["message-id"], "hang");
+    let line = r.wait_log("did not settle within 1s");
+    assert!(line.contains("hangHandler"), "{line}");
+    // The host is fine: the next call answers.
+    assert_eq!(c.ask("complete", json!({}))["body"], "completed");
+}
+
+#[test]
+fn node_that_cannot_start_is_a_one_line_start_up_error() {
+    // No node needed: the point is its absence.
+    let (mut child, log) = spawn_runner(&fixture("config.yaml"), &["--node", "/nonexistent/node"]);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let (lines, cv) = &*log;
+    let mut lines = lines.lock().unwrap();
+    let until = Instant::now() + DEADLINE;
+    while lines.last().is_none_or(|l| l != "<eof>") && Instant::now() < until {
+        lines = cv.wait_timeout(lines, DEADLINE).unwrap().0;
+    }
+    let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{lines:?}");
+    let e = errors[0];
+    assert!(e.contains("node '/nonexistent/node'"), "{e}");
+    assert!(e.contains("config.yaml"), "{e}");
+    assert!(e.contains("--node"), "{e}");
+}
+
+#[test]
+fn no_node_process_when_the_config_names_no_js_handler() {
+    require_node!();
+    let dir = std::env::temp_dir().join(format!("js-unused-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("handlers")).unwrap();
+    std::fs::write(
+        dir.join("handlers/unused.js"),
+        "module.exports = function unusedHandler() {};\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("config.yaml"),
+        "api:\n  events:\n    - name: echo\n      policies:\n        - echoHandler\n",
+    )
+    .unwrap();
+    let r = Runner::start(&dir.join("config.yaml"), &[]);
+    r.wait_log("names none of them: no Node process");
+    assert!(r.host_pids().is_empty(), "{:?}", r.host_pids());
+    let mut c = r.connect("");
+    c.send(json!({"name": "echo", "payload": "hi"}));
+    assert_eq!(c.recv()["body"], "hi");
+    drop(r);
+    let _ = std::fs::remove_dir_all(dir);
+}
