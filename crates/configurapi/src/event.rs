@@ -200,6 +200,23 @@ impl Event {
         }
     }
 
+    /// What is left in a caller's place when [`Service::start`](crate::Service::start)
+    /// takes the event away to suspend it: empty fields, no UUID drawn.
+    pub(crate) fn vacant() -> Event {
+        Event {
+            id: String::new(),
+            correlation_id: String::new(),
+            name: String::new(),
+            method: String::new(),
+            version: None,
+            params: Map::new(),
+            payload: Payload::Absent,
+            request: Request::default(),
+            response: Response::default(),
+            identity: None,
+        }
+    }
+
     /// Sends a response to this event's client at once, through the
     /// runner's push sink (the `push-function` header, 6.4.1).
     pub fn push(&self, response: Response) -> Result<(), PushError> {

@@ -4,6 +4,7 @@
 use log::Level;
 use serde_json::Value;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use super::config::LogLevel;
 use super::event::Event;
@@ -144,10 +145,12 @@ pub enum Outcome {
 ///
 /// A handler that calls neither [`Context::continue_`] nor
 /// [`Context::complete`] continues; the last call wins. The outcome is read
-/// when the handler returns, so nothing can complete a policy later.
+/// when the handler returns (3.1.2), or, for a handler that called
+/// [`Context::defer`], when its [`Completion`] is resolved.
 pub struct Context<'a> {
     outcome: Option<Outcome>,
     caught: Option<HandlerError>,
+    deferred: Option<Arc<Slot>>,
     policy: &'a str,
     log_level: LogLevel,
 }
@@ -158,9 +161,26 @@ impl<'a> Context<'a> {
         Context {
             outcome: None,
             caught: None,
+            deferred: None,
             policy,
             log_level,
         }
+    }
+
+    /// The handler's result comes later: when the handler returns, the pipeline
+    /// suspends (holding no thread), and it resumes when the returned [`Completion`] is
+    /// resolved, from any thread, even before the handler has returned.
+    ///
+    /// What the handler itself did still counts: a handler that returns `Err` or calls
+    /// [`Context::catch`] throws at once and the completion is ignored. Otherwise its
+    /// [`Context::complete`]/[`Context::continue_`] are forgotten: the outcome is read
+    /// from the context `apply` gets. Calling `defer` twice: the last completion counts.
+    pub fn defer(&mut self) -> Completion {
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState::Pending),
+        });
+        self.deferred = Some(Arc::clone(&slot));
+        Completion { slot: Some(slot) }
     }
 
     /// `this.continue()`: run the next policy.
@@ -201,15 +221,133 @@ impl<'a> Context<'a> {
     pub fn take_caught(&mut self) -> Option<HandlerError> {
         self.caught.take()
     }
+
+    /// Takes the slot of the last [`Context::defer`], if any.
+    pub(crate) fn take_deferred(&mut self) -> Option<Arc<Slot>> {
+        self.deferred.take()
+    }
+}
+
+/// What resumes a deferred policy: the rest of the handler's body.
+pub(crate) type Apply =
+    Box<dyn FnOnce(&mut Event, &mut Context) -> Result<(), HandlerError> + Send + 'static>;
+
+/// How a deferred policy ended.
+pub(crate) enum Resolution {
+    /// [`Completion::resolve`] was called.
+    Apply(Apply),
+    /// The [`Completion`] was dropped unresolved: the policy fails with a 500.
+    Dropped,
+}
+
+/// What a parked pipeline is woken with: the resolution of the slot it waits on, or
+/// `None` when it waited for something else (the on_first_request gate).
+pub(crate) type Waker = Box<dyn FnOnce(Option<Resolution>) + Send + 'static>;
+
+enum SlotState {
+    /// Neither resolved nor waited on yet.
+    Pending,
+    /// Resolved before the pipeline got to wait (resolve before return).
+    Resolved(Resolution),
+    /// The pipeline waits: resolving wakes it.
+    Parked(Waker),
+    /// Handed over; later calls do nothing.
+    Taken,
+}
+
+/// The rendezvous between a [`Completion`] and the pipeline waiting on it. Whichever
+/// side comes second does the work under the lock, so no wake-up is lost.
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+}
+
+impl Slot {
+    /// The pipeline waits: the resolution when it is there already, else `make()`'s
+    /// waker is kept and called (on the resolving thread) when it comes.
+    pub(crate) fn park(&self, make: impl FnOnce() -> Waker) -> Option<Resolution> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Resolved(r) => Some(r),
+            SlotState::Pending => {
+                *state = SlotState::Parked(make());
+                None
+            }
+            // A slot is parked on once, by the pipeline that made it.
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
+    fn fill(&self, resolution: Resolution) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Pending => *state = SlotState::Resolved(resolution),
+            SlotState::Parked(waker) => {
+                drop(state);
+                waker(Some(resolution));
+            }
+            other => *state = other,
+        }
+    }
+}
+
+/// The handle of a deferred policy (see [`Context::defer`]): `Send + 'static`, so it can
+/// move to a timer, an I/O thread or a callback and be resolved from there.
+///
+/// Dropping it unresolved fails the policy with a 500 [`HandlerError`] ("Handler 'NAME'
+/// never completed"): a lost completion never hangs its request.
+pub struct Completion {
+    slot: Option<Arc<Slot>>,
+}
+
+impl Completion {
+    /// Resumes the pipeline: `apply` runs on the event (with a fresh [`Context`] for the
+    /// same policy) as the rest of the handler's body would have; its `Err`,
+    /// [`Context::catch`], [`Context::complete`]/[`Context::continue_`] count as the
+    /// handler's own result (3.1.2-3.1.4). `apply` may itself call [`Context::defer`].
+    ///
+    /// Resolving does not run `apply` on the calling thread: the pipeline is scheduled
+    /// where its runner resumes pipelines (its worker pool), unless the handler has not
+    /// returned yet, in which case the pipeline goes on where the handler ran.
+    pub fn resolve<F>(mut self, apply: F)
+    where
+        F: FnOnce(&mut Event, &mut Context) -> Result<(), HandlerError> + Send + 'static,
+    {
+        if let Some(slot) = self.slot.take() {
+            slot.fill(Resolution::Apply(Box::new(apply)));
+        }
+    }
+
+    /// [`Completion::resolve`] with the handler's plain result (`Ok` continues).
+    pub fn finish(self, result: Result<(), HandlerError>) {
+        self.resolve(move |_, _| result);
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.fill(Resolution::Dropped);
+        }
+    }
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Completion")
+    }
 }
 
 /// A Configurapi handler: called as `handler(event, ...parameters)` (3.1.1).
 ///
 /// `params` are the policy's parameters exactly as configured, unresolved;
 /// call [`Event::resolve`] on the ones that take `$(...)` placeholders (it
-/// returns a resolved copy, 2.3.8). Handlers are synchronous: the runner
-/// calls them on worker threads, and a handler that waits blocks only its
-/// worker. A panic is caught and becomes a 500 ErrorResponse.
+/// returns a resolved copy, 2.3.8). `call` itself is synchronous; a handler whose
+/// answer comes later (a timer, a reply from another process) calls
+/// [`Context::defer`] and returns at once: its pipeline then waits without holding a
+/// thread. A panic is caught and becomes a 500 ErrorResponse.
 pub trait Handler: Send + Sync {
     /// Runs the handler. `Err` throws (3.1.4); the response is whatever the
     /// handler leaves in `event.response` (3.1.5).

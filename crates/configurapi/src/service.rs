@@ -11,12 +11,12 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use super::config::{Config, ConfigError, ConfigErrorKind, LogLevel};
 use super::event::{Event, Request};
-use super::handler::{Context, Handler, HandlerError, Outcome};
+use super::handler::{Context, Handler, HandlerError, Outcome, Resolution, Slot, Waker};
 use super::registry::HandlerRegistry;
 use super::response::ErrorResponse;
 
@@ -94,29 +94,75 @@ impl Hasher for NameHasher {
 }
 
 /// The lifecycle routes the pipeline runs around every event (3.3), looked up once
-/// when the service is built instead of by name for every event.
+/// when the service is built instead of by name for every event (indices into
+/// `Service::routes`).
 #[derive(Default)]
 struct Specials {
-    on_first_request: Option<Arc<Route>>,
-    on_before_request: Option<Arc<Route>>,
-    on_success: Option<Arc<Route>>,
-    on_error: Option<Arc<Route>>,
-    on_after_request: Option<Arc<Route>>,
+    on_first_request: Option<usize>,
+    on_before_request: Option<usize>,
+    on_success: Option<usize>,
+    on_error: Option<usize>,
+    on_after_request: Option<usize>,
     /// Every one of the five that exists is non-blocking.
     nonblocking: bool,
 }
 
+/// The on_first_request gate (3.2.3): one pipeline at a time runs the route; the others
+/// wait parked (no thread held) and look again when it ends.
+#[derive(Default)]
+struct Gate {
+    busy: bool,
+    waiters: Vec<Waker>,
+}
+
 /// A Configurapi service: the routes of a config.yaml bound to handlers.
 pub struct Service {
-    routes: NameMap<Arc<Route>>,
+    routes: Vec<Route>,
+    by_name: NameMap<usize>,
     specials: Specials,
     ready: AtomicBool,
-    first_request: Mutex<()>,
+    gate: Arc<Mutex<Gate>>,
+}
+
+/// Where a resumed pipeline runs: a runner gives its worker pool.
+///
+/// For every pipeline that suspends, [`Schedule::suspended`] is called once, and later
+/// [`Schedule::schedule`] once with the job that resumes it (which may suspend again).
+/// A runner may count suspended pipelines as work in flight with these (to wait for
+/// them at shutdown). `schedule` may be called on any thread: the one that resolved a
+/// [`Completion`](crate::Completion), a timer's, a worker's; it must not run a long job
+/// there, and must not drop the job (its request would never be answered).
+pub trait Schedule: Send + Sync {
+    /// A pipeline has suspended; one `schedule` call will follow for it.
+    fn suspended(&self) {}
+    /// Run `job` (the rest of a suspended pipeline) soon, somewhere.
+    fn schedule(&self, job: Box<dyn FnOnce() + Send + 'static>);
+}
+
+/// Runs resumed pipelines on the thread that resolves them (tests, simple embedders).
+pub struct RunHere;
+
+impl Schedule for RunHere {
+    fn schedule(&self, job: Box<dyn FnOnce() + Send + 'static>) {
+        job();
+    }
+}
+
+/// What [`Service::start`] did.
+#[derive(Debug)]
+pub enum Started {
+    /// The pipeline ran to its end on the calling thread: the event is in place, this
+    /// is [`Service::process`]'s result, and `done` was dropped uncalled.
+    Finished(Result<(), HandlerError>),
+    /// The pipeline suspended: it took the event (an empty one is left in its place),
+    /// and `done` is called (or already was) exactly once, on the thread that
+    /// finishes it, with the event and the result.
+    Suspended,
 }
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&String> = self.routes.keys().collect();
+        let mut names: Vec<&String> = self.by_name.keys().collect();
         names.sort();
         f.debug_struct("Service").field("routes", &names).finish()
     }
@@ -176,7 +222,8 @@ impl Service {
         file: &str,
     ) -> Result<Service, ConfigError> {
         let table = registry.resolve(&config.imports, file)?;
-        let mut routes = NameMap::default();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        let mut by_name = NameMap::default();
         for route in config.routes {
             let mut policies = Vec::with_capacity(route.policies.len());
             for policy in route.policies {
@@ -195,16 +242,20 @@ impl Service {
                 });
             }
             let nonblocking = policies.iter().all(|p| p.handler.is_nonblocking());
-            routes.insert(
-                route.name,
-                Arc::new(Route {
-                    nonblocking,
-                    policies,
-                    log_level: route.log_level,
-                }),
-            );
+            // Config routes are unique by name (1.1.6); a repeat would replace.
+            let at = *by_name.entry(route.name).or_insert(routes.len());
+            let route = Route {
+                nonblocking,
+                policies,
+                log_level: route.log_level,
+            };
+            if at == routes.len() {
+                routes.push(route);
+            } else {
+                routes[at] = route;
+            }
         }
-        let special = |name: &str| routes.get(name).cloned();
+        let special = |name: &str| by_name.get(name).copied();
         let mut specials = Specials {
             on_first_request: special("on_first_request"),
             on_before_request: special("on_before_request"),
@@ -214,23 +265,25 @@ impl Service {
             nonblocking: false,
         };
         specials.nonblocking = [
-            &specials.on_first_request,
-            &specials.on_before_request,
-            &specials.on_success,
-            &specials.on_error,
-            &specials.on_after_request,
+            specials.on_first_request,
+            specials.on_before_request,
+            specials.on_success,
+            specials.on_error,
+            specials.on_after_request,
         ]
         .iter()
-        .all(|r| r.as_ref().is_none_or(|r| r.nonblocking));
+        .all(|r| r.is_none_or(|r| routes[r].nonblocking));
+        let on_start = by_name.get("on_start").copied();
         let service = Service {
             routes,
+            by_name,
             specials,
             ready: AtomicBool::new(false),
-            first_request: Mutex::new(()),
+            gate: Arc::default(),
         };
-        if let Some(route) = service.routes.get("on_start") {
+        if let Some(route) = on_start {
             let mut event = Event::new(Request::named("on_start"));
-            if let Err(e) = service.run_route(route, &mut event) {
+            if let Err(e) = service.run_route_blocking(route, &mut event) {
                 return Err(ConfigError::new(
                     ConfigErrorKind::OnStart,
                     file,
@@ -244,7 +297,7 @@ impl Service {
     /// True when the config has an enabled route of this name (a runner
     /// skips `on_connect`/`on_disconnect` dispatch without one, 6.5.3).
     pub fn has_route(&self, name: &str) -> bool {
-        self.routes.contains_key(name)
+        self.by_name.contains_key(name)
     }
 
     /// True when processing an event of this name (and method) runs only non-blocking
@@ -253,42 +306,221 @@ impl Service {
     pub fn is_nonblocking(&self, name: &str, method: &str) -> bool {
         self.specials.nonblocking
             && self
-                .routes
-                .get(name)
-                .or_else(|| self.routes.get(method))
-                .or_else(|| self.routes.get("catchall"))
-                .is_none_or(|r| r.nonblocking)
+                .lookup(name, method)
+                .is_none_or(|r| self.routes[r].nonblocking)
     }
 
     /// The route names, sorted.
     pub fn route_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
     }
 
-    /// Runs the pipeline for one event (3.3). The result is in
+    /// The route 3.3.1 step 2 picks: by name, else by method, else `catchall`.
+    fn lookup(&self, name: &str, method: &str) -> Option<usize> {
+        self.by_name
+            .get(name)
+            .or_else(|| self.by_name.get(method))
+            .or_else(|| self.by_name.get("catchall"))
+            .copied()
+    }
+
+    /// Runs the pipeline for one event (3.3), blocking the calling thread while a
+    /// handler's [`Completion`](crate::Completion) is outstanding. The result is in
     /// `event.response`. `Err` only in the case of 3.2.3: `on_first_request`
     /// failed; the response and `on_error` have already been handled and the
     /// original error is returned for the runner to map (6.6.1).
     pub fn process(&self, event: &mut Event) -> Result<(), HandlerError> {
-        // The clock is read only when a trace line can be written.
-        let start = trace_enabled().then(Instant::now);
-        if !self.ready.load(Ordering::Acquire) {
-            self.first_request(event)?;
+        let mut run = Run::new();
+        let mut resumed = None;
+        loop {
+            match self.drive(&mut run, event, resumed.take()) {
+                Step::Done(result) => return result,
+                Step::Park(parking) => resumed = self.wait(parking),
+            }
         }
+    }
 
-        let mut level = LogLevel::default();
-        let result = self.main_steps(event, &mut level);
-        if let Err(failure) = result {
-            self.handle_error(event, failure, level);
-        }
-        // 3.3.4: an error here is handled too, and process() still succeeds.
-        if let Err(failure) = self.run_special(&self.specials.on_after_request, event) {
-            self.handle_error(event, failure, level);
-        }
+    /// Runs the pipeline for one event without blocking (3.3): it runs on the calling
+    /// thread until it ends or a handler defers. When it ends here, the answer is
+    /// [`Started::Finished`], the event is in place and `done` is not called. When it
+    /// suspends, the event is moved out (an empty one is left) and
+    /// [`Started::Suspended`] comes back; the pipeline holds no thread while it waits,
+    /// it goes on through `resume` ([`Schedule`]) once resolved, and `done` gets the
+    /// event and the result of [`Service::process`] when it ends.
+    ///
+    /// A route that never defers costs what `process` costs: the event is not moved,
+    /// nothing is boxed and `resume` is not cloned unless the pipeline suspends.
+    pub fn start<F>(
+        self: &Arc<Self>,
+        event: &mut Event,
+        resume: &Arc<dyn Schedule>,
+        done: F,
+    ) -> Started
+    where
+        F: FnOnce(Event, Result<(), HandlerError>) + Send + 'static,
+    {
+        let mut run = Run::new();
+        let parking = match self.drive(&mut run, event, None) {
+            Step::Done(result) => return Started::Finished(result),
+            Step::Park(parking) => parking,
+        };
+        let pipeline = Box::new(Suspended {
+            service: Arc::clone(self),
+            event: std::mem::replace(event, Event::vacant()),
+            run,
+            resume: Arc::clone(resume),
+            done,
+        });
+        pipeline.park(parking);
+        Started::Suspended
+    }
 
-        if let Some(start) = start.filter(|_| level.allows(Level::Trace)) {
+    /// The blocking wait of [`Service::process`]: the resolution of the slot, or
+    /// `None` once the on_first_request gate was released.
+    fn wait(&self, parking: Parking) -> Option<Resolution> {
+        type Cell = (Mutex<Option<Option<Resolution>>>, Condvar);
+        let cell: Arc<Cell> = Arc::default();
+        let waker = || -> Waker {
+            let cell = Arc::clone(&cell);
+            Box::new(move |r| {
+                *cell.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                cell.1.notify_one();
+            })
+        };
+        match parking {
+            Parking::Slot(slot) => {
+                if let Some(r) = slot.park(waker) {
+                    return Some(r);
+                }
+            }
+            Parking::Gate => {
+                if !self.park_at_gate(waker) {
+                    return None;
+                }
+            }
+        }
+        let mut got = cell.0.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(r) = got.take() {
+                return r;
+            }
+            got = cell.1.wait(got).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Parks a pipeline at the on_first_request gate; `false` when the gate is free
+    /// again (or the service is ready), and the caller goes on at once.
+    fn park_at_gate(&self, make: impl FnOnce() -> Waker) -> bool {
+        let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+        if !gate.busy || self.ready.load(Ordering::Acquire) {
+            return false;
+        }
+        gate.waiters.push(make());
+        true
+    }
+
+    /// The pipeline as a state machine (3.3): runs stage after stage until the end or
+    /// until a policy defers (or the on_first_request gate is taken).
+    fn drive(&self, run: &mut Run, event: &mut Event, mut resumed: Option<Resolution>) -> Step {
+        loop {
+            if run.stage == Stage::FirstRequest && run.gate.is_none() {
+                // 3.2.3: until it succeeds once, one pipeline at a time runs it.
+                if self.ready.load(Ordering::Acquire) {
+                    run.stage = Stage::BeforeRequest;
+                    continue;
+                }
+                if self.specials.on_first_request.is_none() {
+                    self.ready.store(true, Ordering::Release);
+                    run.stage = Stage::BeforeRequest;
+                    continue;
+                }
+                let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+                if self.ready.load(Ordering::Acquire) {
+                    run.stage = Stage::BeforeRequest;
+                    continue;
+                }
+                if gate.busy {
+                    return Step::Park(Parking::Gate);
+                }
+                gate.busy = true;
+                drop(gate);
+                run.gate = Some(GateHold(Arc::clone(&self.gate)));
+            }
+            if run.stage == Stage::Main && run.main.is_none() {
+                // Looked up after on_before_request, which may rename the event.
+                match self.lookup(&event.name, &event.method) {
+                    Some(at) => {
+                        run.main = Some(at);
+                        run.level = self.routes[at].log_level;
+                    }
+                    None => {
+                        let e = HandlerError::Response(ErrorResponse::not_implemented(&event.name));
+                        self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
+                        continue;
+                    }
+                }
+            }
+            let result = match self.stage_route(run) {
+                None => Ok(()),
+                Some(route) => match self.run_policies(route, run, event, resumed.take()) {
+                    RouteStep::Finished(result) => result,
+                    RouteStep::Defer(slot) => return Step::Park(Parking::Slot(slot)),
+                },
+            };
+            run.policy = 0;
+            match (run.stage, result) {
+                (Stage::FirstRequest, result) => {
+                    let ok = result.is_ok();
+                    if let Some(hold) = run.gate.take() {
+                        hold.release(ok.then_some(&self.ready));
+                    }
+                    match result {
+                        Ok(()) => run.stage = Stage::BeforeRequest,
+                        Err(e) => {
+                            let level = self
+                                .specials
+                                .on_first_request
+                                .map_or(run.level, |r| self.routes[r].log_level);
+                            let saved = run.level;
+                            run.level = level;
+                            self.fail(run, event, Failure::Thrown(e.clone()), Next::Rethrow(e));
+                            run.level = saved;
+                        }
+                    }
+                }
+                (Stage::BeforeRequest, Ok(())) => run.stage = Stage::Main,
+                (Stage::Main, Ok(())) if event.response.is_error_response() => {
+                    self.fail(run, event, Failure::ResponseIsError, Next::AfterRequest);
+                }
+                (Stage::Main, Ok(())) => run.stage = Stage::Success,
+                (Stage::Success, Ok(())) => run.stage = Stage::AfterRequest,
+                (Stage::BeforeRequest | Stage::Main | Stage::Success, Err(e)) => {
+                    self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
+                }
+                (Stage::AfterRequest, Ok(())) => return Step::Done(self.finish(run, event)),
+                // 3.3.4: an error here is handled too, and process() still succeeds.
+                (Stage::AfterRequest, Err(e)) => {
+                    self.fail(run, event, Failure::Thrown(e), Next::Finish);
+                }
+                (Stage::OnError, result) => {
+                    if let Err(e) = result {
+                        self.on_error_failed(event, &e);
+                    }
+                    match std::mem::replace(&mut run.next, Next::Finish) {
+                        Next::AfterRequest => run.stage = Stage::AfterRequest,
+                        Next::Finish => return Step::Done(self.finish(run, event)),
+                        Next::Rethrow(e) => return Step::Done(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The end of a pipeline that did not re-throw: the per-request trace line.
+    fn finish(&self, run: &Run, event: &Event) -> Result<(), HandlerError> {
+        if let Some(start) = run.started.filter(|_| run.level.allows(Level::Trace)) {
             log::trace!(
                 target: "configurapi",
                 "{} - {} - Handled {} [{}ms]",
@@ -301,66 +533,22 @@ impl Service {
         Ok(())
     }
 
-    /// Steps 1 to 5 of 3.3.1. The route is looked up after
-    /// `on_before_request`, which may rename the event; `level` gets the
-    /// route's log level for the per-request log lines.
-    fn main_steps(&self, event: &mut Event, level: &mut LogLevel) -> Result<(), Failure> {
-        self.run_special(&self.specials.on_before_request, event)?;
-        let route = self
-            .routes
-            .get(&event.name)
-            .or_else(|| self.routes.get(&event.method))
-            .or_else(|| self.routes.get("catchall"));
-        let Some(route) = route else {
-            return Err(Failure::Thrown(HandlerError::Response(
-                ErrorResponse::not_implemented(&event.name),
-            )));
+    /// The route the pipeline's stage runs, if the config has it.
+    fn stage_route(&self, run: &Run) -> Option<&Route> {
+        let at = match run.stage {
+            Stage::FirstRequest => self.specials.on_first_request,
+            Stage::BeforeRequest => self.specials.on_before_request,
+            Stage::Main => run.main,
+            Stage::Success => self.specials.on_success,
+            Stage::OnError => self.specials.on_error,
+            Stage::AfterRequest => self.specials.on_after_request,
         };
-        *level = route.log_level;
-        self.run_route(route, event).map_err(Failure::Thrown)?;
-        if event.response.is_error_response() {
-            return Err(Failure::ResponseIsError);
-        }
-        self.run_special(&self.specials.on_success, event)
+        at.map(|at| &self.routes[at])
     }
 
-    /// 3.2.3: runs `on_first_request` until it succeeds once. Concurrent
-    /// first requests wait for each other so it never runs twice at once.
-    fn first_request(&self, event: &mut Event) -> Result<(), HandlerError> {
-        let Some(route) = &self.specials.on_first_request else {
-            self.ready.store(true, Ordering::Release);
-            return Ok(());
-        };
-        let _guard = self
-            .first_request
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if self.ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        match self.run_route(route, event) {
-            Ok(()) => {
-                self.ready.store(true, Ordering::Release);
-                Ok(())
-            }
-            Err(e) => {
-                self.handle_error(event, Failure::Thrown(e.clone()), route.log_level);
-                Err(e)
-            }
-        }
-    }
-
-    /// Runs a lifecycle route if the config has it; a missing one is skipped.
-    fn run_special(&self, route: &Option<Arc<Route>>, event: &mut Event) -> Result<(), Failure> {
-        match route {
-            Some(route) => self.run_route(route, event).map_err(Failure::Thrown),
-            None => Ok(()),
-        }
-    }
-
-    /// 3.4: sets the response from the failure, then runs `on_error`, whose
-    /// own failure is logged and swallowed.
-    fn handle_error(&self, event: &mut Event, failure: Failure, level: LogLevel) {
+    /// 3.4: sets the response from the failure and logs it; the pipeline goes on with
+    /// `on_error`, then `next`.
+    fn fail(&self, run: &mut Run, event: &mut Event, failure: Failure, next: Next) {
         let message = match failure {
             Failure::Thrown(err) => {
                 event.response = err.to_error_response().to_response();
@@ -373,7 +561,7 @@ impl Service {
                 .map(|e| e.message.clone())
                 .unwrap_or_default(),
         };
-        if level.allows(Level::Error) {
+        if run.level.allows(Level::Error) {
             log::error!(
                 target: "configurapi",
                 "{} - {} - Failed to handle {}: {}",
@@ -383,32 +571,91 @@ impl Service {
                 message
             );
         }
-        if let Some(route) = &self.specials.on_error {
-            if let Err(e) = self.run_route(route, event) {
-                if route.log_level.allows(Level::Error) {
-                    log::error!(
-                        target: "configurapi",
-                        "{} - {} - Failed to handle on_error: {}",
-                        event.id,
-                        event.correlation_id,
-                        e.message()
-                    );
-                }
+        run.stage = Stage::OnError;
+        run.policy = 0;
+        run.next = next;
+    }
+
+    /// 3.4.2: a failing on_error is logged and swallowed.
+    fn on_error_failed(&self, event: &Event, e: &HandlerError) {
+        let level = self
+            .specials
+            .on_error
+            .map_or(LogLevel::default(), |r| self.routes[r].log_level);
+        if level.allows(Level::Error) {
+            log::error!(
+                target: "configurapi",
+                "{} - {} - Failed to handle on_error: {}",
+                event.id,
+                event.correlation_id,
+                e.message()
+            );
+        }
+    }
+
+    /// Runs one route to its end on this thread, waiting for deferred policies
+    /// (on_start).
+    fn run_route_blocking(&self, route: usize, event: &mut Event) -> Result<(), HandlerError> {
+        let mut run = Run::new();
+        let mut resumed = None;
+        loop {
+            match self.run_policies(&self.routes[route], &mut run, event, resumed.take()) {
+                RouteStep::Finished(result) => return result,
+                RouteStep::Defer(slot) => resumed = self.wait(Parking::Slot(slot)),
             }
         }
     }
 
-    /// Runs a route's policies in order (3.1). Completed skips the rest;
-    /// an error or panic stops the route and is returned.
-    fn run_route(&self, route: &Route, event: &mut Event) -> Result<(), HandlerError> {
+    /// Runs a route's policies in order from `run.policy` (3.1); `resumed` is the
+    /// resolution of the policy at `run.policy`, which deferred. Completed skips the
+    /// rest; an error or panic stops the route and is returned; a deferral stops here
+    /// with `run.policy` on the deferring policy.
+    fn run_policies(
+        &self,
+        route: &Route,
+        run: &mut Run,
+        event: &mut Event,
+        mut resumed: Option<Resolution>,
+    ) -> RouteStep {
         let timing = trace_enabled();
-        for policy in &route.policies {
-            let start = timing.then(Instant::now);
+        while let Some(policy) = route.policies.get(run.policy) {
             let mut ctx = Context::new(&policy.name, policy.log_level);
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                policy.handler.call(event, &policy.params, &mut ctx)
-            }));
-            if let Some(start) = start.filter(|_| policy.log_level.allows(Level::Trace)) {
+            let result = match resumed.take() {
+                None => {
+                    if timing {
+                        run.policy_started = Some(Instant::now());
+                    }
+                    catch_unwind(AssertUnwindSafe(|| {
+                        policy.handler.call(event, &policy.params, &mut ctx)
+                    }))
+                }
+                Some(Resolution::Apply(apply)) => {
+                    catch_unwind(AssertUnwindSafe(|| apply(event, &mut ctx)))
+                }
+                Some(Resolution::Dropped) => Ok(Err(HandlerError::new(format!(
+                    "Handler '{}' never completed",
+                    policy.name
+                ))
+                .with_status(500))),
+            };
+            let result = match result {
+                Err(panic) => Err(panic_error(&policy.name, panic.as_ref())),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => match ctx.take_caught() {
+                    Some(e) => Err(e),
+                    None => {
+                        if let Some(slot) = ctx.take_deferred() {
+                            return RouteStep::Defer(slot);
+                        }
+                        Ok(ctx.outcome())
+                    }
+                },
+            };
+            if let Some(start) = run
+                .policy_started
+                .take()
+                .filter(|_| policy.log_level.allows(Level::Trace))
+            {
                 log::trace!(
                     target: "configurapi",
                     "{} - {} - Executed {} policy [{}ms]",
@@ -419,19 +666,196 @@ impl Service {
                 );
             }
             match result {
-                Err(panic) => return Err(panic_error(&policy.name, panic.as_ref())),
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(())) => {
-                    if let Some(e) = ctx.take_caught() {
-                        return Err(e);
+                Err(e) => return RouteStep::Finished(Err(e)),
+                Ok(Outcome::Complete) => break,
+                Ok(Outcome::Continue) => run.policy += 1,
+            }
+        }
+        RouteStep::Finished(Ok(()))
+    }
+}
+
+/// Where a pipeline is in 3.3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// 3.2.3, before the service is ready.
+    FirstRequest,
+    /// 3.3.1 step 1.
+    BeforeRequest,
+    /// Steps 2 to 4: the event's own route.
+    Main,
+    /// Step 5.
+    Success,
+    /// 3.4.2, then `Run::next`.
+    OnError,
+    /// Step 6.
+    AfterRequest,
+}
+
+/// What follows the on_error route.
+enum Next {
+    AfterRequest,
+    Finish,
+    /// 3.2.3: process() re-throws the on_first_request error.
+    Rethrow(HandlerError),
+}
+
+/// The pipeline's state between two steps: explicit, so that it can be put aside when
+/// a policy defers and taken up on another thread.
+struct Run {
+    stage: Stage,
+    /// The event's route, once looked up (step 2).
+    main: Option<usize>,
+    /// The policy of the stage's route to run (or being waited on).
+    policy: usize,
+    /// The event route's log level, for the per-request log lines (saved error level).
+    level: LogLevel,
+    /// After on_error.
+    next: Next,
+    /// Set while this pipeline holds the on_first_request gate.
+    gate: Option<GateHold>,
+    /// Read only when trace lines can be written.
+    started: Option<Instant>,
+    policy_started: Option<Instant>,
+}
+
+impl Run {
+    fn new() -> Run {
+        Run {
+            stage: Stage::FirstRequest,
+            main: None,
+            policy: 0,
+            level: LogLevel::default(),
+            next: Next::Finish,
+            gate: None,
+            // The clock is read only when a trace line can be written.
+            started: trace_enabled().then(Instant::now),
+            policy_started: None,
+        }
+    }
+}
+
+/// The on_first_request gate, held. Dropped without [`GateHold::release`] (a pipeline
+/// that is never resumed), it still frees the gate, so later requests do not wait for
+/// ever.
+struct GateHold(Arc<Mutex<Gate>>);
+
+impl GateHold {
+    /// Frees the gate (marking the service ready on success) and wakes the waiters,
+    /// which look again.
+    fn release(self, ready: Option<&AtomicBool>) {
+        let mut gate = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ready) = ready {
+            ready.store(true, Ordering::Release);
+        }
+        gate.busy = false;
+        let waiters = std::mem::take(&mut gate.waiters);
+        drop(gate);
+        // Released by hand: the Drop below sees a free gate and does nothing more.
+        for w in waiters {
+            w(None);
+        }
+    }
+}
+
+impl Drop for GateHold {
+    fn drop(&mut self) {
+        let mut gate = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if gate.busy {
+            gate.busy = false;
+            let waiters = std::mem::take(&mut gate.waiters);
+            drop(gate);
+            for w in waiters {
+                w(None);
+            }
+        }
+    }
+}
+
+/// What stopped [`Service::drive`].
+enum Step {
+    Done(Result<(), HandlerError>),
+    Park(Parking),
+}
+
+/// What a stopped pipeline waits for.
+enum Parking {
+    /// A deferred policy's completion.
+    Slot(Arc<Slot>),
+    /// The on_first_request gate, which another pipeline holds.
+    Gate,
+}
+
+/// What stopped [`Service::run_policies`].
+enum RouteStep {
+    Finished(Result<(), HandlerError>),
+    Defer(Arc<Slot>),
+}
+
+/// A pipeline put aside by [`Service::start`].
+struct Suspended<F> {
+    service: Arc<Service>,
+    event: Event,
+    run: Run,
+    resume: Arc<dyn Schedule>,
+    done: F,
+}
+
+impl<F> Suspended<F>
+where
+    F: FnOnce(Event, Result<(), HandlerError>) + Send + 'static,
+{
+    /// Waits for `parking` without a thread: the pipeline moves into the waker, which
+    /// schedules it through `resume`. When the wait is over already (resolved before
+    /// the handler returned, gate free again), it goes on here.
+    fn park(self: Box<Self>, mut parking: Parking) {
+        let service = Arc::clone(&self.service);
+        let mut me = Some(self);
+        loop {
+            let make = || -> Waker {
+                let p = me.take().expect("the pipeline is parked once per wait");
+                p.resume.suspended();
+                Box::new(move |resolution| {
+                    let resume = Arc::clone(&p.resume);
+                    resume.schedule(Box::new(move || p.advance(resolution)));
+                })
+            };
+            let resumed = match parking {
+                Parking::Slot(slot) => match slot.park(make) {
+                    Some(r) => Some(r),
+                    None => return,
+                },
+                Parking::Gate => {
+                    if service.park_at_gate(make) {
+                        return;
                     }
-                    if ctx.outcome() == Outcome::Complete {
-                        break;
-                    }
+                    None
+                }
+            };
+            let mut p = me.take().expect("not parked");
+            match p.service.drive(&mut p.run, &mut p.event, resumed) {
+                Step::Done(result) => {
+                    let Suspended { event, done, .. } = *p;
+                    done(event, result);
+                    return;
+                }
+                Step::Park(next) => {
+                    parking = next;
+                    me = Some(p);
                 }
             }
         }
-        Ok(())
+    }
+
+    /// Resumed (on the scheduler's thread): runs on until the end or the next wait.
+    fn advance(mut self: Box<Self>, resumed: Option<Resolution>) {
+        match self.service.drive(&mut self.run, &mut self.event, resumed) {
+            Step::Done(result) => {
+                let Suspended { event, done, .. } = *self;
+                done(event, result);
+            }
+            Step::Park(parking) => self.park(parking),
+        }
     }
 }
 
