@@ -31,28 +31,26 @@ impl JsHandler {
 }
 
 impl Handler for JsHandler {
+    /// Sends the call and defers: the pipeline suspends until the host answers (the
+    /// handler settles, the host dies, or the deadline passes: every call is answered).
     fn call(
         &self,
         event: &mut Event,
         params: &[Value],
         ctx: &mut Context,
     ) -> Result<(), HandlerError> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let completion = ctx.defer();
+        let host = self.host.clone();
         self.host.call(
             &self.name,
             event_json(event),
             params,
             event.request.push.clone(),
             Box::new(move |outcome| {
-                let _ = tx.send(outcome);
+                completion.resolve(move |event, ctx| apply(&host, outcome, event, ctx));
             }),
         );
-        // The host answers every call: done, or failed on a crash, deadline or stop.
-        let outcome = rx.recv().unwrap_or(JsOutcome::Failed {
-            status: 500,
-            message: "The JS handler host dropped the call.".into(),
-        });
-        apply(&self.host, outcome, event, ctx)
+        Ok(())
     }
 }
 
