@@ -5,10 +5,7 @@
 use std::path::PathBuf;
 
 use configurapi::handlers;
-use configurapi::{
-    Config, ConfigErrorKind, Event, HandlerRegistry, MissingHandler, Payload, Request, Service,
-};
-use serde_json::json;
+use configurapi::{Config, ConfigErrorKind, HandlerRegistry, MissingHandler, Service};
 
 /// A folder of its own under the system temp dir, removed when dropped.
 struct Scratch(PathBuf);
@@ -122,6 +119,9 @@ fn one_missing_handler_names_its_route_and_pack_on_one_line() {
 #[cfg(feature = "json-schema")]
 #[test]
 fn schemas_resolve_against_the_config_files_folder_not_the_working_directory() {
+    use configurapi::{Event, Payload, Request};
+    use serde_json::json;
+
     let app = Scratch::new("relative");
     app.write("schemas/post_v1_datum.json", SCHEMA);
     let config = app.write(
