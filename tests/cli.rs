@@ -289,3 +289,57 @@ fn post_usage_errors_are_one_line_with_exit_2_and_post_help_succeeds() {
         .unwrap()
         .contains("configurapi-runner-ws post URL"));
 }
+
+#[test]
+fn handler_postbacks_send_the_token_set_by_the_cli_without_touching_the_environment() {
+    use configurapi_runner_ws::postback::{self, PostbackMessage};
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "client closed mid-head");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        head
+    });
+    // What `--management-token` does in cli::main_with (this test binary is its own
+    // process, so the token set here reaches no other test).
+    let env_before = std::env::var_os(configurapi_runner_ws::mgmt::TOKEN_ENV);
+    postback::set_token("s3cret".into());
+    assert_eq!(postback::token().as_deref(), Some("s3cret"));
+    assert_eq!(
+        std::env::var_os(configurapi_runner_ws::mgmt::TOKEN_ENV),
+        env_before
+    );
+    postback::postback(
+        &format!("http://127.0.0.1:{port}/@connections/x"),
+        &PostbackMessage {
+            status_code: 200,
+            headers: serde_json::Map::new(),
+            body: json!("hi"),
+        },
+    )
+    .unwrap();
+    let head = server.join().unwrap();
+    assert!(
+        head.lines().any(|l| l == "Authorization: Bearer s3cret"),
+        "{head}"
+    );
+}
