@@ -31,6 +31,7 @@ pub mod fuzzing;
 pub use configurapi::handlers;
 pub mod http;
 pub mod jshost;
+mod launch;
 pub mod mgmt;
 pub mod postback;
 pub mod reactor;

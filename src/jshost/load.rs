@@ -28,15 +28,36 @@ pub fn app_has_js(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The command line's JS settings.
+#[derive(Debug, Clone)]
+pub struct JsOptions {
+    /// `--node`, else `node` on PATH.
+    pub node: Option<PathBuf>,
+    /// `--handler-timeout`.
+    pub timeout: Duration,
+    /// The management token, for `wsPostbackFunction` in the host.
+    pub token: Option<String>,
+}
+
+impl Default for JsOptions {
+    fn default() -> Self {
+        JsOptions {
+            node: None,
+            timeout: super::DEFAULT_TIMEOUT,
+            token: None,
+        }
+    }
+}
+
 /// Load `config_path` with `registry`; when `handlers/` beside it has JS, start the
 /// host and register every JS handler the config names (a JS name replaces a built-in
 /// one, 9.2). No Node process stays up when the config names none of them.
 pub fn load_service(
     config_path: &Path,
     mut registry: HandlerRegistry,
-    node: Option<&Path>,
-    timeout: Duration,
+    js: &JsOptions,
 ) -> Result<LoadedService, String> {
+    let node = js.node.as_deref();
     let file = config_path.display().to_string();
     let node_env = std::env::var("NODE_ENV").ok();
     let config = Config::load(config_path, node_env.as_deref()).map_err(|e| e.to_string())?;
@@ -54,7 +75,8 @@ pub fn load_service(
             node: node.clone(),
             app_dir: app_dir.clone(),
             handlers_dir: handlers_dir.clone(),
-            timeout,
+            timeout: js.timeout,
+            token: js.token.clone(),
         })
         .map_err(|e| {
             format!(
@@ -109,7 +131,9 @@ pub fn load_service(
             host = Some(h);
         }
     }
-    match Service::from_config(config, &registry, &file) {
+    // Paths in the config (schema folders) are relative to the config file.
+    let base = config_path.parent().unwrap_or(Path::new(""));
+    match Service::from_config_in(config, &registry, &file, base) {
         Ok(service) => Ok(LoadedService { service, host }),
         Err(e) => {
             if let Some(h) = &host {

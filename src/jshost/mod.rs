@@ -18,7 +18,7 @@ mod adapter;
 mod load;
 
 pub use adapter::JsHandler;
-pub use load::{app_has_js, load_service, LoadedService};
+pub use load::{app_has_js, load_service, JsOptions, LoadedService};
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -66,6 +66,8 @@ pub struct HostOptions {
     pub handlers_dir: PathBuf,
     /// A call's deadline (`--handler-timeout`).
     pub timeout: Duration,
+    /// The management token, which `wsPostbackFunction` in the host sends.
+    pub token: Option<String>,
 }
 
 /// How a call ended.
@@ -357,7 +359,11 @@ fn send_to(shared: &Shared, generation: u64, msg: &Value) {
 fn spawn(shared: &Arc<Shared>) -> Result<HostInfo, String> {
     let opts = &shared.opts;
     let node = opts.node.display().to_string();
-    let mut child = Command::new(&opts.node)
+    let mut cmd = Command::new(&opts.node);
+    if let Some(t) = &opts.token {
+        cmd.env(crate::mgmt::TOKEN_ENV, t);
+    }
+    let mut child = cmd
         .arg(&shared.bridge_path)
         .arg(&opts.handlers_dir)
         .current_dir(&opts.app_dir)
