@@ -126,7 +126,7 @@ fn inline_message(c: &mut Criterion) {
         b.iter(
             || match runner.on_message(&conn, true, black_box(MESSAGE), true) {
                 Dispatch::Reply(frame) => frame,
-                Dispatch::Job(_) => unreachable!(),
+                Dispatch::Job(_) | Dispatch::Later => unreachable!(),
             },
         )
     });

@@ -29,6 +29,8 @@ OPTIONS:
     --max-connections N       past it, upgrades get 503 + Retry-After [default: 50000]
     --workers N               handler threads [default: number of cores]
     --job-queue N             jobs waiting for a worker before reading pauses [default: 1024]
+    --max-waiting N           suspended handlers (timers, replies) held before reading
+                              pauses [default: 10000]
     --postback-base URL       base of the postback-url header, e.g. http://node-a:9100
     --no-inline               run every handler on the workers, even routes that never block
     --management-port N       management HTTP API port; 0 turns it off
@@ -230,6 +232,14 @@ where
                     .ok()
                     .filter(|&n: &usize| n >= 1)
                     .ok_or_else(|| format!("--job-queue: '{v}' is not a positive number"))?;
+            }
+            "--max-waiting" => {
+                let v = value()?;
+                server.max_waiting = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1)
+                    .ok_or_else(|| format!("--max-waiting: '{v}' is not a positive number"))?;
             }
             "--postback-base" => {
                 let v = value()?;

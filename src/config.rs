@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Jobs that may wait for a worker before the reactor stops reading (default 1024).
     pub job_queue: usize,
+    /// Suspended pipelines (handlers waiting on a timer, a reply, room) held at once;
+    /// at the cap the reactor stops reading until one finishes (default 10,000).
+    pub max_waiting: usize,
     /// How long a graceful shutdown waits for running handlers (default 5 s).
     pub shutdown_timeout: Duration,
     /// The management HTTP API; `None` (the library default) turns it off. The CLI
@@ -114,6 +117,7 @@ impl Default for ServerConfig {
             max_connections: 50_000,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             job_queue: 1024,
+            max_waiting: 10_000,
             shutdown_timeout: Duration::from_secs(5),
             management: None,
             tls: None,

@@ -1,16 +1,25 @@
 //! The worker pool that runs Configurapi handlers off the reactor thread.
 //!
-//! Jobs go in through a bounded queue. `try_submit` never blocks: when the queue is full
-//! the reactor keeps the job and stops reading from sockets until a worker reports
+//! New jobs go in through a bounded queue. `try_submit` never blocks: when the queue is
+//! full the reactor keeps the job and stops reading from sockets until a worker reports
 //! capacity, so a flood of messages turns into TCP backpressure instead of memory.
 //! A panicking job is caught; the worker lives on.
+//!
+//! Suspended pipelines (a handler deferred, see `configurapi::Completion`) hold no
+//! worker. They count as work in flight (shutdown waits for them), and when one is
+//! resolved its rest comes back through [`WorkerPool::resumer`] into a second queue that
+//! workers take first and that is never refused: the work was admitted already, and
+//! finishing it comes before admitting more. Their number is capped: at the cap,
+//! [`WorkerPool::waiting_full`] tells the reactor to stop reading, as a full queue does.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
+
+use crate::configurapi::Schedule;
 
 /// A unit of work for a worker thread.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -18,91 +27,165 @@ pub type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Called (on the worker thread) after a job finishes while the reactor waits for room.
 pub type CapacityHook = Box<dyn Fn() + Send + Sync>;
 
+#[derive(Default)]
+struct Queues {
+    /// New work, at most `queue_len`.
+    fresh: VecDeque<Job>,
+    /// Resumed pipelines, taken first.
+    resumed: VecDeque<Job>,
+    /// Shut down: no new work; workers leave once nothing is in flight.
+    closed: bool,
+    /// Workers waiting for a job (so a submit wakes one only when one sleeps).
+    idle: usize,
+}
+
 struct PoolState {
-    /// Jobs submitted and not finished.
+    queues: Mutex<Queues>,
+    work: Condvar,
+    queue_len: usize,
+    /// Jobs submitted and not finished, plus suspended pipelines.
     in_flight: AtomicUsize,
-    /// The reactor holds jobs it could not submit and wants to hear about free room.
+    /// Suspended pipelines (neither queued nor running).
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    /// The reactor holds jobs it could not submit (or stopped reading at the waiting
+    /// cap) and wants to hear about free room.
     want_capacity: AtomicBool,
     on_capacity: CapacityHook,
     /// Signalled when `in_flight` reaches zero (shutdown waits on it).
     drained: (Mutex<()>, Condvar),
 }
 
+impl PoolState {
+    fn push(&self, job: Job, resumed: bool) {
+        let mut q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if resumed {
+            q.resumed.push_back(job);
+        } else {
+            q.fresh.push_back(job);
+        }
+        if q.idle > 0 {
+            self.work.notify_one();
+        }
+    }
+
+    /// A job or a suspended pipeline is over.
+    fn finished(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // Under the lock, so a shutdown between its check and its wait is woken.
+            let _guard = self.drained.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.drained.1.notify_all();
+            drop(_guard);
+            // Idle workers of a closed pool leave now.
+            let _q = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+            self.work.notify_all();
+        }
+    }
+
+    fn report_capacity(&self) {
+        if self.want_capacity.swap(false, Ordering::SeqCst) {
+            (self.on_capacity)();
+        }
+    }
+}
+
 /// A fixed set of threads fed by a bounded queue.
 pub struct WorkerPool {
-    tx: Option<SyncSender<Job>>,
     threads: Vec<JoinHandle<()>>,
     state: Arc<PoolState>,
 }
 
 impl WorkerPool {
-    /// Start `workers` threads with a queue of `queue_len` jobs. `on_capacity` runs on a
-    /// worker when a job finishes after `try_submit` found the queue full.
+    /// Start `workers` threads with a queue of `queue_len` jobs and room for
+    /// `max_waiting` suspended pipelines. `on_capacity` runs on a worker when a job
+    /// finishes after `try_submit` found the queue full (or on the resolving thread when
+    /// a pipeline resumes after `waiting_full` said yes).
     pub fn new(
         workers: usize,
         queue_len: usize,
+        max_waiting: usize,
         on_capacity: CapacityHook,
     ) -> std::io::Result<WorkerPool> {
-        let (tx, rx) = sync_channel::<Job>(queue_len.max(1));
-        let rx = Arc::new(Mutex::new(rx));
         let state = Arc::new(PoolState {
+            queues: Mutex::new(Queues::default()),
+            work: Condvar::new(),
+            queue_len: queue_len.max(1),
             in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            max_waiting: max_waiting.max(1),
             want_capacity: AtomicBool::new(false),
             on_capacity,
             drained: (Mutex::new(()), Condvar::new()),
         });
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers.max(1) {
-            let rx = Arc::clone(&rx);
             let state = Arc::clone(&state);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || worker_loop(&rx, &state))?,
+                    .spawn(move || worker_loop(&state))?,
             );
         }
-        Ok(WorkerPool {
-            tx: Some(tx),
-            threads,
-            state,
-        })
+        Ok(WorkerPool { threads, state })
     }
 
     /// Queue a job, or give it back when the queue is full.
     pub fn try_submit(&self, job: Job) -> Result<(), Job> {
-        let Some(tx) = &self.tx else { return Err(job) };
-        self.state.in_flight.fetch_add(1, Ordering::SeqCst);
-        match tx.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Disconnected(job)) => {
-                self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
-                Err(job)
-            }
-            Err(TrySendError::Full(job)) => {
-                // Ask to be told when a job finishes, then try once more: if the queue
-                // emptied before the flag was up, nobody would tell us; if it is still
-                // full now, a job finishing later sees the flag.
-                self.state.want_capacity.store(true, Ordering::SeqCst);
-                match tx.try_send(job) {
-                    Ok(()) => Ok(()),
-                    Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
-                        self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        Err(job)
-                    }
-                }
-            }
+        let st = &self.state;
+        let mut q = st.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if q.closed {
+            return Err(job);
         }
+        if q.fresh.len() >= st.queue_len {
+            // Under the queue lock: a worker takes its next job under it too and
+            // reports after that job, so the flag cannot be missed.
+            st.want_capacity.store(true, Ordering::SeqCst);
+            return Err(job);
+        }
+        st.in_flight.fetch_add(1, Ordering::SeqCst);
+        q.fresh.push_back(job);
+        if q.idle > 0 {
+            st.work.notify_one();
+        }
+        Ok(())
     }
 
-    /// Jobs queued or running.
+    /// The cap on suspended pipelines is reached: the reactor should read no more
+    /// messages until [`CapacityHook`] is called. Asks for that call when it says yes.
+    pub fn waiting_full(&self) -> bool {
+        let st = &self.state;
+        if st.waiting.load(Ordering::SeqCst) < st.max_waiting {
+            return false;
+        }
+        // Flag first, then look again: a pipeline that resumed in between either sees
+        // the flag or is seen here.
+        st.want_capacity.store(true, Ordering::SeqCst);
+        st.waiting.load(Ordering::SeqCst) >= st.max_waiting
+    }
+
+    /// Where suspended pipelines resume: this pool's resumed queue.
+    pub fn resumer(&self) -> Arc<dyn Schedule> {
+        Arc::new(Resumer(Arc::clone(&self.state)))
+    }
+
+    /// Jobs queued or running, and suspended pipelines.
     pub fn in_flight(&self) -> usize {
         self.state.in_flight.load(Ordering::SeqCst)
     }
 
-    /// Stop taking jobs, let queued and running ones finish until `deadline`, then return.
-    /// Threads still busy at the deadline are left to finish on their own.
+    /// Suspended pipelines.
+    pub fn waiting(&self) -> usize {
+        self.state.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Stop taking jobs, let queued, running and suspended ones finish until `deadline`,
+    /// then return. Threads still busy at the deadline are left to finish on their own.
     pub fn shutdown(&mut self, deadline: Instant) {
-        self.tx = None;
+        {
+            let mut q = self.state.queues.lock().unwrap_or_else(|e| e.into_inner());
+            q.closed = true;
+            self.state.work.notify_all();
+        }
         let (lock, cv) = &self.state.drained;
         let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         while self.in_flight() > 0 {
@@ -124,13 +207,38 @@ impl WorkerPool {
     }
 }
 
-fn worker_loop(rx: &Mutex<Receiver<Job>>, state: &PoolState) {
+/// The pool as a [`Schedule`]: a suspended pipeline counts as in flight until it has
+/// run to its end, and resumes in the resumed queue.
+struct Resumer(Arc<PoolState>);
+
+impl Schedule for Resumer {
+    fn suspended(&self) {
+        self.0.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.0.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn schedule(&self, job: Job) {
+        // Still in flight (counted by `suspended`), no longer waiting.
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.push(job, true);
+        self.0.report_capacity();
+    }
+}
+
+fn worker_loop(state: &PoolState) {
     loop {
         let job = {
-            let Ok(rx) = rx.lock() else { return };
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
+            let mut q = state.queues.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(job) = q.resumed.pop_front().or_else(|| q.fresh.pop_front()) {
+                    break job;
+                }
+                if q.closed && state.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                q.idle += 1;
+                q = state.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                q.idle -= 1;
             }
         };
         // A handler panic is already turned into a 500 by the Service; this catches
@@ -138,14 +246,8 @@ fn worker_loop(rx: &Mutex<Receiver<Job>>, state: &PoolState) {
         if catch_unwind(AssertUnwindSafe(job)).is_err() {
             log::error!("a worker job panicked; the worker goes on");
         }
-        if state.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            // Under the lock, so a shutdown between its check and its wait is woken.
-            let _guard = state.drained.0.lock().unwrap_or_else(|e| e.into_inner());
-            state.drained.1.notify_all();
-        }
-        if state.want_capacity.swap(false, Ordering::SeqCst) {
-            (state.on_capacity)();
-        }
+        state.finished();
+        state.report_capacity();
     }
 }
 
@@ -162,6 +264,7 @@ mod tests {
         let pool = WorkerPool::new(
             1,
             1,
+            16,
             Box::new(move || cap_tx.lock().unwrap().send(()).unwrap()),
         )
         .unwrap();
@@ -186,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_panicking_job_does_not_kill_the_worker() {
-        let pool = WorkerPool::new(1, 4, Box::new(|| {})).unwrap();
+        let pool = WorkerPool::new(1, 4, 16, Box::new(|| {})).unwrap();
         pool.try_submit(Box::new(|| panic!("boom")))
             .map_err(|_| ())
             .unwrap();

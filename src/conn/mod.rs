@@ -385,6 +385,7 @@ impl ConnState {
                             Dispatch::Reply(frame) => {
                                 self.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
                             }
+                            Dispatch::Later => {}
                             Dispatch::Job(job) if a.accepted => sh.jobs.push(job),
                             Dispatch::Job(job) => a.waiting.push(job),
                         }

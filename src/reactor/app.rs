@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use crate::configurapi::Schedule;
 use crate::conn::shared::ConnShared;
 use crate::mgmt::MetricsSnapshot;
 use crate::work::Job;
@@ -17,6 +18,9 @@ pub enum Dispatch {
     Job(Job),
     /// Handled inline: send this text frame payload to the connection now.
     Reply(Vec<u8>),
+    /// Started inline and suspended (a handler waits): the answer comes later through
+    /// the connection's [`ConnShared`], from whichever thread finishes it.
+    Later,
 }
 
 /// What an application does with connections and messages.
@@ -44,6 +48,12 @@ pub trait App: Send + Sync + 'static {
     /// An accepted connection ended (any cause). Called exactly once per accepted
     /// connection, after it left the registry.
     fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job>;
+
+    /// Where pipelines that suspended resume: the worker pool's resumed queue (given
+    /// once, when the pool starts).
+    fn set_resume(&self, resume: Arc<dyn Schedule>) {
+        let _ = resume;
+    }
 
     /// The management listener is bound; `base` is its URL (e.g.
     /// `http://127.0.0.1:9100`), the default base of `postback-url` (8.6).

@@ -316,7 +316,12 @@ impl Server {
                 let on_capacity = Box::new(move || {
                     let _ = hook.command(Command::Capacity);
                 });
-                Some(WorkerPool::new(cfg.workers, cfg.job_queue, on_capacity)?)
+                let pool =
+                    WorkerPool::new(cfg.workers, cfg.job_queue, cfg.max_waiting, on_capacity)?;
+                if let Mode::App(app) = &cfg.mode {
+                    app.set_resume(pool.resumer());
+                }
+                Some(pool)
             }
             Mode::Echo => None,
         };
@@ -624,9 +629,11 @@ impl Reactor {
         if writable {
             conn.st.flush(&mut sh);
         }
-        if readable && !self.backlog.is_empty() {
-            // The workers are saturated: leave the bytes in the kernel (TCP
-            // backpressure) and come back when a worker reports room.
+        let saturated =
+            !self.backlog.is_empty() || self.workers.as_ref().is_some_and(WorkerPool::waiting_full);
+        if readable && saturated {
+            // The workers are saturated, or too many pipelines wait: leave the bytes in
+            // the kernel (TCP backpressure) and come back when room is reported.
             self.stalled.push(conn.st.id);
         } else if readable {
             match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh) {
@@ -753,7 +760,9 @@ impl Reactor {
                 return;
             }
         }
-        self.revisit.append(&mut self.stalled);
+        if !pool.waiting_full() {
+            self.revisit.append(&mut self.stalled);
+        }
     }
 
     /// After the loop: run jobs still held (on_disconnect handlers among them) and
@@ -926,6 +935,7 @@ impl Reactor {
                 }
                 Command::Stats(reply) => {
                     let mut s = self.stats.clone();
+                    s.waiting = self.workers.as_ref().map_or(0, |w| w.waiting() as u64);
                     for (_, c) in self.conns.iter() {
                         let q = c.st.queued() as u64;
                         s.queued_bytes_sum += q;

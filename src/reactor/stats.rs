@@ -54,6 +54,9 @@ pub struct Stats {
     /// Largest read-side buffer, by capacity: an upgrade head being read or a message
     /// being reassembled (filled in on request).
     pub read_buffered_max: u64,
+    /// Pipelines suspended now: handlers waiting on a timer, a reply or room, holding
+    /// no thread (filled in on request).
+    pub waiting: u64,
 }
 
 impl Stats {

@@ -10,6 +10,7 @@
 pub mod envelope;
 pub mod pack;
 mod stream;
+mod timer;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,8 +22,8 @@ use serde_json::{Map, Value};
 use crate::configurapi::http::parse_query;
 use crate::configurapi::service::NameMap;
 use crate::configurapi::{
-    ChunkStream, ErrorResponse, Event, HandlerError, HandlerRegistry, Payload, PushError, PushSink,
-    Request, Response, Service,
+    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Payload, PushError,
+    PushSink, Request, Response, RunHere, Schedule, Service, Started,
 };
 use crate::conn::shared::ConnShared;
 use crate::mgmt::{Histogram, MetricsSnapshot, LATENCY_BUCKETS};
@@ -69,7 +70,10 @@ pub struct Runner {
 }
 
 struct Inner {
-    service: Service,
+    service: Arc<Service>,
+    /// Where suspended pipelines resume: the worker pool once the reactor has started
+    /// it, else the resolving thread.
+    resume: OnceLock<Arc<dyn Schedule>>,
     opts: RunnerOptions,
     has_on_connect: bool,
     has_on_disconnect: bool,
@@ -204,7 +208,8 @@ impl Runner {
         let metrics = RunnerMetrics::new(&service);
         Runner {
             inner: Arc::new(Inner {
-                service,
+                service: Arc::new(service),
+                resume: OnceLock::new(),
                 opts,
                 has_on_connect,
                 has_on_disconnect,
@@ -229,7 +234,9 @@ impl App for Runner {
         let conn = Arc::clone(conn);
         let headers: Vec<(String, String)> = req.headers.clone();
         let query = req.query().to_string();
-        Some(Box::new(move || inner.on_connect(&conn, &headers, &query)))
+        Some(Box::new(move || {
+            Inner::on_connect(inner, conn, &headers, &query)
+        }))
     }
 
     fn on_message(
@@ -240,29 +247,37 @@ impl App for Runner {
         inline_ok: bool,
     ) -> Dispatch {
         let inner = Arc::clone(&self.inner);
-        let conn = Arc::clone(conn);
+        let owned = Arc::clone(conn);
         if !(inline_ok && inner.opts.inline) {
             let payload = payload.to_vec();
             return Dispatch::Job(Box::new(move || {
-                let out = inner.handle(&conn, decode_message(text, &payload));
-                out.send(conn);
+                Inner::handle(inner, owned, decode_message(text, &payload));
             }));
         }
         // Decode here to learn the route; run it here when every handler it can reach
         // is non-blocking (measured in docs/benchmarks.md: it saves two thread hand-offs
-        // per message), else on a worker.
+        // per message), else on a worker. A handler that defers is non-blocking: the
+        // pipeline suspends and the answer goes out later from a worker.
         let decoded = decode_message(text, payload);
         let nonblocking = match &decoded {
             Ok((req, _)) => inner.service.is_nonblocking(&req.name, &req.method),
             Err(_) => true,
         };
         if !nonblocking {
-            return Dispatch::Job(Box::new(move || inner.handle(&conn, decoded).send(conn)));
+            return Dispatch::Job(Box::new(move || Inner::handle(inner, owned, decoded)));
         }
-        match inner.handle(&conn, decoded) {
-            Outcome::Frame(frame) => Dispatch::Reply(frame),
-            stream => Dispatch::Job(Box::new(move || stream.send(conn))),
+        match Inner::answer_here(inner, owned, decoded) {
+            None => Dispatch::Later,
+            Some(Outcome::Frame(frame)) => Dispatch::Reply(frame),
+            Some(stream) => {
+                let conn = Arc::clone(conn);
+                Dispatch::Job(Box::new(move || stream.send(conn)))
+            }
         }
+    }
+
+    fn set_resume(&self, resume: Arc<dyn Schedule>) {
+        let _ = self.inner.resume.set(resume);
     }
 
     fn set_management_url(&self, base: &str) {
@@ -279,7 +294,7 @@ impl App for Runner {
         }
         let inner = Arc::clone(&self.inner);
         let conn = Arc::clone(conn);
-        Some(Box::new(move || inner.on_disconnect(&conn)))
+        Some(Box::new(move || Inner::on_disconnect(inner, conn)))
     }
 }
 
@@ -366,7 +381,20 @@ impl Inner {
         event
     }
 
-    fn on_connect(&self, conn: &Arc<ConnShared>, headers: &[(String, String)], query: &str) {
+    /// Where suspended pipelines resume.
+    fn resume(&self) -> &Arc<dyn Schedule> {
+        static HERE: OnceLock<Arc<dyn Schedule>> = OnceLock::new();
+        self.resume
+            .get()
+            .unwrap_or_else(|| HERE.get_or_init(|| Arc::new(RunHere)))
+    }
+
+    fn on_connect(
+        inner: Arc<Inner>,
+        conn: Arc<ConnShared>,
+        headers: &[(String, String)],
+        query: &str,
+    ) {
         let mut request = Request::named("on_connect");
         for (name, value) in headers {
             // Repeated headers are joined, as Node's header map does.
@@ -377,8 +405,119 @@ impl Inner {
             request.headers.insert(name.clone(), Value::String(joined));
         }
         request.query = parse_query(query);
-        let mut event = self.event_for(conn, request);
-        let accepted = match self.service.process(&mut event) {
+        let mut event = inner.event_for(&conn, request);
+        let service = Arc::clone(&inner.service);
+        let resume = Arc::clone(inner.resume());
+        let done = Connected { inner, conn };
+        if let Started::Finished(result, done) = service.start(&mut event, &resume, done) {
+            done.finish(event, result);
+        }
+    }
+
+    fn on_disconnect(inner: Arc<Inner>, conn: Arc<ConnShared>) {
+        let mut event = inner.event_for(&conn, Request::named("on_disconnect"));
+        // Its response is ignored (6.5.6); a suspended one still counts as work in
+        // flight, so shutdown waits for it.
+        let _ = inner.service.start(
+            &mut event,
+            inner.resume(),
+            |_: Event, _: Result<(), HandlerError>| {},
+        );
+    }
+
+    /// Process a decoded message on a worker and send the answer (now, or when the
+    /// pipeline ends if it suspends).
+    fn handle(inner: Arc<Inner>, conn: Arc<ConnShared>, decoded: Decoded) {
+        let send_to = Arc::clone(&conn);
+        if let Some(out) = Inner::answer_here(inner, conn, decoded) {
+            out.send(send_to);
+        }
+    }
+
+    /// Process a decoded message. The answer when the pipeline ended here (not sent
+    /// yet); `None` when it suspended, and the answer is sent when it ends.
+    fn answer_here(inner: Arc<Inner>, conn: Arc<ConnShared>, decoded: Decoded) -> Option<Outcome> {
+        let (request, message_id) = match decoded {
+            Ok(r) => r,
+            Err(e) => {
+                let (err, message_id) = *e;
+                // 6.6: a request that cannot be decoded is a SyntaxError: 400.
+                let response = ErrorResponse::from_error(&err, 400).to_response();
+                return Some(Outcome::Frame(envelope::encode(
+                    &response,
+                    message_id.as_ref(),
+                )));
+            }
+        };
+        let mut event = inner.event_for(&conn, request);
+        let service = Arc::clone(&inner.service);
+        let resume = Arc::clone(inner.resume());
+        let done = Answer {
+            inner,
+            conn,
+            message_id,
+            started: Instant::now(),
+        };
+        match service.start(&mut event, &resume, done) {
+            Started::Finished(result, done) => Some(done.outcome(&mut event, result)),
+            Started::Suspended => None,
+        }
+    }
+}
+
+/// The end of a message's pipeline: the answer to its client.
+struct Answer {
+    inner: Arc<Inner>,
+    conn: Arc<ConnShared>,
+    message_id: Option<Value>,
+    started: Instant,
+}
+
+impl Answer {
+    fn outcome(self, event: &mut Event, result: Result<(), HandlerError>) -> Outcome {
+        let mut response = match result {
+            Ok(()) => std::mem::take(&mut event.response),
+            // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
+            Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
+        };
+        self.inner
+            .metrics
+            .record(&event.name, self.started.elapsed(), response.status_code);
+        match response.take_stream() {
+            Some(stream) => {
+                let mut headers = response.headers;
+                if let Some(id) = self.message_id {
+                    headers.insert("message-id".into(), id);
+                }
+                Outcome::Stream {
+                    stream,
+                    status: response.status_code,
+                    headers,
+                }
+            }
+            None => Outcome::Frame(envelope::encode(&response, self.message_id.as_ref())),
+        }
+    }
+}
+
+impl Finish for Answer {
+    /// A suspended pipeline ended (on a worker): send the answer from here.
+    fn finish(self, mut event: Event, result: Result<(), HandlerError>) {
+        let conn = Arc::clone(&self.conn);
+        self.outcome(&mut event, result).send(conn);
+    }
+}
+
+/// The end of an on_connect pipeline: accept or reject the connection (6.5.2).
+struct Connected {
+    inner: Arc<Inner>,
+    conn: Arc<ConnShared>,
+}
+
+impl Finish for Connected {
+    fn finish(self, mut event: Event, result: Result<(), HandlerError>) {
+        let Connected { inner, conn } = self;
+        let accepted = match result {
             Ok(()) => event.response.status_code < 400,
             Err(_) => false, // 6.5.2: a throwing process() counts as 500
         };
@@ -388,55 +527,13 @@ impl Inner {
                 event.identity.take().map(Box::new);
             if conn.claim_accepted() {
                 let _ = conn.reactor.accept(conn.id);
-            } else if self.has_on_disconnect {
+            } else if inner.has_on_disconnect {
                 // The client left while on_connect ran; the connection was accepted
                 // all the same, so it gets its on_disconnect (8.11), from here.
-                self.on_disconnect(conn);
+                Inner::on_disconnect(inner, conn);
             }
         } else {
             let _ = conn.reactor.reject(conn.id);
-        }
-    }
-
-    fn on_disconnect(&self, conn: &Arc<ConnShared>) {
-        let mut event = self.event_for(conn, Request::named("on_disconnect"));
-        let _ = self.service.process(&mut event);
-    }
-
-    /// Process a decoded message; the answer is not sent yet.
-    fn handle(&self, conn: &Arc<ConnShared>, decoded: Decoded) -> Outcome {
-        let (request, message_id) = match decoded {
-            Ok(r) => r,
-            Err(e) => {
-                let (err, message_id) = *e;
-                // 6.6: a request that cannot be decoded is a SyntaxError: 400.
-                let response = ErrorResponse::from_error(&err, 400).to_response();
-                return Outcome::Frame(envelope::encode(&response, message_id.as_ref()));
-            }
-        };
-        let mut event = self.event_for(conn, request);
-        let started = Instant::now();
-        let result = self.service.process(&mut event);
-        let mut response = match result {
-            Ok(()) => std::mem::take(&mut event.response),
-            // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
-            Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
-        };
-        self.metrics
-            .record(&event.name, started.elapsed(), response.status_code);
-        match response.take_stream() {
-            Some(stream) => {
-                let mut headers = response.headers;
-                if let Some(id) = message_id {
-                    headers.insert("message-id".into(), id);
-                }
-                Outcome::Stream {
-                    stream,
-                    status: response.status_code,
-                    headers,
-                }
-            }
-            None => Outcome::Frame(envelope::encode(&response, message_id.as_ref())),
         }
     }
 }

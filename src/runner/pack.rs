@@ -13,15 +13,15 @@ use crate::configurapi::{
 /// The pack's name, also accepted by `import:` (it changes nothing).
 pub const PACK: &str = "configurapi-handler-ws";
 
-/// The pack with its nine handlers. All but `delayHandler` and `pushHandler` (a push
-/// waits for room on a slow client) never wait, so routes made
-/// of them may run on the reactor thread.
+/// The pack with its nine handlers. All but `pushHandler` (a push waits for room on a
+/// slow client) hold no thread, so routes made of them may start on the reactor thread;
+/// `delayHandler` defers to the shared timer and holds nothing while it waits.
 pub fn pack() -> HandlerPack {
     HandlerPack::new(PACK)
         .with_nonblocking("echoHandler", echo)
         .with_nonblocking("streamHandler", stream)
         .with("pushHandler", push)
-        .with("delayHandler", delay)
+        .with_nonblocking("delayHandler", delay)
         .with_nonblocking("throwHandler", throw)
         .with_nonblocking("headerHandler", header)
         .with_nonblocking("identityHandler", identity)
@@ -91,10 +91,13 @@ fn push(event: &mut Event, params: &[Value], _: &mut Context) -> R {
     Ok(())
 }
 
-/// `delayHandler [ms]`: waits, then continues (it blocks its worker, as a slow handler
-/// would).
-fn delay(_: &mut Event, params: &[Value], _: &mut Context) -> R {
-    std::thread::sleep(Duration::from_millis(number(params, 0).unwrap_or(0)));
+/// `delayHandler [ms]`: waits, then continues. The wait holds no thread: the policy
+/// defers and the shared timer resolves it.
+fn delay(_: &mut Event, params: &[Value], ctx: &mut Context) -> R {
+    let ms = number(params, 0).unwrap_or(0);
+    if ms > 0 {
+        super::timer::after(Duration::from_millis(ms), ctx.defer());
+    }
     Ok(())
 }
 

@@ -287,6 +287,18 @@ impl Slot {
         }
     }
 
+    /// The resolution, when it is there already (nothing is parked otherwise).
+    pub(crate) fn try_take(&self) -> Option<Resolution> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match std::mem::replace(&mut *state, SlotState::Taken) {
+            SlotState::Resolved(r) => Some(r),
+            other => {
+                *state = other;
+                None
+            }
+        }
+    }
+
     fn fill(&self, resolution: Resolution) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match std::mem::replace(&mut *state, SlotState::Taken) {

@@ -45,4 +45,4 @@ pub use inflection::{pluralize, singularize};
 pub use path::{map_path, RouteKey};
 pub use registry::{HandlerPack, HandlerRegistry, HandlerTable, MissingHandler};
 pub use response::{Body, Chunk, ChunkStream, ErrorResponse, PushError, PushSink, Response};
-pub use service::{RunHere, Schedule, Service, ServiceOptions, Started};
+pub use service::{Finish, RunHere, Schedule, Service, ServiceOptions, Started};

@@ -148,12 +148,29 @@ impl Schedule for RunHere {
     }
 }
 
+/// What a suspended pipeline calls when it ends (see [`Service::start`]): any
+/// `FnOnce(Event, Result<(), HandlerError>)`, or a type of the runner's own that it
+/// gets back unused when the pipeline does not suspend.
+pub trait Finish: Send + 'static {
+    /// The pipeline ended: the event and [`Service::process`]'s result.
+    fn finish(self, event: Event, result: Result<(), HandlerError>);
+}
+
+impl<F> Finish for F
+where
+    F: FnOnce(Event, Result<(), HandlerError>) + Send + 'static,
+{
+    fn finish(self, event: Event, result: Result<(), HandlerError>) {
+        self(event, result)
+    }
+}
+
 /// What [`Service::start`] did.
 #[derive(Debug)]
-pub enum Started {
+pub enum Started<D> {
     /// The pipeline ran to its end on the calling thread: the event is in place, this
-    /// is [`Service::process`]'s result, and `done` was dropped uncalled.
-    Finished(Result<(), HandlerError>),
+    /// is [`Service::process`]'s result, and `done` comes back unused.
+    Finished(Result<(), HandlerError>, D),
     /// The pipeline suspended: it took the event (an empty one is left in its place),
     /// and `done` is called (or already was) exactly once, on the thread that
     /// finishes it, with the event and the result.
@@ -390,19 +407,24 @@ impl Service {
     ///
     /// A route that never defers costs what `process` costs: the event is not moved,
     /// nothing is boxed and `resume` is not cloned unless the pipeline suspends.
-    pub fn start<F>(
+    pub fn start<D: Finish>(
         self: &Arc<Self>,
         event: &mut Event,
         resume: &Arc<dyn Schedule>,
-        done: F,
-    ) -> Started
-    where
-        F: FnOnce(Event, Result<(), HandlerError>) + Send + 'static,
-    {
+        done: D,
+    ) -> Started<D> {
         let mut run = Run::new();
-        let parking = match self.drive(&mut run, event, None) {
-            Step::Done(result) => return Started::Finished(result),
-            Step::Park(parking) => parking,
+        let mut resumed = None;
+        let parking = loop {
+            match self.drive(&mut run, event, resumed.take()) {
+                Step::Done(result) => return Started::Finished(result, done),
+                // Resolved before the handler returned: go on here, nothing boxed.
+                Step::Park(Parking::Slot(slot)) => match slot.try_take() {
+                    Some(r) => resumed = Some(r),
+                    None => break Parking::Slot(slot),
+                },
+                Step::Park(parking) => break parking,
+            }
         };
         let pipeline = Box::new(Suspended {
             service: Arc::clone(self),
@@ -839,10 +861,7 @@ struct Suspended<F> {
     done: F,
 }
 
-impl<F> Suspended<F>
-where
-    F: FnOnce(Event, Result<(), HandlerError>) + Send + 'static,
-{
+impl<F: Finish> Suspended<F> {
     /// Waits for `parking` without a thread: the pipeline moves into the waker, which
     /// schedules it through `resume`. When the wait is over already (resolved before
     /// the handler returned, gate free again), it goes on here.
@@ -874,7 +893,7 @@ where
             match p.service.drive(&mut p.run, &mut p.event, resumed) {
                 Step::Done(result) => {
                     let Suspended { event, done, .. } = *p;
-                    done(event, result);
+                    done.finish(event, result);
                     return;
                 }
                 Step::Park(next) => {
@@ -890,7 +909,7 @@ where
         match self.service.drive(&mut self.run, &mut self.event, resumed) {
             Step::Done(result) => {
                 let Suspended { event, done, .. } = *self;
-                done(event, result);
+                done.finish(event, result);
             }
             Step::Park(parking) => self.park(parking),
         }

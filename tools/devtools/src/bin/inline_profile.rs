@@ -72,7 +72,7 @@ fn main() {
     for _ in 0..n {
         match runner.on_message(&conn, true, black_box(message), true) {
             Dispatch::Reply(frame) => bytes += black_box(frame).len(),
-            Dispatch::Job(_) => panic!("not inline"),
+            Dispatch::Job(_) | Dispatch::Later => panic!("not inline"),
         }
     }
     println!("{n} messages, {bytes} reply bytes");

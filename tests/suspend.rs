@@ -1,0 +1,357 @@
+//! Waiting holds no thread (issue #13 item 2): handlers that defer suspend their
+//! pipeline, and a thousand of them wait at once on the default worker pool, over real
+//! sockets. The tests of this file run one at a time (they count the process's threads).
+
+mod runner_util;
+mod util;
+
+use std::io::Write;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use configurapi_runner_ws::configurapi::{Completion, Context, Event, HandlerError, Payload};
+use configurapi_runner_ws::runner::RunnerOptions;
+use configurapi_runner_ws::ServerConfig;
+use runner_util::*;
+use serde_json::{json, Value};
+use util::*;
+
+const APP: &str = r#"
+api:
+  events:
+    - name: wait
+      policies:
+        - delayHandler: [200]
+        - echoHandler
+    - name: echo
+      policies:
+        - echoHandler
+"#;
+
+/// One test at a time: thread counts are per process.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The process's thread count (`Threads:` of /proc/self/status).
+fn threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+/// A runner with the default server settings (workers = cores) and default options.
+fn default_runner(yaml: &str) -> TestServer {
+    start_runner(
+        yaml,
+        |_| {},
+        ServerConfig::default(),
+        RunnerOptions::default(),
+    )
+}
+
+/// Sends every message on its connection (all before any answer is read), waits until
+/// the server holds `total` suspended pipelines, checks the thread count, then reads
+/// every answer. Returns each request's time from its send to its answer.
+fn wait_all(srv: &TestServer, conns: &mut [Ws], per_conn: usize) -> Vec<Duration> {
+    let total = conns.len() * per_conn;
+    let before = threads();
+    let mut sent = Vec::with_capacity(conns.len());
+    for (c, ws) in conns.iter_mut().enumerate() {
+        // A connection's messages go out in one write: pipelined.
+        let mut bytes = Vec::new();
+        for i in 0..per_conn {
+            let msg = json!({"name": "wait", "payload": i, "headers": {"message-id": format!("{c}-{i}")}});
+            bytes.extend(client_frame(0x81, msg.to_string().as_bytes()));
+        }
+        ws.s.write_all(&bytes).unwrap();
+        sent.push(Instant::now());
+    }
+    // Every request is waiting at once, and no thread was added for them.
+    let stats = wait_stats(srv, "all requests suspended", |s| {
+        s.waiting as usize == total || s.messages_out > 0
+    });
+    let during = threads();
+    assert_eq!(
+        stats.waiting as usize, total,
+        "every request was waiting before the first answer"
+    );
+    assert!(
+        during <= before,
+        "threads grew from {before} to {during} with {total} waiting requests"
+    );
+    let mut took = Vec::with_capacity(total);
+    for (c, ws) in conns.iter_mut().enumerate() {
+        let mut seen = vec![false; per_conn];
+        for _ in 0..per_conn {
+            let reply = ws.recv();
+            took.push(sent[c].elapsed());
+            assert_eq!(reply["statusCode"], 200, "{reply}");
+            let i = reply["body"].as_u64().expect("the payload echoed") as usize;
+            assert_eq!(reply["headers"]["message-id"], format!("{c}-{i}"));
+            assert!(!seen[i], "answered twice: {reply}");
+            seen[i] = true;
+        }
+    }
+    assert!(threads() <= before, "threads grew after the answers");
+    took
+}
+
+fn report(what: &str, took: &mut [Duration]) {
+    took.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "{what}: {} requests, answer after min {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        took.len(),
+        ms(took[0]),
+        ms(took[took.len() / 2]),
+        ms(took[took.len() * 99 / 100]),
+        ms(took[took.len() - 1]),
+    );
+}
+
+/// Opens `n` connections and checks the route works (which also starts the timer
+/// thread, so it is counted in the "before" figure).
+fn open(srv: &TestServer, n: usize) -> Vec<Ws> {
+    let mut conns: Vec<Ws> = (0..n).map(|_| connect(srv)).collect();
+    let warm = conns[0].request(&json!({"name": "wait", "payload": "warm"}));
+    assert_eq!(warm["body"], "warm");
+    conns
+}
+
+#[test]
+fn a_thousand_connections_wait_200_ms_each_at_once_on_the_default_pool() {
+    let _serial = serial();
+    let srv = default_runner(APP);
+    let mut conns = open(&srv, 1000);
+    let mut took = wait_all(&srv, &mut conns, 1);
+    report("1000 connections x 1", &mut took);
+    let max = *took.last().unwrap();
+    // The issue's figure: a 200 ms wait each, all within 600 ms (2 workers: with a
+    // worker held per wait this took 1000 / 2 * 200 ms).
+    assert!(max < Duration::from_millis(600), "slowest answer {max:?}");
+    assert!(
+        took[0] >= Duration::from_millis(200),
+        "answered before the delay"
+    );
+}
+
+#[test]
+fn fifty_connections_with_twenty_pipelined_waits_each_answer_together() {
+    let _serial = serial();
+    let srv = default_runner(APP);
+    let mut conns = open(&srv, 50);
+    let mut took = wait_all(&srv, &mut conns, 20);
+    report("50 connections x 20 pipelined", &mut took);
+    let max = *took.last().unwrap();
+    assert!(max < Duration::from_millis(600), "slowest answer {max:?}");
+}
+
+#[test]
+fn a_rust_handler_resolves_its_completion_from_its_own_thread() {
+    let _serial = serial();
+    let yaml = r#"
+api:
+  events:
+    - name: later
+      policies:
+        - laterHandler
+        - echoHandler
+"#;
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register(
+                "laterHandler",
+                |event: &mut Event, _: &[Value], ctx: &mut Context| {
+                    let completion = ctx.defer();
+                    let n = match &event.payload {
+                        Payload::Json(v) => v.as_u64().unwrap_or(0),
+                        _ => 0,
+                    };
+                    std::thread::spawn(move || {
+                        completion.resolve(move |event, ctx| {
+                            if n == 13 {
+                                return Err(HandlerError::new("unlucky").with_status(409));
+                            }
+                            event.response.headers.insert("x-later".into(), json!(n));
+                            if n == 7 {
+                                // Skip the echo: the body stays empty.
+                                ctx.complete();
+                            }
+                            Ok(())
+                        })
+                    });
+                    Ok(())
+                },
+            );
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
+    let mut ws = connect(&srv);
+    let r = ws.request(&json!({"name": "later", "payload": 1, "headers": {"message-id": "a"}}));
+    assert_eq!(
+        r,
+        json!({"statusCode": 200, "headers": {"x-later": 1, "message-id": "a"}, "body": 1})
+    );
+    let r = ws.request(&json!({"name": "later", "payload": 7}));
+    assert_eq!(
+        r,
+        json!({"statusCode": 200, "headers": {"x-later": 7}, "body": ""})
+    );
+    let r = ws.request(&json!({"name": "later", "payload": 13}));
+    assert_eq!(r["statusCode"], 409);
+    assert_eq!(r["body"]["message"], "unlucky");
+}
+
+#[test]
+fn a_completion_dropped_unresolved_answers_500_and_the_runner_goes_on() {
+    let _serial = serial();
+    let yaml = r#"
+api:
+  events:
+    - name: lost
+      policies:
+        - loseHandler
+    - name: echo
+      policies:
+        - echoHandler
+"#;
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register(
+                "loseHandler",
+                |_: &mut Event, _: &[Value], ctx: &mut Context| {
+                    let completion = ctx.defer();
+                    std::thread::spawn(move || drop(completion));
+                    Ok(())
+                },
+            );
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
+    let mut ws = connect(&srv);
+    let r = ws.request(&json!({"name": "lost", "headers": {"message-id": "m"}}));
+    assert_eq!(r["statusCode"], 500, "{r}");
+    assert_eq!(
+        r["body"]["message"],
+        "Handler 'loseHandler' never completed"
+    );
+    assert_eq!(r["headers"]["message-id"], "m");
+    assert_eq!(
+        ws.request(&json!({"name": "echo", "payload": "ok"}))["body"],
+        "ok"
+    );
+    assert_eq!(srv.handle.stats().unwrap().waiting, 0);
+}
+
+#[test]
+fn on_connect_that_waits_accepts_later_and_on_disconnect_that_waits_still_runs() {
+    let _serial = serial();
+    let yaml = r#"
+api:
+  events:
+    - name: on_connect
+      policies:
+        - delayHandler: [50]
+        - identityHandler: ["$(user)"]
+        - statusFromParamsHandler
+    - name: on_disconnect
+      policies:
+        - delayHandler: [50]
+        - recordHandler: [disconnect]
+    - name: whoami
+      policies: [whoamiHandler]
+"#;
+    let (rec, seen) = recorder();
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("recordHandler", rec);
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
+    let (mut ws, _) = connect_with(&srv, "/?user=ann", "");
+    assert_eq!(ws.request(&json!({"name": "whoami"}))["body"], "ann");
+    ws.close();
+    let got = seen.recv_timeout(DEADLINE).expect("on_disconnect ran");
+    assert_eq!(got["tag"], "disconnect");
+    // Rejected after its wait: 1008, and no on_disconnect.
+    let (mut ws, _) = connect_with(&srv, "/?status=401", "");
+    ws.expect_close(1008, Some("Policy Violation"));
+    wait_stats(&srv, "nothing waiting", |s| s.waiting == 0 && s.open == 0);
+    assert!(seen.try_recv().is_err());
+}
+
+#[test]
+fn at_the_waiting_cap_reading_pauses_until_one_resumes_and_every_request_is_answered() {
+    let _serial = serial();
+    let yaml = r#"
+api:
+  events:
+    - name: held
+      policies:
+        - holdHandler
+        - echoHandler
+"#;
+    let (tx, held) = std::sync::mpsc::channel::<Completion>();
+    let tx = Mutex::new(tx);
+    let srv = start_runner(
+        yaml,
+        move |r| {
+            r.register(
+                "holdHandler",
+                move |_: &mut Event, _: &[Value], ctx: &mut Context| {
+                    tx.lock().unwrap().send(ctx.defer()).unwrap();
+                    Ok(())
+                },
+            );
+        },
+        ServerConfig {
+            max_waiting: 4,
+            ..test_config()
+        },
+        RunnerOptions::default(),
+    );
+    let mut ws = connect(&srv);
+    let batch = |from: u64, to: u64| {
+        let mut bytes = Vec::new();
+        for i in from..to {
+            let msg = json!({"name": "held", "payload": i});
+            bytes.extend(client_frame(0x81, msg.to_string().as_bytes()));
+        }
+        bytes
+    };
+    ws.s.write_all(&batch(0, 4)).unwrap();
+    wait_stats(&srv, "four waiting", |s| s.waiting == 4);
+    ws.s.write_all(&batch(4, 12)).unwrap();
+    // The stats command reaches the reactor after the bytes (loopback: they are in the
+    // socket before the write returns), so the reactor has seen them and not read them.
+    let s = srv.handle.stats().unwrap();
+    assert_eq!(s.messages_in, 4, "read past the cap: {s:?}");
+    // One resumes: reading goes on, and the rest is read and waits in turn.
+    let mut completions: Vec<Completion> = (0..4)
+        .map(|_| held.recv_timeout(DEADLINE).unwrap())
+        .collect();
+    completions.pop().unwrap().finish(Ok(()));
+    let mut got = vec![ws.recv()["body"].as_u64().unwrap()];
+    wait_stats(&srv, "the rest read", |s| s.messages_in == 12);
+    completions.extend((0..8).map(|_| held.recv_timeout(DEADLINE).unwrap()));
+    for c in completions {
+        c.finish(Ok(()));
+    }
+    for _ in 0..11 {
+        got.push(ws.recv()["body"].as_u64().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..12).collect::<Vec<u64>>());
+    wait_stats(&srv, "nothing waiting", |s| s.waiting == 0);
+}
