@@ -56,12 +56,25 @@ fn free_port() -> u16 {
 }
 
 fn spawn_runner(config: &Path, extra: &[&str]) -> (Child, Log) {
+    // Two workers unless the test sets its own flags (the machine's core count must
+    // not decide what a test sees).
+    let workers: &[&str] = if extra.contains(&"--defaults") {
+        &[]
+    } else {
+        &["--workers", "2"]
+    };
+    let extra: Vec<&str> = extra
+        .iter()
+        .copied()
+        .filter(|a| *a != "--defaults")
+        .collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
         .arg("--config")
         .arg(config)
-        .args(["--host", "127.0.0.1", "--port", "0", "--workers", "2"])
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(workers)
         .args(["--management-port", &free_port().to_string()])
-        .args(extra)
+        .args(&extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -669,4 +682,58 @@ fn the_app_answers_the_same_envelopes_as_under_the_node_configurapi_runner() {
         let got = exchange(&mut ours, &msg);
         assert_eq!(got, want, "{msg}");
     }
+}
+
+/// The runner process's thread count (`Threads:` in /proc/PID/status).
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+#[test]
+fn a_thousand_concurrent_js_waits_answer_together_without_new_threads() {
+    require_node!();
+    // Default flags: the worker pool is the machine's core count.
+    let r = Runner::app(&["--defaults"]);
+    let mut warm = r.connect("");
+    assert_eq!(warm.ask("wait", json!({}))["body"], "waited");
+    let before = threads_of(r.child.id());
+    const CONNS: usize = 50;
+    const PER_CONN: usize = 20;
+    let mut clients: Vec<Client> = (0..CONNS).map(|_| r.connect("")).collect();
+    let started = Instant::now();
+    for c in clients.iter_mut() {
+        for i in 0..PER_CONN {
+            let msg = json!({"name": "wait", "headers": {"message-id": i}});
+            c.ws.write(Message::text(msg.to_string())).unwrap();
+        }
+        c.ws.flush().unwrap();
+    }
+    let mut slowest = Duration::ZERO;
+    let mut fastest = Duration::MAX;
+    for c in clients.iter_mut() {
+        for _ in 0..PER_CONN {
+            let f = c.recv();
+            assert_eq!(f["body"], "waited", "{f}");
+            let took = started.elapsed();
+            slowest = slowest.max(took);
+            fastest = fastest.min(took);
+        }
+    }
+    let after = threads_of(r.child.id());
+    eprintln!(
+        "1,000 JS waits of 200 ms: first answer at {} ms, last at {} ms; runner threads {before} -> {after}",
+        fastest.as_millis(),
+        slowest.as_millis()
+    );
+    // Issue 13's bar. Waiting serially on the workers would take 1,000 x 200 ms / cores.
+    assert!(
+        slowest < Duration::from_millis(600),
+        "last answer after {slowest:?}"
+    );
+    assert!(after <= before, "threads grew from {before} to {after}");
 }

@@ -52,6 +52,12 @@ impl Handler for JsHandler {
         );
         Ok(())
     }
+
+    /// It holds no thread while Node runs the call (it defers), so a route of JS and
+    /// non-blocking handlers may start on the reactor thread.
+    fn is_nonblocking(&self) -> bool {
+        true
+    }
 }
 
 fn payload_into(m: &mut Map<String, Value>, payload: &Payload) {
