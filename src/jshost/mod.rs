@@ -2,8 +2,8 @@
 //! run unchanged in one supervised `node` child, called over a pipe.
 //!
 //! ```text
-//!  handler calls ─> JsHost::call ─> channel ─> writer thread ─> node stdin
-//!                                                     (lines batched per wake-up)
+//!  handler calls ─> JsHost::call ─> node stdin (a non-blocking write from the caller;
+//!                                  a writer thread drains what the pipe had no room for)
 //!  callbacks <─ reader thread <─ node stdout (one JSON object per line)
 //!  supervisor thread: call deadlines (504), restarts with backoff after a crash
 //! ```
@@ -16,14 +16,15 @@
 
 mod adapter;
 mod load;
+mod pipe;
 
 pub use adapter::JsHandler;
 pub use load::{app_has_js, load_service, JsOptions, LoadedService};
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -111,9 +112,16 @@ struct Pending {
 /// One running node process.
 struct Proc {
     generation: u64,
-    tx: Sender<Vec<u8>>,
+    tx: Arc<pipe::Pipe>,
     child: Arc<Mutex<Child>>,
     started: Instant,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // Its writer thread ends once the queue is written; Node then sees EOF.
+        self.tx.close();
+    }
 }
 
 struct State {
@@ -259,7 +267,7 @@ impl JsHost {
         let msg =
             line(&json!({"t": "call", "id": id, "name": name, "params": params, "event": event}));
         let generation = match &st.proc {
-            Some(p) if p.tx.send(msg.clone()).is_ok() => p.generation,
+            Some(p) if p.tx.send(&msg) => p.generation,
             _ => {
                 st.backlog.push((id, msg));
                 0
@@ -320,7 +328,7 @@ impl JsHost {
         self.shared.wake.notify_all();
         drop(st);
         if let Some(p) = proc {
-            drop(p.tx); // the writer ends, stdin closes, the bridge exits
+            p.tx.close(); // the writer ends, stdin closes, the bridge exits
             let stop_by = Instant::now() + Duration::from_secs(2);
             loop {
                 let mut child = p.child.lock().unwrap_or_else(|e| e.into_inner());
@@ -350,7 +358,7 @@ fn send_to(shared: &Shared, generation: u64, msg: &Value) {
     let st = lock(&shared.state);
     if let Some(p) = &st.proc {
         if p.generation == generation {
-            let _ = p.tx.send(line(msg));
+            let _ = p.tx.send(&line(msg));
         }
     }
 }
@@ -393,11 +401,8 @@ fn spawn(shared: &Arc<Shared>) -> Result<HostInfo, String> {
         .name("jshost-reader".into())
         .spawn(move || read_loop(weak, generation, stdout, reader_child, ready_tx))
         .map_err(|e| format!("cannot start the JS host threads: {e}"))?;
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    std::thread::Builder::new()
-        .name("jshost-writer".into())
-        .spawn(move || write_loop(stdin, rx))
-        .map_err(|e| format!("cannot start the JS host threads: {e}"))?;
+    let tx = pipe::Pipe::start(stdin)
+        .map_err(|e| format!("cannot start the JS host's stdin writer: {e}"))?;
     let ready = match ready_rx.recv_timeout(START_TIMEOUT) {
         Ok(Ok(v)) => v,
         Ok(Err(why)) => {
@@ -432,13 +437,13 @@ fn spawn(shared: &Arc<Shared>) -> Result<HostInfo, String> {
     };
     let mut st = lock(&shared.state);
     if st.stopping {
-        drop(tx);
+        tx.close();
         return Ok(info);
     }
     for (id, msg) in std::mem::take(&mut st.backlog) {
         if let Some(p) = st.pending.get_mut(&id) {
             p.generation = generation;
-            let _ = tx.send(msg);
+            let _ = tx.send(&msg);
         }
     }
     st.proc = Some(Proc {
@@ -458,24 +463,6 @@ fn forward_stderr(stderr: impl Read, pid: u32) {
             Ok(l) if !l.is_empty() => log::warn!("node[{pid}]: {l}"),
             Ok(_) => {}
             Err(_) => break,
-        }
-    }
-}
-
-/// Drain the channel into one write per wake-up: under load many calls share a write.
-fn write_loop(mut stdin: ChildStdin, rx: Receiver<Vec<u8>>) {
-    let mut buf = Vec::with_capacity(64 << 10);
-    while let Ok(first) = rx.recv() {
-        buf.clear();
-        buf.extend_from_slice(&first);
-        while buf.len() < (1 << 20) {
-            match rx.try_recv() {
-                Ok(more) => buf.extend_from_slice(&more),
-                Err(_) => break,
-            }
-        }
-        if stdin.write_all(&buf).is_err() {
-            break; // the reader sees the process end and supervises
         }
     }
 }
@@ -923,7 +910,6 @@ impl Drop for Shared {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = st.proc.take() {
-            drop(p.tx);
             let _ = p.child.lock().map(|mut c| c.kill());
         }
         let _ = std::fs::remove_file(&self.bridge_path);
