@@ -43,7 +43,7 @@ impl Handler for JsHandler {
         let host = self.host.clone();
         self.host.call(
             &self.name,
-            event_json(event),
+            &event_bytes(event),
             params,
             event.request.push.clone(),
             Box::new(move |outcome| {
@@ -60,90 +60,89 @@ impl Handler for JsHandler {
     }
 }
 
-fn payload_into(m: &mut Map<String, Value>, payload: &Payload) {
+/// Appends `"key":` and the JSON of `value`.
+fn field(out: &mut Vec<u8>, key: &str, value: &impl serde::Serialize) {
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    let _ = serde_json::to_writer(&mut *out, value);
+    out.push(b',');
+}
+
+/// The payload keys: `payload` (bytes as base64 with `payloadB64`), or `payloadAbsent`.
+fn payload_fields(out: &mut Vec<u8>, payload: &Payload) {
     match payload {
-        Payload::Absent => {
-            m.insert("payloadAbsent".into(), Value::Bool(true));
-        }
-        Payload::Json(v) => {
-            m.insert("payload".into(), v.clone());
-        }
-        Payload::Text(s) => {
-            m.insert("payload".into(), Value::String(s.clone()));
-        }
+        Payload::Absent => out.extend_from_slice(b"\"payloadAbsent\":true,"),
+        Payload::Json(v) => field(out, "payload", v),
+        Payload::Text(s) => field(out, "payload", s),
         Payload::Bytes(b) => {
-            m.insert("payload".into(), Value::String(b64().encode(b)));
-            m.insert("payloadB64".into(), Value::Bool(true));
+            field(out, "payload", &b64().encode(b));
+            out.extend_from_slice(b"\"payloadB64\":true,");
         }
     }
 }
 
-fn response_json(r: &Response) -> Value {
-    let mut m = Map::new();
-    m.insert("statusCode".into(), Value::from(r.status_code));
-    m.insert("headers".into(), Value::Object(r.headers.clone()));
+fn response_fields(out: &mut Vec<u8>, r: &Response) {
+    out.push(b'{');
+    field(out, "statusCode", &r.status_code);
+    field(out, "headers", &r.headers);
     match &r.body {
-        Body::Absent | Body::Stream(_) => {
-            m.insert("absent".into(), Value::Bool(true));
-        }
-        Body::Null => {
-            m.insert("body".into(), Value::Null);
-        }
-        Body::Json(v) => {
-            m.insert("body".into(), v.clone());
-        }
-        Body::Text(s) => {
-            m.insert("body".into(), Value::String(s.clone()));
-        }
+        Body::Absent | Body::Stream(_) => out.extend_from_slice(b"\"absent\":true,"),
+        Body::Null => out.extend_from_slice(b"\"body\":null,"),
+        Body::Json(v) => field(out, "body", v),
+        Body::Text(s) => field(out, "body", s),
         Body::Bytes(b) => {
-            m.insert("body".into(), Value::String(b64().encode(b)));
-            m.insert("b64".into(), Value::Bool(true));
+            field(out, "body", &b64().encode(b));
+            out.extend_from_slice(b"\"b64\":true,");
         }
     }
     if let Some(e) = &r.error {
-        m.insert(
-            "error".into(),
-            json!({"message": e.message, "details": e.details}),
+        field(
+            out,
+            "error",
+            &json!({"message": e.message, "details": e.details}),
         );
     }
-    Value::Object(m)
+    out.pop(); // the last comma
+    out.push(b'}');
 }
 
-/// The event as the bridge rebuilds it (the Node core's fields, 2.1).
-pub(crate) fn event_json(event: &Event) -> Value {
+/// The event as the bridge rebuilds it (the Node core's fields, 2.1), as JSON text:
+/// written straight from the event, no `Value` tree is built.
+pub(crate) fn event_bytes(event: &Event) -> Vec<u8> {
     let rq = &event.request;
-    let mut request = Map::new();
-    request.insert("name".into(), Value::String(rq.name.clone()));
-    request.insert("method".into(), Value::String(rq.method.clone()));
-    request.insert("headers".into(), Value::Object(rq.headers.clone()));
-    request.insert("params".into(), Value::Object(rq.params.clone()));
-    request.insert("query".into(), Value::Object(rq.query.clone()));
-    request.insert("path".into(), Value::String(rq.path.clone()));
-    request.insert(
-        "pathAndQuery".into(),
-        Value::String(rq.path_and_query.clone()),
-    );
-    payload_into(&mut request, &rq.payload);
-    let mut m = Map::new();
-    m.insert("id".into(), Value::String(event.id.clone()));
-    m.insert(
-        "correlationId".into(),
-        Value::String(event.correlation_id.clone()),
-    );
-    m.insert("name".into(), Value::String(event.name.clone()));
-    m.insert("method".into(), Value::String(event.method.clone()));
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"request\":{");
+    field(&mut out, "name", &rq.name);
+    field(&mut out, "method", &rq.method);
+    field(&mut out, "headers", &rq.headers);
+    field(&mut out, "params", &rq.params);
+    field(&mut out, "query", &rq.query);
+    field(&mut out, "path", &rq.path);
+    field(&mut out, "pathAndQuery", &rq.path_and_query);
+    payload_fields(&mut out, &rq.payload);
+    out.pop();
+    out.extend_from_slice(b"},");
+    field(&mut out, "id", &event.id);
+    field(&mut out, "correlationId", &event.correlation_id);
+    field(&mut out, "name", &event.name);
+    field(&mut out, "method", &event.method);
     if let Some(v) = &event.version {
-        m.insert("version".into(), Value::String(v.clone()));
+        field(&mut out, "version", v);
     }
-    m.insert("params".into(), Value::Object(event.params.clone()));
-    payload_into(&mut m, &event.payload);
+    field(&mut out, "params", &event.params);
+    payload_fields(&mut out, &event.payload);
     if let Some(i) = &event.identity {
-        m.insert("identity".into(), i.to_json());
+        field(&mut out, "identity", &i.to_json());
     }
-    m.insert("request".into(), Value::Object(request));
-    m.insert("response".into(), response_json(&event.response));
-    m.insert("push".into(), Value::Bool(rq.push.is_some()));
-    Value::Object(m)
+    out.extend_from_slice(b"\"response\":");
+    response_fields(&mut out, &event.response);
+    out.extend_from_slice(if rq.push.is_some() {
+        b",\"push\":true}"
+    } else {
+        b",\"push\":false}"
+    });
+    out
 }
 
 fn opt_string(v: &Value) -> Option<String> {
@@ -323,5 +322,43 @@ pub(crate) fn apply(
     match done.get("error") {
         Some(e) => Err(handler_error(e)),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configurapi::Request;
+
+    #[test]
+    fn the_event_text_is_json_with_the_node_core_fields() {
+        let mut rq = Request::named("x");
+        rq.payload = Payload::Bytes(vec![0xff, 0]);
+        rq.headers.insert("message-id".into(), json!("m\"1"));
+        let mut event = Event::new(rq);
+        event.params.insert("a".into(), json!([1, null]));
+        event.identity = Some(Identity::new("ann", vec![]));
+        event.response = ErrorResponse::new("no", 403, "d").to_response();
+        let v: Value = serde_json::from_slice(&event_bytes(&event)).unwrap();
+        assert_eq!(v["name"], "x");
+        assert_eq!(v["id"], json!(event.id));
+        assert_eq!(v["params"], json!({"a": [1, null]}));
+        assert_eq!(v["payload"], "/wA=");
+        assert_eq!(v["payloadB64"], true);
+        assert_eq!(v["request"]["headers"]["message-id"], "m\"1");
+        assert_eq!(v["request"]["payloadB64"], true);
+        assert_eq!(v["identity"]["id"], "ann");
+        assert_eq!(v["response"]["statusCode"], 403);
+        assert_eq!(
+            v["response"]["error"],
+            json!({"message": "no", "details": "d"})
+        );
+        assert_eq!(v["push"], false);
+        assert!(v.get("version").is_none());
+
+        let empty: Value =
+            serde_json::from_slice(&event_bytes(&Event::new(Request::default()))).unwrap();
+        assert_eq!(empty["payloadAbsent"], true);
+        assert_eq!(empty["response"]["body"], "");
     }
 }

@@ -21,10 +21,11 @@ mod pipe;
 pub use adapter::JsHandler;
 pub use load::{app_has_js, load_service, JsOptions, LoadedService};
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -125,10 +126,10 @@ impl Drop for Proc {
 }
 
 struct State {
-    next_id: u64,
     pending: HashMap<u64, Pending>,
-    /// (deadline, id), earliest first; entries of finished calls are skipped.
-    deadlines: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
+    /// (deadline, id) in call order, which is deadline order (one timeout for every
+    /// call, taken under this lock); entries of finished calls are skipped.
+    deadlines: VecDeque<(Instant, u64)>,
     proc: Option<Proc>,
     generation: u64,
     /// Calls made while no process runs, sent when one is ready.
@@ -141,6 +142,7 @@ struct State {
 
 struct Shared {
     opts: HostOptions,
+    next_id: AtomicU64,
     bridge_path: PathBuf,
     state: Mutex<State>,
     /// Wakes the supervisor: a new deadline, a restart to schedule, shutdown.
@@ -192,10 +194,10 @@ impl JsHost {
         let shared = Arc::new(Shared {
             opts,
             bridge_path,
+            next_id: AtomicU64::new(1),
             state: Mutex::new(State {
-                next_id: 1,
                 pending: HashMap::new(),
-                deadlines: BinaryHeap::new(),
+                deadlines: VecDeque::new(),
                 proc: None,
                 generation: 0,
                 backlog: Vec::new(),
@@ -233,16 +235,29 @@ impl JsHost {
         &self.shared.opts
     }
 
-    /// Call the JS handler `name` with an event (the bridge's event JSON) and the
-    /// policy's parameters. `callback` runs exactly once, on a host thread.
+    /// Call the JS handler `name` with an event (`event`: the JSON text of the bridge's
+    /// event object, see [`JsHandler`]) and the policy's parameters. `callback` runs
+    /// exactly once, on a host thread.
     pub fn call(
         &self,
         name: &str,
-        event: Value,
+        event: &[u8],
         params: &[Value],
         push: Option<Arc<dyn PushSink>>,
         callback: Callback,
     ) {
+        // The line is built before the lock is taken; the id is the only shared part.
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut msg = Vec::with_capacity(event.len() + 96);
+        msg.extend_from_slice(b"{\"t\":\"call\",\"id\":");
+        msg.extend_from_slice(id.to_string().as_bytes());
+        msg.extend_from_slice(b",\"name\":");
+        let _ = serde_json::to_writer(&mut msg, name);
+        msg.extend_from_slice(b",\"params\":");
+        let _ = serde_json::to_writer(&mut msg, params);
+        msg.extend_from_slice(b",\"event\":");
+        msg.extend_from_slice(event);
+        msg.extend_from_slice(b"}\n");
         let mut st = lock(&self.shared.state);
         if st.stopping {
             drop(st);
@@ -261,11 +276,7 @@ impl JsHost {
             });
             return;
         }
-        let id = st.next_id;
-        st.next_id += 1;
         let deadline = Instant::now() + self.shared.opts.timeout;
-        let msg =
-            line(&json!({"t": "call", "id": id, "name": name, "params": params, "event": event}));
         let generation = match &st.proc {
             Some(p) if p.tx.send(&msg) => p.generation,
             _ => {
@@ -282,9 +293,9 @@ impl JsHost {
                 push,
             },
         );
-        let earliest = st.deadlines.peek().map(|r| r.0 .0);
-        st.deadlines.push(std::cmp::Reverse((deadline, id)));
-        if earliest.is_none_or(|e| deadline < e) {
+        let first = st.deadlines.is_empty();
+        st.deadlines.push_back((deadline, id));
+        if first {
             self.shared.wake.notify_all();
         }
     }
@@ -684,15 +695,15 @@ fn supervise(weak: Weak<Shared>) {
                 return;
             }
             let now = Instant::now();
-            while let Some(std::cmp::Reverse((deadline, id))) = st.deadlines.peek().copied() {
+            while let Some((deadline, id)) = st.deadlines.front().copied() {
                 if !st.pending.contains_key(&id) {
-                    st.deadlines.pop();
+                    st.deadlines.pop_front();
                     continue;
                 }
                 if deadline > now {
                     break;
                 }
-                st.deadlines.pop();
+                st.deadlines.pop_front();
                 if let Some(p) = st.pending.remove(&id) {
                     expired.push((id, p));
                 }
@@ -705,7 +716,7 @@ fn supervise(weak: Weak<Shared>) {
                 restart = true;
             }
             if expired.is_empty() && !restart {
-                let next = [st.deadlines.peek().map(|r| r.0 .0), st.restart_at]
+                let next = [st.deadlines.front().map(|d| d.0), st.restart_at]
                     .into_iter()
                     .flatten()
                     .min();
