@@ -452,6 +452,8 @@ def report(res, svg_rel):
         "`cargo bench --bench codec`.\n"
         "- Where the inline JSON path spends its instructions, and what was cut (callgrind): "
         "[profile.md](profile.md).\n"
+        "- JS handlers through the handler host against the Node Configurapi runner on the "
+        "same app (`benches/jshost_bench.py`): [benchmarks-js.md](benchmarks-js.md).\n"
     )
     md.append("## Reproduce\n")
     md.append("```sh\nbenches/compare.sh                  # installs the peers, runs everything, rewrites this page\n"
