@@ -737,3 +737,156 @@ fn a_thousand_concurrent_js_waits_answer_together_without_new_threads() {
     );
     assert!(after <= before, "threads grew from {before} to {after}");
 }
+
+/// A throwaway app folder: `config.yaml` and `handlers/` files.
+struct TempApp(PathBuf);
+
+impl TempApp {
+    fn new(tag: &str, config: &str, handlers: &[(&str, &str)]) -> TempApp {
+        let dir = std::env::temp_dir().join(format!("js-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("handlers")).unwrap();
+        std::fs::write(dir.join("config.yaml"), config).unwrap();
+        for (name, text) in handlers {
+            std::fs::write(dir.join("handlers").join(name), text).unwrap();
+        }
+        TempApp(dir)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.0.join("config.yaml")
+    }
+}
+
+impl Drop for TempApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Start the runner expecting a start-up failure: exit 2 and one `error:` line.
+fn start_up_error(config: &Path) -> String {
+    let (mut child, log) = spawn_runner(config, &[]);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let (lines, cv) = &*log;
+    let mut lines = lines.lock().unwrap();
+    let until = Instant::now() + DEADLINE;
+    while lines.last().is_none_or(|l| l != "<eof>") && Instant::now() < until {
+        lines = cv.wait_timeout(lines, DEADLINE).unwrap().0;
+    }
+    let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{lines:?}");
+    errors[0].clone()
+}
+
+const ONE_ROUTE: &str = "api:\n  events:\n    - name: ok\n      policies:\n        - okHandler\n";
+
+#[test]
+fn a_handler_file_that_fails_to_load_is_a_start_up_error_naming_it() {
+    require_node!();
+    let app = TempApp::new(
+        "broken",
+        ONE_ROUTE,
+        &[
+            ("ok.js", "module.exports = function okHandler() {};\n"),
+            ("broken.js", "require('no-such-package-anywhere');\n"),
+        ],
+    );
+    let e = start_up_error(&app.config());
+    assert!(e.contains("broken.js"), "{e}");
+    assert!(e.contains("no-such-package-anywhere"), "{e}");
+}
+
+#[test]
+fn a_ts_handler_this_node_cannot_load_is_a_start_up_error_naming_it() {
+    require_node!();
+    let strips = Command::new("node")
+        .args(["-p", "Boolean(process.features.typescript)"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true");
+    if strips {
+        eprintln!("SKIPPED: this Node strips TypeScript types itself; nothing to refuse");
+        return;
+    }
+    let app = TempApp::new(
+        "ts",
+        ONE_ROUTE,
+        &[("ok.ts", "export function okHandler(event: any): void {}\n")],
+    );
+    let e = start_up_error(&app.config());
+    assert!(e.contains("ok.ts"), "{e}");
+    assert!(e.contains("TypeScript"), "{e}");
+    assert!(e.contains("tsx") && e.contains("ts-node"), "{e}");
+}
+
+#[test]
+fn binary_payloads_reach_js_as_buffers_and_come_back_as_base64() {
+    require_node!();
+    let r = Runner::start(&fixture("mixed.yaml"), &[]);
+    let mut c = r.connect("");
+    // Not UTF-8: the bytes are the payload (6.2.7); the nameless message goes to the
+    // catchall route, the JS echoHandler, which answers with the Buffer it was given.
+    c.ws.send(Message::binary(vec![0xff, 0x00, 0x41])).unwrap();
+    let f = c.recv();
+    assert_eq!(f["statusCode"], 200, "{f}");
+    assert_eq!(f["body"], "/wBB", "{f}");
+    assert_eq!(f["isBase64Encoded"], true, "{f}");
+}
+
+#[test]
+fn a_host_that_keeps_failing_answers_503_then_serves_again_once_it_starts() {
+    require_node!();
+    let app = TempApp::new(
+        "flaky",
+        "api:\n  events:\n    - name: ok\n      policies:\n        - okHandler\n    - name: exit\n      policies:\n        - exitHandler\n",
+        &[(
+            "flaky.js",
+            "const fs = require('fs');\n\
+             const path = require('path');\n\
+             // A marker file beside the app makes every start fail.\n\
+             if (fs.existsSync(path.join(__dirname, '..', 'broken'))) process.exit(7);\n\
+             module.exports = {\n\
+               okHandler(event) { event.response.body = 'ok'; },\n\
+               exitHandler() { process.exit(3); },\n\
+             };\n",
+        )],
+    );
+    let r = Runner::start(&app.config(), &["--handler-timeout", "2s"]);
+    let mut c = r.connect("");
+    assert_eq!(c.ask("ok", json!({}))["body"], "ok");
+    std::fs::write(app.0.join("broken"), "").unwrap();
+    assert_eq!(c.ask("exit", json!({}))["statusCode"], 500);
+    // Restarts fail (100 ms doubling); after five in a row calls answer 503 at once.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let f = c.ask("ok", json!({}));
+        if f["statusCode"] == 503 {
+            assert!(
+                f["body"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("unavailable"),
+                "{f}"
+            );
+            break;
+        }
+        assert!(Instant::now() < until, "never 503: {f}");
+        assert!(f["statusCode"] == 504 || f["statusCode"] == 503, "{f}");
+    }
+    let line = r.wait_log("node exited before it was ready");
+    assert!(line.contains("exit status: 7"), "{line}");
+    // Fixed: a later restart succeeds and the same connection is served again.
+    std::fs::remove_file(app.0.join("broken")).unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let f = c.ask("ok", json!({}));
+        if f["body"] == "ok" {
+            break;
+        }
+        assert!(Instant::now() < until, "never served again: {f}");
+        // A poll interval while the backoff runs out, not a synchronisation.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.wait_log("JS handler host restarted");
+}
