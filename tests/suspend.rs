@@ -355,3 +355,64 @@ api:
     assert_eq!(got, (0..12).collect::<Vec<u64>>());
     wait_stats(&srv, "nothing waiting", |s| s.waiting == 0);
 }
+
+#[test]
+fn a_push_waiting_for_room_on_a_slow_reader_holds_no_thread_and_nothing_is_dropped() {
+    let _serial = serial();
+    const COUNT: usize = 300;
+    const BODY: usize = 32 << 10;
+    let yaml = r#"
+import: [configurapi-handler-http]
+api:
+  events:
+    - name: push
+      policies:
+        - pushHandler: ["$($event.payload)"]
+        - setResponseHandler: [200, done]
+"#;
+    let srv = start_runner(
+        yaml,
+        |_| {},
+        ServerConfig {
+            workers: 1,
+            high_water: 64 << 10,
+            low_water: 16 << 10,
+            ..test_config()
+        },
+        RunnerOptions::default(),
+    );
+    let mut ws = connect(&srv);
+    let mut w = ws.s.try_clone().unwrap();
+    // Written from another thread: the server stops reading while it holds too much
+    // for this client, and this client reads nothing at first.
+    let writer = std::thread::spawn(move || {
+        for i in 0..COUNT {
+            let msg = json!({"name": "push", "payload": format!("{i:x<BODY$}")});
+            w.write_all(&client_frame(0x81, msg.to_string().as_bytes()))
+                .unwrap();
+        }
+    });
+    let before = threads();
+    wait_stats(&srv, "a push waiting for room", |s| s.waiting >= 1);
+    assert!(threads() <= before, "a thread was added for the wait");
+    // Pushes of different requests may pass each other (one that waited for room and
+    // a later one that found room); each arrives once, whole.
+    let mut seen = vec![false; COUNT];
+    let (mut pushes, mut replies) = (0, 0);
+    while pushes < COUNT || replies < COUNT {
+        let v = ws.recv();
+        if v["headers"]["x-push"] == "1" {
+            let body = v["body"].as_str().unwrap();
+            assert_eq!(body.len(), BODY);
+            let i: usize = body.trim_end_matches('x').parse().unwrap();
+            assert!(!seen[i], "push {i} twice");
+            seen[i] = true;
+            pushes += 1;
+        } else {
+            assert_eq!(v["body"], "done", "{}", &v.to_string()[..80]);
+            replies += 1;
+        }
+    }
+    writer.join().unwrap();
+    wait_stats(&srv, "nothing waiting", |s| s.waiting == 0);
+}

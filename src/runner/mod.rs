@@ -22,8 +22,8 @@ use serde_json::{Map, Value};
 use crate::configurapi::http::parse_query;
 use crate::configurapi::service::NameMap;
 use crate::configurapi::{
-    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Payload, PushError,
-    PushSink, Request, Response, RunHere, Schedule, Service, Started,
+    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Payload, PushDone,
+    PushError, PushSink, Request, Response, RunHere, Schedule, Service, Started,
 };
 use crate::conn::shared::ConnShared;
 use crate::mgmt::{Histogram, MetricsSnapshot, LATENCY_BUCKETS};
@@ -328,6 +328,67 @@ impl PushSink for Push {
         self.conn
             .send_frame(Opcode::Text, frame)
             .map_err(|_| PushError::Gone(self.conn.connection_id.clone()))
+    }
+
+    fn push_then(&self, response: Response, then: PushDone) {
+        if self.conn.is_closed() || response.body.is_stream() {
+            // Nothing to wait for: a stream is paced by its own pump.
+            then(self.push(response));
+            return;
+        }
+        let frame = envelope::encode(&response, None);
+        Box::new(PendingPush {
+            conn: Arc::clone(&self.conn),
+            frame: Some(frame),
+            then: Some(then),
+        })
+        .run();
+    }
+}
+
+/// A push waiting for room (6.4.5) without a thread: parked on the connection like a
+/// stream pump, resumed on a worker when the queue drains under the low-water mark.
+/// Dropped while parked (the client left), it reports the connection gone.
+struct PendingPush {
+    conn: Arc<ConnShared>,
+    frame: Option<Vec<u8>>,
+    then: Option<PushDone>,
+}
+
+impl PendingPush {
+    fn run(self: Box<Self>) {
+        let mut me = Some(self);
+        loop {
+            let p = me.as_mut().expect("here until parked or done");
+            if p.conn.is_closed() || p.conn.has_room() {
+                let frame = p.frame.take().unwrap_or_default();
+                let sent = p
+                    .conn
+                    .send_frame(Opcode::Text, frame)
+                    .map_err(|_| PushError::Gone(p.conn.connection_id.clone()));
+                if let Some(then) = p.then.take() {
+                    then(sent);
+                }
+                return;
+            }
+            let conn = Arc::clone(&p.conn);
+            let parked = conn.park_with(|| {
+                let p = me.take().expect("taken once, when parking");
+                Box::new(move || p.run())
+            });
+            if parked {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for PendingPush {
+    fn drop(&mut self) {
+        if let Some(then) = self.then.take() {
+            self.conn.count_dropped();
+            then(Err(PushError::Gone(self.conn.connection_id.clone())));
+        }
     }
 }
 

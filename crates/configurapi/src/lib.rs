@@ -42,5 +42,7 @@ pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};
 pub use path::{map_path, RouteKey};
 pub use registry::{HandlerPack, HandlerRegistry, HandlerTable};
-pub use response::{Body, Chunk, ChunkStream, ErrorResponse, PushError, PushSink, Response};
+pub use response::{
+    Body, Chunk, ChunkStream, ErrorResponse, PushDone, PushError, PushSink, Response,
+};
 pub use service::{Finish, RunHere, Schedule, Service, ServiceOptions, Started};
