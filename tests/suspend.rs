@@ -519,3 +519,63 @@ api:
     writer.join().unwrap();
     wait_stats(&srv, "nothing waiting", |s| s.waiting == 0);
 }
+
+#[test]
+fn blocking_handlers_wait_on_their_own_pool_and_never_starve_the_workers() {
+    let _serial = serial();
+    let yaml = r#"
+api:
+  events:
+    - name: io
+      policies:
+        - ioHandler
+        - echoHandler
+    - name: work
+      policies:
+        - cpuHandler
+"#;
+    let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
+    let gate_rx = std::sync::Arc::new(Mutex::new(gate_rx));
+    let srv = start_runner(
+        yaml,
+        move |r| {
+            // Blocks its thread until the test opens the gate, as a synchronous
+            // database call would.
+            r.register_blocking(
+                "ioHandler",
+                move |_: &mut Event, _: &[Value], _: &mut Context| {
+                    gate_rx.lock().unwrap().recv_timeout(DEADLINE).unwrap();
+                    Ok(())
+                },
+            );
+            // An ordinary handler: runs on the (single) worker.
+            r.register(
+                "cpuHandler",
+                |event: &mut Event, _: &[Value], _: &mut Context| {
+                    event.response.body = "computed".into();
+                    Ok(())
+                },
+            );
+        },
+        ServerConfig {
+            workers: 1,
+            ..test_config()
+        },
+        RunnerOptions::default(),
+    );
+    let mut ws = connect(&srv);
+    for i in 0..4 {
+        ws.send(&json!({"name": "io", "payload": i}));
+    }
+    wait_stats(&srv, "four blocked calls", |s| s.waiting == 4);
+    // The worker is free: had the blocked calls run on it, this would never answer.
+    assert_eq!(ws.request(&json!({"name": "work"}))["body"], "computed");
+    for _ in 0..4 {
+        gate_tx.send(()).unwrap();
+    }
+    let mut got: Vec<u64> = (0..4)
+        .map(|_| ws.recv()["body"].as_u64().unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, [0, 1, 2, 3]);
+}

@@ -238,6 +238,15 @@ pub(crate) enum Resolution {
     Apply(Apply),
     /// The [`Completion`] was dropped unresolved: the policy fails with a 500.
     Dropped,
+    /// The handler ran elsewhere (the blocking pool); this is what it returned.
+    Ran(Ran),
+}
+
+/// A handler's result as read when it returns (3.1.2-3.1.4).
+pub(crate) enum Ran {
+    Failed(HandlerError),
+    Deferred(Arc<Slot>),
+    Went(Outcome),
 }
 
 /// What a parked pipeline is woken with: the resolution of the slot it waits on, or
@@ -375,6 +384,38 @@ pub trait Handler: Send + Sync {
     /// worker, which saves two thread hand-offs per message. Default: false.
     fn is_nonblocking(&self) -> bool {
         false
+    }
+
+    /// True when the handler blocks its thread on I/O (a synchronous database or HTTP
+    /// client, a file read). The pipeline then runs it on a separate, bounded pool of
+    /// blocking threads and goes on where it was, so it never starves the worker pool
+    /// that runs everyone else's CPU work. Default: false. See [`Blocking`].
+    fn is_blocking(&self) -> bool {
+        false
+    }
+}
+
+/// Marks a handler as blocking on I/O (see [`Handler::is_blocking`]): it runs on the
+/// service's blocking pool. Such a handler holds no worker and no reactor time, so it
+/// counts as non-blocking for where a route may start.
+pub struct Blocking<H>(pub H);
+
+impl<H: Handler> Handler for Blocking<H> {
+    fn call(
+        &self,
+        event: &mut Event,
+        params: &[Value],
+        ctx: &mut Context,
+    ) -> Result<(), HandlerError> {
+        self.0.call(event, params, ctx)
+    }
+
+    fn is_nonblocking(&self) -> bool {
+        true
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
     }
 }
 

@@ -20,6 +20,7 @@
 //! assert_eq!(event.response.body, "Hello".into());
 //! ```
 
+mod blocking;
 pub mod config;
 pub mod event;
 pub mod handler;
@@ -36,7 +37,9 @@ pub mod service;
 
 pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
 pub use event::{Event, Payload, Request};
-pub use handler::{handler_fn, Completion, Context, Handler, HandlerError, NonBlocking, Outcome};
+pub use handler::{
+    handler_fn, Blocking, Completion, Context, Handler, HandlerError, NonBlocking, Outcome,
+};
 pub use http::SyntaxError;
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};

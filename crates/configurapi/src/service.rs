@@ -11,12 +11,13 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::blocking::BlockingPool;
 use super::config::{Config, ConfigError, ConfigErrorKind, LogLevel};
 use super::event::{Event, Request};
-use super::handler::{Context, Handler, HandlerError, Outcome, Resolution, Slot, Waker};
+use super::handler::{Context, Handler, HandlerError, Outcome, Ran, Resolution, Slot, Waker};
 use super::registry::HandlerRegistry;
 use super::response::ErrorResponse;
 
@@ -30,6 +31,8 @@ pub struct ServiceOptions {
 struct Policy {
     name: String,
     handler: Arc<dyn Handler>,
+    /// Runs on the blocking pool (see `Handler::is_blocking`).
+    blocking: bool,
     params: Vec<Value>,
     log_level: LogLevel,
 }
@@ -122,7 +125,13 @@ pub struct Service {
     specials: Specials,
     ready: AtomicBool,
     gate: Arc<Mutex<Gate>>,
+    /// Threads for blocking handlers, started on first use.
+    blocking: OnceLock<BlockingPool>,
+    blocking_threads: usize,
 }
+
+/// Default bound of the blocking pool (see [`Service::with_blocking_threads`]).
+pub const BLOCKING_THREADS: usize = 16;
 
 /// Where a resumed pipeline runs: a runner gives its worker pool.
 ///
@@ -253,6 +262,7 @@ impl Service {
                 })?;
                 policies.push(Policy {
                     name: policy.handler,
+                    blocking: handler.is_blocking(),
                     handler,
                     params: policy.parameters,
                     log_level: policy.log_level,
@@ -297,6 +307,8 @@ impl Service {
             specials,
             ready: AtomicBool::new(false),
             gate: Arc::default(),
+            blocking: OnceLock::new(),
+            blocking_threads: BLOCKING_THREADS,
         };
         if let Some(route) = on_start {
             let mut event = Event::new(Request::named("on_start"));
@@ -309,6 +321,35 @@ impl Service {
             }
         }
         Ok(service)
+    }
+
+    /// Bounds the pool that runs blocking handlers ([`crate::Blocking`],
+    /// [`HandlerRegistry::register_blocking`]) at `threads` (default
+    /// [`BLOCKING_THREADS`]); calls past it wait for a thread of the pool. Threads start
+    /// on demand and leave after a minute idle.
+    pub fn with_blocking_threads(mut self, threads: usize) -> Service {
+        self.blocking_threads = threads.max(1);
+        self
+    }
+
+    fn blocking_pool(&self) -> &BlockingPool {
+        self.blocking
+            .get_or_init(|| BlockingPool::new(self.blocking_threads))
+    }
+
+    /// Runs the blocking policy the pipeline stopped at, here (a blocking-pool thread).
+    fn call_blocking(&self, run: &Run, event: &mut Event) -> Resolution {
+        let Some(policy) = self
+            .stage_route(run)
+            .and_then(|r| r.policies.get(run.policy))
+        else {
+            return Resolution::Ran(Ran::Went(Outcome::Continue));
+        };
+        let mut ctx = Context::new(&policy.name, policy.log_level);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            policy.handler.call(event, &policy.params, &mut ctx)
+        }));
+        Resolution::Ran(read_result(&policy.name, result, &mut ctx))
     }
 
     /// True when the config has an enabled route of this name (a runner
@@ -376,6 +417,7 @@ impl Service {
         done: D,
     ) -> Started<D> {
         let mut run = Run::new();
+        run.offload = true;
         let mut resumed = None;
         let parking = loop {
             match self.drive(&mut run, event, resumed.take()) {
@@ -422,6 +464,9 @@ impl Service {
                     return None;
                 }
             }
+            // The blocking form runs blocking handlers where it is (`run.offload` is
+            // off): never asked to move.
+            Parking::Offload => return None,
         }
         let mut got = cell.0.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -489,6 +534,7 @@ impl Service {
                 Some(route) => match self.run_policies(route, run, event, resumed.take()) {
                     RouteStep::Finished(result) => result,
                     RouteStep::Defer(slot) => return Step::Park(Parking::Slot(slot)),
+                    RouteStep::Offload => return Step::Park(Parking::Offload),
                 },
             };
             run.policy = 0;
@@ -624,6 +670,7 @@ impl Service {
             match self.run_policies(&self.routes[route], &mut run, event, resumed.take()) {
                 RouteStep::Finished(result) => return result,
                 RouteStep::Defer(slot) => resumed = self.wait(Parking::Slot(slot)),
+                RouteStep::Offload => unreachable!("on_start runs blocking handlers in place"),
             }
         }
     }
@@ -642,36 +689,34 @@ impl Service {
         let timing = trace_enabled();
         while let Some(policy) = route.policies.get(run.policy) {
             let mut ctx = Context::new(&policy.name, policy.log_level);
-            let result = match resumed.take() {
+            let ran = match resumed.take() {
                 None => {
+                    if policy.blocking && run.offload {
+                        // To the blocking pool; the result comes back as `Ran`.
+                        return RouteStep::Offload;
+                    }
                     if timing {
                         run.policy_started = Some(Instant::now());
                     }
-                    catch_unwind(AssertUnwindSafe(|| {
+                    let result = catch_unwind(AssertUnwindSafe(|| {
                         policy.handler.call(event, &policy.params, &mut ctx)
-                    }))
+                    }));
+                    read_result(&policy.name, result, &mut ctx)
                 }
                 Some(Resolution::Apply(apply)) => {
-                    catch_unwind(AssertUnwindSafe(|| apply(event, &mut ctx)))
+                    let result = catch_unwind(AssertUnwindSafe(|| apply(event, &mut ctx)));
+                    read_result(&policy.name, result, &mut ctx)
                 }
-                Some(Resolution::Dropped) => Ok(Err(HandlerError::new(format!(
-                    "Handler '{}' never completed",
-                    policy.name
-                ))
-                .with_status(500))),
+                Some(Resolution::Dropped) => Ran::Failed(
+                    HandlerError::new(format!("Handler '{}' never completed", policy.name))
+                        .with_status(500),
+                ),
+                Some(Resolution::Ran(ran)) => ran,
             };
-            let result = match result {
-                Err(panic) => Err(panic_error(&policy.name, panic.as_ref())),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(())) => match ctx.take_caught() {
-                    Some(e) => Err(e),
-                    None => {
-                        if let Some(slot) = ctx.take_deferred() {
-                            return RouteStep::Defer(slot);
-                        }
-                        Ok(ctx.outcome())
-                    }
-                },
+            let result = match ran {
+                Ran::Failed(e) => Err(e),
+                Ran::Deferred(slot) => return RouteStep::Defer(slot),
+                Ran::Went(outcome) => Ok(outcome),
             };
             if let Some(start) = run
                 .policy_started
@@ -736,6 +781,9 @@ struct Run {
     next: Next,
     /// Set while this pipeline holds the on_first_request gate.
     gate: Option<GateHold>,
+    /// Blocking policies go to the blocking pool (set by `start`; the blocking form
+    /// runs them where it is).
+    offload: bool,
     /// Read only when trace lines can be written.
     started: Option<Instant>,
     policy_started: Option<Instant>,
@@ -750,6 +798,7 @@ impl Run {
             level: LogLevel::default(),
             next: Next::Finish,
             gate: None,
+            offload: false,
             // The clock is read only when a trace line can be written.
             started: trace_enabled().then(Instant::now),
             policy_started: None,
@@ -806,12 +855,34 @@ enum Parking {
     Slot(Arc<Slot>),
     /// The on_first_request gate, which another pipeline holds.
     Gate,
+    /// A blocking policy, to run on the blocking pool.
+    Offload,
 }
 
 /// What stopped [`Service::run_policies`].
 enum RouteStep {
     Finished(Result<(), HandlerError>),
     Defer(Arc<Slot>),
+    /// A blocking policy is next and the pipeline may not block here.
+    Offload,
+}
+
+/// A handler's return read as 3.1.2-3.1.4 say: an error or panic throws, then
+/// `catch`, then a deferral, then complete/continue.
+fn read_result(
+    policy: &str,
+    result: std::thread::Result<Result<(), HandlerError>>,
+    ctx: &mut Context,
+) -> Ran {
+    match result {
+        Err(panic) => Ran::Failed(panic_error(policy, panic.as_ref())),
+        Ok(Err(e)) => Ran::Failed(e),
+        Ok(Ok(())) => match (ctx.take_caught(), ctx.take_deferred()) {
+            (Some(e), _) => Ran::Failed(e),
+            (None, Some(slot)) => Ran::Deferred(slot),
+            (None, None) => Ran::Went(ctx.outcome()),
+        },
+    }
 }
 
 /// A pipeline put aside by [`Service::start`].
@@ -849,6 +920,17 @@ impl<F: Finish> Suspended<F> {
                         return;
                     }
                     None
+                }
+                Parking::Offload => {
+                    let mut p = me.take().expect("not parked");
+                    p.resume.suspended();
+                    service.blocking_pool().execute(Box::new(move || {
+                        let ran = p.service.call_blocking(&p.run, &mut p.event);
+                        // Back where pipelines resume: the rest is the workers' job.
+                        let resume = Arc::clone(&p.resume);
+                        resume.schedule(Box::new(move || p.advance(Some(ran))));
+                    }));
+                    return;
                 }
             };
             let mut p = me.take().expect("not parked");

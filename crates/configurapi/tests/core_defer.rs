@@ -437,3 +437,50 @@ fn on_start_may_defer_and_is_waited_for() {
         "{err}"
     );
 }
+
+#[test]
+fn a_blocking_handler_runs_on_the_blocking_pool_when_started_and_in_place_when_processed() {
+    let mut reg = registry();
+    reg.register_blocking(
+        "whereHandler",
+        |event: &mut Event, _: &[Value], _: &mut Context| {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            event
+                .response
+                .headers
+                .insert("x-thread".into(), Value::String(name));
+            Ok(())
+        },
+    );
+    let s = Arc::new(
+        Service::from_str(
+            "api:\n  events:\n    - name: x\n      policies: [{traceHandler: [a]}, {whereHandler: []}, {traceHandler: [b]}]\n    - name: y\n      policies: [{whereHandler: []}]\n",
+            "c",
+            reg,
+        )
+        .unwrap()
+        .with_blocking_threads(2),
+    );
+    assert!(
+        s.is_nonblocking("y", "get"),
+        "it holds no worker: may start anywhere"
+    );
+    let (sched, jobs) = manual();
+    let (started, _, done) = start(&s, "x", &sched);
+    assert!(matches!(started, Started::Suspended));
+    // The pool ran it, then the rest came back through the scheduler.
+    let (event, result) = run_jobs_until(&jobs, &done);
+    result.unwrap();
+    assert_eq!(trace_of(&event), "a,b");
+    let on = event.response.headers["x-thread"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(on.starts_with("blocking-"), "ran on {on}");
+    assert_eq!(sched.suspended.load(Ordering::SeqCst), 1);
+    assert_eq!(sched.scheduled.load(Ordering::SeqCst), 1);
+    // The blocking form blocks anyway: it runs the handler where it is.
+    let here = std::thread::current().name().unwrap_or("").to_string();
+    let e = run_named(&s, "x");
+    assert_eq!(e.response.headers["x-thread"], Value::String(here));
+}
