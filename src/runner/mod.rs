@@ -2,10 +2,11 @@
 //! worker pool (semantics section 6).
 //!
 //! The reactor calls [`Runner`] (an [`App`]) on its own thread; each call copies what
-//! it needs and returns a job. Jobs build the Event (6.2), run `Service::process`, and
+//! it needs and returns a job. Jobs build the Event (6.2), run `Service::start`, and
 //! send the answer back as one envelope frame (6.3) through the connection's
 //! [`ConnShared`], or as a stream of chunk frames (6.4) paced by the connection's exact
-//! queued-byte count.
+//! queued-byte count. A pipeline whose handler defers holds no thread; it resumes on the
+//! worker pool and sends its answer from there (`Answer`).
 
 pub mod envelope;
 pub mod pack;

@@ -175,6 +175,33 @@ impl<'a> Context<'a> {
     /// [`Context::catch`] throws at once and the completion is ignored. Otherwise its
     /// [`Context::complete`]/[`Context::continue_`] are forgotten: the outcome is read
     /// from the context `apply` gets. Calling `defer` twice: the last completion counts.
+    ///
+    /// ```
+    /// use configurapi::{handler_fn, Body, Event, HandlerRegistry, Request, Service};
+    ///
+    /// let mut registry = HandlerRegistry::with_builtins();
+    /// registry.register(
+    ///     "laterHandler",
+    ///     handler_fn(|_event, _params, ctx| {
+    ///         let done = ctx.defer();
+    ///         // The answer comes from another thread (a client callback, a timer).
+    ///         std::thread::spawn(move || {
+    ///             done.resolve(|event, ctx| {
+    ///                 event.response.body = Body::Text("later".into());
+    ///                 ctx.complete();
+    ///                 Ok(())
+    ///             })
+    ///         });
+    ///         Ok(())
+    ///     }),
+    /// );
+    /// let yaml = "api:\n  events:\n    - name: x\n      policies: [laterHandler]\n";
+    /// let service = Service::from_str(yaml, "config.yaml", registry).unwrap();
+    /// // The blocking form waits for the completion; a runner uses Service::start.
+    /// let mut event = Event::new(Request::named("x"));
+    /// service.process(&mut event).unwrap();
+    /// assert_eq!(event.response.body, Body::Text("later".into()));
+    /// ```
     pub fn defer(&mut self) -> Completion {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Pending),
