@@ -56,6 +56,8 @@ pub struct MetricsSnapshot {
     pub queued_bytes_sum: u64,
     /// The largest single write queue.
     pub queued_bytes_max: u64,
+    /// Pipelines suspended now (handlers waiting without a thread).
+    pub handlers_waiting: u64,
     /// Handler latency by event name.
     pub handler_latency: BTreeMap<String, Histogram>,
     /// Response frames sent, by the envelope's `statusCode`.
@@ -129,6 +131,12 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             "gauge",
             "Bytes queued for writing on the most backed-up connection.",
             m.queued_bytes_max,
+        ),
+        (
+            "handlers_waiting",
+            "gauge",
+            "Requests whose handler waits (a timer, a reply, room) holding no thread.",
+            m.handlers_waiting,
         ),
         (
             "stale_deliveries_dropped_total",

@@ -247,12 +247,12 @@ impl App for Runner {
         payload: &[u8],
         inline_ok: bool,
     ) -> Dispatch {
-        let inner = Arc::clone(&self.inner);
-        let owned = Arc::clone(conn);
+        let inner = &self.inner;
         if !(inline_ok && inner.opts.inline) {
+            let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
             let payload = payload.to_vec();
             return Dispatch::Job(Box::new(move || {
-                Inner::handle(inner, owned, decode_message(text, &payload));
+                Inner::handle(&inner, conn, decode_message(text, &payload));
             }));
         }
         // Decode here to learn the route; run it here when every handler it can reach
@@ -265,9 +265,10 @@ impl App for Runner {
             Err(_) => true,
         };
         if !nonblocking {
-            return Dispatch::Job(Box::new(move || Inner::handle(inner, owned, decoded)));
+            let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
+            return Dispatch::Job(Box::new(move || Inner::handle(&inner, conn, decoded)));
         }
-        match Inner::answer_here(inner, owned, decoded) {
+        match Inner::answer_here(inner, conn, decoded) {
             None => Dispatch::Later,
             Some(Outcome::Frame(frame)) => Dispatch::Reply(frame),
             Some(stream) => {
@@ -468,11 +469,14 @@ impl Inner {
         }
         request.query = parse_query(query);
         let mut event = inner.event_for(&conn, request);
-        let service = Arc::clone(&inner.service);
-        let resume = Arc::clone(inner.resume());
-        let done = Connected { inner, conn };
-        if let Started::Finished(result, done) = service.start(&mut event, &resume, done) {
-            done.finish(event, result);
+        let started = inner
+            .service
+            .start(&mut event, inner.resume(), || Connected {
+                inner: Arc::clone(&inner),
+                conn: Arc::clone(&conn),
+            });
+        if let Started::Finished(result) = started {
+            Connected { inner, conn }.finish(event, result);
         }
     }
 
@@ -480,25 +484,26 @@ impl Inner {
         let mut event = inner.event_for(&conn, Request::named("on_disconnect"));
         // Its response is ignored (6.5.6); a suspended one still counts as work in
         // flight, so shutdown waits for it.
-        let _ = inner.service.start(
-            &mut event,
-            inner.resume(),
-            |_: Event, _: Result<(), HandlerError>| {},
-        );
+        let _ = inner.service.start(&mut event, inner.resume(), || {
+            |_: Event, _: Result<(), HandlerError>| {}
+        });
     }
 
     /// Process a decoded message on a worker and send the answer (now, or when the
     /// pipeline ends if it suspends).
-    fn handle(inner: Arc<Inner>, conn: Arc<ConnShared>, decoded: Decoded) {
-        let send_to = Arc::clone(&conn);
-        if let Some(out) = Inner::answer_here(inner, conn, decoded) {
-            out.send(send_to);
+    fn handle(inner: &Arc<Inner>, conn: Arc<ConnShared>, decoded: Decoded) {
+        if let Some(out) = Inner::answer_here(inner, &conn, decoded) {
+            out.send(conn);
         }
     }
 
     /// Process a decoded message. The answer when the pipeline ended here (not sent
     /// yet); `None` when it suspended, and the answer is sent when it ends.
-    fn answer_here(inner: Arc<Inner>, conn: Arc<ConnShared>, decoded: Decoded) -> Option<Outcome> {
+    fn answer_here(
+        inner: &Arc<Inner>,
+        conn: &Arc<ConnShared>,
+        decoded: Decoded,
+    ) -> Option<Outcome> {
         let (request, message_id) = match decoded {
             Ok(r) => r,
             Err(e) => {
@@ -511,44 +516,43 @@ impl Inner {
                 )));
             }
         };
-        let mut event = inner.event_for(&conn, request);
-        let service = Arc::clone(&inner.service);
-        let resume = Arc::clone(inner.resume());
-        let done = Answer {
-            inner,
-            conn,
-            message_id,
-            started: Instant::now(),
+        let mut event = inner.event_for(conn, request);
+        let started = Instant::now();
+        let mut message_id = Some(message_id);
+        // The Answer (and its clones) is made only if the pipeline suspends.
+        let done = || Answer {
+            inner: Arc::clone(inner),
+            conn: Arc::clone(conn),
+            message_id: message_id.take().flatten(),
+            started,
         };
-        match service.start(&mut event, &resume, done) {
-            Started::Finished(result, done) => Some(done.outcome(&mut event, result)),
+        match inner.service.start(&mut event, inner.resume(), done) {
+            Started::Finished(result) => {
+                Some(inner.outcome(&mut event, result, message_id.flatten(), started))
+            }
             Started::Suspended => None,
         }
     }
-}
 
-/// The end of a message's pipeline: the answer to its client.
-struct Answer {
-    inner: Arc<Inner>,
-    conn: Arc<ConnShared>,
-    message_id: Option<Value>,
-    started: Instant,
-}
-
-impl Answer {
-    fn outcome(self, event: &mut Event, result: Result<(), HandlerError>) -> Outcome {
+    /// The answer to a message whose pipeline ended.
+    fn outcome(
+        &self,
+        event: &mut Event,
+        result: Result<(), HandlerError>,
+        message_id: Option<Value>,
+        started: Instant,
+    ) -> Outcome {
         let mut response = match result {
             Ok(()) => std::mem::take(&mut event.response),
             // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
             Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
         };
-        self.inner
-            .metrics
-            .record(&event.name, self.started.elapsed(), response.status_code);
+        self.metrics
+            .record(&event.name, started.elapsed(), response.status_code);
         match response.take_stream() {
             Some(stream) => {
                 let mut headers = response.headers;
-                if let Some(id) = self.message_id {
+                if let Some(id) = message_id {
                     headers.insert("message-id".into(), id);
                 }
                 Outcome::Stream {
@@ -557,16 +561,31 @@ impl Answer {
                     headers,
                 }
             }
-            None => Outcome::Frame(envelope::encode(&response, self.message_id.as_ref())),
+            None => Outcome::Frame(envelope::encode(&response, message_id.as_ref())),
         }
     }
+}
+
+/// The end of a suspended message's pipeline: the answer to its client.
+struct Answer {
+    inner: Arc<Inner>,
+    conn: Arc<ConnShared>,
+    message_id: Option<Value>,
+    started: Instant,
 }
 
 impl Finish for Answer {
     /// A suspended pipeline ended (on a worker): send the answer from here.
     fn finish(self, mut event: Event, result: Result<(), HandlerError>) {
-        let conn = Arc::clone(&self.conn);
-        self.outcome(&mut event, result).send(conn);
+        let Answer {
+            inner,
+            conn,
+            message_id,
+            started,
+        } = self;
+        inner
+            .outcome(&mut event, result, message_id, started)
+            .send(conn);
     }
 }
 

@@ -356,9 +356,12 @@ impl Completion {
     /// [`Context::catch`], [`Context::complete`]/[`Context::continue_`] count as the
     /// handler's own result (3.1.2-3.1.4). `apply` may itself call [`Context::defer`].
     ///
-    /// Resolving does not run `apply` on the calling thread: the pipeline is scheduled
-    /// where its runner resumes pipelines (its worker pool), unless the handler has not
-    /// returned yet, in which case the pipeline goes on where the handler ran.
+    /// Resolving hands the pipeline to its runner's [`Schedule`](crate::Schedule) (the
+    /// WebSocket runner's worker pool), so `apply` and the rest of the pipeline do not run
+    /// on the resolving thread there; resolved before the handler has returned, the
+    /// pipeline simply goes on where the handler ran. With
+    /// [`Service::process`](crate::Service::process) it goes on in the thread that
+    /// called `process`.
     pub fn resolve<F>(mut self, apply: F)
     where
         F: FnOnce(&mut Event, &mut Context) -> Result<(), HandlerError> + Send + 'static,

@@ -40,7 +40,7 @@ impl HandlerPack {
     }
 
     /// Adds a handler that blocks on I/O (see
-    /// [`Handler::is_blocking`](super::handler::Handler::is_blocking)).
+    /// [`Handler::is_blocking`]).
     pub fn with_blocking(self, name: &str, handler: impl Handler + 'static) -> HandlerPack {
         self.with(name, super::handler::Blocking(handler))
     }
@@ -102,7 +102,7 @@ impl HandlerRegistry {
 
     /// Registers a handler that blocks its thread on I/O: it runs on the service's
     /// bounded blocking pool, never on a worker (see
-    /// [`Handler::is_blocking`](super::handler::Handler::is_blocking)).
+    /// [`Handler::is_blocking`]).
     pub fn register_blocking(&mut self, name: &str, handler: impl Handler + 'static) -> &mut Self {
         self.register_arc(name, Arc::new(super::handler::Blocking(handler)))
     }

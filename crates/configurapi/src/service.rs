@@ -158,8 +158,7 @@ impl Schedule for RunHere {
 }
 
 /// What a suspended pipeline calls when it ends (see [`Service::start`]): any
-/// `FnOnce(Event, Result<(), HandlerError>)`, or a type of the runner's own that it
-/// gets back unused when the pipeline does not suspend.
+/// `FnOnce(Event, Result<(), HandlerError>)`, or a type of the runner's own.
 pub trait Finish: Send + 'static {
     /// The pipeline ended: the event and [`Service::process`]'s result.
     fn finish(self, event: Event, result: Result<(), HandlerError>);
@@ -176,13 +175,13 @@ where
 
 /// What [`Service::start`] did.
 #[derive(Debug)]
-pub enum Started<D> {
+pub enum Started {
     /// The pipeline ran to its end on the calling thread: the event is in place, this
-    /// is [`Service::process`]'s result, and `done` comes back unused.
-    Finished(Result<(), HandlerError>, D),
+    /// is [`Service::process`]'s result, and `done` was never made.
+    Finished(Result<(), HandlerError>),
     /// The pipeline suspended: it took the event (an empty one is left in its place),
-    /// and `done` is called (or already was) exactly once, on the thread that
-    /// finishes it, with the event and the result.
+    /// and the `done` it made is called (or already was) exactly once, on the thread
+    /// that finishes it, with the event and the result.
     Suspended,
 }
 
@@ -376,6 +375,7 @@ impl Service {
     }
 
     /// The route 3.3.1 step 2 picks: by name, else by method, else `catchall`.
+    #[inline]
     fn lookup(&self, name: &str, method: &str) -> Option<usize> {
         self.by_name
             .get(name)
@@ -402,26 +402,28 @@ impl Service {
 
     /// Runs the pipeline for one event without blocking (3.3): it runs on the calling
     /// thread until it ends or a handler defers. When it ends here, the answer is
-    /// [`Started::Finished`], the event is in place and `done` is not called. When it
-    /// suspends, the event is moved out (an empty one is left) and
-    /// [`Started::Suspended`] comes back; the pipeline holds no thread while it waits,
-    /// it goes on through `resume` ([`Schedule`]) once resolved, and `done` gets the
-    /// event and the result of [`Service::process`] when it ends.
+    /// [`Started::Finished`], the event is in place and `done` is never called. When it
+    /// suspends, the event is moved out (an empty one is left), `done()` makes the
+    /// [`Finish`] that will get the event and the result of [`Service::process`] when
+    /// the pipeline ends, and [`Started::Suspended`] comes back; the pipeline holds no
+    /// thread while it waits, and goes on through `resume` ([`Schedule`]) once
+    /// resolved.
     ///
     /// A route that never defers costs what `process` costs: the event is not moved,
-    /// nothing is boxed and `resume` is not cloned unless the pipeline suspends.
+    /// nothing is boxed, `done` is not called (so what it would capture need not be
+    /// cloned) and `resume` is not cloned.
     pub fn start<D: Finish>(
         self: &Arc<Self>,
         event: &mut Event,
         resume: &Arc<dyn Schedule>,
-        done: D,
-    ) -> Started<D> {
+        done: impl FnOnce() -> D,
+    ) -> Started {
         let mut run = Run::new();
         run.offload = true;
         let mut resumed = None;
         let parking = loop {
             match self.drive(&mut run, event, resumed.take()) {
-                Step::Done(result) => return Started::Finished(result, done),
+                Step::Done(result) => return Started::Finished(result),
                 // Resolved before the handler returned: go on here, nothing boxed.
                 Step::Park(Parking::Slot(slot)) => match slot.try_take() {
                     Some(r) => resumed = Some(r),
@@ -435,7 +437,7 @@ impl Service {
             event: std::mem::replace(event, Event::vacant()),
             run,
             resume: Arc::clone(resume),
-            done,
+            done: done(),
         });
         pipeline.park(parking);
         Started::Suspended
@@ -492,97 +494,124 @@ impl Service {
     /// until a policy defers (or the on_first_request gate is taken).
     fn drive(&self, run: &mut Run, event: &mut Event, mut resumed: Option<Resolution>) -> Step {
         loop {
-            if run.stage == Stage::FirstRequest && run.gate.is_none() {
-                // 3.2.3: until it succeeds once, one pipeline at a time runs it.
-                if self.ready.load(Ordering::Acquire) {
-                    run.stage = Stage::BeforeRequest;
-                    continue;
-                }
-                if self.specials.on_first_request.is_none() {
-                    self.ready.store(true, Ordering::Release);
-                    run.stage = Stage::BeforeRequest;
-                    continue;
-                }
-                let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-                if self.ready.load(Ordering::Acquire) {
-                    run.stage = Stage::BeforeRequest;
-                    continue;
-                }
-                if gate.busy {
-                    return Step::Park(Parking::Gate);
-                }
-                gate.busy = true;
-                drop(gate);
-                run.gate = Some(GateHold(Arc::clone(&self.gate)));
-            }
-            if run.stage == Stage::Main && run.main.is_none() {
-                // Looked up after on_before_request, which may rename the event.
-                match self.lookup(&event.name, &event.method) {
-                    Some(at) => {
-                        run.main = Some(at);
-                        run.level = self.routes[at].log_level;
-                    }
-                    None => {
-                        let e = HandlerError::Response(ErrorResponse::not_implemented(&event.name));
-                        self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
+            // The stage's route (an index into `routes`), if the config has it.
+            let at = match run.stage {
+                Stage::FirstRequest if run.gate.is_none() => {
+                    // 3.2.3: until it succeeds once, one pipeline at a time runs it.
+                    if self.ready.load(Ordering::Acquire) {
+                        run.stage = Stage::BeforeRequest;
                         continue;
                     }
+                    if self.specials.on_first_request.is_none() {
+                        self.ready.store(true, Ordering::Release);
+                        run.stage = Stage::BeforeRequest;
+                        continue;
+                    }
+                    let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+                    if self.ready.load(Ordering::Acquire) {
+                        run.stage = Stage::BeforeRequest;
+                        continue;
+                    }
+                    if gate.busy {
+                        return Step::Park(Parking::Gate);
+                    }
+                    gate.busy = true;
+                    drop(gate);
+                    run.gate = Some(GateHold(Arc::clone(&self.gate)));
+                    self.specials.on_first_request
                 }
-            }
-            let result = match self.stage_route(run) {
+                Stage::FirstRequest => self.specials.on_first_request,
+                Stage::BeforeRequest => self.specials.on_before_request,
+                Stage::Main if run.main.is_none() => {
+                    // Looked up after on_before_request, which may rename the event.
+                    match self.lookup(&event.name, &event.method) {
+                        Some(at) => {
+                            run.main = Some(at);
+                            run.level = self.routes[at].log_level;
+                            Some(at)
+                        }
+                        None => {
+                            let e =
+                                HandlerError::Response(ErrorResponse::not_implemented(&event.name));
+                            self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
+                            continue;
+                        }
+                    }
+                }
+                Stage::Main => run.main,
+                Stage::Success => self.specials.on_success,
+                Stage::OnError => self.specials.on_error,
+                Stage::AfterRequest => self.specials.on_after_request,
+            };
+            let result = match at {
                 None => Ok(()),
-                Some(route) => match self.run_policies(route, run, event, resumed.take()) {
+                Some(at) => match self.run_policies(&self.routes[at], run, event, resumed.take()) {
                     RouteStep::Finished(result) => result,
                     RouteStep::Defer(slot) => return Step::Park(Parking::Slot(slot)),
                     RouteStep::Offload => return Step::Park(Parking::Offload),
                 },
             };
             run.policy = 0;
-            match (run.stage, result) {
-                (Stage::FirstRequest, result) => {
-                    let ok = result.is_ok();
-                    if let Some(hold) = run.gate.take() {
-                        hold.release(ok.then_some(&self.ready));
+            match result {
+                Ok(()) => match run.stage {
+                    Stage::FirstRequest => {
+                        if let Some(hold) = run.gate.take() {
+                            hold.release(Some(&self.ready));
+                        }
+                        run.stage = Stage::BeforeRequest;
                     }
-                    match result {
-                        Ok(()) => run.stage = Stage::BeforeRequest,
-                        Err(e) => {
-                            let level = self
-                                .specials
-                                .on_first_request
-                                .map_or(run.level, |r| self.routes[r].log_level);
-                            let saved = run.level;
-                            run.level = level;
-                            self.fail(run, event, Failure::Thrown(e.clone()), Next::Rethrow(e));
-                            run.level = saved;
+                    Stage::BeforeRequest => run.stage = Stage::Main,
+                    Stage::Main if event.response.is_error_response() => {
+                        self.fail(run, event, Failure::ResponseIsError, Next::AfterRequest);
+                    }
+                    Stage::Main => run.stage = Stage::Success,
+                    Stage::Success => run.stage = Stage::AfterRequest,
+                    Stage::AfterRequest => return Step::Done(self.finish(run, event)),
+                    Stage::OnError => {
+                        if let Some(step) = self.after_on_error(run, event) {
+                            return step;
                         }
                     }
-                }
-                (Stage::BeforeRequest, Ok(())) => run.stage = Stage::Main,
-                (Stage::Main, Ok(())) if event.response.is_error_response() => {
-                    self.fail(run, event, Failure::ResponseIsError, Next::AfterRequest);
-                }
-                (Stage::Main, Ok(())) => run.stage = Stage::Success,
-                (Stage::Success, Ok(())) => run.stage = Stage::AfterRequest,
-                (Stage::BeforeRequest | Stage::Main | Stage::Success, Err(e)) => {
-                    self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
-                }
-                (Stage::AfterRequest, Ok(())) => return Step::Done(self.finish(run, event)),
-                // 3.3.4: an error here is handled too, and process() still succeeds.
-                (Stage::AfterRequest, Err(e)) => {
-                    self.fail(run, event, Failure::Thrown(e), Next::Finish);
-                }
-                (Stage::OnError, result) => {
-                    if let Err(e) = result {
+                },
+                Err(e) => match run.stage {
+                    Stage::FirstRequest => {
+                        if let Some(hold) = run.gate.take() {
+                            hold.release(None);
+                        }
+                        let level = self
+                            .specials
+                            .on_first_request
+                            .map_or(run.level, |r| self.routes[r].log_level);
+                        let saved = run.level;
+                        run.level = level;
+                        self.fail(run, event, Failure::Thrown(e.clone()), Next::Rethrow(e));
+                        run.level = saved;
+                    }
+                    Stage::BeforeRequest | Stage::Main | Stage::Success => {
+                        self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
+                    }
+                    // 3.3.4: an error here is handled too, and process() still succeeds.
+                    Stage::AfterRequest => self.fail(run, event, Failure::Thrown(e), Next::Finish),
+                    Stage::OnError => {
                         self.on_error_failed(event, &e);
+                        if let Some(step) = self.after_on_error(run, event) {
+                            return step;
+                        }
                     }
-                    match std::mem::replace(&mut run.next, Next::Finish) {
-                        Next::AfterRequest => run.stage = Stage::AfterRequest,
-                        Next::Finish => return Step::Done(self.finish(run, event)),
-                        Next::Rethrow(e) => return Step::Done(Err(e)),
-                    }
-                }
+                },
             }
+        }
+    }
+
+    /// What follows the on_error route: on_after_request, or the end.
+    fn after_on_error(&self, run: &mut Run, event: &Event) -> Option<Step> {
+        match std::mem::replace(&mut run.next, Next::Finish) {
+            Next::AfterRequest => {
+                run.stage = Stage::AfterRequest;
+                None
+            }
+            Next::Finish => Some(Step::Done(self.finish(run, event))),
+            Next::Rethrow(e) => Some(Step::Done(Err(e))),
         }
     }
 
@@ -869,6 +898,7 @@ enum RouteStep {
 
 /// A handler's return read as 3.1.2-3.1.4 say: an error or panic throws, then
 /// `catch`, then a deferral, then complete/continue.
+#[inline]
 fn read_result(
     policy: &str,
     result: std::thread::Result<Result<(), HandlerError>>,

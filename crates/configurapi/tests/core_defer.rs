@@ -87,18 +87,16 @@ type Done = Receiver<(Event, Result<(), HandlerError>)>;
 
 /// Starts `name`: what `start` said, the event when it finished in place, and where
 /// `done` will report otherwise.
-fn start(s: &Arc<Service>, name: &str, sched: &Arc<Manual>) -> (Started<()>, Option<Event>, Done) {
+fn start(s: &Arc<Service>, name: &str, sched: &Arc<Manual>) -> (Started, Option<Event>, Done) {
     let (tx, rx) = channel();
     let resume: Arc<dyn Schedule> = sched.clone();
     let mut event = Event::new(Request::named(name));
-    let started = s.start(&mut event, &resume, move |e, r| {
-        tx.send((e, r)).unwrap();
+    let started = s.start(&mut event, &resume, || {
+        move |e, r| {
+            tx.send((e, r)).unwrap();
+        }
     });
-    // The closure is given back unused when the pipeline finished in place.
-    let (started, finished) = match started {
-        Started::Finished(r, _) => (Started::Finished(r, ()), Some(event)),
-        Started::Suspended => (Started::Suspended, None),
-    };
+    let finished = matches!(started, Started::Finished(_)).then_some(event);
     (started, finished, rx)
 }
 
@@ -159,7 +157,7 @@ fn resolving_before_the_handler_returns_goes_on_at_once_without_a_schedule() {
     let (sched, jobs) = manual();
     let (started, event, done) = start(&s, "x", &sched);
     // It never suspended: finished in place, done unused.
-    assert!(matches!(started, Started::Finished(Ok(()), ())));
+    assert!(matches!(started, Started::Finished(Ok(()))));
     assert_eq!(trace_of(&event.unwrap()), "d,applied,b");
     assert!(done.try_recv().is_err());
     assert_eq!(sched.suspended.load(Ordering::SeqCst), 0);
@@ -175,7 +173,7 @@ fn a_route_that_never_defers_finishes_inside_start_and_done_is_not_called() {
     let (sched, _jobs) = manual();
     let (started, event, done) = start(&s, "x", &sched);
     match started {
-        Started::Finished(result, ()) => {
+        Started::Finished(result) => {
             result.unwrap();
             assert_eq!(trace_of(&event.unwrap()), "before,a,b,success,after");
         }
@@ -411,7 +409,7 @@ fn on_first_request_that_defers_runs_once_at_a_time_and_the_others_wait_parked()
     // Ready now: later events do not suspend.
     assert!(matches!(
         start(&s, "x", &sched).0,
-        Started::Finished(Ok(()), ())
+        Started::Finished(Ok(()))
     ));
 }
 
