@@ -286,6 +286,7 @@ mod tests {
             bytes_out: 2000,
             queued_bytes_sum: 300,
             queued_bytes_max: 200,
+            handlers_waiting: 5,
             stale_dropped: 1,
             ..MetricsSnapshot::default()
         };
@@ -316,6 +317,8 @@ mod tests {
             "configurapi_ws_bytes_sent_total 2000",
             "configurapi_ws_queued_bytes 300",
             "configurapi_ws_queued_bytes_max 200",
+            "# TYPE configurapi_ws_handlers_waiting gauge",
+            "configurapi_ws_handlers_waiting 5",
             "configurapi_ws_stale_deliveries_dropped_total 1",
             "configurapi_ws_responses_total{status_code=\"200\"} 9",
             "configurapi_ws_responses_total{status_code=\"501\"} 2",
@@ -349,7 +352,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(typed.len(), 16);
+        assert_eq!(typed.len(), 17);
     }
 
     #[test]
