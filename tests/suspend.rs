@@ -579,3 +579,29 @@ api:
     got.sort_unstable();
     assert_eq!(got, [0, 1, 2, 3]);
 }
+
+#[test]
+fn a_stream_answered_after_a_wait_is_sent_as_chunk_frames_with_the_message_id() {
+    let _serial = serial();
+    let yaml = r#"
+api:
+  events:
+    - name: later
+      policies:
+        - delayHandler: [20]
+        - streamHandler: [3, 4]
+"#;
+    let srv = simple_runner(yaml);
+    let mut ws = connect(&srv);
+    ws.send(&json!({"name": "later", "headers": {"message-id": "s"}}));
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let f = ws.recv();
+        let kind = if i < 3 { "chunk" } else { "done" };
+        assert_eq!(f["headers"]["x-stream"], kind, "{f}");
+        assert_eq!(f["headers"]["message-id"], "s", "{f}");
+        assert_eq!(f["body"], if i < 3 { "xxxx" } else { "" }, "{f}");
+        ids.push(f["headers"]["x-stream-id"].clone());
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]));
+}

@@ -375,7 +375,8 @@ impl Service {
     }
 
     /// The route 3.3.1 step 2 picks: by name, else by method, else `catchall`.
-    #[inline]
+    // Called twice per message (is_nonblocking, drive): a call frame was a tenth of it.
+    #[inline(always)]
     fn lookup(&self, name: &str, method: &str) -> Option<usize> {
         self.by_name
             .get(name)
@@ -708,6 +709,7 @@ impl Service {
     /// resolution of the policy at `run.policy`, which deferred. Completed skips the
     /// rest; an error or panic stops the route and is returned; a deferral stops here
     /// with `run.policy` on the deferring policy.
+    #[inline(always)]
     fn run_policies(
         &self,
         route: &Route,
@@ -898,7 +900,7 @@ enum RouteStep {
 
 /// A handler's return read as 3.1.2-3.1.4 say: an error or panic throws, then
 /// `catch`, then a deferral, then complete/continue.
-#[inline]
+#[inline(always)]
 fn read_result(
     policy: &str,
     result: std::thread::Result<Result<(), HandlerError>>,
