@@ -56,6 +56,8 @@ pub struct MetricsSnapshot {
     pub queued_bytes_sum: u64,
     /// The largest single write queue.
     pub queued_bytes_max: u64,
+    /// Pipelines suspended now (handlers waiting without a thread).
+    pub handlers_waiting: u64,
     /// Handler latency by event name.
     pub handler_latency: BTreeMap<String, Histogram>,
     /// Response frames sent, by the envelope's `statusCode`.
@@ -129,6 +131,12 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             "gauge",
             "Bytes queued for writing on the most backed-up connection.",
             m.queued_bytes_max,
+        ),
+        (
+            "handlers_waiting",
+            "gauge",
+            "Requests whose handler waits (a timer, a reply, room) holding no thread.",
+            m.handlers_waiting,
         ),
         (
             "stale_deliveries_dropped_total",
@@ -278,6 +286,7 @@ mod tests {
             bytes_out: 2000,
             queued_bytes_sum: 300,
             queued_bytes_max: 200,
+            handlers_waiting: 5,
             stale_dropped: 1,
             ..MetricsSnapshot::default()
         };
@@ -308,6 +317,8 @@ mod tests {
             "configurapi_ws_bytes_sent_total 2000",
             "configurapi_ws_queued_bytes 300",
             "configurapi_ws_queued_bytes_max 200",
+            "# TYPE configurapi_ws_handlers_waiting gauge",
+            "configurapi_ws_handlers_waiting 5",
             "configurapi_ws_stale_deliveries_dropped_total 1",
             "configurapi_ws_responses_total{status_code=\"200\"} 9",
             "configurapi_ws_responses_total{status_code=\"501\"} 2",
@@ -341,7 +352,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(typed.len(), 16);
+        assert_eq!(typed.len(), 17);
     }
 
     #[test]

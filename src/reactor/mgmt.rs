@@ -88,6 +88,8 @@ struct Ctx<'a> {
     handle: &'a Arc<Handle>,
     jobs: &'a mut Vec<Job>,
     token: Option<&'a str>,
+    /// Suspended pipelines now (for `/metrics`).
+    waiting: u64,
     shutting_down: bool,
     now: Instant,
     /// WebSocket slots that got frames and need a flush and re-registration.
@@ -185,6 +187,7 @@ impl MgmtContext for Ctx<'_> {
             backpressure_closes: s.backpressure_closes,
             pongs_coalesced: s.pongs_coalesced,
             connections_shed: s.fd_shed + s.mgmt_refused,
+            handlers_waiting: self.waiting,
             handshakes_rejected: s
                 .handshakes_rejected_by_reason
                 .iter()
@@ -301,6 +304,7 @@ impl Reactor {
             handle: &self.handle,
             jobs: &mut self.jobs,
             token: mcfg.token.as_deref(),
+            waiting: self.workers.as_ref().map_or(0, |w| w.waiting() as u64),
             shutting_down: self.shutdown_at.is_some(),
             now,
             touched: Vec::new(),

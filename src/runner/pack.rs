@@ -13,9 +13,11 @@ use crate::configurapi::{
 /// The pack's name, also accepted by `import:` (it changes nothing).
 pub const PACK: &str = "configurapi-handler-ws";
 
-/// The pack with its nine handlers. All but `pushHandler` (a push waits for room on a
-/// slow client) hold no thread, so routes made of them may start on the reactor thread;
-/// `delayHandler` defers to the shared timer and holds nothing while it waits.
+/// The pack with its nine handlers. None holds a thread while it waits: `delayHandler`
+/// defers to the shared timer, and `pushHandler` defers while a slow client has no room
+/// (6.4.5). All but `pushHandler` may start on the reactor thread; a push made there
+/// would reach the reactor's command queue after the inline reply it precedes, so
+/// routes that push start on a worker, which sends both through that queue in order.
 pub fn pack() -> HandlerPack {
     HandlerPack::new(PACK)
         .with_nonblocking("echoHandler", echo)
@@ -76,7 +78,9 @@ fn stream(event: &mut Event, params: &[Value], _: &mut Context) -> R {
 }
 
 /// `pushHandler [body]`: pushes `{200, {"x-push": "1"}, resolved body}`, then continues.
-fn push(event: &mut Event, params: &[Value], _: &mut Context) -> R {
+/// While the client holds more than the high-water mark the push waits (6.4.5), and so
+/// does the policy, deferred: no thread waits with it.
+fn push(event: &mut Event, params: &[Value], ctx: &mut Context) -> R {
     let body = params
         .first()
         .map(|v| event.resolve(v))
@@ -87,7 +91,11 @@ fn push(event: &mut Event, params: &[Value], _: &mut Context) -> R {
         headers: Map::from_iter([("x-push".to_string(), json!("1"))]),
         error: None,
     };
-    event.push(response)?;
+    let done = ctx.defer();
+    event.push_then(
+        response,
+        Box::new(move |sent| done.finish(sent.map_err(HandlerError::from))),
+    );
     Ok(())
 }
 

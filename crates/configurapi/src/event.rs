@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::identity::Identity;
 use super::js;
 use super::path::map_path;
-use super::response::{PushError, PushSink, Response};
+use super::response::{PushDone, PushError, PushSink, Response};
 
 /// A request payload: absent (JS `undefined`), a JSON value, text, or bytes.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -229,6 +229,18 @@ impl Event {
         match &self.request.push {
             Some(sink) => sink.push(response),
             None => Err(PushError::Unsupported),
+        }
+    }
+
+    /// [`Event::push`] without blocking: `then` gets the result, possibly later and on
+    /// another thread (after the client made room). With a [`Context::defer`]'s
+    /// completion in `then`, a handler waits for room holding no thread.
+    ///
+    /// [`Context::defer`]: crate::Context::defer
+    pub fn push_then(&self, response: Response, then: PushDone) {
+        match &self.request.push {
+            Some(sink) => sink.push_then(response, then),
+            None => then(Err(PushError::Unsupported)),
         }
     }
 }

@@ -176,6 +176,33 @@ impl<'a> Context<'a> {
     /// [`Context::catch`] throws at once and the completion is ignored. Otherwise its
     /// [`Context::complete`]/[`Context::continue_`] are forgotten: the outcome is read
     /// from the context `apply` gets. Calling `defer` twice: the last completion counts.
+    ///
+    /// ```
+    /// use configurapi::{handler_fn, Body, Event, HandlerRegistry, Request, Service};
+    ///
+    /// let mut registry = HandlerRegistry::with_builtins();
+    /// registry.register(
+    ///     "laterHandler",
+    ///     handler_fn(|_event, _params, ctx| {
+    ///         let done = ctx.defer();
+    ///         // The answer comes from another thread (a client callback, a timer).
+    ///         std::thread::spawn(move || {
+    ///             done.resolve(|event, ctx| {
+    ///                 event.response.body = Body::Text("later".into());
+    ///                 ctx.complete();
+    ///                 Ok(())
+    ///             })
+    ///         });
+    ///         Ok(())
+    ///     }),
+    /// );
+    /// let yaml = "api:\n  events:\n    - name: x\n      policies: [laterHandler]\n";
+    /// let service = Service::from_str(yaml, "config.yaml", registry).unwrap();
+    /// // The blocking form waits for the completion; a runner uses Service::start.
+    /// let mut event = Event::new(Request::named("x"));
+    /// service.process(&mut event).unwrap();
+    /// assert_eq!(event.response.body, Body::Text("later".into()));
+    /// ```
     pub fn defer(&mut self) -> Completion {
         let slot = Arc::new(Slot {
             state: Mutex::new(SlotState::Pending),
@@ -245,6 +272,15 @@ pub(crate) enum Resolution {
     Apply(Apply),
     /// The [`Completion`] was dropped unresolved: the policy fails with a 500.
     Dropped,
+    /// The handler ran elsewhere (the blocking pool); this is what it returned.
+    Ran(Ran),
+}
+
+/// A handler's result as read when it returns (3.1.2-3.1.4).
+pub(crate) enum Ran {
+    Failed(HandlerError),
+    Deferred(Arc<Slot>),
+    Went(Outcome),
 }
 
 /// What a parked pipeline is woken with: the resolution of the slot it waits on, or
@@ -327,9 +363,12 @@ impl Completion {
     /// [`Context::catch`], [`Context::complete`]/[`Context::continue_`] count as the
     /// handler's own result (3.1.2-3.1.4). `apply` may itself call [`Context::defer`].
     ///
-    /// Resolving does not run `apply` on the calling thread: the pipeline is scheduled
-    /// where its runner resumes pipelines (its worker pool), unless the handler has not
-    /// returned yet, in which case the pipeline goes on where the handler ran.
+    /// Resolving hands the pipeline to its runner's [`Schedule`](crate::Schedule) (the
+    /// WebSocket runner's worker pool), so `apply` and the rest of the pipeline do not run
+    /// on the resolving thread there; resolved before the handler has returned, the
+    /// pipeline simply goes on where the handler ran. With
+    /// [`Service::process`](crate::Service::process) it goes on in the thread that
+    /// called `process`.
     pub fn resolve<F>(mut self, apply: F)
     where
         F: FnOnce(&mut Event, &mut Context) -> Result<(), HandlerError> + Send + 'static,
@@ -384,6 +423,14 @@ pub trait Handler: Send + Sync {
         false
     }
 
+    /// True when the handler blocks its thread on I/O (a synchronous database or HTTP
+    /// client, a file read). The pipeline then runs it on a separate, bounded pool of
+    /// blocking threads and goes on where it was, so it never starves the worker pool
+    /// that runs everyone else's CPU work. Default: false. See [`Blocking`].
+    fn is_blocking(&self) -> bool {
+        false
+    }
+
     /// Called once per policy when the service is built. A handler that reads files
     /// named by the config resolves them against [`Binding::base_dir`] and checks them
     /// here, so a bad path is a start-up error naming the file and the route instead
@@ -404,6 +451,34 @@ pub struct Binding<'a> {
     /// The folder relative paths in the config resolve against: the config file's
     /// folder (`""`, the working directory, for a config given as text).
     pub base_dir: &'a Path,
+}
+
+/// Marks a handler as blocking on I/O (see [`Handler::is_blocking`]): it runs on the
+/// service's blocking pool. Such a handler holds no worker and no reactor time, so it
+/// counts as non-blocking for where a route may start.
+pub struct Blocking<H>(pub H);
+
+impl<H: Handler> Handler for Blocking<H> {
+    fn call(
+        &self,
+        event: &mut Event,
+        params: &[Value],
+        ctx: &mut Context,
+    ) -> Result<(), HandlerError> {
+        self.0.call(event, params, ctx)
+    }
+
+    fn is_nonblocking(&self) -> bool {
+        true
+    }
+
+    fn is_blocking(&self) -> bool {
+        true
+    }
+
+    fn bind(&self, at: &Binding<'_>) -> Result<Option<Arc<dyn Handler>>, String> {
+        self.0.bind(at)
+    }
 }
 
 /// Marks a handler as never blocking (see [`Handler::is_nonblocking`]). Only wrap

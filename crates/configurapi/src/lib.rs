@@ -20,6 +20,7 @@
 //! assert_eq!(event.response.body, "Hello".into());
 //! ```
 
+mod blocking;
 pub mod config;
 pub mod event;
 pub mod handler;
@@ -37,12 +38,14 @@ pub mod service;
 pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
 pub use event::{Event, Payload, Request};
 pub use handler::{
-    handler_fn, Binding, Completion, Context, Handler, HandlerError, NonBlocking, Outcome,
+    handler_fn, Binding, Blocking, Completion, Context, Handler, HandlerError, NonBlocking, Outcome,
 };
 pub use http::SyntaxError;
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};
 pub use path::{map_path, RouteKey};
 pub use registry::{HandlerPack, HandlerRegistry, HandlerTable, MissingHandler};
-pub use response::{Body, Chunk, ChunkStream, ErrorResponse, PushError, PushSink, Response};
+pub use response::{
+    Body, Chunk, ChunkStream, ErrorResponse, PushDone, PushError, PushSink, Response,
+};
 pub use service::{Finish, RunHere, Schedule, Service, ServiceOptions, Started};

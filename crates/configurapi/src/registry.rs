@@ -39,6 +39,12 @@ impl HandlerPack {
         self.with(name, super::handler::NonBlocking(handler))
     }
 
+    /// Adds a handler that blocks on I/O (see
+    /// [`Handler::is_blocking`]).
+    pub fn with_blocking(self, name: &str, handler: impl Handler + 'static) -> HandlerPack {
+        self.with(name, super::handler::Blocking(handler))
+    }
+
     /// Adds a handler.
     pub fn add(&mut self, name: &str, handler: Arc<dyn Handler>) {
         self.handlers.push((name.to_string(), handler));
@@ -150,6 +156,13 @@ impl HandlerRegistry {
     /// overrides an earlier one and any pack's handler of that name.
     pub fn register(&mut self, name: &str, handler: impl Handler + 'static) -> &mut Self {
         self.register_arc(name, Arc::new(handler))
+    }
+
+    /// Registers a handler that blocks its thread on I/O: it runs on the service's
+    /// bounded blocking pool, never on a worker (see
+    /// [`Handler::is_blocking`]).
+    pub fn register_blocking(&mut self, name: &str, handler: impl Handler + 'static) -> &mut Self {
+        self.register_arc(name, Arc::new(super::handler::Blocking(handler)))
     }
 
     /// [`HandlerRegistry::register`] for a handler already in an `Arc`.

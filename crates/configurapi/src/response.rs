@@ -385,6 +385,17 @@ impl From<PushError> for HandlerError {
 /// response to the event's client at once. The runner provides it; handlers
 /// call [`crate::Event::push`].
 pub trait PushSink: Send + Sync {
-    /// Sends `response` (a stream body is sent as chunk frames).
+    /// Sends `response` (a stream body is sent as chunk frames). May block while the
+    /// client has no room (6.4.5).
     fn push(&self, response: Response) -> Result<(), PushError>;
+
+    /// Sends `response` without blocking the caller: `then` gets the result once the
+    /// frame is handed over, which may be later, on another thread, when the client
+    /// had no room. The default pushes at once with [`PushSink::push`].
+    fn push_then(&self, response: Response, then: PushDone) {
+        then(self.push(response));
+    }
 }
+
+/// What [`PushSink::push_then`] calls with the push's result.
+pub type PushDone = Box<dyn FnOnce(Result<(), PushError>) + Send + 'static>;

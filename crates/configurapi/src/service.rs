@@ -11,12 +11,15 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::blocking::BlockingPool;
 use super::config::{Config, ConfigError, ConfigErrorKind, LogLevel};
 use super::event::{Event, Request};
-use super::handler::{Binding, Context, Handler, HandlerError, Outcome, Resolution, Slot, Waker};
+use super::handler::{
+    Binding, Context, Handler, HandlerError, Outcome, Ran, Resolution, Slot, Waker,
+};
 use super::registry::{HandlerRegistry, MissingHandler};
 use super::response::ErrorResponse;
 
@@ -30,6 +33,8 @@ pub struct ServiceOptions {
 struct Policy {
     name: String,
     handler: Arc<dyn Handler>,
+    /// Runs on the blocking pool (see `Handler::is_blocking`).
+    blocking: bool,
     params: Vec<Value>,
     log_level: LogLevel,
 }
@@ -122,7 +127,13 @@ pub struct Service {
     specials: Specials,
     ready: AtomicBool,
     gate: Arc<Mutex<Gate>>,
+    /// Threads for blocking handlers, started on first use.
+    blocking: OnceLock<BlockingPool>,
+    blocking_threads: usize,
 }
+
+/// Default bound of the blocking pool (see [`Service::with_blocking_threads`]).
+pub const BLOCKING_THREADS: usize = 16;
 
 /// Where a resumed pipeline runs: a runner gives its worker pool.
 ///
@@ -149,8 +160,7 @@ impl Schedule for RunHere {
 }
 
 /// What a suspended pipeline calls when it ends (see [`Service::start`]): any
-/// `FnOnce(Event, Result<(), HandlerError>)`, or a type of the runner's own that it
-/// gets back unused when the pipeline does not suspend.
+/// `FnOnce(Event, Result<(), HandlerError>)`, or a type of the runner's own.
 pub trait Finish: Send + 'static {
     /// The pipeline ended: the event and [`Service::process`]'s result.
     fn finish(self, event: Event, result: Result<(), HandlerError>);
@@ -167,13 +177,13 @@ where
 
 /// What [`Service::start`] did.
 #[derive(Debug)]
-pub enum Started<D> {
+pub enum Started {
     /// The pipeline ran to its end on the calling thread: the event is in place, this
-    /// is [`Service::process`]'s result, and `done` comes back unused.
-    Finished(Result<(), HandlerError>, D),
+    /// is [`Service::process`]'s result, and `done` was never made.
+    Finished(Result<(), HandlerError>),
     /// The pipeline suspended: it took the event (an empty one is left in its place),
-    /// and `done` is called (or already was) exactly once, on the thread that
-    /// finishes it, with the event and the result.
+    /// and the `done` it made is called (or already was) exactly once, on the thread
+    /// that finishes it, with the event and the result.
     Suspended,
 }
 
@@ -284,6 +294,7 @@ impl Service {
                 }
                 policies.push(Policy {
                     name: policy.handler,
+                    blocking: handler.is_blocking(),
                     handler,
                     params: policy.parameters,
                     log_level: policy.log_level,
@@ -335,6 +346,8 @@ impl Service {
             specials,
             ready: AtomicBool::new(false),
             gate: Arc::default(),
+            blocking: OnceLock::new(),
+            blocking_threads: BLOCKING_THREADS,
         };
         if let Some(route) = on_start {
             let mut event = Event::new(Request::named("on_start"));
@@ -347,6 +360,35 @@ impl Service {
             }
         }
         Ok(service)
+    }
+
+    /// Bounds the pool that runs blocking handlers ([`crate::Blocking`],
+    /// [`HandlerRegistry::register_blocking`]) at `threads` (default
+    /// [`BLOCKING_THREADS`]); calls past it wait for a thread of the pool. Threads start
+    /// on demand and leave after a minute idle.
+    pub fn with_blocking_threads(mut self, threads: usize) -> Service {
+        self.blocking_threads = threads.max(1);
+        self
+    }
+
+    fn blocking_pool(&self) -> &BlockingPool {
+        self.blocking
+            .get_or_init(|| BlockingPool::new(self.blocking_threads))
+    }
+
+    /// Runs the blocking policy the pipeline stopped at, here (a blocking-pool thread).
+    fn call_blocking(&self, run: &Run, event: &mut Event) -> Resolution {
+        let Some(policy) = self
+            .stage_route(run)
+            .and_then(|r| r.policies.get(run.policy))
+        else {
+            return Resolution::Ran(Ran::Went(Outcome::Continue));
+        };
+        let mut ctx = Context::new(&policy.name, policy.log_level);
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            policy.handler.call(event, &policy.params, &mut ctx)
+        }));
+        Resolution::Ran(read_result(&policy.name, result, &mut ctx))
     }
 
     /// True when the config has an enabled route of this name (a runner
@@ -373,6 +415,8 @@ impl Service {
     }
 
     /// The route 3.3.1 step 2 picks: by name, else by method, else `catchall`.
+    // Called twice per message (is_nonblocking, drive): a call frame was a tenth of it.
+    #[inline(always)]
     fn lookup(&self, name: &str, method: &str) -> Option<usize> {
         self.by_name
             .get(name)
@@ -399,25 +443,28 @@ impl Service {
 
     /// Runs the pipeline for one event without blocking (3.3): it runs on the calling
     /// thread until it ends or a handler defers. When it ends here, the answer is
-    /// [`Started::Finished`], the event is in place and `done` is not called. When it
-    /// suspends, the event is moved out (an empty one is left) and
-    /// [`Started::Suspended`] comes back; the pipeline holds no thread while it waits,
-    /// it goes on through `resume` ([`Schedule`]) once resolved, and `done` gets the
-    /// event and the result of [`Service::process`] when it ends.
+    /// [`Started::Finished`], the event is in place and `done` is never called. When it
+    /// suspends, the event is moved out (an empty one is left), `done()` makes the
+    /// [`Finish`] that will get the event and the result of [`Service::process`] when
+    /// the pipeline ends, and [`Started::Suspended`] comes back; the pipeline holds no
+    /// thread while it waits, and goes on through `resume` ([`Schedule`]) once
+    /// resolved.
     ///
     /// A route that never defers costs what `process` costs: the event is not moved,
-    /// nothing is boxed and `resume` is not cloned unless the pipeline suspends.
+    /// nothing is boxed, `done` is not called (so what it would capture need not be
+    /// cloned) and `resume` is not cloned.
     pub fn start<D: Finish>(
         self: &Arc<Self>,
         event: &mut Event,
         resume: &Arc<dyn Schedule>,
-        done: D,
-    ) -> Started<D> {
+        done: impl FnOnce() -> D,
+    ) -> Started {
         let mut run = Run::new();
+        run.offload = true;
         let mut resumed = None;
         let parking = loop {
             match self.drive(&mut run, event, resumed.take()) {
-                Step::Done(result) => return Started::Finished(result, done),
+                Step::Done(result) => return Started::Finished(result),
                 // Resolved before the handler returned: go on here, nothing boxed.
                 Step::Park(Parking::Slot(slot)) => match slot.try_take() {
                     Some(r) => resumed = Some(r),
@@ -431,7 +478,7 @@ impl Service {
             event: std::mem::replace(event, Event::vacant()),
             run,
             resume: Arc::clone(resume),
-            done,
+            done: done(),
         });
         pipeline.park(parking);
         Started::Suspended
@@ -460,6 +507,9 @@ impl Service {
                     return None;
                 }
             }
+            // The blocking form runs blocking handlers where it is (`run.offload` is
+            // off): never asked to move.
+            Parking::Offload => return None,
         }
         let mut got = cell.0.lock().unwrap_or_else(|e| e.into_inner());
         loop {
@@ -485,96 +535,124 @@ impl Service {
     /// until a policy defers (or the on_first_request gate is taken).
     fn drive(&self, run: &mut Run, event: &mut Event, mut resumed: Option<Resolution>) -> Step {
         loop {
-            if run.stage == Stage::FirstRequest && run.gate.is_none() {
-                // 3.2.3: until it succeeds once, one pipeline at a time runs it.
-                if self.ready.load(Ordering::Acquire) {
-                    run.stage = Stage::BeforeRequest;
-                    continue;
-                }
-                if self.specials.on_first_request.is_none() {
-                    self.ready.store(true, Ordering::Release);
-                    run.stage = Stage::BeforeRequest;
-                    continue;
-                }
-                let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-                if self.ready.load(Ordering::Acquire) {
-                    run.stage = Stage::BeforeRequest;
-                    continue;
-                }
-                if gate.busy {
-                    return Step::Park(Parking::Gate);
-                }
-                gate.busy = true;
-                drop(gate);
-                run.gate = Some(GateHold(Arc::clone(&self.gate)));
-            }
-            if run.stage == Stage::Main && run.main.is_none() {
-                // Looked up after on_before_request, which may rename the event.
-                match self.lookup(&event.name, &event.method) {
-                    Some(at) => {
-                        run.main = Some(at);
-                        run.level = self.routes[at].log_level;
-                    }
-                    None => {
-                        let e = HandlerError::Response(ErrorResponse::not_implemented(&event.name));
-                        self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
+            // The stage's route (an index into `routes`), if the config has it.
+            let at = match run.stage {
+                Stage::FirstRequest if run.gate.is_none() => {
+                    // 3.2.3: until it succeeds once, one pipeline at a time runs it.
+                    if self.ready.load(Ordering::Acquire) {
+                        run.stage = Stage::BeforeRequest;
                         continue;
                     }
-                }
-            }
-            let result = match self.stage_route(run) {
-                None => Ok(()),
-                Some(route) => match self.run_policies(route, run, event, resumed.take()) {
-                    RouteStep::Finished(result) => result,
-                    RouteStep::Defer(slot) => return Step::Park(Parking::Slot(slot)),
-                },
-            };
-            run.policy = 0;
-            match (run.stage, result) {
-                (Stage::FirstRequest, result) => {
-                    let ok = result.is_ok();
-                    if let Some(hold) = run.gate.take() {
-                        hold.release(ok.then_some(&self.ready));
+                    if self.specials.on_first_request.is_none() {
+                        self.ready.store(true, Ordering::Release);
+                        run.stage = Stage::BeforeRequest;
+                        continue;
                     }
-                    match result {
-                        Ok(()) => run.stage = Stage::BeforeRequest,
-                        Err(e) => {
-                            let level = self
-                                .specials
-                                .on_first_request
-                                .map_or(run.level, |r| self.routes[r].log_level);
-                            let saved = run.level;
-                            run.level = level;
-                            self.fail(run, event, Failure::Thrown(e.clone()), Next::Rethrow(e));
-                            run.level = saved;
+                    let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
+                    if self.ready.load(Ordering::Acquire) {
+                        run.stage = Stage::BeforeRequest;
+                        continue;
+                    }
+                    if gate.busy {
+                        return Step::Park(Parking::Gate);
+                    }
+                    gate.busy = true;
+                    drop(gate);
+                    run.gate = Some(GateHold(Arc::clone(&self.gate)));
+                    self.specials.on_first_request
+                }
+                Stage::FirstRequest => self.specials.on_first_request,
+                Stage::BeforeRequest => self.specials.on_before_request,
+                Stage::Main if run.main.is_none() => {
+                    // Looked up after on_before_request, which may rename the event.
+                    match self.lookup(&event.name, &event.method) {
+                        Some(at) => {
+                            run.main = Some(at);
+                            run.level = self.routes[at].log_level;
+                            Some(at)
+                        }
+                        None => {
+                            let e =
+                                HandlerError::Response(ErrorResponse::not_implemented(&event.name));
+                            self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
+                            continue;
                         }
                     }
                 }
-                (Stage::BeforeRequest, Ok(())) => run.stage = Stage::Main,
-                (Stage::Main, Ok(())) if event.response.is_error_response() => {
-                    self.fail(run, event, Failure::ResponseIsError, Next::AfterRequest);
-                }
-                (Stage::Main, Ok(())) => run.stage = Stage::Success,
-                (Stage::Success, Ok(())) => run.stage = Stage::AfterRequest,
-                (Stage::BeforeRequest | Stage::Main | Stage::Success, Err(e)) => {
-                    self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
-                }
-                (Stage::AfterRequest, Ok(())) => return Step::Done(self.finish(run, event)),
-                // 3.3.4: an error here is handled too, and process() still succeeds.
-                (Stage::AfterRequest, Err(e)) => {
-                    self.fail(run, event, Failure::Thrown(e), Next::Finish);
-                }
-                (Stage::OnError, result) => {
-                    if let Err(e) = result {
+                Stage::Main => run.main,
+                Stage::Success => self.specials.on_success,
+                Stage::OnError => self.specials.on_error,
+                Stage::AfterRequest => self.specials.on_after_request,
+            };
+            let result = match at {
+                None => Ok(()),
+                Some(at) => match self.run_policies(&self.routes[at], run, event, resumed.take()) {
+                    RouteStep::Finished(result) => result,
+                    RouteStep::Defer(slot) => return Step::Park(Parking::Slot(slot)),
+                    RouteStep::Offload => return Step::Park(Parking::Offload),
+                },
+            };
+            run.policy = 0;
+            match result {
+                Ok(()) => match run.stage {
+                    Stage::FirstRequest => {
+                        if let Some(hold) = run.gate.take() {
+                            hold.release(Some(&self.ready));
+                        }
+                        run.stage = Stage::BeforeRequest;
+                    }
+                    Stage::BeforeRequest => run.stage = Stage::Main,
+                    Stage::Main if event.response.is_error_response() => {
+                        self.fail(run, event, Failure::ResponseIsError, Next::AfterRequest);
+                    }
+                    Stage::Main => run.stage = Stage::Success,
+                    Stage::Success => run.stage = Stage::AfterRequest,
+                    Stage::AfterRequest => return Step::Done(self.finish(run, event)),
+                    Stage::OnError => {
+                        if let Some(step) = self.after_on_error(run, event) {
+                            return step;
+                        }
+                    }
+                },
+                Err(e) => match run.stage {
+                    Stage::FirstRequest => {
+                        if let Some(hold) = run.gate.take() {
+                            hold.release(None);
+                        }
+                        let level = self
+                            .specials
+                            .on_first_request
+                            .map_or(run.level, |r| self.routes[r].log_level);
+                        let saved = run.level;
+                        run.level = level;
+                        self.fail(run, event, Failure::Thrown(e.clone()), Next::Rethrow(e));
+                        run.level = saved;
+                    }
+                    Stage::BeforeRequest | Stage::Main | Stage::Success => {
+                        self.fail(run, event, Failure::Thrown(e), Next::AfterRequest);
+                    }
+                    // 3.3.4: an error here is handled too, and process() still succeeds.
+                    Stage::AfterRequest => self.fail(run, event, Failure::Thrown(e), Next::Finish),
+                    Stage::OnError => {
                         self.on_error_failed(event, &e);
+                        if let Some(step) = self.after_on_error(run, event) {
+                            return step;
+                        }
                     }
-                    match std::mem::replace(&mut run.next, Next::Finish) {
-                        Next::AfterRequest => run.stage = Stage::AfterRequest,
-                        Next::Finish => return Step::Done(self.finish(run, event)),
-                        Next::Rethrow(e) => return Step::Done(Err(e)),
-                    }
-                }
+                },
             }
+        }
+    }
+
+    /// What follows the on_error route: on_after_request, or the end.
+    fn after_on_error(&self, run: &mut Run, event: &Event) -> Option<Step> {
+        match std::mem::replace(&mut run.next, Next::Finish) {
+            Next::AfterRequest => {
+                run.stage = Stage::AfterRequest;
+                None
+            }
+            Next::Finish => Some(Step::Done(self.finish(run, event))),
+            Next::Rethrow(e) => Some(Step::Done(Err(e))),
         }
     }
 
@@ -662,6 +740,7 @@ impl Service {
             match self.run_policies(&self.routes[route], &mut run, event, resumed.take()) {
                 RouteStep::Finished(result) => return result,
                 RouteStep::Defer(slot) => resumed = self.wait(Parking::Slot(slot)),
+                RouteStep::Offload => unreachable!("on_start runs blocking handlers in place"),
             }
         }
     }
@@ -670,6 +749,7 @@ impl Service {
     /// resolution of the policy at `run.policy`, which deferred. Completed skips the
     /// rest; an error or panic stops the route and is returned; a deferral stops here
     /// with `run.policy` on the deferring policy.
+    #[inline(always)]
     fn run_policies(
         &self,
         route: &Route,
@@ -680,36 +760,34 @@ impl Service {
         let timing = trace_enabled();
         while let Some(policy) = route.policies.get(run.policy) {
             let mut ctx = Context::new(&policy.name, policy.log_level);
-            let result = match resumed.take() {
+            let ran = match resumed.take() {
                 None => {
+                    if policy.blocking && run.offload {
+                        // To the blocking pool; the result comes back as `Ran`.
+                        return RouteStep::Offload;
+                    }
                     if timing {
                         run.policy_started = Some(Instant::now());
                     }
-                    catch_unwind(AssertUnwindSafe(|| {
+                    let result = catch_unwind(AssertUnwindSafe(|| {
                         policy.handler.call(event, &policy.params, &mut ctx)
-                    }))
+                    }));
+                    read_result(&policy.name, result, &mut ctx)
                 }
                 Some(Resolution::Apply(apply)) => {
-                    catch_unwind(AssertUnwindSafe(|| apply(event, &mut ctx)))
+                    let result = catch_unwind(AssertUnwindSafe(|| apply(event, &mut ctx)));
+                    read_result(&policy.name, result, &mut ctx)
                 }
-                Some(Resolution::Dropped) => Ok(Err(HandlerError::new(format!(
-                    "Handler '{}' never completed",
-                    policy.name
-                ))
-                .with_status(500))),
+                Some(Resolution::Dropped) => Ran::Failed(
+                    HandlerError::new(format!("Handler '{}' never completed", policy.name))
+                        .with_status(500),
+                ),
+                Some(Resolution::Ran(ran)) => ran,
             };
-            let result = match result {
-                Err(panic) => Err(panic_error(&policy.name, panic.as_ref())),
-                Ok(Err(e)) => Err(e),
-                Ok(Ok(())) => match ctx.take_caught() {
-                    Some(e) => Err(e),
-                    None => {
-                        if let Some(slot) = ctx.take_deferred() {
-                            return RouteStep::Defer(slot);
-                        }
-                        Ok(ctx.outcome())
-                    }
-                },
+            let result = match ran {
+                Ran::Failed(e) => Err(e),
+                Ran::Deferred(slot) => return RouteStep::Defer(slot),
+                Ran::Went(outcome) => Ok(outcome),
             };
             if let Some(start) = run
                 .policy_started
@@ -774,6 +852,9 @@ struct Run {
     next: Next,
     /// Set while this pipeline holds the on_first_request gate.
     gate: Option<GateHold>,
+    /// Blocking policies go to the blocking pool (set by `start`; the blocking form
+    /// runs them where it is).
+    offload: bool,
     /// Read only when trace lines can be written.
     started: Option<Instant>,
     policy_started: Option<Instant>,
@@ -788,6 +869,7 @@ impl Run {
             level: LogLevel::default(),
             next: Next::Finish,
             gate: None,
+            offload: false,
             // The clock is read only when a trace line can be written.
             started: trace_enabled().then(Instant::now),
             policy_started: None,
@@ -844,12 +926,35 @@ enum Parking {
     Slot(Arc<Slot>),
     /// The on_first_request gate, which another pipeline holds.
     Gate,
+    /// A blocking policy, to run on the blocking pool.
+    Offload,
 }
 
 /// What stopped [`Service::run_policies`].
 enum RouteStep {
     Finished(Result<(), HandlerError>),
     Defer(Arc<Slot>),
+    /// A blocking policy is next and the pipeline may not block here.
+    Offload,
+}
+
+/// A handler's return read as 3.1.2-3.1.4 say: an error or panic throws, then
+/// `catch`, then a deferral, then complete/continue.
+#[inline(always)]
+fn read_result(
+    policy: &str,
+    result: std::thread::Result<Result<(), HandlerError>>,
+    ctx: &mut Context,
+) -> Ran {
+    match result {
+        Err(panic) => Ran::Failed(panic_error(policy, panic.as_ref())),
+        Ok(Err(e)) => Ran::Failed(e),
+        Ok(Ok(())) => match (ctx.take_caught(), ctx.take_deferred()) {
+            (Some(e), _) => Ran::Failed(e),
+            (None, Some(slot)) => Ran::Deferred(slot),
+            (None, None) => Ran::Went(ctx.outcome()),
+        },
+    }
 }
 
 /// A pipeline put aside by [`Service::start`].
@@ -887,6 +992,17 @@ impl<F: Finish> Suspended<F> {
                         return;
                     }
                     None
+                }
+                Parking::Offload => {
+                    let mut p = me.take().expect("not parked");
+                    p.resume.suspended();
+                    service.blocking_pool().execute(Box::new(move || {
+                        let ran = p.service.call_blocking(&p.run, &mut p.event);
+                        // Back where pipelines resume: the rest is the workers' job.
+                        let resume = Arc::clone(&p.resume);
+                        resume.schedule(Box::new(move || p.advance(Some(ran))));
+                    }));
+                    return;
                 }
             };
             let mut p = me.take().expect("not parked");

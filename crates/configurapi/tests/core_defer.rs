@@ -87,18 +87,16 @@ type Done = Receiver<(Event, Result<(), HandlerError>)>;
 
 /// Starts `name`: what `start` said, the event when it finished in place, and where
 /// `done` will report otherwise.
-fn start(s: &Arc<Service>, name: &str, sched: &Arc<Manual>) -> (Started<()>, Option<Event>, Done) {
+fn start(s: &Arc<Service>, name: &str, sched: &Arc<Manual>) -> (Started, Option<Event>, Done) {
     let (tx, rx) = channel();
     let resume: Arc<dyn Schedule> = sched.clone();
     let mut event = Event::new(Request::named(name));
-    let started = s.start(&mut event, &resume, move |e, r| {
-        tx.send((e, r)).unwrap();
+    let started = s.start(&mut event, &resume, || {
+        move |e, r| {
+            tx.send((e, r)).unwrap();
+        }
     });
-    // The closure is given back unused when the pipeline finished in place.
-    let (started, finished) = match started {
-        Started::Finished(r, _) => (Started::Finished(r, ()), Some(event)),
-        Started::Suspended => (Started::Suspended, None),
-    };
+    let finished = matches!(started, Started::Finished(_)).then_some(event);
     (started, finished, rx)
 }
 
@@ -159,7 +157,7 @@ fn resolving_before_the_handler_returns_goes_on_at_once_without_a_schedule() {
     let (sched, jobs) = manual();
     let (started, event, done) = start(&s, "x", &sched);
     // It never suspended: finished in place, done unused.
-    assert!(matches!(started, Started::Finished(Ok(()), ())));
+    assert!(matches!(started, Started::Finished(Ok(()))));
     assert_eq!(trace_of(&event.unwrap()), "d,applied,b");
     assert!(done.try_recv().is_err());
     assert_eq!(sched.suspended.load(Ordering::SeqCst), 0);
@@ -175,7 +173,7 @@ fn a_route_that_never_defers_finishes_inside_start_and_done_is_not_called() {
     let (sched, _jobs) = manual();
     let (started, event, done) = start(&s, "x", &sched);
     match started {
-        Started::Finished(result, ()) => {
+        Started::Finished(result) => {
             result.unwrap();
             assert_eq!(trace_of(&event.unwrap()), "before,a,b,success,after");
         }
@@ -411,7 +409,7 @@ fn on_first_request_that_defers_runs_once_at_a_time_and_the_others_wait_parked()
     // Ready now: later events do not suspend.
     assert!(matches!(
         start(&s, "x", &sched).0,
-        Started::Finished(Ok(()), ())
+        Started::Finished(Ok(()))
     ));
 }
 
@@ -436,4 +434,51 @@ fn on_start_may_defer_and_is_waited_for() {
         err.to_string().contains("on_start failed: db down"),
         "{err}"
     );
+}
+
+#[test]
+fn a_blocking_handler_runs_on_the_blocking_pool_when_started_and_in_place_when_processed() {
+    let mut reg = registry();
+    reg.register_blocking(
+        "whereHandler",
+        |event: &mut Event, _: &[Value], _: &mut Context| {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            event
+                .response
+                .headers
+                .insert("x-thread".into(), Value::String(name));
+            Ok(())
+        },
+    );
+    let s = Arc::new(
+        Service::from_str(
+            "api:\n  events:\n    - name: x\n      policies: [{traceHandler: [a]}, {whereHandler: []}, {traceHandler: [b]}]\n    - name: y\n      policies: [{whereHandler: []}]\n",
+            "c",
+            reg,
+        )
+        .unwrap()
+        .with_blocking_threads(2),
+    );
+    assert!(
+        s.is_nonblocking("y", "get"),
+        "it holds no worker: may start anywhere"
+    );
+    let (sched, jobs) = manual();
+    let (started, _, done) = start(&s, "x", &sched);
+    assert!(matches!(started, Started::Suspended));
+    // The pool ran it, then the rest came back through the scheduler.
+    let (event, result) = run_jobs_until(&jobs, &done);
+    result.unwrap();
+    assert_eq!(trace_of(&event), "a,b");
+    let on = event.response.headers["x-thread"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(on.starts_with("blocking-"), "ran on {on}");
+    assert_eq!(sched.suspended.load(Ordering::SeqCst), 1);
+    assert_eq!(sched.scheduled.load(Ordering::SeqCst), 1);
+    // The blocking form blocks anyway: it runs the handler where it is.
+    let here = std::thread::current().name().unwrap_or("").to_string();
+    let e = run_named(&s, "x");
+    assert_eq!(e.response.headers["x-thread"], Value::String(here));
 }
