@@ -380,6 +380,31 @@ fn push_and_postback_from_a_handler_reach_the_client() {
     let reply = c.recv();
     assert_eq!(reply["body"], "after push");
 
+    // A pushed stream: the push-function's promise resolves once it is handed over.
+    c.send(json!({"name": "push-stream", "headers": {"message-id": "ps"}}));
+    let mut frames: Vec<Value> = (0..4).map(|_| c.recv()).collect();
+    let reply_at = frames
+        .iter()
+        .position(|f| f["body"] == "after stream push")
+        .expect("the handler's reply");
+    let reply = frames.remove(reply_at);
+    assert_eq!(reply["headers"]["message-id"], "ps");
+    let kinds: Vec<(Value, Value)> = frames
+        .iter()
+        .map(|f| (f["headers"]["x-stream"].clone(), f["body"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (json!("chunk"), json!("a")),
+            (json!("chunk"), json!("b")),
+            (json!("done"), json!(""))
+        ]
+    );
+    assert!(frames
+        .iter()
+        .all(|f| f["headers"].get("message-id").is_none()));
+
     c.send(json!({"name": "postback", "headers": {"message-id": "pb"}}));
     let posted = c.recv();
     assert_eq!(posted["headers"]["message-id"], "postback-1");
@@ -667,6 +692,7 @@ fn the_app_answers_the_same_envelopes_as_under_the_node_configurapi_runner() {
         json!({"name": "stream-fail"}),
         json!({"name": "greet", "payload": {"name": "Zed"}}),
         json!({"name": "push"}),
+        json!({"name": "push-stream"}),
         json!({"name": "echo", "payload": "plain text"}),
         json!({"name": "echo"}),
         json!({"name": "no-such-route"}),

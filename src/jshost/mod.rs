@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::configurapi::{Chunk, ChunkStream, HandlerError, PushSink};
+use crate::configurapi::{Chunk, ChunkStream, HandlerError, PushError, PushSink};
 
 /// The bridge script, written to a temp file at start-up.
 const BRIDGE: &str = include_str!("bridge.js");
@@ -577,14 +577,35 @@ fn dispatch(shared: &Arc<Shared>, generation: u64, msg: Value) {
                 return;
             };
             let mut msg = msg;
-            let job = PushJob {
-                sink,
-                response: msg["response"].take(),
-                id,
-                generation,
+            let response = msg["response"].take();
+            if response.get("stream").is_some() {
+                // A pushed stream is pumped where it is pushed, pulling chunks that this
+                // reader thread delivers: it goes to the push thread.
+                let job = PushJob {
+                    sink,
+                    response,
+                    id,
+                    generation,
+                };
+                let tx = shared.push_tx.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = tx.send(job);
+                return;
+            }
+            // Any other push waits for the client's room without a thread (push_then),
+            // so it is handed over right here.
+            let host = JsHost {
+                shared: Arc::clone(shared),
             };
-            let tx = shared.push_tx.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = tx.send(job);
+            match adapter::response_from(&host, generation, response) {
+                Ok(response) => sink.push_then(
+                    response,
+                    Box::new(move |result| host.send_to(generation, &pushed(id, result))),
+                ),
+                Err(e) => host.send_to(
+                    generation,
+                    &pushed(id, Err(PushError::Failed(e.to_string()))),
+                ),
+            }
         }
         Some("chunk") | Some("end") => {
             let Some(sid) = msg["stream"].as_u64() else {
@@ -777,26 +798,29 @@ fn supervise(weak: Weak<Shared>) {
     }
 }
 
-/// Pushes run here, off the reader thread: a push may wait for the client's room.
+/// Pushed streams are pumped here, off the reader thread that feeds them their chunks.
 fn push_loop(weak: Weak<Shared>, rx: Receiver<PushJob>) {
     while let Ok(job) = rx.recv() {
         let Some(shared) = weak.upgrade() else { return };
         let host = JsHost { shared };
-        let reply = match adapter::response_from(&host, job.generation, job.response) {
-            Ok(response) => match job.sink.push(response) {
-                Ok(()) => json!({"t": "pushed", "id": job.id}),
-                Err(e) => {
-                    let status = HandlerError::from(e.clone())
-                        .to_error_response()
-                        .status_code;
-                    json!({"t": "pushed", "id": job.id, "error": {"message": e.to_string(), "statusCode": status}})
-                }
-            },
-            Err(e) => {
-                json!({"t": "pushed", "id": job.id, "error": {"message": e.to_string(), "statusCode": 500}})
-            }
-        };
-        host.send_to(job.generation, &reply);
+        let result = adapter::response_from(&host, job.generation, job.response)
+            .map_err(|e| PushError::Failed(e.to_string()))
+            .and_then(|response| job.sink.push(response));
+        host.send_to(job.generation, &pushed(job.id, result));
+    }
+}
+
+/// The bridge's answer to a push: the push-function's promise resolves, or rejects with
+/// the error and its status (410 when the client has gone, 6.4.1).
+fn pushed(id: u64, result: Result<(), PushError>) -> Value {
+    match result {
+        Ok(()) => json!({"t": "pushed", "id": id}),
+        Err(e) => {
+            let status = HandlerError::from(e.clone())
+                .to_error_response()
+                .status_code;
+            json!({"t": "pushed", "id": id, "error": {"message": e.to_string(), "statusCode": status}})
+        }
     }
 }
 
