@@ -916,3 +916,26 @@ fn a_host_that_keeps_failing_answers_503_then_serves_again_once_it_starts() {
     }
     r.wait_log("JS handler host restarted");
 }
+
+#[test]
+fn a_js_stream_waiting_for_node_holds_no_worker() {
+    require_node!();
+    // One worker: if the slow stream's pump waited on it, the other connection's
+    // answer (resumed on a worker) would come only after the stream's done frame.
+    let r = Runner::app(&["--defaults", "--workers", "1"]);
+    let mut slow = r.connect("");
+    slow.send(json!({"name": "stream-slow", "headers": {"message-id": "s"}}));
+    let first = slow.recv();
+    assert_eq!(first["body"], "slow-0", "{first}");
+    let mut other = r.connect("");
+    assert_eq!(other.ask("async", json!({}))["statusCode"], 201);
+    // Answered while the stream was still going (it makes 4 chunks, 300 ms apart).
+    let made = other.ask("stream-stats", json!({}))["body"]["slow"].clone();
+    assert!(
+        made.as_u64().unwrap() < 4,
+        "answered only after the stream: {made}"
+    );
+    let rest: Vec<Value> = (0..4).map(|_| slow.recv()).collect();
+    assert_eq!(rest[2]["body"], "slow-3");
+    assert_eq!(rest[3]["headers"]["x-stream"], "done");
+}

@@ -448,6 +448,15 @@ function pushResponse(callId, response) {
       reject(err);
       return;
     }
+    // A pushed stream resolves once it has been sent to its end, as the Node runner's
+    // push-function does (it awaits the whole stream).
+    const stream = encoded.stream !== undefined ? streams.get(encoded.stream) : undefined;
+    if (stream) {
+      pushes.set(id, {
+        resolve: () => stream.ended.then(resolve),
+        reject,
+      });
+    }
     send({ t: 'push', id, call: callId, response: encoded });
   });
 }
@@ -459,6 +468,7 @@ function startStream(body) {
   const id = nextStream++;
   const it = body[Symbol.asyncIterator]();
   const s = { id, it, body, credit: 0, pumping: false, done: false };
+  s.ended = new Promise((resolve) => { s.markEnded = resolve; });
   streams.set(id, s);
   return id;
 }
@@ -466,6 +476,7 @@ function startStream(body) {
 function endStream(s, err) {
   if (s.done) return;
   s.done = true;
+  s.markEnded();
   streams.delete(s.id);
   const msg = { t: 'end', stream: s.id };
   if (err !== undefined) msg.error = encodeError(err);
@@ -500,6 +511,7 @@ function cancelStream(id) {
   const s = streams.get(id);
   if (!s) return;
   s.done = true;
+  s.markEnded();
   streams.delete(id);
   try {
     if (typeof s.body.destroy === 'function') s.body.destroy();

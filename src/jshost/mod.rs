@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::configurapi::{Chunk, ChunkStream, HandlerError, PushError, PushSink};
+use crate::configurapi::{
+    Chunk, ChunkStream, HandlerError, PushError, PushSink, ReadyJob, ReadySignal,
+};
 
 /// The bridge script, written to a temp file at start-up.
 const BRIDGE: &str = include_str!("bridge.js");
@@ -613,16 +615,14 @@ fn dispatch(shared: &Arc<Shared>, generation: u64, msg: Value) {
             };
             let slot = lock(&shared.state).streams.get(&(generation, sid)).cloned();
             let Some(slot) = slot else { return };
-            let mut q = slot.q.lock().unwrap_or_else(|e| e.into_inner());
             if msg["t"] == "end" {
-                if let Some(e) = msg.get("error") {
-                    q.items.push_back(Err(adapter::handler_error(e)));
-                }
-                q.ended = true;
+                slot.deliver(
+                    msg.get("error").map(|e| Err(adapter::handler_error(e))),
+                    true,
+                );
             } else {
-                q.items.push_back(Ok(adapter::chunk_from(&msg)));
+                slot.deliver(Some(Ok(adapter::chunk_from(&msg))), false);
             }
-            slot.cv.notify_all();
         }
         _ => {}
     }
@@ -669,12 +669,12 @@ fn host_died(shared: &Arc<Shared>, generation: u64, status: &str) {
         backoff.as_millis()
     );
     for slot in streams {
-        let mut q = slot.q.lock().unwrap_or_else(|e| e.into_inner());
-        q.items.push_back(Err(HandlerError::new(
-            "The JS handler host exited during the stream.",
-        )));
-        q.ended = true;
-        slot.cv.notify_all();
+        slot.deliver(
+            Some(Err(HandlerError::new(
+                "The JS handler host exited during the stream.",
+            ))),
+            true,
+        );
     }
     for p in failed {
         (p.cb)(JsOutcome::Failed {
@@ -735,6 +735,14 @@ fn supervise(weak: Weak<Shared>) {
             if st.restart_at.is_some_and(|t| t <= now) && st.proc.is_none() {
                 st.restart_at = None;
                 restart = true;
+            }
+            let streams: Vec<Arc<StreamSlot>> = st.streams.values().cloned().collect();
+            if !streams.is_empty() {
+                drop(st);
+                for slot in streams {
+                    slot.expire(shared.opts.timeout, now);
+                }
+                st = lock(&shared.state);
             }
             if expired.is_empty() && !restart {
                 let next = [st.deadlines.front().map(|d| d.0), st.restart_at]
@@ -834,6 +842,66 @@ struct StreamSlot {
 struct StreamQueue {
     items: VecDeque<Result<Chunk, HandlerError>>,
     ended: bool,
+    /// The runner's pump, parked until a chunk arrives, and since when.
+    parked: Option<(ReadyJob, Instant)>,
+}
+
+impl StreamSlot {
+    fn queue(&self) -> MutexGuard<'_, StreamQueue> {
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A chunk (or an error) arrives, and/or the stream ends; a parked pump runs on
+    /// here (on the calling thread: it only frames and queues what is there).
+    fn deliver(&self, item: Option<Result<Chunk, HandlerError>>, end: bool) {
+        let mut q = self.queue();
+        if let Some(item) = item {
+            q.items.push_back(item);
+        }
+        q.ended |= end;
+        self.cv.notify_all();
+        let parked = q.parked.take();
+        drop(q);
+        if let Some((wake, _)) = parked {
+            wake();
+        }
+    }
+
+    /// A pump parked longer than `timeout`: the stream fails with 504 (as a pump
+    /// waiting on a thread would).
+    fn expire(&self, timeout: Duration, now: Instant) {
+        let late = self
+            .queue()
+            .parked
+            .as_ref()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= timeout);
+        if late {
+            self.deliver(
+                Some(Err(HandlerError::new(format!(
+                    "The JS stream sent nothing for {}s (--handler-timeout).",
+                    timeout.as_secs_f64()
+                ))
+                .with_status(504))),
+                true,
+            );
+        }
+    }
+}
+
+impl ReadySignal for StreamSlot {
+    fn is_ready(&self) -> bool {
+        let q = self.queue();
+        !q.items.is_empty() || q.ended
+    }
+
+    fn park(&self, wake: ReadyJob) -> Option<ReadyJob> {
+        let mut q = self.queue();
+        if !q.items.is_empty() || q.ended {
+            return Some(wake);
+        }
+        q.parked = Some((wake, Instant::now()));
+        None
+    }
 }
 
 /// A JS stream body (a readable or async iterable) as a [`ChunkStream`]: Node sends a
@@ -845,7 +913,6 @@ pub(crate) struct JsStream {
     generation: u64,
     id: u64,
     slot: Arc<StreamSlot>,
-    started: bool,
     taken: u32,
     finished: bool,
 }
@@ -859,15 +926,17 @@ impl JsStream {
         lock(&host.shared.state)
             .streams
             .insert((generation, id), Arc::clone(&slot));
-        JsStream {
+        let stream = JsStream {
             host: host.clone(),
             generation,
             id,
             slot,
-            started: false,
             taken: 0,
             finished: false,
-        }
+        };
+        // Node may produce the first window at once: the pump takes it when it starts.
+        stream.credit(STREAM_WINDOW);
+        stream
     }
 
     fn credit(&self, n: u32) {
@@ -879,13 +948,15 @@ impl JsStream {
 }
 
 impl ChunkStream for JsStream {
+    /// The runner's pump parks on the slot while Node has not sent the next chunk;
+    /// [`JsStream::next_chunk`] below still waits on its thread for other callers.
+    fn ready_signal(&self) -> Option<Arc<dyn ReadySignal>> {
+        Some(Arc::clone(&self.slot) as Arc<dyn ReadySignal>)
+    }
+
     fn next_chunk(&mut self) -> Option<Result<Chunk, HandlerError>> {
         if self.finished {
             return None;
-        }
-        if !self.started {
-            self.started = true;
-            self.credit(STREAM_WINDOW);
         }
         let timeout = self.host.shared.opts.timeout;
         let until = Instant::now() + timeout;

@@ -7,13 +7,17 @@
 //! No thread waits and nothing polls. When the client goes, the reactor drops the parked
 //! pump, and a running pump sees the closed flag before its next chunk: either way the
 //! producer is dropped and stops.
+//!
+//! A producer fed from elsewhere (a JS stream) has a [`ReadySignal`]: while its next
+//! chunk is not there the pump parks on the signal instead, and the thread that
+//! delivers the chunk runs it on.
 
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::envelope;
-use crate::configurapi::{ChunkStream, ErrorResponse};
+use crate::configurapi::{ChunkStream, ErrorResponse, ReadySignal};
 use crate::conn::shared::ConnShared;
 use crate::ws::Opcode;
 
@@ -24,6 +28,7 @@ pub(crate) struct StreamPump {
     headers: Map<String, Value>,
     message_id: Option<Value>,
     stream_id: String,
+    ready: Option<Arc<dyn ReadySignal>>,
 }
 
 impl StreamPump {
@@ -38,6 +43,7 @@ impl StreamPump {
         let message_id = headers.remove("message-id");
         Box::new(StreamPump {
             conn,
+            ready: stream.ready_signal(),
             stream,
             status,
             headers,
@@ -77,6 +83,15 @@ impl StreamPump {
                     return;
                 }
                 continue;
+            }
+            if let Some(signal) = pump.ready.clone() {
+                if !signal.is_ready() {
+                    let pump = me.take().expect("taken once, when parking");
+                    if let Some(wake) = signal.park(Box::new(move || pump.run())) {
+                        wake(); // it became ready meanwhile
+                    }
+                    return;
+                }
             }
             let (frame, last) = match pump.stream.next_chunk() {
                 Some(Ok(chunk)) => {

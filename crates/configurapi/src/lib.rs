@@ -46,6 +46,7 @@ pub use inflection::{pluralize, singularize};
 pub use path::{map_path, RouteKey};
 pub use registry::{HandlerPack, HandlerRegistry, HandlerTable, MissingHandler};
 pub use response::{
-    Body, Chunk, ChunkStream, ErrorResponse, PushDone, PushError, PushSink, Response,
+    Body, Chunk, ChunkStream, ErrorResponse, PushDone, PushError, PushSink, ReadyJob, ReadySignal,
+    Response,
 };
 pub use service::{Finish, RunHere, Schedule, Service, ServiceOptions, Started};

@@ -4,6 +4,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::Arc;
 
 use super::handler::HandlerError;
 
@@ -25,6 +26,27 @@ pub enum Chunk {
 pub trait ChunkStream: Send {
     /// The next chunk, `None` at the end, or the error that ends the stream.
     fn next_chunk(&mut self) -> Option<Result<Chunk, HandlerError>>;
+
+    /// For a producer fed from elsewhere (another process, a channel): a signal that
+    /// says when [`ChunkStream::next_chunk`] would answer without waiting, so the
+    /// runner's pump waits for it without holding a thread. Default: `None`, and
+    /// `next_chunk` may block its thread, as an iterator's `next` does.
+    fn ready_signal(&self) -> Option<Arc<dyn ReadySignal>> {
+        None
+    }
+}
+
+/// A job a [`ReadySignal`] runs once its stream is ready.
+pub type ReadyJob = Box<dyn FnOnce() + Send + 'static>;
+
+/// See [`ChunkStream::ready_signal`].
+pub trait ReadySignal: Send + Sync {
+    /// True when `next_chunk` would answer (a chunk, the end or an error) at once.
+    fn is_ready(&self) -> bool;
+
+    /// Keeps `wake` and runs it, on whichever thread makes the stream ready, once
+    /// `next_chunk` would answer at once; when that is already so, gives `wake` back.
+    fn park(&self, wake: ReadyJob) -> Option<ReadyJob>;
 }
 
 /// Any iterator of chunk results is a stream.
