@@ -70,7 +70,15 @@ pub fn load_service(
     let handlers_dir = app_dir.join("handlers");
     let mut host = None;
     if app_has_js(&handlers_dir) {
-        let node = node.map(Path::to_path_buf).unwrap_or_else(|| "node".into());
+        // A relative --node path means from here, not from the app's folder (the host's
+        // working directory); a bare name is looked up on PATH.
+        let node = match node {
+            Some(p) if p.is_relative() && p.components().count() > 1 => std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.to_path_buf()),
+            Some(p) => p.to_path_buf(),
+            None => "node".into(),
+        };
         let (h, info) = JsHost::start(HostOptions {
             node: node.clone(),
             app_dir: app_dir.clone(),
