@@ -939,3 +939,19 @@ fn a_js_stream_waiting_for_node_holds_no_worker() {
     assert_eq!(rest[2]["body"], "slow-3");
     assert_eq!(rest[3]["headers"]["x-stream"], "done");
 }
+
+#[test]
+fn a_name_no_one_provides_is_reported_with_what_handlers_exports() {
+    require_node!();
+    let app = TempApp::new(
+        "missing",
+        "api:\n  events:\n    - name: ok\n      policies:\n        - okHandlr\n",
+        &[(
+            "ok.js",
+            "module.exports = { okHandler() {}, otherHandler() {} };\n",
+        )],
+    );
+    let e = start_up_error(&app.config());
+    assert!(e.contains("'okHandlr'"), "{e}");
+    assert!(e.contains("exports: okHandler, otherHandler"), "{e}");
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{HostOptions, JsHandler, JsHost};
-use crate::configurapi::{Config, HandlerRegistry, Service};
+use crate::configurapi::{Config, ConfigErrorKind, HandlerRegistry, Service};
 
 /// A service loaded from a config file, with the JS host when its handlers need one.
 pub struct LoadedService {
@@ -69,6 +69,8 @@ pub fn load_service(
     let app_dir = std::fs::canonicalize(&app_dir).unwrap_or(app_dir);
     let handlers_dir = app_dir.join("handlers");
     let mut host = None;
+    // What handlers/ exports, for the hint when the config names something else.
+    let mut js_names: Option<Vec<String>> = None;
     if app_has_js(&handlers_dir) {
         // A relative --node path means from here, not from the app's folder (the host's
         // working directory); a bare name is looked up on PATH.
@@ -102,6 +104,7 @@ pub fn load_service(
                 "{file}: a JS handler file failed to load: {first}{more}"
             ));
         }
+        js_names = Some(info.handlers.clone());
         let named: std::collections::BTreeSet<&str> = config
             .routes
             .iter()
@@ -147,7 +150,23 @@ pub fn load_service(
             if let Some(h) = &host {
                 h.shutdown(Duration::ZERO);
             }
-            Err(e.to_string())
+            let mut message = e.to_string();
+            if e.kind == ConfigErrorKind::UnknownHandler {
+                match js_names {
+                    Some(names) if names.is_empty() => message
+                        .push_str(&format!(" ({} exports no handler)", handlers_dir.display())),
+                    Some(mut names) => {
+                        names.sort();
+                        message.push_str(&format!(
+                            " ({} exports: {})",
+                            handlers_dir.display(),
+                            names.join(", ")
+                        ));
+                    }
+                    None => {}
+                }
+            }
+            Err(message)
         }
     }
 }
