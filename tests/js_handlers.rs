@@ -421,9 +421,12 @@ fn require_finds_the_apps_own_node_modules_and_emit_logs() {
     let mut c = r.connect("");
     c.send(json!({"name": "greet", "payload": {"name": "Zed"}}));
     assert_eq!(c.recv()["body"], "Hello, Zed!");
+    // A policy at logLevel error drops an info line (1.1.7); the next one shows.
+    assert_eq!(c.ask("emit-quiet", json!({}))["body"], "emitted");
     assert_eq!(c.ask("emit", json!({}))["body"], "emitted");
     let line = r.wait_log("hello from a JS handler");
     assert!(line.starts_with("INFO"), "{line}");
+    assert_eq!(r.count_log("hello from a JS handler"), 1);
 }
 
 #[test]

@@ -39,12 +39,24 @@ impl Handler for JsHandler {
         params: &[Value],
         ctx: &mut Context,
     ) -> Result<(), HandlerError> {
+        // The policy's log level as its 3.5.1 rank: the bridge drops `this.emit` lines
+        // it does not allow, as the Node core's per-policy level does.
+        let log_rank = [
+            (log::Level::Debug, 100),
+            (log::Level::Trace, 75),
+            (log::Level::Info, 25),
+            (log::Level::Error, 10),
+        ]
+        .into_iter()
+        .find(|(level, _)| ctx.allows(*level))
+        .map_or(1, |(_, rank)| rank);
         let completion = ctx.defer();
         let host = self.host.clone();
         self.host.call(
             &self.name,
             &event_bytes(event),
             params,
+            log_rank,
             event.request.push.clone(),
             Box::new(move |outcome| {
                 completion.resolve(move |event, ctx| apply(&host, outcome, event, ctx));

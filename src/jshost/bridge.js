@@ -385,6 +385,8 @@ function encodeError(err) {
 }
 
 // ---- calls ----
+const LOG_RANKS = { debug: 100, trace: 75, info: 25, warn: 25, error: 10 };
+
 const live = new Map(); // call id -> true while running
 
 function runCall(msg) {
@@ -421,7 +423,11 @@ function runCall(msg) {
     continue: () => { state = 'continue'; },
     complete: () => { state = 'complete'; },
     catch: (error) => finish(error === undefined ? new Error('undefined') : error),
-    emit: (level, message) => send({ t: 'log', level: String(level), message: `${event.id} - ${event.correlationId} - ${message}` }),
+    emit: (level, message) => {
+      // The policy's logLevel (1.1.7, 3.5.1) decides, as in the Node core.
+      if ((msg.logRank === undefined ? 75 : msg.logRank) < (LOG_RANKS[String(level).toLowerCase()] || 25)) return;
+      send({ t: 'log', level: String(level), message: `${event.id} - ${event.correlationId} - ${message}` });
+    },
   };
   try {
     const result = handler.apply(context, [event, ...(msg.params || [])]);

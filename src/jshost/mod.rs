@@ -238,13 +238,15 @@ impl JsHost {
     }
 
     /// Call the JS handler `name` with an event (`event`: the JSON text of the bridge's
-    /// event object, see [`JsHandler`]) and the policy's parameters. `callback` runs
-    /// exactly once, on a host thread.
+    /// event object, see [`JsHandler`]) and the policy's parameters; `this.emit` lines
+    /// show when `log_rank` (the policy's log level as ranked in 3.5.1) allows them.
+    /// `callback` runs exactly once, on a host thread.
     pub fn call(
         &self,
         name: &str,
         event: &[u8],
         params: &[Value],
+        log_rank: u8,
         push: Option<Arc<dyn PushSink>>,
         callback: Callback,
     ) {
@@ -257,6 +259,8 @@ impl JsHost {
         let _ = serde_json::to_writer(&mut msg, name);
         msg.extend_from_slice(b",\"params\":");
         let _ = serde_json::to_writer(&mut msg, params);
+        msg.extend_from_slice(b",\"logRank\":");
+        msg.extend_from_slice(log_rank.to_string().as_bytes());
         msg.extend_from_slice(b",\"event\":");
         msg.extend_from_slice(event);
         msg.extend_from_slice(b"}\n");
