@@ -23,12 +23,18 @@ use crate::{Mode, Server};
 /// the reactor fails.
 ///
 /// ```no_run
+/// use configurapi_runner_ws::configurapi::{Context, Event, HandlerError};
 /// use configurapi_runner_ws::{cli, runner};
+/// use serde_json::Value;
+///
+/// fn ok(event: &mut Event, _: &[Value], _: &mut Context) -> Result<(), HandlerError> {
+///     event.response.status_code = 204;
+///     Ok(())
+/// }
+///
 /// fn main() -> std::process::ExitCode {
 ///     let mut registry = runner::registry();
-///     registry.register("okHandler", |_: &mut configurapi_runner_ws::configurapi::Event,
-///                                     _: &[serde_json::Value],
-///                                     _: &mut configurapi_runner_ws::configurapi::Context| Ok(()));
+///     registry.register("okHandler", ok);
 ///     cli::main_with(registry)
 /// }
 /// ```
