@@ -1,16 +1,17 @@
-//! A WebSocket runner with a handler of your own, in a few lines.
+//! The runner's whole command line with a handler of your own.
 //!
-//! Run with `cargo run --example ws_runner`, then send
+//! Run with `cargo run --example ws_runner` (every flag of the runner works, e.g.
+//! `cargo run --example ws_runner -- --port 9000 --config app/config.yaml`), then send
 //! `{"name":"hello","params":{"who":"ann"},"headers":{"message-id":"1"}}` to
 //! ws://127.0.0.1:8000/ and get `{"statusCode":200,...,"body":"Hello, ann!"}`.
 
-use std::sync::Arc;
+use std::process::ExitCode;
 
-use configurapi_runner_ws::configurapi::{Body, Context, Event, HandlerError, Service};
-use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
-use configurapi_runner_ws::{Mode, Server, ServerConfig};
+use configurapi_runner_ws::configurapi::{Body, Context, Event, HandlerError};
+use configurapi_runner_ws::{cli, runner};
 use serde_json::Value;
 
+/// Served when there is no `--config` and no `./config.yaml`.
 const CONFIG: &str = r#"
 api:
   events:
@@ -30,17 +31,8 @@ fn hello(event: &mut Event, _: &[Value], _: &mut Context) -> Result<(), HandlerE
     Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> ExitCode {
     let mut registry = runner::registry(); // the built-in packs and configurapi-handler-ws
     registry.register("helloHandler", hello);
-    let service = Service::from_str(CONFIG, "config.yaml", registry)?;
-    let runner = Runner::new(service, RunnerOptions::default());
-    let cfg = ServerConfig {
-        mode: Mode::App(Arc::new(runner)),
-        ..ServerConfig::default()
-    };
-    let server = Server::bind(cfg)?;
-    println!("listening on ws://{}", server.local_addr());
-    server.run()?;
-    Ok(())
+    cli::Cli::new(registry).default_config(CONFIG).run()
 }

@@ -1,10 +1,13 @@
-//! Command-line parsing. Every bad flag or value is one line of error; `main` exits 2.
+//! The command line: parsing ([`parse`]; every bad flag or value is one line of error
+//! and exit status 2) and the whole program as one call ([`main_with`], [`Cli`]), so a
+//! binary with handlers of its own is `cli::main_with(registry)`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::ServerConfig;
+pub use crate::launch::{main_with, Cli};
 
 /// The usage text for `--help`.
 pub const USAGE: &str = "\
@@ -66,6 +69,10 @@ pub enum Command {
     Version,
     /// Run the server.
     Run(Box<RunArgs>),
+    /// `post URL BODY`: send a message to a connection through the management API.
+    Post(Box<crate::postback::PostArgs>),
+    /// `post --help`.
+    PostHelp,
 }
 
 /// Settings for a server run.
@@ -121,12 +128,24 @@ where
     let mut cert = None;
     let mut secure_port: u16 = 8443;
     let mut management_tls = false;
+    let mut first = true;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let flag = match arg {
             Long(name) => format!("--{name}"),
             Short(c) => format!("-{c}"),
+            // The `post` subcommand comes first and has flags of its own.
+            Value(v) if first && v == "post" => {
+                let rest: Vec<std::ffi::OsString> =
+                    p.raw_args().map_err(|e| e.to_string())?.collect();
+                return match crate::postback::parse_post_args(rest) {
+                    Ok(Some(args)) => Ok(Command::Post(Box::new(args))),
+                    Ok(None) => Ok(Command::PostHelp),
+                    Err(e) => Err(format!("post: {e}")),
+                };
+            }
             Value(v) => return Err(format!("unexpected argument '{}'", v.to_string_lossy())),
         };
+        first = false;
         let mut value = || -> Result<String, String> {
             p.value()
                 .map_err(|_| format!("{flag} needs a value"))?
@@ -356,6 +375,18 @@ mod tests {
         assert_eq!(r.server.limits.max_frame, 64 << 10);
         assert_eq!(r.server.idle_timeout, Duration::from_millis(500));
         assert_eq!(r.server.listen.port(), 0);
+    }
+
+    #[test]
+    fn post_is_a_subcommand_only_in_first_place() {
+        assert!(matches!(
+            parse(["post", "http://h:1/@connections/x", "{}"]),
+            Ok(Command::Post(_))
+        ));
+        assert!(matches!(parse(["post", "--help"]), Ok(Command::PostHelp)));
+        let err = parse(["post", "http://h/"]).unwrap_err();
+        assert!(err.starts_with("post: "), "{err}");
+        assert!(parse(["--port", "0", "post", "http://h/", "{}"]).is_err());
     }
 
     #[test]

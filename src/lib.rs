@@ -30,6 +30,7 @@ pub mod conn;
 pub mod fuzzing;
 pub use configurapi::handlers;
 pub mod http;
+mod launch;
 pub mod mgmt;
 pub mod postback;
 pub mod reactor;

@@ -127,22 +127,35 @@ impl From<io::Error> for PostbackError {
     }
 }
 
-/// Send `message` to `url` with the default options (5 s timeouts), and the token in
-/// `CONFIGURAPI_MANAGEMENT_TOKEN` when that variable is set and not empty (the runner
-/// binary sets it from `--management-token`, so handlers' postbacks pass the check).
+/// Send `message` to `url` with the default options (5 s timeouts) and the
+/// management token of [`token`], so handlers' postbacks pass the check.
 pub fn postback(url: &str, message: &PostbackMessage) -> Result<(), PostbackError> {
     let opts = PostbackOptions {
-        token: env_token(),
+        token: token(),
         ..PostbackOptions::default()
     };
     postback_with(url, message, &opts)
 }
 
-/// The token in `CONFIGURAPI_MANAGEMENT_TOKEN`, when set and not empty.
-fn env_token() -> Option<String> {
-    std::env::var(crate::mgmt::TOKEN_ENV)
-        .ok()
-        .filter(|t| !t.is_empty())
+/// The token given to [`set_token`] (the CLI passes `--management-token`), kept here
+/// rather than written into the environment: `std::env::set_var` races with threads
+/// reading the environment.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the management token [`postback`] sends; the first call wins. Call it before
+/// handlers run.
+pub fn set_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
+/// The token [`postback`] sends: the one given to [`set_token`], else
+/// `CONFIGURAPI_MANAGEMENT_TOKEN` when set and not empty.
+pub fn token() -> Option<String> {
+    TOKEN.get().cloned().or_else(|| {
+        std::env::var(crate::mgmt::TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+    })
 }
 
 /// Send `message` to `url`: `Ok` on a 2xx answer, [`PostbackError::Gone`] on 410.
@@ -411,6 +424,11 @@ pub fn run_post_command(args: Vec<OsString>) -> Result<(), PostCommandError> {
         print!("{POST_USAGE}");
         return Ok(());
     };
+    run_post(&cmd)
+}
+
+/// Send what a parsed `post` command line asks for.
+pub fn run_post(cmd: &PostArgs) -> Result<(), PostCommandError> {
     let body = if cmd.body == "-" {
         let mut s = String::new();
         io::stdin()
@@ -439,9 +457,9 @@ fn body_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
-/// A parsed `post` command line.
+/// A parsed `post` command line ([`parse_post_args`]).
 #[derive(Debug, Clone, PartialEq)]
-struct PostArgs {
+pub struct PostArgs {
     url: String,
     status: u16,
     headers: Map<String, Value>,
@@ -449,15 +467,15 @@ struct PostArgs {
     options: PostbackOptions,
 }
 
-/// `Ok(None)` for `--help`.
-fn parse_post_args(args: Vec<OsString>) -> Result<Option<PostArgs>, PostCommandError> {
+/// Parse the arguments after `post`: `Ok(None)` for `--help`.
+pub fn parse_post_args(args: Vec<OsString>) -> Result<Option<PostArgs>, PostCommandError> {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
     let mut positional = Vec::new();
     let mut status = 200;
     let mut headers = Map::new();
     let mut options = PostbackOptions {
-        token: env_token(),
+        token: token(),
         ..PostbackOptions::default()
     };
     while let Some(arg) = p.next().map_err(|e| usage(e.to_string()))? {

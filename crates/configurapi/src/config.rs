@@ -117,6 +117,9 @@ pub enum ConfigErrorKind {
     UnknownImport,
     /// 1.3.12: a policy names an unregistered handler.
     UnknownHandler,
+    /// A handler refused its policy at start-up ([`crate::Handler::bind`]), e.g. a
+    /// schema file that `validateJsonRequestHandler` needs is missing.
+    HandlerSetup,
     /// 3.2.2: the `on_start` route failed.
     OnStart,
 }

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::identity::Identity;
 use super::js;
@@ -160,6 +161,9 @@ pub struct Event {
     pub response: Response,
     /// The identity, set by a handler (3.1.6) and read by the runner (8.3).
     pub identity: Option<Identity>,
+    /// When the event was built: `logResponseHandler`'s latency is measured from it.
+    /// One clock read per event (about 20 ns), next to the UUID it already makes.
+    pub received: Instant,
 }
 
 impl Event {
@@ -197,6 +201,7 @@ impl Event {
             request,
             response: Response::default(),
             identity: None,
+            received: Instant::now(),
         }
     }
 

@@ -4,6 +4,8 @@
 use log::Level;
 use serde_json::Value;
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 use super::config::LogLevel;
 use super::event::Event;
@@ -187,6 +189,12 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// True when a line on `level` would be shown at the policy's log level (3.5.1),
+    /// for handlers that log through the facade themselves.
+    pub fn allows(&self, level: Level) -> bool {
+        self.log_level.allows(level)
+    }
+
     /// The name of the policy being run.
     pub fn policy(&self) -> &str {
         self.policy
@@ -226,6 +234,27 @@ pub trait Handler: Send + Sync {
     fn is_nonblocking(&self) -> bool {
         false
     }
+
+    /// Called once per policy when the service is built. A handler that reads files
+    /// named by the config resolves them against [`Binding::base_dir`] and checks them
+    /// here, so a bad path is a start-up error naming the file and the route instead
+    /// of a 500 at request time. `Ok(Some(h))` serves this policy with `h` instead;
+    /// `Err(message)` fails start-up. Default: `Ok(None)`, nothing to check.
+    fn bind(&self, _at: &Binding<'_>) -> Result<Option<Arc<dyn Handler>>, String> {
+        Ok(None)
+    }
+}
+
+/// Where a policy is bound at start-up: what [`Handler::bind`] gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Binding<'a> {
+    /// The route (event) name the policy belongs to.
+    pub route: &'a str,
+    /// The policy's parameters, as configured.
+    pub params: &'a [Value],
+    /// The folder relative paths in the config resolve against: the config file's
+    /// folder (`""`, the working directory, for a config given as text).
+    pub base_dir: &'a Path,
 }
 
 /// Marks a handler as never blocking (see [`Handler::is_nonblocking`]). Only wrap
@@ -244,6 +273,10 @@ impl<H: Handler> Handler for NonBlocking<H> {
 
     fn is_nonblocking(&self) -> bool {
         true
+    }
+
+    fn bind(&self, at: &Binding<'_>) -> Result<Option<Arc<dyn Handler>>, String> {
+        self.0.bind(at)
     }
 }
 

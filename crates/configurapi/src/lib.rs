@@ -36,11 +36,11 @@ pub mod service;
 
 pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
 pub use event::{Event, Payload, Request};
-pub use handler::{handler_fn, Context, Handler, HandlerError, NonBlocking, Outcome};
+pub use handler::{handler_fn, Binding, Context, Handler, HandlerError, NonBlocking, Outcome};
 pub use http::SyntaxError;
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};
 pub use path::{map_path, RouteKey};
-pub use registry::{HandlerPack, HandlerRegistry, HandlerTable};
+pub use registry::{HandlerPack, HandlerRegistry, HandlerTable, MissingHandler};
 pub use response::{Body, Chunk, ChunkStream, ErrorResponse, PushError, PushSink, Response};
 pub use service::{Service, ServiceOptions};

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::config::{ConfigError, ConfigErrorKind};
+use super::config::{Config, ConfigError, ConfigErrorKind};
 use super::handler::Handler;
 
 /// A named group of handlers, the port's stand-in for an npm handler package.
@@ -67,6 +67,63 @@ pub struct HandlerRegistry {
 /// The resolved name -> handler table of one service.
 pub type HandlerTable = HashMap<String, Arc<dyn Handler>>;
 
+/// A handler a config names that its imports and registrations do not provide (1.3.12).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingHandler {
+    /// The handler name.
+    pub name: String,
+    /// The routes whose policies name it, in config order.
+    pub routes: Vec<String>,
+    /// A known pack that provides it but is not imported: the `import:` to add.
+    pub pack: Option<String>,
+}
+
+impl MissingHandler {
+    /// The start-up error for these (every one at once, in config order), one line:
+    /// `Handler 'a' could not be found (route 'x', in configurapi-handler-logging). Add
+    /// to import: configurapi-handler-logging.` or, for several,
+    /// `3 handlers could not be found: 'a' (route 'x'), ... .`
+    pub fn error(missing: &[MissingHandler], file: &str) -> ConfigError {
+        // Where the name is used, and the pack that has it: `route 'x', in pack`.
+        let context = |m: &MissingHandler| {
+            let noun = if m.routes.len() == 1 {
+                "route"
+            } else {
+                "routes"
+            };
+            let routes: Vec<String> = m.routes.iter().map(|r| format!("'{r}'")).collect();
+            let pack = m
+                .pack
+                .as_ref()
+                .map(|p| format!(", in {p}"))
+                .unwrap_or_default();
+            format!("{noun} {}{pack}", routes.join(", "))
+        };
+        let mut message = match missing {
+            [one] => format!(
+                "Handler '{}' could not be found ({}).",
+                one.name,
+                context(one)
+            ),
+            many => format!(
+                "{} handlers could not be found: {}.",
+                many.len(),
+                many.iter()
+                    .map(|m| format!("'{}' ({})", m.name, context(m)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let mut packs: Vec<&str> = missing.iter().filter_map(|m| m.pack.as_deref()).collect();
+        packs.sort_unstable();
+        packs.dedup();
+        if !packs.is_empty() {
+            message.push_str(&format!(" Add to import: {}.", packs.join(", ")));
+        }
+        ConfigError::new(ConfigErrorKind::UnknownHandler, file, message)
+    }
+}
+
 impl HandlerRegistry {
     /// An empty registry: no packs, no handlers.
     pub fn new() -> HandlerRegistry {
@@ -74,7 +131,8 @@ impl HandlerRegistry {
     }
 
     /// The registry every service starts from: the importable packs
-    /// `configurapi-handler-http` and `configurapi-handler-json`, plus every
+    /// `configurapi-handler-http`, `configurapi-handler-json` and
+    /// `configurapi-handler-logging`, plus every
     /// always-on pack registered with
     /// [`crate::handlers::register_always_on_pack`].
     pub fn with_builtins() -> HandlerRegistry {
@@ -126,6 +184,47 @@ impl HandlerRegistry {
         names.sort();
         names.dedup();
         names
+    }
+
+    /// Every handler `config` names that its imports and this registry's registrations
+    /// do not provide, each with the routes that name it and the pack to import when
+    /// a known one has it. Empty when the config can be served.
+    pub fn missing_handlers(
+        &self,
+        config: &Config,
+        file: &str,
+    ) -> Result<Vec<MissingHandler>, ConfigError> {
+        let table = self.resolve(&config.imports, file)?;
+        Ok(self.missing_in(&table, config))
+    }
+
+    /// [`HandlerRegistry::missing_handlers`] against a resolved table.
+    pub(crate) fn missing_in(&self, table: &HandlerTable, config: &Config) -> Vec<MissingHandler> {
+        let mut missing: Vec<MissingHandler> = Vec::new();
+        for route in &config.routes {
+            for policy in &route.policies {
+                if table.contains_key(&policy.handler) {
+                    continue;
+                }
+                match missing.iter_mut().find(|m| m.name == policy.handler) {
+                    Some(m) => {
+                        if !m.routes.contains(&route.name) {
+                            m.routes.push(route.name.clone());
+                        }
+                    }
+                    None => missing.push(MissingHandler {
+                        name: policy.handler.clone(),
+                        routes: vec![route.name.clone()],
+                        pack: self
+                            .importable
+                            .iter()
+                            .find(|p| p.handler_names().any(|n| n == policy.handler))
+                            .map(|p| p.name.clone()),
+                    }),
+                }
+            }
+        }
+        missing
     }
 
     /// The name -> handler table for a config's imports. An unknown import

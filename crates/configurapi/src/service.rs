@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use super::config::{Config, ConfigError, ConfigErrorKind, LogLevel};
 use super::event::{Event, Request};
-use super::handler::{Context, Handler, HandlerError, Outcome};
-use super::registry::HandlerRegistry;
+use super::handler::{Binding, Context, Handler, HandlerError, Outcome};
+use super::registry::{HandlerRegistry, MissingHandler};
 use super::response::ErrorResponse;
 
 /// Options a runner may set when building a service.
@@ -144,7 +144,9 @@ impl Service {
     ) -> Result<Service, ConfigError> {
         let path = path.as_ref();
         let config = Config::load(path, node_env(options).as_deref())?;
-        Service::from_config(config, &registry, &path.display().to_string())
+        // Paths in the config (schema folders) are relative to the config file.
+        let base = path.parent().unwrap_or(Path::new(""));
+        Service::from_config_in(config, &registry, &path.display().to_string(), base)
     }
 
     /// Builds a service from config text; `file` names it in error messages.
@@ -170,23 +172,52 @@ impl Service {
 
     /// Binds a parsed config to handlers (1.3.12) and runs `on_start` once
     /// with a synthetic event (3.2.2); a failure there is a start-up error.
+    /// Relative paths in the config resolve against the working directory; see
+    /// [`Service::from_config_in`].
     pub fn from_config(
         config: Config,
         registry: &HandlerRegistry,
         file: &str,
     ) -> Result<Service, ConfigError> {
+        Service::from_config_in(config, registry, file, Path::new(""))
+    }
+
+    /// [`Service::from_config`] with relative paths in the config (such as the schema
+    /// folder of `validateJsonRequestHandler`) resolved against `base_dir`, the config
+    /// file's folder. Every handler the config names but nothing provides is reported
+    /// in one error, and so is every policy its handler refuses ([`Handler::bind`]).
+    pub fn from_config_in(
+        config: Config,
+        registry: &HandlerRegistry,
+        file: &str,
+        base_dir: &Path,
+    ) -> Result<Service, ConfigError> {
         let table = registry.resolve(&config.imports, file)?;
+        let missing = registry.missing_in(&table, &config);
+        if !missing.is_empty() {
+            return Err(MissingHandler::error(&missing, file));
+        }
+        let mut refused = Vec::new();
         let mut routes = NameMap::default();
         for route in config.routes {
             let mut policies = Vec::with_capacity(route.policies.len());
             for policy in route.policies {
-                let handler = table.get(&policy.handler).cloned().ok_or_else(|| {
-                    ConfigError::new(
-                        ConfigErrorKind::UnknownHandler,
-                        file,
-                        format!("Handler '{}' could not be found.", policy.handler),
-                    )
-                })?;
+                let Some(mut handler) = table.get(&policy.handler).cloned() else {
+                    continue; // reported above
+                };
+                let at = Binding {
+                    route: &route.name,
+                    params: &policy.parameters,
+                    base_dir,
+                };
+                match handler.bind(&at) {
+                    Ok(None) => {}
+                    Ok(Some(bound)) => handler = bound,
+                    Err(why) => refused.push(format!(
+                        "{} in route '{}': {why}",
+                        policy.handler, route.name
+                    )),
+                }
                 policies.push(Policy {
                     name: policy.handler,
                     handler,
@@ -203,6 +234,13 @@ impl Service {
                     log_level: route.log_level,
                 }),
             );
+        }
+        if !refused.is_empty() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::HandlerSetup,
+                file,
+                refused.join("; "),
+            ));
         }
         let special = |name: &str| routes.get(name).cloned();
         let mut specials = Specials {

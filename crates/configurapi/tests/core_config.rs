@@ -89,7 +89,10 @@ fn s1_1_4_handler_name_is_the_first_key_in_document_order() {
     let err = config_error(
         "api:\n  events:\n    - name: x\n      policies:\n        - logLevel: debug\n          myHandler: [1]\n",
     );
-    assert_eq!(err.message, "Handler 'logLevel' could not be found.");
+    assert_eq!(
+        err.message,
+        "Handler 'logLevel' could not be found (route 'x')."
+    );
 }
 
 #[test]
@@ -369,10 +372,13 @@ fn s1_3_11_empty_events_and_empty_policies_are_valid_and_handled() {
 fn s1_3_12_unknown_handler_fails_at_startup_for_enabled_routes_only() {
     let err = config_error("api:\n  events:\n    - name: x\n      policies: [nopeHandler]\n");
     assert_eq!(err.kind, ConfigErrorKind::UnknownHandler);
-    assert_eq!(err.message, "Handler 'nopeHandler' could not be found.");
+    assert_eq!(
+        err.message,
+        "Handler 'nopeHandler' could not be found (route 'x')."
+    );
     assert_eq!(
         err.to_string(),
-        "config.yaml: Handler 'nopeHandler' could not be found."
+        "config.yaml: Handler 'nopeHandler' could not be found (route 'x')."
     );
     // Disabled routes are not checked.
     service(

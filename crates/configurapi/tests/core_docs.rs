@@ -23,12 +23,15 @@ fn yaml_blocks() -> Vec<(String, String)> {
     blocks
 }
 
+/// Loads a doc block as if it were `tests/fixtures/config.yaml`, so the schemas its
+/// examples name resolve against that folder (`tests/fixtures/schemas`).
 fn load(yaml: &str) -> Result<Service, configurapi::ConfigError> {
-    Service::from_str_with_options(
-        yaml,
+    let config = configurapi::Config::parse(yaml, "config.yaml", Some("test"))?;
+    Service::from_config_in(
+        config,
+        &HandlerRegistry::with_builtins(),
         "config.yaml",
-        HandlerRegistry::with_builtins(),
-        &options("test"),
+        std::path::Path::new("tests/fixtures"),
     )
 }
 
@@ -158,15 +161,10 @@ fn fixture_cors_answers_preflights_and_decorates_successes() {
 #[cfg(feature = "json-schema")]
 #[test]
 fn fixture_validate_checks_payloads_against_the_schema() {
-    use configurapi::handlers;
     use configurapi::Payload;
 
-    let mut reg = HandlerRegistry::with_builtins();
-    reg.register(
-        "validateJsonRequestHandler",
-        handlers::json::ValidateJsonRequest::new("tests/fixtures/schemas"),
-    );
-    let s = Service::load_with("tests/fixtures/validate.yaml", reg).unwrap();
+    // schemas/ resolves against the config file's folder: tests/fixtures/schemas.
+    let s = Service::load("tests/fixtures/validate.yaml").unwrap();
     let post = |payload: serde_json::Value| {
         let mut r = Request::new("POST", "/v1/data");
         r.payload = Payload::Json(payload);

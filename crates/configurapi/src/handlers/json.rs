@@ -2,9 +2,34 @@
 //! `validateJsonRequestHandler` (section 5).
 
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::{js, Context, ErrorResponse, Event, HandlerError, HandlerPack, Payload};
+use crate::{
+    js, Binding, Context, ErrorResponse, Event, Handler, HandlerError, HandlerPack, Payload,
+};
+
+/// Route names whose events carry other names (3.3: a method route, `catchall`, the
+/// lifecycle routes), so no single schema file belongs to them at start-up.
+const NAMES_VARY: &[&str] = &[
+    "catchall",
+    "on_start",
+    "on_first_request",
+    "on_before_request",
+    "on_success",
+    "on_error",
+    "on_after_request",
+    "on_connect",
+    "on_disconnect",
+    "get",
+    "post",
+    "put",
+    "patch",
+    "delete",
+    "list",
+    "head",
+    "options",
+];
 
 /// The pack.
 pub fn pack() -> HandlerPack {
@@ -35,13 +60,18 @@ pub fn set_json_response_handler(
 }
 
 /// `validateJsonRequestHandler [emptyPayload?]`: validates the event payload
-/// against the JSON Schema `<dir>/<event name>.json` (`schemas/` under the
-/// working directory for the built-in). With a JS-truthy parameter the
-/// payload must be empty instead.
+/// against the JSON Schema `<dir>/<event name>.json` (`schemas/` beside the
+/// config file for the built-in: a relative `dir` resolves against the config's
+/// folder when the service is built). With a JS-truthy parameter the payload must
+/// be empty instead.
 ///
-/// A failed validation sets `ErrorResponse(<first error>, 400, <all errors>)`
-/// and completes; a missing or invalid schema file throws a 500. Compiled
-/// schemas are cached for the life of the process.
+/// At start-up ([`Handler::bind`]) the schema of each route that validates is read
+/// and compiled, so a missing or invalid file is a start-up error naming the file and
+/// the route. Routes whose event name is only known per request (`catchall`, a
+/// method such as `post`, the lifecycle routes) load schemas on first use; a missing
+/// one there throws a 500 that names the event, not the server's path (the path is
+/// logged). A failed validation sets `ErrorResponse(<first error>, 400, <all
+/// errors>)` and completes. Compiled schemas are cached for the life of the process.
 pub struct ValidateJsonRequest {
     dir: PathBuf,
     #[cfg(feature = "json-schema")]
@@ -59,10 +89,24 @@ impl ValidateJsonRequest {
         }
     }
 
+    /// Reads and compiles a schema file; the error names the file.
+    #[cfg(feature = "json-schema")]
+    fn compile(schema_path: &Path) -> Result<Arc<jsonschema::Validator>, String> {
+        let shown = schema_path.display();
+        let text = std::fs::read_to_string(schema_path)
+            .map_err(|e| format!("schema file '{shown}' could not be read: {e}"))?;
+        let schema: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("schema file '{shown}' is not valid JSON: {e}"))?;
+        let compiled = jsonschema::validator_for(&schema)
+            .map_err(|e| format!("schema file '{shown}' is not a valid JSON Schema: {e}"))?;
+        Ok(Arc::new(compiled))
+    }
+
     #[cfg(feature = "json-schema")]
     fn validate(
         &self,
-        schema_path: &std::path::Path,
+        event_name: &str,
+        schema_path: &Path,
         instance: &Value,
     ) -> Result<Result<(), (String, String)>, HandlerError> {
         let validator = {
@@ -70,25 +114,14 @@ impl ValidateJsonRequest {
             match cache.get(schema_path) {
                 Some(v) => v.clone(),
                 None => {
-                    let text = std::fs::read_to_string(schema_path).map_err(|e| {
+                    let compiled = Self::compile(schema_path).map_err(|why| {
+                        // The client learns which event lacks a schema; the server's
+                        // path goes to the log only.
+                        log::error!(target: "configurapi", "validateJsonRequestHandler: {why}");
                         HandlerError::new(format!(
-                            "Schema '{}' could not be loaded: {e}",
-                            schema_path.display()
+                            "The JSON schema for '{event_name}' could not be loaded."
                         ))
                     })?;
-                    let schema: Value = serde_json::from_str(&text).map_err(|e| {
-                        HandlerError::new(format!(
-                            "Schema '{}' is not valid JSON: {e}",
-                            schema_path.display()
-                        ))
-                    })?;
-                    let compiled = jsonschema::validator_for(&schema).map_err(|e| {
-                        HandlerError::new(format!(
-                            "Schema '{}' is not a valid JSON Schema: {e}",
-                            schema_path.display()
-                        ))
-                    })?;
-                    let compiled = std::sync::Arc::new(compiled);
                     cache.insert(schema_path.to_path_buf(), compiled.clone());
                     compiled
                 }
@@ -114,7 +147,8 @@ impl ValidateJsonRequest {
     #[cfg(not(feature = "json-schema"))]
     fn validate(
         &self,
-        _schema_path: &std::path::Path,
+        _event_name: &str,
+        _schema_path: &Path,
         _instance: &Value,
     ) -> Result<Result<(), (String, String)>, HandlerError> {
         Err(HandlerError::new(
@@ -123,7 +157,34 @@ impl ValidateJsonRequest {
     }
 }
 
-impl crate::Handler for ValidateJsonRequest {
+impl Handler for ValidateJsonRequest {
+    fn bind(&self, at: &Binding<'_>) -> Result<Option<Arc<dyn Handler>>, String> {
+        // A relative folder is relative to the config file (an absolute one stays).
+        let bound = ValidateJsonRequest::new(at.base_dir.join(&self.dir));
+        let empty_payload = at.params.first().is_some_and(js::is_truthy);
+        if empty_payload || at.route.is_empty() || NAMES_VARY.contains(&at.route) {
+            return Ok(Some(Arc::new(bound)));
+        }
+        let schema_path = bound.dir.join(format!("{}.json", at.route));
+        #[cfg(feature = "json-schema")]
+        {
+            let compiled = Self::compile(&schema_path)?;
+            bound
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(schema_path, compiled);
+        }
+        #[cfg(not(feature = "json-schema"))]
+        if !schema_path.is_file() {
+            return Err(format!(
+                "schema file '{}' could not be read: not a file",
+                schema_path.display()
+            ));
+        }
+        Ok(Some(Arc::new(bound)))
+    }
+
     fn call(
         &self,
         event: &mut Event,
@@ -158,7 +219,7 @@ impl crate::Handler for ValidateJsonRequest {
             },
         };
         let schema_path = self.dir.join(format!("{}.json", event.name));
-        if let Err((message, details)) = self.validate(&schema_path, &instance)? {
+        if let Err((message, details)) = self.validate(&event.name, &schema_path, &instance)? {
             event.response = ErrorResponse::new(message, 400, details).into();
             ctx.complete();
         }

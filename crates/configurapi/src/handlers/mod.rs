@@ -1,8 +1,8 @@
 //! Built-in handler packs, named after the Node packages they stand in for
-//! (5.0): `configurapi-handler-http` ([`http`]) and
-//! `configurapi-handler-json` ([`json`]). A config makes them available with
-//! `import:`. Other modules of the crate (the runner's own pack) register
-//! always-on packs with [`register_always_on_pack`].
+//! (5.0): `configurapi-handler-http` ([`http`]), `configurapi-handler-json`
+//! ([`json`]) and `configurapi-handler-logging` ([`logging`]). A config makes
+//! them available with `import:`. Other modules of the crate (the runner's own
+//! pack) register always-on packs with [`register_always_on_pack`].
 
 use std::sync::Mutex;
 
@@ -10,15 +10,18 @@ use crate::HandlerPack;
 
 pub mod http;
 pub mod json;
+pub mod logging;
 
 /// Name of the HTTP pack.
 pub const HTTP_PACK: &str = "configurapi-handler-http";
 /// Name of the JSON pack.
 pub const JSON_PACK: &str = "configurapi-handler-json";
+/// Name of the logging pack.
+pub const LOGGING_PACK: &str = "configurapi-handler-logging";
 
 /// The importable built-in packs.
 pub fn builtin_packs() -> Vec<HandlerPack> {
-    vec![http::pack(), json::pack()]
+    vec![http::pack(), json::pack(), logging::pack()]
 }
 
 static ALWAYS_ON: Mutex<Vec<fn() -> HandlerPack>> = Mutex::new(Vec::new());

@@ -1,0 +1,210 @@
+//! Start-up errors that help: every missing handler at once with the route that names
+//! it and the pack to import, and schema files resolved against the config file's
+//! folder, checked when the service is built.
+
+use std::path::PathBuf;
+
+use configurapi::handlers;
+use configurapi::{Config, ConfigErrorKind, HandlerRegistry, MissingHandler, Service};
+
+/// A folder of its own under the system temp dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("core-startup-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("schemas")).unwrap();
+        Scratch(dir)
+    }
+
+    fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.0.join(rel);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const SCHEMA: &str = r#"{"type": "object", "required": ["name"]}"#;
+
+#[test]
+fn every_missing_handler_is_listed_at_once_with_its_routes_and_pack() {
+    let yaml = r#"
+import: [configurapi-handler-http]
+api:
+  events:
+    - name: on_before_request
+      policies: [logRequestHandler]
+    - name: on_after_request
+      policies: [logResponseHandler]
+    - name: get_v1_hello
+      policies: [helloWorldHandler, setResponseHandler]
+    - name: get_v1_bye
+      policies: [helloWorldHandler, validateJsonRequestHandler]
+    - name: disabled
+      when: no-such-env
+      policies: [neverCheckedHandler]
+"#;
+    let err =
+        Service::from_str(yaml, "app/config.yaml", HandlerRegistry::with_builtins()).unwrap_err();
+    assert_eq!(err.kind, ConfigErrorKind::UnknownHandler);
+    assert_eq!(
+        err.to_string(),
+        "app/config.yaml: 4 handlers could not be found: \
+         'logRequestHandler' (route 'on_before_request', in configurapi-handler-logging), \
+         'logResponseHandler' (route 'on_after_request', in configurapi-handler-logging), \
+         'helloWorldHandler' (routes 'get_v1_hello', 'get_v1_bye'), \
+         'validateJsonRequestHandler' (route 'get_v1_bye', in configurapi-handler-json). \
+         Add to import: configurapi-handler-json, configurapi-handler-logging."
+    );
+
+    // The same list as data, for a runner that looks for the names elsewhere.
+    let config = Config::parse(yaml, "app/config.yaml", None).unwrap();
+    let missing = HandlerRegistry::with_builtins()
+        .missing_handlers(&config, "app/config.yaml")
+        .unwrap();
+    assert_eq!(
+        missing.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        [
+            "logRequestHandler",
+            "logResponseHandler",
+            "helloWorldHandler",
+            "validateJsonRequestHandler"
+        ]
+    );
+    assert_eq!(
+        missing[2],
+        MissingHandler {
+            name: "helloWorldHandler".into(),
+            routes: vec!["get_v1_hello".into(), "get_v1_bye".into()],
+            pack: None,
+        }
+    );
+    // A user registration or the import makes them all go away.
+    let mut reg = HandlerRegistry::with_builtins();
+    reg.register("helloWorldHandler", handlers::http::set_response_handler);
+    let fixed = yaml.replace(
+        "import: [configurapi-handler-http]",
+        "import: [configurapi-handler-http, configurapi-handler-json, configurapi-handler-logging]",
+    );
+    let fixed = fixed.replace(
+        "[helloWorldHandler, validateJsonRequestHandler]",
+        "[helloWorldHandler, {validateJsonRequestHandler: [true]}]",
+    );
+    Service::from_str(&fixed, "app/config.yaml", reg).unwrap();
+}
+
+#[test]
+fn one_missing_handler_names_its_route_and_pack_on_one_line() {
+    let err = Service::from_str(
+        "api:\n  events:\n    - name: on_before_request\n      policies: [logRequestHandler]\n",
+        "config.yaml",
+        HandlerRegistry::with_builtins(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "config.yaml: Handler 'logRequestHandler' could not be found \
+         (route 'on_before_request', in configurapi-handler-logging). \
+         Add to import: configurapi-handler-logging."
+    );
+}
+
+#[cfg(feature = "json-schema")]
+#[test]
+fn schemas_resolve_against_the_config_files_folder_not_the_working_directory() {
+    use configurapi::{Event, Payload, Request};
+    use serde_json::json;
+
+    let app = Scratch::new("relative");
+    app.write("schemas/post_v1_datum.json", SCHEMA);
+    let config = app.write(
+        "config.yaml",
+        "import: [configurapi-handler-json]\napi:\n  events:\n    - name: post_v1_datum\n      policies: [validateJsonRequestHandler]\n",
+    );
+    // The working directory (the crate) has no schemas/ folder.
+    assert!(!std::path::Path::new("schemas").exists());
+    let service = Service::load(&config).unwrap();
+    let post = |payload| {
+        let mut event = Event::new(Request::new("POST", "/v1/data"));
+        event.payload = Payload::Json(payload);
+        service.process(&mut event).unwrap();
+        event.response.status_code
+    };
+    assert_eq!(post(json!({"name": "n"})), 200);
+    assert_eq!(post(json!({"size": 1})), 400);
+}
+
+#[test]
+fn a_missing_schema_file_is_a_startup_error_naming_the_file_and_route() {
+    let app = Scratch::new("missing");
+    app.write("schemas/post_v1_datum.json", SCHEMA);
+    let config = app.write(
+        "config.yaml",
+        r#"
+import: [configurapi-handler-json]
+api:
+  events:
+    - name: post_v1_datum
+      policies: [validateJsonRequestHandler]
+    - name: post_v1_thing
+      policies: [validateJsonRequestHandler]
+    - name: put_v1_thing
+      policies: [validateJsonRequestHandler]
+    # No schema is needed where the payload must be empty, nor where the event name
+    # is only known per request.
+    - name: delete_v1_thing
+      policies: [{validateJsonRequestHandler: [true]}]
+    - name: catchall
+      policies: [validateJsonRequestHandler]
+"#,
+    );
+    let err = Service::load(&config).unwrap_err();
+    assert_eq!(err.kind, ConfigErrorKind::HandlerSetup);
+    let shown = err.to_string();
+    assert!(!shown.contains('\n'), "{shown}");
+    let schemas = app.0.join("schemas");
+    for route in ["post_v1_thing", "put_v1_thing"] {
+        let file = schemas.join(format!("{route}.json"));
+        assert!(
+            shown.contains(&format!(
+                "validateJsonRequestHandler in route '{route}': schema file '{}' could not be read: ",
+                file.display()
+            )),
+            "{shown}"
+        );
+    }
+    assert!(!shown.contains("post_v1_datum"), "{shown}");
+    assert!(!shown.contains("delete_v1_thing"), "{shown}");
+    assert!(
+        shown.starts_with(&format!("{}: ", config.display())),
+        "{shown}"
+    );
+}
+
+#[cfg(feature = "json-schema")]
+#[test]
+fn an_invalid_schema_file_is_a_startup_error() {
+    let app = Scratch::new("invalid");
+    app.write("schemas/post_v1_datum.json", "{not json");
+    app.write("schemas/post_v1_other.json", r#"{"type": 12}"#);
+    let config = app.write(
+        "config.yaml",
+        "import: [configurapi-handler-json]\napi:\n  events:\n    - name: post_v1_datum\n      policies: [validateJsonRequestHandler]\n    - name: post_v1_other\n      policies: [validateJsonRequestHandler]\n",
+    );
+    let shown = Service::load(&config).unwrap_err().to_string();
+    assert!(
+        shown.contains("post_v1_datum.json' is not valid JSON"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("post_v1_other.json' is not a valid JSON Schema"),
+        "{shown}"
+    );
+}

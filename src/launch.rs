@@ -1,0 +1,288 @@
+//! The whole command line as one call (re-exported as [`crate::cli::main_with`] and
+//! [`crate::cli::Cli`]): flags, logging, the config with the caller's handlers, TLS,
+//! the management API, signals and the exit status. The `configurapi-runner-ws`
+//! binary is `main_with(runner::registry())`; a binary with Rust handlers of its own
+//! registers them on that registry first and gets the same program.
+
+use std::borrow::Cow;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::cli::{self, Command, RunArgs};
+use crate::configurapi::{HandlerRegistry, Service};
+use crate::reactor::MgmtConfig;
+use crate::runner::{self, Runner, RunnerOptions};
+use crate::{Mode, Server};
+
+/// Runs the command line of `std::env::args` with these handlers: what the
+/// `configurapi-runner-ws` binary does (it calls this with [`runner::registry`]).
+/// Returns the exit status: 0 after a clean stop, 2 for a bad flag or config, 1 when
+/// the reactor fails.
+///
+/// ```no_run
+/// use configurapi_runner_ws::configurapi::{Context, Event, HandlerError};
+/// use configurapi_runner_ws::{cli, runner};
+/// use serde_json::Value;
+///
+/// fn ok(event: &mut Event, _: &[Value], _: &mut Context) -> Result<(), HandlerError> {
+///     event.response.status_code = 204;
+///     Ok(())
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     let mut registry = runner::registry();
+///     registry.register("okHandler", ok);
+///     cli::main_with(registry)
+/// }
+/// ```
+pub fn main_with(registry: HandlerRegistry) -> ExitCode {
+    Cli::new(registry).run()
+}
+
+/// The command line with settings a program may change before running it.
+pub struct Cli {
+    registry: HandlerRegistry,
+    default_config: Cow<'static, str>,
+}
+
+impl Cli {
+    /// The command line with these handlers, serving [`runner::DEFAULT_CONFIG`] when
+    /// there is no `--config` and no `./config.yaml`.
+    pub fn new(registry: HandlerRegistry) -> Cli {
+        Cli {
+            registry,
+            default_config: Cow::Borrowed(runner::DEFAULT_CONFIG),
+        }
+    }
+
+    /// The config served when there is no `--config` and no `./config.yaml`.
+    pub fn default_config(mut self, yaml: impl Into<Cow<'static, str>>) -> Cli {
+        self.default_config = yaml.into();
+        self
+    }
+
+    /// Runs with `std::env::args` (the program name skipped).
+    pub fn run(self) -> ExitCode {
+        self.run_args(std::env::args_os().skip(1))
+    }
+
+    /// Runs with these arguments (the program name not included).
+    pub fn run_args<I>(self, args: I) -> ExitCode
+    where
+        I: IntoIterator,
+        I::Item: Into<OsString>,
+    {
+        let args = match cli::parse(args) {
+            Ok(Command::Run(args)) => args,
+            Ok(Command::Help) => {
+                print!("{}", cli::USAGE);
+                return ExitCode::SUCCESS;
+            }
+            Ok(Command::Version) => {
+                println!("configurapi-runner-ws {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            Ok(Command::PostHelp) => {
+                print!("{}", crate::postback::POST_USAGE);
+                return ExitCode::SUCCESS;
+            }
+            Ok(Command::Post(post)) => {
+                return match crate::postback::run_post(&post) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(e.exit_code, &e.to_string()),
+                };
+            }
+            Err(e) => return fail(2, &e),
+        };
+        StderrLogger::install(args.log_level);
+        match self.serve(*args) {
+            Ok(()) => {
+                log::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err((code, message)) => fail(code, &message),
+        }
+    }
+
+    /// Builds the server from the flags and runs it until a signal stops it. An error
+    /// is an exit status and a one-line message.
+    fn serve(self, mut args: RunArgs) -> Result<(), (u8, String)> {
+        let usage = |e: String| (2, e);
+        if let Some((key, cert)) = &args.tls_files {
+            let files = crate::tls::load(cert, key).map_err(|e| usage(e.to_string()))?;
+            if let Some(w) = files.expired_warning {
+                log::warn!("{w}");
+            }
+            args.server.tls = Some(crate::TlsSettings {
+                listen: args.secure_listen,
+                server_config: files.server_config,
+            });
+        }
+
+        let what = if args.echo {
+            args.server.mode = Mode::Echo;
+            "raw echo".to_string()
+        } else {
+            let (service, source) = self.load_service(args.config_path.as_deref())?;
+            let opts = RunnerOptions {
+                postback_base: args.postback_base.clone(),
+                inline: args.inline,
+            };
+            args.server.mode = Mode::App(Arc::new(Runner::new(service, opts)));
+            format!("Configurapi, {source}")
+        };
+
+        // The management API: on at 127.0.0.1:9100 in Configurapi mode, off in echo mode
+        // unless a port is given (benchmarks run several echo servers side by side).
+        let mgmt_port = match args.management_port {
+            Some(p) => p,
+            None if args.echo => 0,
+            None => crate::mgmt::DEFAULT_PORT,
+        };
+        if mgmt_port != 0 {
+            if let Some(t) = &args.management_token {
+                // Handlers' postbacks (postback::postback) send it.
+                crate::postback::set_token(t.clone());
+            }
+            let tls = match (&args.server.tls, args.management_tls) {
+                (Some(t), true) => Some(t.server_config.clone()),
+                _ => None,
+            };
+            args.server.management = Some(MgmtConfig {
+                listen: std::net::SocketAddr::new(args.management_host, mgmt_port),
+                token: args
+                    .management_token
+                    .clone()
+                    .or_else(crate::postback::token),
+                tls,
+                ..MgmtConfig::default()
+            });
+        }
+        let management_scheme = if args.management_tls { "https" } else { "http" };
+        let server = Server::bind(args.server).map_err(|e| usage(e.to_string()))?;
+        shutdown_on_signals(server.handle())
+            .map_err(|e| usage(format!("cannot install signal handlers: {e}")))?;
+        log::info!(
+            "configurapi-runner-ws listening on ws://{} ({what})",
+            server.local_addr()
+        );
+        if let Some(addr) = server.secure_addr() {
+            log::info!("secure listener on wss://{addr}");
+        }
+        if let Some(addr) = server.management_addr() {
+            log::info!("management API on {management_scheme}://{addr}");
+        }
+        server
+            .run()
+            .map_err(|e| (1, format!("reactor stopped: {e}")))
+    }
+
+    /// `--config PATH`, else `./config.yaml` when it exists, else the default config.
+    fn load_service(self, path: Option<&Path>) -> Result<(Service, String), (u8, String)> {
+        let local = Path::new(crate::configurapi::config::DEFAULT_CONFIG_PATH);
+        let path = match path {
+            Some(p) => Some(p),
+            None if local.exists() => Some(local),
+            None => None,
+        };
+        let loaded = match path {
+            Some(p) => {
+                Service::load_with(p, self.registry).map(|s| (s, format!("config {}", p.display())))
+            }
+            None => Service::from_str(&self.default_config, "<built-in config>", self.registry)
+                .map(|s| {
+                    (
+                        s,
+                        "built-in default config (no --config and no ./config.yaml)".to_string(),
+                    )
+                }),
+        };
+        loaded.map_err(|e| (2, e.to_string()))
+    }
+}
+
+/// Prints `error: <message>` and returns the exit status.
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(code)
+}
+
+/// SIGINT/SIGTERM start a graceful shutdown: stop accepting, close every connection
+/// with 1001, let handlers finish, run on_disconnect, exit 0.
+fn shutdown_on_signals(handle: crate::Handle) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: shutting down");
+                let _ = handle.shutdown();
+            }
+        })?;
+    Ok(())
+}
+
+/// Log lines go to stderr as `LEVEL message`; nothing more is needed here.
+struct StderrLogger;
+
+impl StderrLogger {
+    /// Installs the logger unless the program has one already; `--log-level` applies
+    /// either way.
+    fn install(level: log::LevelFilter) {
+        static LOGGER: StderrLogger = StderrLogger;
+        let _ = log::set_logger(&LOGGER);
+        log::set_max_level(level);
+    }
+}
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
+        meta.level() <= log::max_level()
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{:<5} {}",
+                record.level(),
+                record.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exit statuses that need no server: usage, version, and a config that does
+    /// not load (each without binding a port).
+    #[test]
+    fn exit_statuses_of_runs_that_stop_before_serving() {
+        let cli = || Cli::new(runner::registry());
+        assert_eq!(cli().run_args(["--version"]), ExitCode::SUCCESS);
+        assert_eq!(cli().run_args(["post", "--help"]), ExitCode::SUCCESS);
+        assert_eq!(cli().run_args(["--bogus"]), ExitCode::from(2));
+        assert_eq!(cli().run_args(["post", "only-a-url"]), ExitCode::from(2));
+        // A config that does not load is exit status 2 before anything binds: the
+        // caller's default config (the package root, where unit tests run, has no
+        // ./config.yaml) and a --config that does not exist.
+        assert!(!Path::new(crate::configurapi::config::DEFAULT_CONFIG_PATH).exists());
+        let bad = "api:\n  events:\n    - name: x\n      policies: [nopeHandler]\n";
+        assert_eq!(
+            cli().default_config(bad).run_args(["--port", "0"]),
+            ExitCode::from(2)
+        );
+        let missing = std::env::temp_dir().join(format!("launch-{}.yaml", std::process::id()));
+        let missing = missing.to_str().unwrap();
+        assert_eq!(
+            cli().run_args(["--config", missing, "--port", "0"]),
+            ExitCode::from(2)
+        );
+    }
+}

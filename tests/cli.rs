@@ -1,0 +1,345 @@
+//! The runner binary as a user runs it: start-up errors on stderr with exit status 2,
+//! schema files beside the config file wherever the runner starts, the logging pack's
+//! lines on stderr, and the `post` subcommand's usage errors. Output is read through
+//! a channel with a deadline, so a hung binary fails the test instead of hanging it.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+
+use serde_json::{json, Value};
+use util::DEADLINE;
+
+const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
+
+/// A folder of its own, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("cli-tests-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("app/schemas")).unwrap();
+        Scratch(dir)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.0.join(rel), text).unwrap();
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary, running; killed when dropped (a test that fails leaves nothing behind).
+struct Runner {
+    child: Child,
+    stderr: Receiver<String>,
+}
+
+impl Runner {
+    fn spawn(args: &[&str], cwd: &Path) -> Runner {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pipe = child.stderr.take().unwrap();
+        let (tx, stderr) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                if tx.send(line.unwrap_or_default()).is_err() {
+                    return;
+                }
+            }
+        });
+        Runner { child, stderr }
+    }
+
+    /// The next stderr line that `pred` accepts; fails after the deadline.
+    fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            match self.stderr.recv_timeout(DEADLINE) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line {what} ({e:?})"),
+            }
+        }
+    }
+
+    /// The WebSocket address from the start-up line.
+    fn ws_addr(&self) -> String {
+        let line = self.wait_line("saying where it listens", |l| {
+            l.contains("listening on ws://")
+        });
+        line.split("ws://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_string()
+    }
+
+    /// Every stderr line until the process closes it (exits), and the exit status.
+    fn finish(mut self) -> (Option<i32>, Vec<String>) {
+        let mut lines = Vec::new();
+        loop {
+            match self.stderr.recv_timeout(DEADLINE) {
+                Ok(line) => lines.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("the binary did not exit: {lines:?}"),
+            }
+        }
+        let status = self.child.wait().unwrap();
+        (status.code(), lines)
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The flags every run here uses: a free port on loopback, no management listener.
+const QUIET: [&str; 6] = [
+    "--port",
+    "0",
+    "--host",
+    "127.0.0.1",
+    "--management-port",
+    "0",
+];
+
+fn run_with_config(dir: &Path, config: &str) -> Runner {
+    let mut args = QUIET.to_vec();
+    args.extend(["--config", config]);
+    Runner::spawn(&args, dir)
+}
+
+fn client(addr: &str) -> tungstenite::WebSocket<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), s).unwrap();
+    ws
+}
+
+fn request(ws: &mut tungstenite::WebSocket<TcpStream>, msg: Value) -> Value {
+    ws.send(tungstenite::Message::text(msg.to_string()))
+        .unwrap();
+    loop {
+        match ws.read().unwrap() {
+            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn every_missing_handler_is_one_error_line_with_routes_and_imports_and_exit_2() {
+    let dir = Scratch::new("missing");
+    dir.write(
+        "app/config.yaml",
+        r#"
+import: [configurapi-handler-http]
+api:
+  events:
+    - name: on_before_request
+      policies: [logRequestHandler]
+    - name: on_after_request
+      policies: [logResponseHandler]
+    - name: get_v1_hello
+      policies: [helloWorldHandler]
+"#,
+    );
+    let (code, lines) = run_with_config(&dir.0, "app/config.yaml").finish();
+    assert_eq!(code, Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "error: app/config.yaml: 3 handlers could not be found: \
+         'logRequestHandler' (route 'on_before_request', in configurapi-handler-logging), \
+         'logResponseHandler' (route 'on_after_request', in configurapi-handler-logging), \
+         'helloWorldHandler' (route 'get_v1_hello'). \
+         Add to import: configurapi-handler-logging."
+    );
+}
+
+#[test]
+fn a_missing_schema_file_stops_startup_naming_the_file_and_route() {
+    let dir = Scratch::new("no-schema");
+    dir.write(
+        "app/config.yaml",
+        "import: [configurapi-handler-json]\napi:\n  events:\n    - name: post_v1_datum\n      policies: [validateJsonRequestHandler]\n",
+    );
+    let (code, lines) = run_with_config(&dir.0, "app/config.yaml").finish();
+    assert_eq!(code, Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "error: app/config.yaml: validateJsonRequestHandler in route 'post_v1_datum': \
+             schema file 'app/schemas/post_v1_datum.json' could not be read: "
+        ),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn schemas_are_read_beside_the_config_whatever_the_working_directory() {
+    let dir = Scratch::new("schema");
+    dir.write(
+        "app/schemas/post_v1_datum.json",
+        r#"{"type": "object", "required": ["name"]}"#,
+    );
+    dir.write(
+        "app/config.yaml",
+        "import: [configurapi-handler-json]\napi:\n  events:\n    - name: post_v1_datum\n      policies:\n        - validateJsonRequestHandler\n        - setJsonResponseHandler: [201]\n",
+    );
+    // Started from the folder above the app, and by absolute path from elsewhere.
+    let absolute = dir.0.join("app/config.yaml");
+    for (cwd, config) in [
+        (dir.0.clone(), "app/config.yaml".to_string()),
+        (std::env::temp_dir(), absolute.display().to_string()),
+    ] {
+        let runner = run_with_config(&cwd, &config);
+        let mut ws = client(&runner.ws_addr());
+        let ok = request(
+            &mut ws,
+            json!({"name": "post_v1_datum", "payload": {"name": "n"}, "headers": {"message-id": "1"}}),
+        );
+        assert_eq!(ok["statusCode"], 201, "{ok}");
+        let bad = request(
+            &mut ws,
+            json!({"name": "post_v1_datum", "payload": {"size": 1}, "headers": {"message-id": "2"}}),
+        );
+        assert_eq!(bad["statusCode"], 400, "{bad}");
+    }
+}
+
+#[test]
+fn the_logging_pack_writes_a_request_and_a_response_line_per_message() {
+    let dir = Scratch::new("logging");
+    dir.write(
+        "app/config.yaml",
+        r#"
+import: [configurapi-handler-http, configurapi-handler-logging]
+api:
+  events:
+    - name: on_before_request
+      policies: [logRequestHandler]
+    - name: on_after_request
+      policies: [logResponseHandler]
+    - name: teapot
+      policies:
+        - setResponseHandler: [418, short and stout]
+"#,
+    );
+    let runner = run_with_config(&dir.0, "app/config.yaml");
+    let mut ws = client(&runner.ws_addr());
+    let answer = request(
+        &mut ws,
+        json!({"name": "teapot", "method": "post", "headers": {"message-id": "m-1", "correlation-id": "corr-7"}}),
+    );
+    assert_eq!(answer["statusCode"], 418, "{answer}");
+    let req = runner.wait_line("from logRequestHandler", |l| {
+        l.contains(" - corr-7 - Request ")
+    });
+    assert!(req.starts_with("INFO "), "{req}");
+    assert!(req.ends_with(" - corr-7 - Request teapot post"), "{req}");
+    let resp = runner.wait_line("from logResponseHandler", |l| {
+        l.contains(" - corr-7 - Response ")
+    });
+    assert!(resp.starts_with("INFO "), "{resp}");
+    assert!(
+        resp.contains(" - corr-7 - Response teapot post 418 ["),
+        "{resp}"
+    );
+    assert!(resp.ends_with("ms]"), "{resp}");
+    // Both lines carry the same event id.
+    let id_of = |l: &str| l.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(id_of(&req), id_of(&resp));
+}
+
+#[test]
+fn post_usage_errors_are_one_line_with_exit_2_and_post_help_succeeds() {
+    let here = std::env::temp_dir();
+    for args in [
+        &["post"][..],
+        &["post", "http://h/"],
+        &["post", "--bogus", "a", "b"],
+    ] {
+        let (code, lines) = Runner::spawn(args, &here).finish();
+        assert_eq!(code, Some(2), "{args:?}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("error: post: "), "{lines:?}");
+    }
+    let out = Command::new(BIN).args(["post", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .contains("configurapi-runner-ws post URL"));
+}
+
+#[test]
+fn handler_postbacks_send_the_token_set_by_the_cli_without_touching_the_environment() {
+    use configurapi_runner_ws::postback::{self, PostbackMessage};
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut b).unwrap(), 1, "client closed mid-head");
+            head.push(b[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; len];
+        s.read_exact(&mut body).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        head
+    });
+    // What `--management-token` does in cli::main_with (this test binary is its own
+    // process, so the token set here reaches no other test).
+    let env_before = std::env::var_os(configurapi_runner_ws::mgmt::TOKEN_ENV);
+    postback::set_token("s3cret".into());
+    assert_eq!(postback::token().as_deref(), Some("s3cret"));
+    assert_eq!(
+        std::env::var_os(configurapi_runner_ws::mgmt::TOKEN_ENV),
+        env_before
+    );
+    postback::postback(
+        &format!("http://127.0.0.1:{port}/@connections/x"),
+        &PostbackMessage {
+            status_code: 200,
+            headers: serde_json::Map::new(),
+            body: json!("hi"),
+        },
+    )
+    .unwrap();
+    let head = server.join().unwrap();
+    assert!(
+        head.lines().any(|l| l == "Authorization: Bearer s3cret"),
+        "{head}"
+    );
+}
