@@ -24,12 +24,18 @@ use crate::{Mode, Server};
 /// the reactor fails.
 ///
 /// ```no_run
+/// use configurapi_runner_ws::configurapi::{Context, Event, HandlerError};
 /// use configurapi_runner_ws::{cli, runner};
+/// use serde_json::Value;
+///
+/// fn ok(event: &mut Event, _: &[Value], _: &mut Context) -> Result<(), HandlerError> {
+///     event.response.status_code = 204;
+///     Ok(())
+/// }
+///
 /// fn main() -> std::process::ExitCode {
 ///     let mut registry = runner::registry();
-///     registry.register("okHandler", |_: &mut configurapi_runner_ws::configurapi::Event,
-///                                     _: &[serde_json::Value],
-///                                     _: &mut configurapi_runner_ws::configurapi::Context| Ok(()));
+///     registry.register("okHandler", ok);
 ///     cli::main_with(registry)
 /// }
 /// ```
@@ -274,4 +280,35 @@ impl log::Log for StderrLogger {
         }
     }
     fn flush(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exit statuses that need no server: usage, version, and a config that does
+    /// not load (each without binding a port).
+    #[test]
+    fn exit_statuses_of_runs_that_stop_before_serving() {
+        let cli = || Cli::new(runner::registry());
+        assert_eq!(cli().run_args(["--version"]), ExitCode::SUCCESS);
+        assert_eq!(cli().run_args(["post", "--help"]), ExitCode::SUCCESS);
+        assert_eq!(cli().run_args(["--bogus"]), ExitCode::from(2));
+        assert_eq!(cli().run_args(["post", "only-a-url"]), ExitCode::from(2));
+        // A config that does not load is exit status 2 before anything binds: the
+        // caller's default config (the package root, where unit tests run, has no
+        // ./config.yaml) and a --config that does not exist.
+        assert!(!Path::new(crate::configurapi::config::DEFAULT_CONFIG_PATH).exists());
+        let bad = "api:\n  events:\n    - name: x\n      policies: [nopeHandler]\n";
+        assert_eq!(
+            cli().default_config(bad).run_args(["--port", "0"]),
+            ExitCode::from(2)
+        );
+        let missing = std::env::temp_dir().join(format!("launch-{}.yaml", std::process::id()));
+        let missing = missing.to_str().unwrap();
+        assert_eq!(
+            cli().run_args(["--config", missing, "--port", "0"]),
+            ExitCode::from(2)
+        );
+    }
 }

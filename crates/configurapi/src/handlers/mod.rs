@@ -1,8 +1,8 @@
 //! Built-in handler packs, named after the Node packages they stand in for
 //! (5.0): `configurapi-handler-http` ([`http`]), `configurapi-handler-json`
-//! ([`json`]) and `configurapi-handler-logging` ([`logging`]). A config makes them available with
-//! `import:`. Other modules of the crate (the runner's own pack) register
-//! always-on packs with [`register_always_on_pack`].
+//! ([`json`]) and `configurapi-handler-logging` ([`logging`]). A config makes
+//! them available with `import:`. Other modules of the crate (the runner's own
+//! pack) register always-on packs with [`register_always_on_pack`].
 
 use std::sync::Mutex;
 
