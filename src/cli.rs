@@ -352,6 +352,13 @@ mod tests {
     }
 
     #[test]
+    fn max_waiting_sets_the_cap_on_suspended_pipelines() {
+        assert_eq!(run(&[]).unwrap().server.max_waiting, 10_000);
+        let r = run(&["--max-waiting", "64"]).unwrap();
+        assert_eq!(r.server.max_waiting, 64);
+    }
+
+    #[test]
     fn sizes_and_durations_parse_with_units() {
         let r = run(&[
             "--max-message-size",
@@ -386,6 +393,8 @@ mod tests {
             &["--max-queued", "64KiB"],
             &["--max-handshake-headers", "0"],
             &["--max-management-connections", "many"],
+            &["--max-waiting", "0"],
+            &["--max-waiting", "lots"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n'), "{err}");
