@@ -390,6 +390,13 @@ mod tests {
     }
 
     #[test]
+    fn max_waiting_sets_the_cap_on_suspended_pipelines() {
+        assert_eq!(run(&[]).unwrap().server.max_waiting, 10_000);
+        let r = run(&["--max-waiting", "64"]).unwrap();
+        assert_eq!(r.server.max_waiting, 64);
+    }
+
+    #[test]
     fn sizes_and_durations_parse_with_units() {
         let r = run(&[
             "--max-message-size",
@@ -438,6 +445,8 @@ mod tests {
             &["--max-management-connections", "many"],
             &["--handler-timeout", "0"],
             &["--node"],
+            &["--max-waiting", "0"],
+            &["--max-waiting", "lots"],
         ] {
             let err = run(args).unwrap_err();
             assert!(!err.contains('\n'), "{err}");

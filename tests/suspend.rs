@@ -36,6 +36,17 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The soft limit on open files of this process (`Max open files` in /proc/self/limits).
+fn open_files_limit() -> u64 {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("/proc/self/limits");
+    limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
 /// This process's thread count.
 fn threads() -> usize {
     threads_of("/proc/self/status")
@@ -214,6 +225,13 @@ impl Drop for Binary {
 #[test]
 fn a_thousand_connections_wait_200_ms_each_at_once_in_the_runner_binary_with_default_flags() {
     let _serial = serial();
+    // 1,000 client sockets here and 1,000 in the runner, which inherits the limit: the
+    // test needs that many descriptors rather than quietly testing fewer requests.
+    let limit = open_files_limit();
+    assert!(
+        limit >= 1100,
+        "this test opens 1,000 connections: raise the open-files limit (ulimit -n) from {limit} to at least 1100"
+    );
     let bin = Binary::start(APP);
     let mut conns = open(&bin.addr, 1000);
     let before = bin.threads();

@@ -417,8 +417,9 @@ pub trait Handler: Send + Sync {
     ) -> Result<(), HandlerError>;
 
     /// True when the handler never waits (no I/O, no sleeps, no locks held for long).
-    /// A route made only of such handlers may run on the reactor thread instead of a
-    /// worker, which saves two thread hand-offs per message. Default: false.
+    /// A handler that waits by [`Context::defer`]ring, not by blocking, holds no thread
+    /// and qualifies. A route made only of such handlers may start on the reactor thread
+    /// instead of a worker, which saves two thread hand-offs per message. Default: false.
     fn is_nonblocking(&self) -> bool {
         false
     }

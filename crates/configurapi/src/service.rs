@@ -540,7 +540,11 @@ impl Service {
                 Stage::FirstRequest if run.gate.is_none() => {
                     // 3.2.3: until it succeeds once, one pipeline at a time runs it.
                     if self.ready.load(Ordering::Acquire) {
-                        run.stage = Stage::BeforeRequest;
+                        // Missing lifecycle routes are skipped without a turn of the loop.
+                        run.stage = match self.specials.on_before_request {
+                            Some(_) => Stage::BeforeRequest,
+                            None => Stage::Main,
+                        };
                         continue;
                     }
                     if self.specials.on_first_request.is_none() {
@@ -604,6 +608,12 @@ impl Service {
                     Stage::BeforeRequest => run.stage = Stage::Main,
                     Stage::Main if event.response.is_error_response() => {
                         self.fail(run, event, Failure::ResponseIsError, Next::AfterRequest);
+                    }
+                    Stage::Main
+                        if self.specials.on_success.is_none()
+                            && self.specials.on_after_request.is_none() =>
+                    {
+                        return Step::Done(self.finish(run, event));
                     }
                     Stage::Main => run.stage = Stage::Success,
                     Stage::Success => run.stage = Stage::AfterRequest,
