@@ -234,7 +234,7 @@ fn complete_skips_the_rest_and_a_handler_calling_neither_continues() {
 }
 
 #[test]
-fn thrown_errors_map_as_in_the_node_core() {
+fn s9_3_thrown_errors_map_as_in_the_node_core() {
     require_node!();
     let r = Runner::app(&[]);
     let mut c = r.connect("");
@@ -430,7 +430,7 @@ fn require_finds_the_apps_own_node_modules_and_emit_logs() {
 }
 
 #[test]
-fn js_and_rust_policies_hand_the_event_to_each_other() {
+fn s9_3_js_and_rust_policies_hand_the_event_to_each_other() {
     require_node!();
     let r = Runner::start(&fixture("mixed.yaml"), &[]);
     let mut c = r.connect("");
@@ -452,7 +452,7 @@ fn js_and_rust_policies_hand_the_event_to_each_other() {
 }
 
 #[test]
-fn a_js_name_replaces_the_built_in_and_the_log_says_so_once() {
+fn s9_2_a_js_name_replaces_the_built_in_and_the_log_says_so_once() {
     require_node!();
     let r = Runner::start(&fixture("mixed.yaml"), &[]);
     r.wait_log("listening on");
@@ -466,7 +466,7 @@ fn a_js_name_replaces_the_built_in_and_the_log_says_so_once() {
 }
 
 #[test]
-fn a_host_crash_mid_call_answers_500_then_the_host_restarts() {
+fn s9_6_a_host_crash_mid_call_answers_500_then_the_host_restarts() {
     require_node!();
     let r = Runner::app(&[]);
     let mut c = r.connect("");
@@ -488,7 +488,7 @@ fn a_host_crash_mid_call_answers_500_then_the_host_restarts() {
 }
 
 #[test]
-fn a_call_that_never_settles_answers_504_at_its_deadline() {
+fn s9_6_a_call_that_never_settles_answers_504_at_its_deadline() {
     require_node!();
     let r = Runner::app(&["--handler-timeout", "1s"]);
     let mut c = r.connect("");
@@ -522,7 +522,7 @@ fn node_that_cannot_start_is_a_one_line_start_up_error() {
 }
 
 #[test]
-fn no_node_process_when_the_config_names_no_js_handler() {
+fn s9_1_no_node_process_when_the_config_names_no_js_handler() {
     require_node!();
     let dir = std::env::temp_dir().join(format!("js-unused-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("handlers")).unwrap();
@@ -578,7 +578,7 @@ fn on_shutdown_in_flight_js_calls_finish_before_the_host_stops() {
     assert!(!lines.iter().any(|l| l.contains("calls still running")));
 }
 
-/// The Node Configurapi peer (configurapi@1.9.0 + ws) serving the same app.
+/// The Node Configurapi peer (configurapi version 1.9.0 and ws) serving the same app.
 struct NodePeer {
     child: Child,
     addr: SocketAddr,
@@ -812,7 +812,7 @@ fn start_up_error(config: &Path) -> String {
 const ONE_ROUTE: &str = "api:\n  events:\n    - name: ok\n      policies:\n        - okHandler\n";
 
 #[test]
-fn a_handler_file_that_fails_to_load_is_a_start_up_error_naming_it() {
+fn s9_1_a_handler_file_that_fails_to_load_is_a_start_up_error_naming_it() {
     require_node!();
     let app = TempApp::new(
         "broken",
@@ -864,7 +864,7 @@ fn binary_payloads_reach_js_as_buffers_and_come_back_as_base64() {
 }
 
 #[test]
-fn a_host_that_keeps_failing_answers_503_then_serves_again_once_it_starts() {
+fn s9_6_a_host_that_keeps_failing_answers_503_then_serves_again_once_it_starts() {
     require_node!();
     let app = TempApp::new(
         "flaky",
