@@ -472,6 +472,7 @@ fn s9_6_a_host_crash_mid_call_answers_500_then_the_host_restarts() {
     let r = Runner::app(&[]);
     let mut c = r.connect("");
     let before = r.host_pids();
+    let threads_before = threads_of(r.child.id());
     let e = c.ask("exit", json!({}));
     assert_eq!(e["statusCode"], 500, "{e}");
     assert_eq!(e["headers"]["message-id"], "exit");
@@ -486,6 +487,17 @@ fn s9_6_a_host_crash_mid_call_answers_500_then_the_host_restarts() {
     let after = r.host_pids();
     assert_eq!(after.len(), 1, "{after:?}");
     assert_ne!(before, after);
+    // The dead host's reader, writer and stderr threads are gone, the new ones took
+    // their place (they end as the old pipes close: wait for that, not for a time).
+    let until = Instant::now() + DEADLINE;
+    while threads_of(r.child.id()) != threads_before {
+        assert!(
+            Instant::now() < until,
+            "threads {threads_before} before the crash, {} after",
+            threads_of(r.child.id())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
