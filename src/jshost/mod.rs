@@ -1,4 +1,4 @@
-//! The JS handler host (issue 13 item 1, contract 9.1-9.3): the app's `handlers/*.js`
+//! The JS handler host (issue 13 item 1, contract 9.1-9.3 and 9.6): the app's `handlers/*.js`
 //! run unchanged in one supervised `node` child, called over a pipe.
 //!
 //! ```text
@@ -6,11 +6,12 @@
 //!                                  a writer thread drains what the pipe had no room for)
 //!  callbacks <─ reader thread <─ node stdout (one JSON object per line)
 //!  supervisor thread: call deadlines (504), restarts with backoff after a crash
+//!  push thread: pushed JS streams (other pushes are handed over without a thread)
 //! ```
 //!
 //! The protocol is newline-delimited JSON both ways (`JSON.stringify` never writes a
-//! raw newline, and Node splits lines faster than it reassembles length-prefixed
-//! buffers). Rust sends `call`, `cancel`, `credit`, `stop` and `pushed`; the bridge
+//! raw newline, and Node decodes lines as fast as length-prefixed frames:
+//! benches/jshost_framing.js). Rust sends `call`, `cancel`, `credit`, `stop` and `pushed`; the bridge
 //! (`bridge.js`, embedded) sends `ready`, `done`, `log`, `push`, `chunk` and `end`.
 //! Many calls are in flight at once: Node runs them concurrently on its event loop.
 
