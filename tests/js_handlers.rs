@@ -512,6 +512,20 @@ fn s9_6_a_call_that_never_settles_answers_504_at_its_deadline() {
     assert!(line.contains("hangHandler"), "{line}");
     // The host is fine: the next call answers.
     assert_eq!(c.ask("complete", json!({}))["body"], "completed");
+
+    // A stream that stops sending ends at the same deadline, with 6.4.4's done frame.
+    c.send(json!({"name": "stream-stall", "headers": {"message-id": "st"}}));
+    assert_eq!(c.recv()["body"], "only");
+    let done = c.recv();
+    assert_eq!(done["headers"]["x-stream"], "done", "{done}");
+    assert_eq!(done["statusCode"], 500);
+    assert!(
+        done["body"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sent nothing for 1s"),
+        "{done}"
+    );
 }
 
 #[test]
