@@ -283,9 +283,12 @@ const VERSION_RE = /^v\d+(\.\d+)*$/;
 function makeEvent(e, callId) {
   const event = Object.create(EventClass.prototype);
   const rq = e.request;
+  const payload = e.payloadAbsent ? undefined : (e.payloadB64 ? fromBase64(e.payload) : e.payload);
   const request = {
     name: rq.name, method: rq.method, headers: rq.headers, params: rq.params,
-    payload: rq.payloadAbsent ? undefined : (rq.payloadB64 ? fromBase64(rq.payload) : rq.payload),
+    // The same object as event.payload when the runner says so, as in the Node core.
+    payload: rq.payloadSame ? payload
+      : (rq.payloadAbsent ? undefined : (rq.payloadB64 ? fromBase64(rq.payload) : rq.payload)),
     query: rq.query, path: rq.path, pathAndQuery: rq.pathAndQuery,
   };
   if (e.push) {
@@ -299,7 +302,7 @@ function makeEvent(e, callId) {
   event.request = request;
   event.response = makeResponse(e.response);
   event.identity = makeIdentity(e.identity);
-  event.payload = e.payloadAbsent ? undefined : (e.payloadB64 ? fromBase64(e.payload) : e.payload);
+  event.payload = payload;
   event.method = e.method;
   if (e.version !== undefined && e.version !== null) event.version = e.version;
   return event;
