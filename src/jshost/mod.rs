@@ -37,7 +37,7 @@ use crate::configurapi::{
     Chunk, ChunkStream, HandlerError, PushError, PushSink, ReadyJob, ReadySignal,
 };
 
-/// The bridge script, written to a temp file at start-up.
+/// The bridge script, written to a temp file while a host process starts.
 const BRIDGE: &str = include_str!("bridge.js");
 
 /// The default `--handler-timeout`.
@@ -187,12 +187,6 @@ impl JsHost {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        std::fs::write(&bridge_path, BRIDGE).map_err(|e| {
-            format!(
-                "cannot write the JS bridge to {}: {e}",
-                bridge_path.display()
-            )
-        })?;
         let (push_tx, push_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             opts,
@@ -213,13 +207,7 @@ impl JsHost {
             idle: Condvar::new(),
             push_tx: Mutex::new(push_tx),
         });
-        let info = match spawn(&shared) {
-            Ok(info) => info,
-            Err(e) => {
-                let _ = std::fs::remove_file(&shared.bridge_path);
-                return Err(e);
-            }
-        };
+        let info = spawn(&shared)?;
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("jshost-supervisor".into())
@@ -363,7 +351,6 @@ impl JsHost {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        let _ = std::fs::remove_file(&self.shared.bridge_path);
     }
 
     /// Send a line to the current process if it is still `generation`.
@@ -383,6 +370,20 @@ fn send_to(shared: &Shared, generation: u64, msg: &Value) {
 
 /// Spawn a process, wait for `ready`, install it. Called with no lock held.
 fn spawn(shared: &Arc<Shared>) -> Result<HostInfo, String> {
+    // The script exists only while a process starts: Node has read it once it says
+    // ready, so a runner that is killed leaves no file behind.
+    std::fs::write(&shared.bridge_path, BRIDGE).map_err(|e| {
+        format!(
+            "cannot write the JS bridge to {}: {e}",
+            shared.bridge_path.display()
+        )
+    })?;
+    let started = spawn_with_bridge(shared);
+    let _ = std::fs::remove_file(&shared.bridge_path);
+    started
+}
+
+fn spawn_with_bridge(shared: &Arc<Shared>) -> Result<HostInfo, String> {
     let opts = &shared.opts;
     let node = opts.node.display().to_string();
     let mut cmd = Command::new(&opts.node);
@@ -1023,6 +1024,5 @@ impl Drop for Shared {
         if let Some(p) = st.proc.take() {
             let _ = p.child.lock().map(|mut c| c.kill());
         }
-        let _ = std::fs::remove_file(&self.bridge_path);
     }
 }
