@@ -985,3 +985,38 @@ fn a_name_no_one_provides_is_reported_with_what_handlers_exports() {
     assert!(e.contains("'okHandlr'"), "{e}");
     assert!(e.contains("exports: okHandler, otherHandler"), "{e}");
 }
+
+#[test]
+fn a_js_on_start_runs_before_serving_and_its_failure_stops_start_up() {
+    require_node!();
+    let config = "api:\n  events:\n    - name: on_start\n      policies:\n        - bootHandler\n    - name: ok\n      policies:\n        - bootHandler\n";
+    let good = TempApp::new(
+        "boot",
+        config,
+        &[(
+            "boot.js",
+            "module.exports = async function bootHandler(event) {\n\
+               await new Promise((r) => setTimeout(r, 10));\n\
+               this.emit('info', `booted ${event.name}`);\n\
+             };\n",
+        )],
+    );
+    let r = Runner::start(&good.config(), &[]);
+    let booted = r.wait_log("booted on_start");
+    let (lines, _) = &*r.log;
+    let lines = lines.lock().unwrap().clone();
+    let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    assert!(at("booted on_start") < at("listening on"), "{booted}");
+    drop(r);
+
+    let bad = TempApp::new(
+        "boot-fails",
+        config,
+        &[(
+            "boot.js",
+            "module.exports = async function bootHandler() { throw new Error('no database'); };\n",
+        )],
+    );
+    let e = start_up_error(&bad.config());
+    assert!(e.contains("on_start failed: no database"), "{e}");
+}
