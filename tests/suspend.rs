@@ -91,8 +91,10 @@ fn wait_all(
             let msg = json!({"name": "wait", "payload": i, "headers": {"message-id": format!("{c}-{i}")}});
             bytes.extend(client_frame(0x81, msg.to_string().as_bytes()));
         }
-        ws.s.write_all(&bytes).unwrap();
+        // The clock starts before the write: the server may start its 200 ms before this
+        // thread runs again after the write returns.
         sent.push(Instant::now());
+        ws.s.write_all(&bytes).unwrap();
     }
     waiting(total);
     let mut took = Vec::with_capacity(total);
