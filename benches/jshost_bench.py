@@ -12,6 +12,12 @@ Server CPU per message counts every thread of the runner *and* of its node child
 (/proc/PID/task/*/schedstat, as wsbench does for one PID), over the whole wsbench run;
 messages are the ones wsbench counted. With two or more CPUs the servers are pinned to
 CPU 0 (runner and node child together) and wsbench to CPU 1.
+
+Rounds alternate the two servers (A B, A B, ...). Every figure printed is the median over
+the rounds with its range; the CPU ratio is the median of the per-round ratios (each
+round's pair ran back to back). Every round's raw row, with the machine's load average at
+its start, is appended to docs/benchmarks-js-results.jsonl under one run id, so each
+number on docs/benchmarks-js.md can be traced to the run that produced it.
 """
 import argparse
 import json
@@ -19,6 +25,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -91,6 +98,7 @@ def start_node_peer(port):
 
 def run_one(label, start, args):
     port = free_port()
+    load = os.getloadavg()[0]
     proc = start(port)
     try:
         wait_port(port, proc, label)
@@ -104,6 +112,7 @@ def run_one(label, start, args):
         after = [cpu_ns(p) for p in pids]
         row = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])
         row["server_pids"] = pids
+        row["loadavg_1m_at_start"] = load
         n = max(row["msgs"], 1)
         # Per process (the runner, then its node host), then the sum.
         row["cpu_us_per_msg_by_pid"] = [round((a - b) / 1000 / n, 2) for a, b in zip(after, before)]
@@ -125,21 +134,37 @@ def main():
     for _ in range(args.rounds):
         rows["runner+node"].append(run_one("runner+node", start_runner, args))
         rows["node-configurapi"].append(run_one("node-configurapi", start_node_peer, args))
-    print(f"{'server':<18} {'msgs/s':>9} {'p50 us':>8} {'p99 us':>8} {'cpu/msg us':>11} {'errors':>6}")
-    best = {}
+    run_id = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with open(os.path.join(ROOT, "docs", "benchmarks-js-results.jsonl"), "a") as f:
+        for label, rs in rows.items():
+            for k, r in enumerate(rs):
+                f.write(json.dumps({"run": run_id, "conns": args.conns, "round": k,
+                                    "server": label, **r}) + "\n")
+    print(f"run {run_id}: {args.rounds} interleaved rounds, {args.conns} connections")
+    print(f"{'server':<18} {'msgs/s':>9} {'p50 us':>8} {'p99 us':>8} {'cpu/msg us':>11} {'errors':>6} {'load':>5}")
     for label, rs in rows.items():
         for r in rs:
             print(f"{label:<18} {r['msgs_per_s']:>9.0f} {r['p50_us']:>8} {r['p99_us']:>8} "
-                  f"{r['server_cpu_us_per_msg_all']:>11.2f} {r['errors']:>6}  by process {r['cpu_us_per_msg_by_pid']}")
-        # The least disturbed round: the lowest CPU per message.
-        best[label] = min(rs, key=lambda r: r["server_cpu_us_per_msg_all"])
-    a, b = best["runner+node"], best["node-configurapi"]
-    print(json.dumps({"runner_node": a, "node_configurapi": b,
-                      "cpu_ratio": a["server_cpu_us_per_msg_all"] / b["server_cpu_us_per_msg_all"],
-                      "p50_ratio": a["p50_us"] / max(b["p50_us"], 1)}))
-    print(f"CPU per message, runner+node / Node runner: "
-          f"{a['server_cpu_us_per_msg_all'] / b['server_cpu_us_per_msg_all']:.2f}x; "
-          f"p50 {a['p50_us']} us vs {b['p50_us']} us")
+                  f"{r['server_cpu_us_per_msg_all']:>11.2f} {r['errors']:>6} {r['loadavg_1m_at_start']:>5.2f}"
+                  f"  by process {r['cpu_us_per_msg_by_pid']}")
+
+    def med(xs):
+        return statistics.median(xs)
+
+    summary = {"run": run_id, "conns": args.conns, "rounds": args.rounds}
+    for label, rs in rows.items():
+        for key in ("server_cpu_us_per_msg_all", "p50_us", "p99_us", "msgs_per_s"):
+            xs = [r[key] for r in rs]
+            summary[f"{label}.{key}"] = {"median": med(xs), "min": min(xs), "max": max(xs)}
+    a, b = rows["runner+node"], rows["node-configurapi"]
+    cpu = [x["server_cpu_us_per_msg_all"] / y["server_cpu_us_per_msg_all"] for x, y in zip(a, b)]
+    p50 = [x["p50_us"] / max(y["p50_us"], 1) for x, y in zip(a, b)]
+    summary["cpu_ratio"] = {"median": med(cpu), "min": min(cpu), "max": max(cpu)}
+    summary["p50_ratio"] = {"median": med(p50), "min": min(p50), "max": max(p50)}
+    print(json.dumps(summary))
+    print(f"CPU per message, runner+node / Node runner: median of per-round ratios "
+          f"{med(cpu):.2f}x (range {min(cpu):.2f}-{max(cpu):.2f}); "
+          f"p50 ratio {med(p50):.2f}x (range {min(p50):.2f}-{max(p50):.2f})")
 
 
 if __name__ == "__main__":
