@@ -25,6 +25,11 @@ fn node_available() -> bool {
 macro_rules! require_node {
     () => {
         if !node_available() {
+            // CI installs Node (.ci/run): there a missing node is a failure, not a skip.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "`node` is not on PATH under CI; .ci/run should have installed it"
+            );
             eprintln!("SKIPPED: `node` is not on PATH; the JS handler tests need Node (>= 18)");
             return;
         }
@@ -622,6 +627,10 @@ fn start_node_peer() -> Option<NodePeer> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let peers = root.join("benches/peers");
     if !peers.join("node_modules/configurapi").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "benches/peers/node_modules is missing under CI; .ci/run runs `npm ci` there"
+        );
         eprintln!(
             "SKIPPED: benches/peers/node_modules is missing (run `npm ci` in benches/peers) ; \
              the comparison with the Node Configurapi runner needs it"
