@@ -31,9 +31,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http::{
-    percent_decode, reason_phrase, write_head, write_response, HttpError, HttpRequest,
-};
+use configurapi::http::percent_decode;
+
+use crate::http::{reason_phrase, write_head, write_response, HttpError, HttpRequest};
 
 /// Default management port (semantics 6.1.2); 0 turns the server off.
 pub const DEFAULT_PORT: u16 = 9100;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::configurapi::http::parse_query;
+use crate::configurapi::http::{join_headers, parse_query};
 use crate::configurapi::service::NameMap;
 use crate::configurapi::{
     ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Payload, PushDone,
@@ -459,14 +459,7 @@ impl Inner {
         query: &str,
     ) {
         let mut request = Request::named("on_connect");
-        for (name, value) in headers {
-            // Repeated headers are joined, as Node's header map does.
-            let joined = match request.headers.get(name).and_then(Value::as_str) {
-                Some(prev) => format!("{prev}, {value}"),
-                None => value.clone(),
-            };
-            request.headers.insert(name.clone(), Value::String(joined));
-        }
+        request.headers = join_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         request.query = parse_query(query);
         let mut event = inner.event_for(&conn, request);
         let started = inner
