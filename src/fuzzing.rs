@@ -394,7 +394,7 @@ pub fn message(data: &[u8]) {
                 let (err, message_id) = *e;
                 let response = ErrorResponse::from_error(&err, 400).to_response();
                 (
-                    runner::envelope::encode(&response, message_id.as_ref()),
+                    crate::envelope::encode(&response, message_id.as_ref()),
                     message_id,
                 )
             }
@@ -411,7 +411,7 @@ pub fn message(data: &[u8]) {
                     continue;
                 }
                 (
-                    runner::envelope::encode(&response, message_id.as_ref()),
+                    crate::envelope::encode(&response, message_id.as_ref()),
                     message_id,
                 )
             }

@@ -26,6 +26,7 @@ pub mod cli;
 pub mod config;
 pub use configurapi;
 pub mod conn;
+pub mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
 pub use configurapi::handlers;

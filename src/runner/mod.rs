@@ -8,7 +8,6 @@
 //! queued-byte count. A pipeline whose handler defers holds no thread; it resumes on the
 //! worker pool and sends its answer from there (`Answer`).
 
-pub mod envelope;
 pub mod pack;
 mod stream;
 mod timer;
@@ -27,6 +26,7 @@ use crate::configurapi::{
     PushError, PushSink, Request, Response, RunHere, Schedule, Service, Started,
 };
 use crate::conn::shared::ConnShared;
+use crate::envelope;
 use crate::mgmt::{Histogram, MetricsSnapshot, LATENCY_BUCKETS};
 use crate::reactor::{App, Dispatch};
 use crate::work::Job;
