@@ -157,19 +157,19 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn decodes_escapes_and_plus() {
-        assert_eq!(percent_decode("a%20b+c", true), "a b c");
-        assert_eq!(percent_decode("a+b", false), "a+b");
-        assert_eq!(percent_decode("%40connections", false), "@connections");
-        assert_eq!(percent_decode("%e2%82%ac", false), "\u{20ac}");
-    }
-
-    #[test]
-    fn bad_escapes_stay_literal() {
-        assert_eq!(percent_decode("100%", true), "100%");
-        assert_eq!(percent_decode("%4", true), "%4");
-        assert_eq!(percent_decode("%zz%41", true), "%zzA");
-        assert_eq!(percent_decode("%ff", true), "\u{fffd}");
+    fn decodes_escapes_and_plus_and_keeps_bad_escapes_literal() {
+        for (text, plus_is_space, want) in [
+            ("a%20b+c", true, "a b c"),
+            ("a+b", false, "a+b"),
+            ("%40connections", false, "@connections"),
+            ("%e2%82%ac", false, "\u{20ac}"),
+            ("100%", true, "100%"),
+            ("%4", true, "%4"),
+            ("%zz%41", true, "%zzA"),
+            ("%ff", true, "\u{fffd}"),
+        ] {
+            assert_eq!(percent_decode(text, plus_is_space), want, "{text}");
+        }
     }
 
     #[test]
