@@ -27,6 +27,7 @@ pub mod config;
 pub use configurapi;
 pub mod conn;
 pub mod envelope;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub use configurapi::handlers;
