@@ -17,7 +17,7 @@ use crate::http::{HttpError, HttpParser, HttpRequest, Parsed};
 use crate::runner;
 use crate::ws::frame::{Decoder, Incoming, Limits};
 use crate::ws::handshake::{
-    accept_key, parse_request, HandshakeError, HandshakeLimits, UpgradeRequest,
+    accept_key, parse_request, read_head, HandshakeError, HandshakeLimits, UpgradeRequest,
 };
 use crate::ws::{close_code, error::is_valid_close_code, ProtocolError};
 
@@ -191,13 +191,7 @@ type UpgradeOutcome = Option<Result<(UpgradeRequest, usize), HandshakeError>>;
 fn run_upgrade(chunks: &[&[u8]], limits: &HandshakeLimits) -> (UpgradeOutcome, Vec<u8>) {
     let mut buf: Vec<u8> = Vec::new();
     for chunk in chunks {
-        let scan_from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(chunk);
-        let has_end = crate::http::may_end_head(&buf, scan_from);
-        if !has_end && buf.len() < limits.max_bytes {
-            continue;
-        }
-        match parse_request(&buf, limits) {
+        match read_head(&mut buf, chunk, limits) {
             Ok(None) => {}
             Ok(Some(r)) => return (Some(Ok(r)), buf),
             Err(e) => return (Some(Err(e)), buf),
@@ -206,8 +200,9 @@ fn run_upgrade(chunks: &[&[u8]], limits: &HandshakeLimits) -> (UpgradeOutcome, V
     (None, buf)
 }
 
-/// The upgrade request parser ([`parse_request`]), fed as the reactor feeds it: bytes
-/// accumulate and the parser runs once a blank line may be there or the limit is hit.
+/// The upgrade request reader the reactor runs ([`read_head`]), fed in the reads the input
+/// is cut into: bytes accumulate and the parser runs once a blank line may be there, the
+/// limit is hit, or three CR/LF bytes lead.
 ///
 /// `lim0` sets the byte limit (`64 + lim0 * 16`), `lim1` the header count (`1 + lim1 % 32`).
 /// Checks: no panic; the reads the input is cut into change nothing; the reactor's
@@ -394,7 +389,7 @@ pub fn message(data: &[u8]) {
                 let (err, message_id) = *e;
                 let response = ErrorResponse::from_error(&err, 400).to_response();
                 (
-                    runner::envelope::encode(&response, message_id.as_ref()),
+                    crate::envelope::encode(&response, message_id.as_ref()),
                     message_id,
                 )
             }
@@ -411,7 +406,7 @@ pub fn message(data: &[u8]) {
                     continue;
                 }
                 (
-                    runner::envelope::encode(&response, message_id.as_ref()),
+                    crate::envelope::encode(&response, message_id.as_ref()),
                     message_id,
                 )
             }

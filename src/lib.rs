@@ -26,10 +26,12 @@ pub mod cli;
 pub mod config;
 pub use configurapi;
 pub mod conn;
+pub(crate) mod envelope;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub use configurapi::handlers;
-pub mod http;
+pub(crate) mod http;
 pub mod jshost;
 mod launch;
 pub mod mgmt;
@@ -37,7 +39,7 @@ pub mod postback;
 pub mod reactor;
 pub mod runner;
 pub mod tls;
-pub mod work;
+pub(crate) mod work;
 pub mod ws;
 
 pub use config::{Mode, ServerConfig, TlsSettings};

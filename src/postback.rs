@@ -19,26 +19,7 @@ use serde_json::{Map, Value};
 use crate::http::ChunkedDecoder;
 
 /// What a postback sends: the response envelope of semantics 6.3.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PostbackMessage {
-    /// The envelope's `statusCode`.
-    pub status_code: u16,
-    /// The envelope's `headers` (a `message-id` here lets the client match the answer).
-    pub headers: Map<String, Value>,
-    /// The envelope's `body`, embedded as a JSON value.
-    pub body: Value,
-}
-
-impl PostbackMessage {
-    /// The JSON the client POSTs: `{"statusCode":..,"headers":{..},"body":..}`.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut m = Map::with_capacity(3);
-        m.insert("statusCode".into(), Value::from(self.status_code));
-        m.insert("headers".into(), Value::Object(self.headers.clone()));
-        m.insert("body".into(), self.body.clone());
-        serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
-    }
-}
+pub type PostbackMessage = crate::envelope::Envelope;
 
 /// Timeouts, limits and credentials of one postback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -438,11 +419,7 @@ pub fn run_post(cmd: &PostArgs) -> Result<(), PostCommandError> {
     } else {
         cmd.body.clone()
     };
-    let message = PostbackMessage {
-        status_code: cmd.status,
-        headers: cmd.headers.clone(),
-        body: body_value(&body),
-    };
+    let message = PostbackMessage::new(cmd.status, cmd.headers.clone(), body_value(&body));
     postback_with(&cmd.url, &message, &cmd.options).map_err(|e| PostCommandError {
         exit_code: match e {
             PostbackError::InvalidUrl(_) | PostbackError::UnsupportedScheme(_) => 2,

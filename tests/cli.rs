@@ -334,6 +334,7 @@ fn handler_postbacks_send_the_token_set_by_the_cli_without_touching_the_environm
             status_code: 200,
             headers: serde_json::Map::new(),
             body: json!("hi"),
+            extra: serde_json::Map::new(),
         },
     )
     .unwrap();

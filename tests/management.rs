@@ -879,6 +879,7 @@ api:
                                 status_code: 202,
                                 headers,
                                 body: json!({"late": true}),
+                                extra: Map::new(),
                             },
                         );
                         let _ = tx.send((url, r.map_err(|e| e.to_string())));
@@ -952,6 +953,7 @@ fn a_postback_to_a_closed_connection_is_gone() {
             status_code: 200,
             headers: Map::new(),
             body: json!("too late"),
+            extra: Map::new(),
         },
     );
     assert!(matches!(r, Err(PostbackError::Gone)), "{r:?}");
@@ -1266,6 +1268,7 @@ fn a_postback_to_a_token_guarded_server_carries_the_token() {
         status_code: 200,
         headers: Map::new(),
         body: json!("with token"),
+        extra: Map::new(),
     };
     let without = configurapi_runner_ws::postback::postback_with(
         &url,
@@ -1543,6 +1546,7 @@ fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
             status_code: 200,
             headers: Map::new(),
             body: json!("via alias"),
+            extra: Map::new(),
         },
     );
     assert!(r.is_ok(), "{r:?}");
@@ -1562,6 +1566,7 @@ fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
             status_code: 200,
             headers: Map::new(),
             body: json!(""),
+            extra: Map::new(),
         },
     );
     assert!(

@@ -222,18 +222,7 @@ impl Conn {
     fn on_bytes(&mut self, data: &mut [u8], sh: &mut Shared<'_>) {
         match &mut self.st.phase {
             Phase::Handshake(buf) => {
-                let scan_from = buf.len().saturating_sub(3);
-                buf.extend_from_slice(data);
-                // Parse only once the blank line may be there (or the limit is hit), so a
-                // head that trickles in byte by byte is not re-parsed at every byte.
-                // Three CR/LF bytes before the request line are refused at once (see
-                // parse_request), so a run of empty lines is answered, not accumulated.
-                let has_end = crate::http::may_end_head(buf, scan_from)
-                    || (buf.len() >= 3 && buf[..3].iter().all(|&b| b == b'\r' || b == b'\n'));
-                if !has_end && buf.len() < sh.cfg.handshake_limits.max_bytes {
-                    return;
-                }
-                match handshake::parse_request(buf, &sh.cfg.handshake_limits) {
+                match handshake::read_head(buf, data, &sh.cfg.handshake_limits) {
                     Ok(None) => {}
                     Ok(Some(_)) if sh.stats.open as usize > sh.cfg.max_connections => {
                         self.reject_handshake(HandshakeError::Overloaded, sh)

@@ -16,11 +16,9 @@
 //! cannot know where the next request starts.
 
 mod chunked;
-mod query;
 mod request;
 
 pub use chunked::ChunkedDecoder;
-pub use query::{parse_query, percent_decode};
 pub use request::{HttpParser, Parsed};
 
 use std::fmt;

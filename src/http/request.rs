@@ -4,7 +4,7 @@
 //! decoder does, so the reactor can feed it slices of its shared read buffer: only a
 //! partial head (at most `max_head_bytes`) and the body being received are kept here.
 
-use super::{parse_query, ChunkedDecoder, HttpError, HttpRequest, Limits};
+use super::{ChunkedDecoder, HttpError, HttpRequest, Limits};
 
 /// What [`HttpParser::feed`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,7 +213,7 @@ impl HttpParser {
         let path = request_path(&method, &target)?;
         let query = target
             .split_once('?')
-            .map(|(_, q)| parse_query(q))
+            .map(|(_, q)| configurapi::http::query_pairs(q).collect())
             .unwrap_or_default();
         let keep_alive = if http10 {
             conn_keep_alive && !conn_close

@@ -3,32 +3,7 @@
 
 use serde_json::{Map, Value};
 
-/// A checked post body, ready to be sent as one text frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Envelope {
-    /// `statusCode`, 200 when absent.
-    pub status_code: u16,
-    /// `headers`, `{}` when absent; a `message-id` in it is kept.
-    pub headers: Map<String, Value>,
-    /// `body`, `""` when absent; JSON `null` stays `null` (8.1).
-    pub body: Value,
-    /// Any other top-level keys (e.g. `isBase64Encoded`), passed on unchanged.
-    pub extra: Map<String, Value>,
-}
-
-impl Envelope {
-    /// The frame text: `{"statusCode":..,"headers":{..},"body":..}` then any other keys.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut m = Map::with_capacity(3 + self.extra.len());
-        m.insert("statusCode".into(), Value::from(self.status_code));
-        m.insert("headers".into(), Value::Object(self.headers.clone()));
-        m.insert("body".into(), self.body.clone());
-        for (k, v) in &self.extra {
-            m.insert(k.clone(), v.clone());
-        }
-        serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
-    }
-}
+pub use crate::envelope::Envelope;
 
 /// Why a post body was refused; the management server answers 400 with this text as
 /// the ErrorResponse details.

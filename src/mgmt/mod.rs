@@ -17,7 +17,6 @@
 mod envelope;
 mod info;
 mod metrics;
-mod name;
 mod session;
 
 pub use envelope::{parse_post_body, BadBody, Envelope};
@@ -25,7 +24,6 @@ pub use info::{iso8601, ConnInfo};
 pub use metrics::{
     render_metrics, Histogram, MetricsSnapshot, LATENCY_BUCKETS, METRICS_CONTENT_TYPE,
 };
-use name::event_name;
 pub use session::Session;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -33,9 +31,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::http::{
-    percent_decode, reason_phrase, write_head, write_response, HttpError, HttpRequest,
-};
+use configurapi::http::percent_decode;
+
+use crate::http::{reason_phrase, write_head, write_response, HttpError, HttpRequest};
 
 /// Default management port (semantics 6.1.2); 0 turns the server off.
 pub const DEFAULT_PORT: u16 = 9100;
@@ -108,9 +106,16 @@ pub fn route(req: &HttpRequest) -> Route {
         (_, ["healthz"]) if read => Route::Health,
         (_, ["metrics"]) if read => Route::Metrics,
         _ => Route::NotImplemented {
-            event: event_name(&req.method, &req.path),
+            event: event_name(&req.method, &segs),
         },
     }
+}
+
+/// The event name the core's path rules (2.2) give `method` and the decoded segments: the
+/// 501 names it as the core would (`Route for 'list_users' event could not be found.'`).
+fn event_name(method: &str, segs: &[&str]) -> String {
+    let method = method.to_ascii_lowercase();
+    configurapi::path::map_segments("", &method, segs, &serde_json::Map::new()).name
 }
 
 /// Whether the request may use the API: always when no token is set, else only with

@@ -166,6 +166,41 @@ fn routes() {
     assert_eq!(ni("GET", "/"), "");
 }
 
+/// The 501's event name is the core's `map_path` over the decoded segments (2.2.6 table,
+/// plus the management paths and an escaped segment).
+#[test]
+fn event_names_follow_the_core_path_rules() {
+    let name = |m: &str, p: &str| {
+        let segs: Vec<String> = p.split('/').map(|s| percent_decode(s, false)).collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        event_name(m, &segs)
+    };
+    let cases = [
+        ("GET", "/users", "list_users"),
+        ("GET", "/users/someone/phones/123", "get_user_phone"),
+        ("GET", "/v1/users/someone/phones", "list_v1_user_phones"),
+        ("POST", "/v1/users/", "post_v1_user"),
+        ("DELETE", "/people/1", "delete_person"),
+        ("GET", "/data", "list_data"),
+        ("OPTIONS", "/v1/data", "options_v1_datum"),
+        ("GET", "/news", "list_news"),
+        ("GET", "/v1.2/statuses", "list_v1.2_statuses"),
+        ("GET", "/v1", "get_v1"),
+        ("GET", "/@connections", "list_@connections"),
+        ("POST", "/@connections/abc", "post_@connection"),
+        ("GET", "/list_@connections", "list_list_@connections"),
+        ("POST", "/post_@connection", "post_post_@connection"),
+        ("GET", "/", ""),
+        ("GET", "//", ""),
+        ("PUT", "/%40connections/x", "put_@connection"),
+        // A decoded `/` stays inside its segment.
+        ("PUT", "/a%2Fbs/x", "put_a/b"),
+    ];
+    for (m, p, want) in cases {
+        assert_eq!(name(m, p), want, "{m} {p}");
+    }
+}
+
 #[test]
 fn list_answers_a_json_array() {
     let mut ctx = Fake::default();

@@ -80,11 +80,7 @@ fn serve_once(answer: &'static [u8]) -> (u16, JoinHandle<Captured>) {
 fn message() -> PostbackMessage {
     let mut headers = Map::new();
     headers.insert("message-id".into(), json!("m-1"));
-    PostbackMessage {
-        status_code: 201,
-        headers,
-        body: json!({"message": "Hello"}),
-    }
+    PostbackMessage::new(201, headers, json!({"message": "Hello"}))
 }
 
 #[test]

@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use super::envelope;
 use crate::configurapi::{ChunkStream, ErrorResponse, ReadySignal};
 use crate::conn::shared::ConnShared;
+use crate::envelope;
 use crate::ws::Opcode;
 
 pub(crate) struct StreamPump {

@@ -136,6 +136,28 @@ impl HandshakeError {
     }
 }
 
+/// The incremental upgrade-head reader: the reactor calls it with each read, and the fuzz
+/// target drives exactly it. `data` is appended to `buf` (the bytes held so far), and the
+/// head is parsed ([`parse_request`]) only once its blank line may be there or the limit
+/// is hit, so a head that trickles in byte by byte is not re-parsed at every byte. Three
+/// CR/LF bytes before the request line are refused at once (see [`parse_request`]), so a
+/// run of empty lines is answered, not accumulated. `Ok(None)`: more bytes are needed.
+pub fn read_head(
+    buf: &mut Vec<u8>,
+    data: &[u8],
+    limits: &HandshakeLimits,
+) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    // The blank line may straddle the previous read's end.
+    let scan_from = buf.len().saturating_sub(3);
+    buf.extend_from_slice(data);
+    let has_end = crate::http::may_end_head(buf, scan_from)
+        || (buf.len() >= 3 && buf[..3].iter().all(|&b| b == b'\r' || b == b'\n'));
+    if !has_end && buf.len() < limits.max_bytes {
+        return Ok(None);
+    }
+    parse_request(buf, limits)
+}
+
 /// Parse the upgrade request in `buf`. `Ok(None)` means the head is not complete yet.
 pub fn parse_request(
     buf: &[u8],
@@ -374,6 +396,32 @@ mod tests {
         // Decided on the first bytes, before the rest of the head is there.
         assert!(parse("\r\n\r").is_err());
         assert_eq!(parse("\r\n"), Ok(None));
+    }
+
+    /// The reader the reactor runs: a head fed a byte at a time is answered at its last
+    /// byte with the same request as parsed whole, and three leading CR/LF bytes are
+    /// refused as soon as they are there, though no blank line ends a head yet.
+    #[test]
+    fn read_head_answers_trickled_heads_and_leading_blank_runs_at_once() {
+        let limits = HandshakeLimits::default();
+        let whole = parse(GOOD).unwrap();
+        let mut buf = Vec::new();
+        for (i, b) in GOOD.bytes().enumerate() {
+            let got = read_head(&mut buf, &[b], &limits);
+            if i + 1 < GOOD.len() {
+                assert_eq!(got, Ok(None), "byte {i}");
+            } else {
+                assert_eq!(got, Ok(whole.clone()));
+            }
+        }
+        for lead in ["\r\n\r", "\n\n\n", "\r\r\r"] {
+            let mut buf = Vec::new();
+            let mut got = Ok(None);
+            for b in lead.bytes() {
+                got = read_head(&mut buf, &[b], &limits);
+            }
+            assert_eq!(got.unwrap_err().status(), 400, "{lead:?}");
+        }
     }
 
     #[test]

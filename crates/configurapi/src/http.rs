@@ -36,15 +36,7 @@ impl Request {
             Some((p, q)) => (p, q),
             None => (target, ""),
         };
-        let mut header_map = Map::new();
-        for (name, value) in headers {
-            let name = name.to_ascii_lowercase();
-            let joined = match header_map.get(&name).and_then(Value::as_str) {
-                Some(prev) => format!("{prev}, {value}"),
-                None => value.to_string(),
-            };
-            header_map.insert(name, Value::String(joined));
-        }
+        let header_map = join_headers(headers.iter().copied());
         let content_type = header_map
             .get("content-type")
             .and_then(Value::as_str)
@@ -79,9 +71,8 @@ impl Request {
 /// Parses a query string; repeated keys become arrays, as Node's `querystring`.
 pub fn parse_query(query: &str) -> Map<String, Value> {
     let mut map = Map::new();
-    for part in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-        let (k, v) = (percent_decode(k), Value::String(percent_decode(v)));
+    for (k, v) in query_pairs(query) {
+        let v = Value::String(v);
         match map.get_mut(&k) {
             Some(Value::Array(items)) => items.push(v),
             Some(prev) => {
@@ -96,29 +87,109 @@ pub fn parse_query(query: &str) -> Map<String, Value> {
     map
 }
 
-/// `+` is a space and `%XX` a byte; bad escapes stay as written.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// A query string (without the `?`) as decoded `(key, value)` pairs, in order, `+` being
+/// a space. Empty pieces (`a=1&&b=2`) are skipped; a key without `=` has the value `""`.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        (percent_decode(k, true), percent_decode(v, true))
+    })
+}
+
+/// Decodes `%XX` escapes (and `+` as a space when `plus_is_space`), leniently as Node's
+/// `querystring`: a `%` not followed by two hex digits stays as written. Bytes that do
+/// not form UTF-8 after decoding become U+FFFD.
+pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()));
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or(()) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+    while i < b.len() {
+        match b[i] {
+            b'%' => match (hex(b.get(i + 1)), hex(b.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
                 }
-            }
-            b => out.push(b),
+                _ => out.push(b'%'),
+            },
+            b'+' if plus_is_space => out.push(b' '),
+            c => out.push(c),
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn hex(c: Option<&u8>) -> Option<u8> {
+    match c? {
+        c @ b'0'..=b'9' => Some(c - b'0'),
+        c @ b'a'..=b'f' => Some(c - b'a' + 10),
+        c @ b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The header map an event carries (4.6, 6.2.5): names lowercased, a repeated header's
+/// values joined with `, ` in order, as Node's header map does.
+pub fn join_headers<'a>(
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (name, value) in headers {
+        let name = name.to_ascii_lowercase();
+        match map.get_mut(&name) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(value);
+            }
+            _ => {
+                map.insert(name, Value::String(value.to_string()));
+            }
+        }
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_escapes_and_plus_and_keeps_bad_escapes_literal() {
+        for (text, plus_is_space, want) in [
+            ("a%20b+c", true, "a b c"),
+            ("a+b", false, "a+b"),
+            ("%40connections", false, "@connections"),
+            ("%e2%82%ac", false, "\u{20ac}"),
+            ("100%", true, "100%"),
+            ("%4", true, "%4"),
+            ("%zz%41", true, "%zzA"),
+            ("%ff", true, "\u{fffd}"),
+        ] {
+            assert_eq!(percent_decode(text, plus_is_space), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn query_pairs_in_order_and_repeats_as_arrays() {
+        let pairs: Vec<_> = query_pairs("id=abc&x&&y=1%262&id=2").collect();
+        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            pairs,
+            [s("id", "abc"), s("x", ""), s("y", "1&2"), s("id", "2")]
+        );
+        assert_eq!(query_pairs("").count(), 0);
+        assert_eq!(
+            Value::Object(parse_query("id=abc&x&&y=1%262&id=2&id=3")),
+            json!({"id": ["abc", "2", "3"], "x": "", "y": "1&2"})
+        );
+    }
+
+    #[test]
+    fn headers_are_lowercased_and_repeats_joined() {
+        let h = join_headers([("A", "1"), ("b", "2"), ("a", "3")]);
+        assert_eq!(Value::Object(h), json!({"a": "1, 3", "b": "2"}));
+    }
 }

@@ -42,7 +42,30 @@ pub fn map_path(
     path: &str,
     query: &Map<String, Value>,
 ) -> RouteKey {
-    let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    map_segments(request_name, method, &segments, query)
+}
+
+/// [`map_path`] over segments the caller has already split (and, for an HTTP front end
+/// such as the management API, percent-decoded: 6.7.2), so that a decoded `%2F` stays
+/// inside its segment. Empty segments are dropped here too (2.2.1).
+///
+/// ```
+/// use configurapi::path::map_segments;
+/// let key = map_segments("", "put", &["@connections", "x"], &serde_json::Map::new());
+/// assert_eq!(key.name, "put_@connection");
+/// ```
+pub fn map_segments<S: AsRef<str>>(
+    request_name: &str,
+    method: &str,
+    segments: &[S],
+    query: &Map<String, Value>,
+) -> RouteKey {
+    let mut segments: Vec<&str> = segments
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|s| !s.is_empty())
+        .collect();
     if segments.is_empty() {
         // 2.2.1: no segments means no mapping at all, and no query copy.
         return RouteKey {

@@ -138,16 +138,12 @@ impl HandlerRegistry {
 
     /// The registry every service starts from: the importable packs
     /// `configurapi-handler-http`, `configurapi-handler-json` and
-    /// `configurapi-handler-logging`, plus every
-    /// always-on pack registered with
-    /// [`crate::handlers::register_always_on_pack`].
+    /// `configurapi-handler-logging`. A runner adds its own always-on packs
+    /// with [`HandlerRegistry::add_always_on_pack`].
     pub fn with_builtins() -> HandlerRegistry {
         let mut registry = HandlerRegistry::new();
         for pack in crate::handlers::builtin_packs() {
             registry.add_importable_pack(pack);
-        }
-        for pack in crate::handlers::always_on_packs() {
-            registry.add_always_on_pack(pack);
         }
         registry
     }

@@ -77,8 +77,8 @@ fn s5_0_registry_packs_imports_and_later_registrations_override() {
             },
         )
     }
-    handlers::register_always_on_pack(extra_pack);
-    let reg = HandlerRegistry::with_builtins();
+    let mut reg = HandlerRegistry::with_builtins();
+    reg.add_always_on_pack(extra_pack());
     assert!(reg
         .known_packs()
         .contains(&"configurapi-handler-test-extra".to_string()));

@@ -1,10 +1,8 @@
 //! Built-in handler packs, named after the Node packages they stand in for
 //! (5.0): `configurapi-handler-http` ([`http`]), `configurapi-handler-json`
 //! ([`json`]) and `configurapi-handler-logging` ([`logging`]). A config makes
-//! them available with `import:`. Other modules of the crate (the runner's own
-//! pack) register always-on packs with [`register_always_on_pack`].
-
-use std::sync::Mutex;
+//! them available with `import:`. A runner adds its own always-on packs (8.7)
+//! to the registry it builds, with [`crate::HandlerRegistry::add_always_on_pack`].
 
 use crate::HandlerPack;
 
@@ -22,24 +20,6 @@ pub const LOGGING_PACK: &str = "configurapi-handler-logging";
 /// The importable built-in packs.
 pub fn builtin_packs() -> Vec<HandlerPack> {
     vec![http::pack(), json::pack(), logging::pack()]
-}
-
-static ALWAYS_ON: Mutex<Vec<fn() -> HandlerPack>> = Mutex::new(Vec::new());
-
-/// Registers a pack that every [`crate::HandlerRegistry::with_builtins`]
-/// includes with no `import:` needed (8.7). A pack with the name of an
-/// earlier one replaces it. Call it before building services.
-pub fn register_always_on_pack(factory: fn() -> HandlerPack) {
-    let name = factory().name().to_string();
-    let mut list = ALWAYS_ON.lock().unwrap_or_else(|p| p.into_inner());
-    list.retain(|f| f().name() != name);
-    list.push(factory);
-}
-
-/// The always-on packs registered so far.
-pub fn always_on_packs() -> Vec<HandlerPack> {
-    let list = ALWAYS_ON.lock().unwrap_or_else(|p| p.into_inner());
-    list.iter().map(|f| f()).collect()
 }
 
 /// Shared parameter helpers for the packs.

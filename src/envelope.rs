@@ -1,5 +1,7 @@
-//! The response frame (6.3): `{"statusCode": n, "headers": {..., "message-id": id},
-//! "body": <JSON value>}`, plus `"isBase64Encoded": true` for byte bodies.
+//! The response envelope (6.3): `{"statusCode": n, "headers": {..., "message-id": id},
+//! "body": <JSON value>}`, plus `"isBase64Encoded": true` for byte bodies. The one writer
+//! of it: the runner's answer frames ([`encode`], [`encode_parts`]), a management post
+//! (6.7.4) and the postback client (6.8) ([`Envelope::to_json`]).
 //!
 //! Written straight into one buffer: the frame's JSON is produced once, on the worker
 //! thread, and the reactor only prefixes the frame header.
@@ -9,6 +11,47 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 
 use crate::configurapi::{Body, Chunk, Response};
+
+/// An envelope held as values: what a management post (6.7.4) sends and what the postback
+/// client (6.8) POSTs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// `statusCode`, 200 when absent.
+    pub status_code: u16,
+    /// `headers`; a `message-id` in it is kept (a late answer can be matched).
+    pub headers: Map<String, Value>,
+    /// `body`, embedded as a JSON value; `null` stays `null` (8.1).
+    pub body: Value,
+    /// Any other top-level keys (e.g. `isBase64Encoded`), written after `body` unchanged.
+    pub extra: Map<String, Value>,
+}
+
+impl Envelope {
+    /// An envelope with no extra keys.
+    pub fn new(status_code: u16, headers: Map<String, Value>, body: Value) -> Envelope {
+        Envelope {
+            status_code,
+            headers,
+            body,
+            extra: Map::new(),
+        }
+    }
+
+    /// The JSON text: `{"statusCode":..,"headers":{..},"body":..}` then any other keys.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(head_capacity(&self.headers) + 64);
+        write_head(&mut out, self.status_code, &self.headers, &[], None);
+        let _ = serde_json::to_writer(&mut out, &self.body);
+        for (k, v) in &self.extra {
+            out.push(b',');
+            let _ = serde_json::to_writer(&mut out, k);
+            out.push(b':');
+            let _ = serde_json::to_writer(&mut out, v);
+        }
+        out.push(b'}');
+        out
+    }
+}
 
 /// Encode a complete (non-stream) response. `message_id` is the request's, echoed in
 /// the headers (6.3.2).
@@ -198,6 +241,35 @@ mod tests {
         let r = Response::new("x", 200).with_header("message-id", "handler");
         let v = parse(&encode(&r, Some(&json!("request"))));
         assert_eq!(v["headers"], json!({"message-id": "request"}));
+    }
+
+    #[test]
+    fn envelope_to_json_is_the_value_serialized_in_field_order() {
+        let mut extra = Map::new();
+        extra.insert("isBase64Encoded".into(), json!(false));
+        extra.insert("z\"k".into(), json!([1, null]));
+        let headers = json!({"message-id": "m1", "X": "y\u{e9}"});
+        let Value::Object(headers) = headers else {
+            unreachable!()
+        };
+        for (status, body, extra) in [
+            (200, json!(""), Map::new()),
+            (201, json!({"b": 1, "a": 2}), extra.clone()),
+            (599, Value::Null, extra),
+        ] {
+            let e = Envelope {
+                status_code: status,
+                headers: headers.clone(),
+                body: body.clone(),
+                extra: extra.clone(),
+            };
+            let mut m = Map::new();
+            m.insert("statusCode".into(), json!(status));
+            m.insert("headers".into(), Value::Object(headers.clone()));
+            m.insert("body".into(), body);
+            m.extend(extra);
+            assert_eq!(e.to_json(), serde_json::to_vec(&Value::Object(m)).unwrap());
+        }
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! The runner as the reactor's [`App`]: what each connection event becomes (a job, an
+//! inline reply, nothing), decided on the reactor thread from copies of what it needs.
+
+use std::sync::Arc;
+
+use super::message::decode_message;
+use super::{Inner, Reply, Runner};
+use crate::configurapi::Schedule;
+use crate::conn::shared::ConnShared;
+use crate::mgmt::MetricsSnapshot;
+use crate::reactor::{App, Dispatch};
+use crate::work::Job;
+use crate::ws::UpgradeRequest;
+
+impl App for Runner {
+    fn on_open(&self, conn: &Arc<ConnShared>, req: &UpgradeRequest) -> Option<Job> {
+        if !self.inner.has_on_connect {
+            return None; // 6.5.3: accepted without dispatch
+        }
+        let inner = Arc::clone(&self.inner);
+        let conn = Arc::clone(conn);
+        let headers: Vec<(String, String)> = req.headers.clone();
+        let query = req.query().to_string();
+        Some(Box::new(move || {
+            Inner::on_connect(inner, conn, &headers, &query)
+        }))
+    }
+
+    fn on_message(
+        &self,
+        conn: &Arc<ConnShared>,
+        text: bool,
+        payload: &[u8],
+        inline_ok: bool,
+    ) -> Dispatch {
+        let inner = &self.inner;
+        if !(inline_ok && inner.opts.inline) {
+            let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
+            let payload = payload.to_vec();
+            return Dispatch::Job(Box::new(move || {
+                Inner::handle(&inner, conn, decode_message(text, &payload));
+            }));
+        }
+        // Decode here to learn the route; run it here when every handler it can reach
+        // is non-blocking (measured in docs/benchmarks.md: it saves two thread hand-offs
+        // per message), else on a worker. A handler that defers is non-blocking: the
+        // pipeline suspends and the answer goes out later from a worker.
+        let decoded = decode_message(text, payload);
+        let nonblocking = match &decoded {
+            Ok((req, _)) => inner.service.is_nonblocking(&req.name, &req.method),
+            Err(_) => true,
+        };
+        if !nonblocking {
+            let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
+            return Dispatch::Job(Box::new(move || Inner::handle(&inner, conn, decoded)));
+        }
+        match Inner::answer_here(inner, conn, decoded) {
+            None => Dispatch::Later,
+            Some(Reply::Frame(frame)) => Dispatch::Reply(frame),
+            Some(stream) => {
+                let conn = Arc::clone(conn);
+                Dispatch::Job(Box::new(move || stream.send(conn)))
+            }
+        }
+    }
+
+    fn set_resume(&self, resume: Arc<dyn Schedule>) {
+        let _ = self.inner.resume.set(resume);
+    }
+
+    fn set_management_url(&self, base: &str) {
+        let _ = self.inner.management_url.set(base.to_string());
+    }
+
+    fn fill_metrics(&self, m: &mut MetricsSnapshot) {
+        self.inner.metrics.fill(m);
+    }
+
+    fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job> {
+        if !self.inner.has_on_disconnect {
+            return None; // 6.5.6: skipped without a route
+        }
+        let inner = Arc::clone(&self.inner);
+        let conn = Arc::clone(conn);
+        Some(Box::new(move || Inner::on_disconnect(inner, conn)))
+    }
+}

@@ -1,0 +1,355 @@
+//! A client message (6.2) to a [`Request`]: JSON read straight off the parser into the
+//! request's fields, with the message-id kept for the answer even when decoding fails.
+
+use serde_json::{Map, Value};
+
+use crate::configurapi::{HandlerError, Payload, Request};
+
+/// A decoded message with its message-id, or the decoding error (boxed: it is rare and
+/// large) with the message-id when one could be read.
+pub(crate) type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
+
+/// `{...params, ...query}` with the query winning (2.2.5, 6.2.4).
+pub(crate) fn merge_params(
+    params: &Map<String, Value>,
+    query: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut merged = params.clone();
+    for (k, v) in query {
+        merged.insert(k.clone(), v.clone());
+    }
+    merged
+}
+
+/// A client message to a Request (6.2). The error side carries the message-id when
+/// one could be read, so even a 400 can be matched by the client.
+pub(crate) fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
+    // The Request default method is already `get` (6.2.3).
+    let mut request = Request::default();
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        if text {
+            // Cannot happen: the codec validated text frames.
+            return Err(Box::new((
+                HandlerError::new("Invalid UTF-8 in message."),
+                None,
+            )));
+        }
+        // 6.2.7: binary that is not UTF-8 becomes the payload as is.
+        request.payload = Payload::Bytes(bytes.to_vec());
+        return Ok((request, None));
+    };
+    // The message is read into `request` as it is parsed (no map of the whole message).
+    let mut de = serde_json::Deserializer::from_str(text);
+    match seed::into(&mut request, &mut de).and_then(|object| de.end().map(|()| object)) {
+        Ok(true) => {}
+        Ok(false) => {
+            // 6.6.2: valid JSON that is not a mapping cannot be a message.
+            return Err(Box::new((
+                HandlerError::new("The message must be a JSON object."),
+                None,
+            )));
+        }
+        Err(_) => {
+            // 6.2.2: not JSON: the raw text is the payload.
+            let request = Request {
+                payload: Payload::Text(text.to_string()),
+                ..Request::default()
+            };
+            return Ok((request, None));
+        }
+    }
+    let message_id = request.headers.get("message-id").cloned();
+    Ok((request, message_id))
+}
+
+/// `s.to_lowercase()`, without a new string when it is lower case already.
+fn to_lowercase(s: String) -> String {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        s
+    } else {
+        s.to_lowercase()
+    }
+}
+
+/// Reading a client message (6.2.3) straight off the JSON parser into a [`Request`]:
+/// the keys the runner uses are parsed as JSON values, the others are parsed and
+/// dropped. This accepts and rejects exactly the texts `serde_json::from_str::<Value>`
+/// does (every value goes through `Value`'s own deserializer), and a repeated key counts
+/// with its last value only, as in a `Map`.
+mod seed {
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    use super::to_lowercase;
+    use crate::configurapi::{Payload, Request};
+
+    /// Read one JSON value; when it is an object, its keys set `request`'s fields and
+    /// the answer is `true`. `false`: some other JSON value (`request` is untouched).
+    /// On an error `request` may be partly set.
+    pub(super) fn into<'de, D: Deserializer<'de>>(
+        request: &mut Request,
+        d: D,
+    ) -> Result<bool, D::Error> {
+        MessageSeed(request).deserialize(d)
+    }
+
+    enum Key {
+        Name,
+        Method,
+        Query,
+        Params,
+        Headers,
+        Payload,
+        Other,
+    }
+
+    impl<'de> de::Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            struct KeyVisitor;
+            impl Visitor<'_> for KeyVisitor {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an object key")
+                }
+                fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+                    Ok(match s {
+                        "name" => Key::Name,
+                        "method" => Key::Method,
+                        "query" => Key::Query,
+                        "params" => Key::Params,
+                        "headers" => Key::Headers,
+                        "payload" => Key::Payload,
+                        _ => Key::Other,
+                    })
+                }
+            }
+            d.deserialize_str(KeyVisitor)
+        }
+    }
+
+    struct MessageSeed<'a>(&'a mut Request);
+
+    impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    /// A mapping's value, or an empty mapping for anything else.
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    impl<'de> Visitor<'de> for MessageSeed<'_> {
+        type Value = bool;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let r = self.0;
+            while let Some(key) = map.next_key::<Key>()? {
+                let v = map.next_value::<Value>()?;
+                // Each assignment stands for the whole field, so a repeated key ends
+                // up as its last value alone decides.
+                match key {
+                    Key::Name => {
+                        r.name = match v {
+                            Value::String(s) => s,
+                            v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+                            _ => String::new(),
+                        }
+                    }
+                    Key::Method => {
+                        r.method = match v {
+                            Value::String(m) => to_lowercase(m),
+                            // The Request default (6.2.3).
+                            _ => Request::default().method,
+                        }
+                    }
+                    Key::Query => r.query = object(v),
+                    Key::Params => r.params = object(v),
+                    Key::Headers => r.headers = object(v),
+                    Key::Payload => r.payload = Payload::Json(v),
+                    // Parsed as a Value all the same, so that the same texts fail.
+                    Key::Other => {}
+                }
+            }
+            Ok(true)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            while seq.next_element::<Value>()?.is_some() {}
+            Ok(false)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s6_2_2_invalid_json_becomes_the_raw_payload() {
+        let (req, id) = decode_message(true, b"not json {").unwrap();
+        assert_eq!(req.payload, Payload::Text("not json {".into()));
+        assert_eq!(req.name, "");
+        assert!(id.is_none());
+    }
+
+    #[test]
+    fn s6_6_2_json_that_is_not_a_mapping_is_a_syntax_error() {
+        assert!(decode_message(true, b"42").is_err());
+    }
+
+    #[test]
+    fn s6_2_3_message_fields_build_the_request() {
+        let msg = br#"{"name":"getData","method":"POST","params":{"id":1},"query":{"q":"x"},"headers":{"message-id":"m1"},"payload":null}"#;
+        let (req, id) = decode_message(true, msg).unwrap();
+        assert_eq!(req.name, "getData");
+        assert_eq!(req.method, "post");
+        assert_eq!(req.params.get("id"), Some(&Value::from(1)));
+        assert_eq!(req.query.get("q"), Some(&Value::from("x")));
+        assert_eq!(req.payload, Payload::Json(Value::Null));
+        assert_eq!(id, Some(Value::from("m1")));
+    }
+
+    #[test]
+    fn s6_2_7_binary_that_is_not_utf8_is_the_payload() {
+        let (req, _) = decode_message(false, &[0xff, 0x00]).unwrap();
+        assert_eq!(req.payload, Payload::Bytes(vec![0xff, 0x00]));
+    }
+
+    /// The decoding as it was written first: the whole message parsed as a `Value`,
+    /// then its keys taken out. `decode_message` must agree with it on every text.
+    fn decode_reference(text: &str) -> Result<(Request, Option<Value>), ()> {
+        let mut request = Request::default();
+        let mut message = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(()),
+            Err(_) => {
+                request.payload = Payload::Text(text.to_string());
+                return Ok((request, None));
+            }
+        };
+        request.name = match message.get("name") {
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            _ => String::new(),
+        };
+        if let Some(Value::String(m)) = message.get("method") {
+            request.method = m.to_lowercase();
+        }
+        if let Some(Value::Object(q)) = message.remove("query") {
+            request.query = q;
+        }
+        if let Some(Value::Object(p)) = message.remove("params") {
+            request.params = p;
+        }
+        if let Some(Value::Object(h)) = message.remove("headers") {
+            request.headers = h;
+        }
+        if let Some(p) = message.remove("payload") {
+            request.payload = Payload::Json(p);
+        }
+        let message_id = request.headers.get("message-id").cloned();
+        Ok((request, message_id))
+    }
+
+    #[test]
+    fn decoding_agrees_with_parsing_the_whole_message_as_a_value() {
+        let deep = |n: usize, open: &str, close: &str| {
+            format!("{{\"x\":{}1{}}}", open.repeat(n), close.repeat(n))
+        };
+        let mut texts: Vec<String> = [
+            r#"{"name":"a","method":"POST","params":{"id":1},"query":{"q":"x"},"headers":{"message-id":"m1","b":[1]},"payload":{"k":[null,true,1.5]}}"#,
+            r#"{"name":"a","name":"b","headers":{"message-id":1},"headers":{"message-id":2}}"#,
+            r#"{"headers":{"message-id":"x"},"headers":5}"#,
+            r#"{"method":"POST","method":5,"name":1,"name":[]}"#,
+            r#"{"method":5,"method":"PUT","payload":1,"payload":null}"#,
+            r#"{"query":{"a":1},"query":[],"params":{"b":2},"params":{"c":3}}"#,
+            r#"{"na\u006de":"escaped","\u0070ayload":null}"#,
+            r#"{"name":12.5,"method":"G\u00c9T"}"#,
+            r#"{"name":true,"method":"ÄÖ","payload":"text"}"#,
+            r#"{"name":null,"method":7,"query":[1],"params":"p","headers":null}"#,
+            r#"{"name":{"a":1},"other":{"deep":[1,2,{"x":null}]},"payload":[]}"#,
+            r#"{"other":1e400}"#,
+            r#"{"other":"\ud800"}"#,
+            r#"{"payload":1e400}"#,
+            r#"{"name":"a"} trailing"#,
+            r#"{"name":"a"}   "#,
+            r#"{"name":"a",}"#,
+            r#"{"name""#,
+            "{}",
+            "[]",
+            "[1,{\"a\":2},[3]]",
+            "[1,2",
+            "[1e400]",
+            "42",
+            "-1",
+            "1.5",
+            "1e400",
+            "true",
+            "null",
+            "\"str\"",
+            "\"\\ud800\"",
+            "",
+            "   ",
+            "not json {",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for n in [100, 126, 127, 128, 129, 200] {
+            texts.push(deep(n, "[", "]"));
+            texts.push(deep(n, "{\"a\":", "}"));
+            texts.push(format!("{}1{}", "[".repeat(n), "]".repeat(n)));
+        }
+        for text in &texts {
+            let got = decode_message(true, text.as_bytes());
+            match (got, decode_reference(text)) {
+                (Ok((a, id_a)), Ok((b, id_b))) => {
+                    assert_eq!(format!("{a:?}"), format!("{b:?}"), "{text}");
+                    assert_eq!(id_a, id_b, "{text}");
+                }
+                (Err(_), Err(())) => {}
+                (got, want) => panic!(
+                    "{text}: got {:?}, want {:?}",
+                    got.map(|(r, _)| r),
+                    want.map(|(r, _)| r)
+                ),
+            }
+        }
+    }
+}

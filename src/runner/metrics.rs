@@ -1,0 +1,167 @@
+//! The runner's own `/metrics` series: handler latency by route and responses by status
+//! (docs/management.md), counted with atomics so recording a message takes no lock.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::configurapi::service::NameMap;
+use crate::configurapi::Service;
+use crate::mgmt::{Histogram, MetricsSnapshot, LATENCY_BUCKETS};
+
+/// Handler latency by route and responses by status, for `/metrics`. Counted with
+/// atomics: recording a message takes no lock (the label set is fixed at start).
+pub(super) struct RunnerMetrics {
+    /// Index into `latency` of each route name.
+    labels: NameMap<usize>,
+    /// Index into `latency` of [`UNMATCHED`].
+    unmatched: usize,
+    latency: Vec<(String, AtomicHistogram)>,
+    /// Responses by status, for statuses under [`STATUS_SLOTS`].
+    responses: Box<[AtomicU64]>,
+    /// Responses with any other status (a handler may set any `u16`).
+    responses_other: Mutex<BTreeMap<u16, u64>>,
+}
+
+/// Statuses counted without a lock: every status a handler sensibly sets.
+const STATUS_SLOTS: usize = 1000;
+
+impl RunnerMetrics {
+    pub(super) fn new(service: &Service) -> RunnerMetrics {
+        let mut labels = NameMap::default();
+        let mut latency = Vec::new();
+        // A route named like UNMATCHED shares its series, as it did when labels were
+        // map keys.
+        for name in service.route_names().into_iter().chain([UNMATCHED]) {
+            if !labels.contains_key(name) {
+                labels.insert(name.to_string(), latency.len());
+                latency.push((name.to_string(), AtomicHistogram::default()));
+            }
+        }
+        RunnerMetrics {
+            unmatched: labels[UNMATCHED],
+            labels,
+            latency,
+            responses: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            responses_other: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Latency of an event named `name` (an unknown name counts as [`UNMATCHED`]) that
+    /// was answered with `status`.
+    pub(super) fn record(&self, name: &str, took: Duration, status: u16) {
+        let i = self.labels.get(name).copied().unwrap_or(self.unmatched);
+        self.latency[i].1.observe(took);
+        match self.responses.get(usize::from(status)) {
+            Some(n) => {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                let mut other = self
+                    .responses_other
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                *other.entry(status).or_default() += 1;
+            }
+        }
+    }
+
+    /// The series observed so far, as `/metrics` shows them.
+    pub(super) fn fill(&self, m: &mut MetricsSnapshot) {
+        m.handler_latency = self
+            .latency
+            .iter()
+            .filter_map(|(label, h)| {
+                let h = h.snapshot();
+                (h.count > 0).then(|| (label.clone(), h))
+            })
+            .collect();
+        let mut responses = self
+            .responses_other
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (status, n) in self.responses.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                responses.insert(status as u16, n);
+            }
+        }
+        m.responses_by_status = responses;
+    }
+}
+
+/// A [`Histogram`] updated with atomics.
+#[derive(Default)]
+struct AtomicHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    /// The sum in seconds, as `f64` bits.
+    sum_bits: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| s <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .sum_bits
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + s).to_bits())
+            });
+    }
+
+    fn snapshot(&self) -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+            sum_seconds: f64::from_bits(self.sum_bits.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// Latency of events whose name is no route is recorded under this label, so a client
+/// cannot grow the metrics with made-up names.
+const UNMATCHED: &str = "(unmatched)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::{registry, DEFAULT_CONFIG};
+
+    #[test]
+    fn metrics_count_routes_unmatched_names_and_every_status() {
+        let service = Service::from_str(DEFAULT_CONFIG, "default", registry()).unwrap();
+        let metrics = RunnerMetrics::new(&service);
+        let took = [
+            Duration::from_micros(300),
+            Duration::from_millis(3),
+            Duration::from_secs(20),
+        ];
+        for d in took {
+            metrics.record("echo", d, 200);
+        }
+        metrics.record("made-up", took[1], 501);
+        metrics.record(UNMATCHED, took[0], 4000);
+        let mut m = MetricsSnapshot::default();
+        metrics.fill(&mut m);
+
+        let mut echo = Histogram::default();
+        took.iter().for_each(|d| echo.observe(*d));
+        let mut unmatched = Histogram::default();
+        unmatched.observe(took[1]);
+        unmatched.observe(took[0]);
+        let want: BTreeMap<String, Histogram> = [
+            ("echo".to_string(), echo),
+            (UNMATCHED.to_string(), unmatched),
+        ]
+        .into();
+        assert_eq!(m.handler_latency, want);
+        let want: BTreeMap<u16, u64> = [(200, 3), (501, 1), (4000, 1)].into();
+        assert_eq!(m.responses_by_status, want);
+    }
+}
