@@ -56,6 +56,10 @@ pub struct MetricsSnapshot {
     pub queued_bytes_sum: u64,
     /// The largest single write queue.
     pub queued_bytes_max: u64,
+    /// The most bytes any one connection has had queued at once since start.
+    pub queued_bytes_peak: u64,
+    /// The largest read-side buffer any one connection has held since start.
+    pub read_buffered_peak: u64,
     /// Handler latency by event name.
     pub handler_latency: BTreeMap<String, Histogram>,
     /// Response frames sent, by the envelope's `statusCode`.
@@ -129,6 +133,18 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             "gauge",
             "Bytes queued for writing on the most backed-up connection.",
             m.queued_bytes_max,
+        ),
+        (
+            "queued_bytes_peak",
+            "gauge",
+            "The most bytes any one connection has had queued for writing at once since start.",
+            m.queued_bytes_peak,
+        ),
+        (
+            "read_buffered_peak",
+            "gauge",
+            "The largest read-side buffer (upgrade head or message being reassembled) any one connection has held since start.",
+            m.read_buffered_peak,
         ),
         (
             "stale_deliveries_dropped_total",
@@ -278,6 +294,8 @@ mod tests {
             bytes_out: 2000,
             queued_bytes_sum: 300,
             queued_bytes_max: 200,
+            queued_bytes_peak: 250,
+            read_buffered_peak: 4096,
             stale_dropped: 1,
             ..MetricsSnapshot::default()
         };
@@ -308,6 +326,8 @@ mod tests {
             "configurapi_ws_bytes_sent_total 2000",
             "configurapi_ws_queued_bytes 300",
             "configurapi_ws_queued_bytes_max 200",
+            "configurapi_ws_queued_bytes_peak 250",
+            "configurapi_ws_read_buffered_peak 4096",
             "configurapi_ws_stale_deliveries_dropped_total 1",
             "configurapi_ws_responses_total{status_code=\"200\"} 9",
             "configurapi_ws_responses_total{status_code=\"501\"} 2",

@@ -627,6 +627,7 @@ impl Reactor {
         if readable && !self.backlog.is_empty() {
             // The workers are saturated: leave the bytes in the kernel (TCP
             // backpressure) and come back when a worker reports room.
+            sh.stats.backlog_stalls += 1;
             self.stalled.push(conn.st.id);
         } else if readable {
             match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh) {
@@ -739,6 +740,7 @@ impl Reactor {
                 self.backlog.push_back(job);
             }
         }
+        self.stats.backlog_peak = self.stats.backlog_peak.max(self.backlog.len() as u64);
     }
 
     /// A worker has room: move held jobs to the pool, and once none wait, read the
@@ -823,6 +825,8 @@ impl Reactor {
                 .is_some_and(|c| matches!(c.st.phase, Phase::Dead));
             if dead {
                 let mut conn = self.conns.remove(slot);
+                self.stats
+                    .fold_peaks(conn.st.queued_peak, conn.st.read_peak);
                 conn.st.wq.clear(&mut self.pool);
                 self.stats.open -= 1;
             }
@@ -935,6 +939,7 @@ impl Reactor {
                             _ => c.dec.buffered_capacity(),
                         };
                         s.read_buffered_max = s.read_buffered_max.max(r as u64);
+                        s.fold_peaks(c.st.queued_peak, c.st.read_peak);
                     }
                     let _ = reply.send(s);
                 }
