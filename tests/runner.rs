@@ -24,7 +24,7 @@ use configurapi_runner_ws::runner::{self, RunnerOptions};
 use configurapi_runner_ws::ServerConfig;
 use runner_util::*;
 use serde_json::{json, Value};
-use util::{client_frame, read_frame, DEADLINE};
+use util::{assert_peak_within, client_frame, read_frame, wait_held, DEADLINE};
 
 /// The config most tests share.
 const APP: &str = r#"
@@ -1032,28 +1032,36 @@ fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
     };
 
     // Read nothing: the server fills the kernel buffers, then its queue up to high
-    // water, then stops and stays there.
-    let stalled = wait_stalled(&srv, bound, HIGH as u64);
-    assert!(stalled >= HIGH as u64);
-    let sent = srv.handle.stats().unwrap().bytes_out;
+    // water, and holds the stream there.
+    // Until the client reads, the last frame the producer queued is still there: the
+    // queue is at high water or above.
+    let held = wait_held(&srv.handle, bound, HIGH as u64);
     assert!(
-        sent < (COUNT * CHUNK) as u64 / 4,
-        "most of the stream waits for the reader ({sent} bytes out)"
+        held.bytes_out < (COUNT * CHUNK) as u64 / 4,
+        "most of the stream waits for the reader ({} bytes out)",
+        held.bytes_out
     );
 
-    // Read a little at a time: each time the stream resumes and stalls again within
-    // the bound. Each crossing of high water is a chance for the producer and the
-    // reactor to race on the byte count, so the test crosses it many times.
+    // Read a little at a time, each time until the producer is held again. Each
+    // crossing of high water is a chance for the producer and the reactor to race on
+    // the byte count, so the test crosses it many times; the recorded peak covers every
+    // moment in between, not only the holds.
     for cycle in 0..24 {
         for _ in 0..(cycle % 6 + 1) * 40 {
             assert!(read_one(&mut ws), "the stream ended early");
         }
-        wait_stalled(&srv, bound, 0);
+        wait_held(&srv.handle, bound, 0);
     }
 
     // Now read everything: every chunk arrives, then the done frame.
     while read_one(&mut ws) {}
     assert_eq!(chunks, COUNT);
+    // Over the whole run, not only at the holds: never above high water + one frame.
+    let peak = assert_peak_within(&srv.handle, bound).queued_bytes_peak;
+    assert!(
+        peak >= HIGH as u64,
+        "the queue never reached high water ({peak})"
+    );
 }
 
 #[test]
@@ -1096,7 +1104,7 @@ fn s6_4_5_pushes_to_a_slow_reader_wait_for_room_and_are_not_dropped() {
     });
     // The pusher fills the kernel buffers, then the queue up to high water, and then
     // waits: it has not finished, and nothing was dropped.
-    wait_stalled(&srv, bound, HIGH as u64);
+    wait_held(&srv.handle, bound, HIGH as u64);
     assert!(
         done.try_recv().is_err(),
         "the pusher went past a full queue"
@@ -1114,7 +1122,12 @@ fn s6_4_5_pushes_to_a_slow_reader_wait_for_room_and_are_not_dropped() {
     }
     done.recv_timeout(DEADLINE).expect("the pusher finished");
     pusher.join().unwrap();
-    assert!(srv.handle.stats().unwrap().queued_bytes_max <= bound);
+    // Over the whole run: never above high water + one frame.
+    let peak = assert_peak_within(&srv.handle, bound).queued_bytes_peak;
+    assert!(
+        peak >= HIGH as u64,
+        "the queue never reached high water ({peak})"
+    );
 }
 
 // ---------------------------------------------------------------- 6.5 lifecycle

@@ -23,7 +23,10 @@ use configurapi_runner_ws::{Handle, Mode, Server, ServerConfig, TlsSettings};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tungstenite::Message;
-use util::{client_frame, read_frame, read_http_head, upgrade_request, DEADLINE};
+use util::{
+    assert_peak_within, client_frame, read_frame, read_http_head, upgrade_request,
+    wait_handle_stats, wait_held, DEADLINE,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
 
@@ -401,34 +404,47 @@ fn first_offered_subprotocol_is_echoed_over_tls() {
 
 #[test]
 fn reader_that_never_reads_is_bounded_over_tls() {
+    const HIGH: usize = 256 << 10;
     let cfg = ServerConfig {
-        high_water: 256 << 10,
+        high_water: HIGH,
         low_water: 64 << 10,
         ..Default::default()
     };
     let srv = WssServer::echo(cfg);
-    let mut s = srv.upgraded("");
-    s.sock
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let frame = client_frame(0x82, &vec![7u8; 64 << 10]);
-    let mut sent = 0usize;
-    while s.write_all(&frame).is_ok() {
-        sent += frame.len();
-        assert!(
-            sent < 512 << 20,
-            "the server kept reading a peer that never reads"
-        );
-    }
-    let stats = srv.handle.stats().unwrap();
-    // Paused at high water; one read batch (8 x 64 KiB) may overshoot it, and rustls
-    // holds at most one buffer of records (64 KiB plus record overhead).
+    let s = srv.upgraded("");
+    let raw = s.sock.try_clone().unwrap();
+    // The writer owns the TLS stream and writes until the socket fails: once the server
+    // stops reading, its write blocks until the socket is shut down below.
+    let writer = std::thread::spawn(move || {
+        let mut s = s;
+        let frame = client_frame(0x82, &vec![7u8; 64 << 10]);
+        let mut sent = 0usize;
+        while s.write_all(&frame).is_ok() {
+            sent += frame.len();
+            if sent >= 512 << 20 {
+                break;
+            }
+        }
+        sent
+    });
+    // The echoes fill the kernel's buffers, then the queue passes high water and the
+    // server stops reading this peer: a read pause, counted.
+    wait_handle_stats(&srv.handle, "a read pause", |st| st.read_pauses > 0);
+    raw.shutdown(std::net::Shutdown::Both).unwrap();
+    let sent = writer.join().unwrap();
     assert!(
-        stats.queued_bytes_max <= (256 << 10) + 8 * (64 << 10) + (80 << 10),
-        "{}",
-        stats.queued_bytes_max
+        sent < 512 << 20,
+        "the server kept reading a peer that never reads ({sent} bytes)"
     );
-    assert!(stats.queued_bytes_max > 0);
+    // Over the whole run: paused at high water; one read batch (8 x 64 KiB) may
+    // overshoot it, and rustls holds at most one buffer of records (64 KiB plus record
+    // overhead).
+    let peak = assert_peak_within(&srv.handle, (HIGH + 8 * (64 << 10) + (80 << 10)) as u64)
+        .queued_bytes_peak;
+    assert!(
+        peak > HIGH as u64,
+        "the queue never passed high water ({peak})"
+    );
 }
 
 #[test]
@@ -655,32 +671,9 @@ fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
     .unwrap();
     s.flush().unwrap();
     let bound = (HIGH + CHUNK + 512 + (64 << 10) + 4096) as u64;
-    // Sample until the queue stops moving; every sample within the bound.
-    let sample_until_stalled = |min: u64| -> u64 {
-        let deadline = Instant::now() + DEADLINE;
-        let (mut last, mut same) = ((u64::MAX, 0u64), 0);
-        loop {
-            let st = srv.handle.stats().unwrap();
-            let q = st.queued_bytes_max;
-            assert!(q <= bound, "queued {q} > bound {bound}");
-            let now = (q, st.bytes_out);
-            if now == last && q >= min {
-                same += 1;
-                if same == 300 {
-                    return q;
-                }
-            } else {
-                same = 0;
-            }
-            last = now;
-            assert!(Instant::now() < deadline, "never stalled {now:?}");
-            std::thread::yield_now();
-        }
-    };
-    let stalled = sample_until_stalled(HIGH as u64);
-    assert!(stalled >= HIGH as u64);
+    let held = wait_held(&srv.handle, bound, HIGH as u64);
     assert!(
-        srv.handle.stats().unwrap().bytes_out < (COUNT * CHUNK) as u64 / 4,
+        held.bytes_out < (COUNT * CHUNK) as u64 / 4,
         "most of the stream waits for the reader"
     );
     let mut chunks = 0;
@@ -697,14 +690,21 @@ fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
             false
         }
     };
+    // Read a little at a time, each time until the producer is held again.
     for cycle in 0..6 {
         for _ in 0..(cycle + 1) * 30 {
             assert!(read_one(&mut s), "the stream ended early");
         }
-        sample_until_stalled(0);
+        wait_held(&srv.handle, bound, 0);
     }
     while read_one(&mut s) {}
     assert_eq!(chunks, COUNT);
+    // Over the whole run, not only at the holds.
+    let peak = assert_peak_within(&srv.handle, bound).queued_bytes_peak;
+    assert!(
+        peak >= HIGH as u64,
+        "the queue never reached high water ({peak})"
+    );
 }
 
 #[test]

@@ -128,9 +128,11 @@ pub struct ConnState {
     /// The most bytes [`ConnState::queued`] has held at once (a high-water mark, not a
     /// sample): noted at every push and after every flush, the only places it grows.
     pub queued_peak: usize,
-    /// The largest read-side buffer this connection has held, by capacity: the upgrade
-    /// head being read, or a message being reassembled.
-    pub read_peak: usize,
+    /// The largest upgrade head buffer this connection has held, by capacity.
+    pub head_peak: usize,
+    /// The largest reassembly buffer (a message in progress) this connection has held,
+    /// by capacity.
+    pub message_peak: usize,
 }
 
 /// A connection: codec plus state.
@@ -183,7 +185,8 @@ impl Conn {
                 pongs_queued: 0,
                 deferred_pong: None,
                 queued_peak: 0,
-                read_peak: 0,
+                head_peak: 0,
+                message_peak: 0,
             },
         }
     }
@@ -214,7 +217,7 @@ impl Conn {
             self.on_bytes(&mut rbuf[..n], sh);
             // The reassembly buffer only grows inside on_bytes and only shrinks when
             // the connection is idle, so noting it here misses no peak.
-            self.st.read_peak = self.st.read_peak.max(self.dec.buffered_capacity());
+            self.st.message_peak = self.st.message_peak.max(self.dec.buffered_capacity());
             if self.st.queued() > sh.cfg.high_water {
                 // Backpressure: a peer that does not read its answers stops being read.
                 self.st.read_paused = true;
@@ -237,7 +240,7 @@ impl Conn {
                 let scan_from = buf.len().saturating_sub(3);
                 buf.extend_from_slice(data);
                 // Noted here: a head that completes is dropped before on_bytes returns.
-                self.st.read_peak = self.st.read_peak.max(buf.capacity());
+                self.st.head_peak = self.st.head_peak.max(buf.capacity());
                 // Parse only once the blank line may be there (or the limit is hit), so a
                 // head that trickles in byte by byte is not re-parsed at every byte.
                 // Three CR/LF bytes before the request line are refused at once (see

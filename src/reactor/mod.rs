@@ -825,8 +825,7 @@ impl Reactor {
                 .is_some_and(|c| matches!(c.st.phase, Phase::Dead));
             if dead {
                 let mut conn = self.conns.remove(slot);
-                self.stats
-                    .fold_peaks(conn.st.queued_peak, conn.st.read_peak);
+                self.stats.fold_peaks(&conn.st);
                 conn.st.wq.clear(&mut self.pool);
                 self.stats.open -= 1;
             }
@@ -939,7 +938,10 @@ impl Reactor {
                             _ => c.dec.buffered_capacity(),
                         };
                         s.read_buffered_max = s.read_buffered_max.max(r as u64);
-                        s.fold_peaks(c.st.queued_peak, c.st.read_peak);
+                        s.fold_peaks(&c.st);
+                        if let Some(a) = &c.st.app {
+                            s.producers_waiting += a.shared.waiting_producers() as u64;
+                        }
                     }
                     let _ = reply.send(s);
                 }

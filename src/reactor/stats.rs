@@ -62,14 +62,20 @@ pub struct Stats {
     /// Largest read-side buffer now, by capacity: an upgrade head being read or a
     /// message being reassembled (filled in on request).
     pub read_buffered_max: u64,
+    /// Stream producers and pushes waiting for room in a write queue now (filled in on
+    /// request): a producer held at the high-water mark.
+    pub producers_waiting: u64,
     /// The most bytes any one connection has had queued for writing at any moment
     /// since start (write queue plus TLS records not yet taken by the socket). A
     /// recorded high-water mark: connections note it at every push and flush, and
     /// their peaks are folded in here when they close (live ones on request).
     pub queued_bytes_peak: u64,
-    /// The largest read-side buffer any one connection has held since start, recorded
-    /// the same way.
-    pub read_buffered_peak: u64,
+    /// The largest upgrade head buffer any one connection has held since start,
+    /// recorded the same way.
+    pub head_buffered_peak: u64,
+    /// The largest reassembly buffer (a message in progress) any one connection has
+    /// held since start, recorded the same way.
+    pub message_buffered_peak: u64,
 }
 
 impl Stats {
@@ -82,9 +88,10 @@ impl Stats {
     }
 
     /// Fold a connection's recorded peaks in (when it closes, or for a snapshot).
-    pub(crate) fn fold_peaks(&mut self, queued_peak: usize, read_peak: usize) {
-        self.queued_bytes_peak = self.queued_bytes_peak.max(queued_peak as u64);
-        self.read_buffered_peak = self.read_buffered_peak.max(read_peak as u64);
+    pub(crate) fn fold_peaks(&mut self, st: &crate::conn::ConnState) {
+        self.queued_bytes_peak = self.queued_bytes_peak.max(st.queued_peak as u64);
+        self.head_buffered_peak = self.head_buffered_peak.max(st.head_peak as u64);
+        self.message_buffered_peak = self.message_buffered_peak.max(st.message_peak as u64);
     }
 
     pub(crate) fn record_close_sent(&mut self, code: u16) {

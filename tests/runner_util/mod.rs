@@ -248,39 +248,6 @@ pub fn wait_all_gone(srv: &TestServer) {
     });
 }
 
-/// Sample the server until nothing moves any more: queued bytes, frames out and bytes
-/// out all unchanged over 300 samples in a row, with at least `min_queued` queued.
-/// Every sample's largest write queue must be at most `bound`. Returns the queued
-/// bytes of the stalled state.
-pub fn wait_stalled(srv: &TestServer, bound: u64, min_queued: u64) -> u64 {
-    let deadline = Instant::now() + DEADLINE;
-    let mut last = (u64::MAX, 0, 0);
-    let mut unchanged = 0;
-    loop {
-        let s = srv.handle.stats().unwrap();
-        let q = s.queued_bytes_max;
-        assert!(
-            q <= bound,
-            "queued {q} bytes > high water + one frame ({bound})"
-        );
-        let now = (q, s.messages_out, s.bytes_out);
-        if now == last && q >= min_queued {
-            unchanged += 1;
-            if unchanged == 300 {
-                return q;
-            }
-        } else {
-            unchanged = 0;
-        }
-        last = now;
-        assert!(
-            Instant::now() < deadline,
-            "the server never stalled ({now:?})"
-        );
-        std::thread::yield_now();
-    }
-}
-
 /// Bytes one streamHandler chunk frame of `chunk` bytes takes on the wire for a
 /// request with `message_id`: the envelope plus a 4-byte frame header.
 pub fn stream_chunk_frame_len(chunk: usize, message_id: &str) -> usize {

@@ -181,9 +181,14 @@ pub fn expect_close(s: &mut TcpStream, code: u16) {
 
 /// Poll the server's counters until `done` holds, failing after the deadline.
 pub fn wait_stats(srv: &TestServer, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+    wait_handle_stats(&srv.handle, what, done)
+}
+
+/// [`wait_stats`] for any server handle.
+pub fn wait_handle_stats(handle: &Handle, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
     let start = Instant::now();
     loop {
-        let s = srv.handle.stats().expect("server running");
+        let s = handle.stats().expect("server running");
         if done(&s) {
             return s;
         }
@@ -196,6 +201,38 @@ pub fn wait_stats(srv: &TestServer, what: &str, done: impl Fn(&Stats) -> bool) -
 }
 
 /// A fresh client gets its text echoed, then closes cleanly: the server still serves
+/// The recorded peak of the write queues so far (`Stats::queued_bytes_peak`: noted by
+/// the server at every push and flush, so it covers every moment of the run, not the
+/// moments a test happens to sample). Fails when it is over `bound`.
+pub fn assert_peak_within(handle: &Handle, bound: u64) -> Stats {
+    let s = handle.stats().expect("server running");
+    assert!(
+        s.queued_bytes_peak <= bound,
+        "a write queue held {} bytes at some moment > high water + one frame ({bound})",
+        s.queued_bytes_peak
+    );
+    s
+}
+
+/// Wait (with the test deadline) until a producer (stream or push) waits for room and
+/// one connection holds at least `min_queued` bytes: the state of a producer held by a
+/// client that does not read, once the kernel's buffers are full. A producer parks only
+/// with the queue over the low-water mark and is woken below it, so the state lasts
+/// until the client reads. The recorded peak must stay within `bound` on the way.
+pub fn wait_held(handle: &Handle, bound: u64, min_queued: u64) -> Stats {
+    let start = Instant::now();
+    loop {
+        let s = assert_peak_within(handle, bound);
+        if s.producers_waiting > 0 && s.queued_bytes_max >= min_queued {
+            return s;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for a producer held with {min_queued} bytes queued: {s:?}"
+        );
+        std::thread::yield_now();
+    }
+}
 /// well-behaved clients.
 pub fn echo_round_trip(srv: &TestServer) {
     let mut s = srv.upgraded();
