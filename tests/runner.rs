@@ -24,7 +24,7 @@ use configurapi_runner_ws::runner::{self, RunnerOptions};
 use configurapi_runner_ws::ServerConfig;
 use runner_util::*;
 use serde_json::{json, Value};
-use util::{assert_peak_within, client_frame, read_frame, wait_held, DEADLINE};
+use util::{assert_peak_within, client_frame, read_frame, wait_held, wait_stats, DEADLINE};
 
 /// The config most tests share.
 const APP: &str = r#"
@@ -389,26 +389,47 @@ fn s6_2_6_correlation_id_comes_from_the_query_then_the_header_then_the_event_id(
 
 #[test]
 fn s6_2_7_a_slow_message_does_not_hold_up_a_fast_one_on_the_same_connection() {
-    let srv = app();
+    // Both routes run on workers (workerOnlyHandler fails anywhere else). The slow one
+    // waits at a gate that the test opens only once the fast reply has arrived: were the
+    // messages of one connection handled one after the other, the fast reply could not
+    // come first (the gate gives up after the deadline and the slow route answers 500
+    // first). No clock is read.
+    let yaml = r#"
+import: [configurapi-handler-http]
+api:
+  events:
+    - name: slow
+      policies:
+        - gateHandler
+        - workerOnlyHandler
+        - setResponseHandler: [200, slow]
+    - name: fast
+      policies:
+        - workerOnlyHandler
+        - echoHandler
+"#;
+    let (gate_handler, gate) = gate();
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("gateHandler", gate_handler);
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
     let mut ws = connect(&srv);
-    let sent = Instant::now();
     ws.send(&json!({"name": "slow", "headers": {"message-id": "slow"}}));
-    ws.send(&json!({"name": "echo", "payload": "fast", "headers": {"message-id": "fast"}}));
-    let first = ws.recv();
-    let fast_after = sent.elapsed();
+    gate.wait_entered();
+    ws.send(&json!({"name": "fast", "payload": "fast", "headers": {"message-id": "fast"}}));
     assert_eq!(
-        first,
+        ws.recv(),
         json!({"statusCode": 200, "headers": {"message-id": "fast"}, "body": "fast"})
     );
-    assert!(
-        fast_after < Duration::from_millis(1500),
-        "the fast reply waited for the slow one ({fast_after:?})"
-    );
+    gate.open();
     assert_eq!(
         ws.recv(),
         json!({"statusCode": 200, "headers": {"message-id": "slow"}, "body": "slow"})
     );
-    assert!(sent.elapsed() >= Duration::from_millis(2000));
 }
 
 #[test]
@@ -619,11 +640,14 @@ fn s6_3_4_every_request_is_answered_when_the_worker_queue_is_full() {
         job_queue: 1,
         ..test_config()
     };
-    let srv = start_runner(APP, |_| {}, cfg, RunnerOptions::default());
+    // The route runs on the worker (an inline route would never reach the pool).
+    let yaml =
+        "api:\n  events:\n    - name: work\n      policies: [workerOnlyHandler, echoHandler]\n";
+    let srv = start_runner(yaml, |_| {}, cfg, RunnerOptions::default());
     let mut clients: Vec<Ws> = (0..3).map(|_| connect(&srv)).collect();
     let mut bytes = Vec::new();
     for i in 0..100 {
-        let msg = json!({"name": "echo", "payload": i, "headers": {"message-id": i}});
+        let msg = json!({"name": "work", "payload": i, "headers": {"message-id": i}});
         bytes.extend(client_frame(0x81, msg.to_string().as_bytes()));
     }
     for ws in &mut clients {
@@ -640,6 +664,123 @@ fn s6_3_4_every_request_is_answered_when_the_worker_queue_is_full() {
         ids.sort_unstable();
         assert_eq!(ids, (0..100).collect::<Vec<u64>>());
     }
+}
+
+#[test]
+fn s6_3_4_a_full_pool_stops_reading_every_socket_until_a_worker_has_room_and_loses_nothing() {
+    // One worker held at a gate, a one-job queue, routes that run on the worker. Once a
+    // job waits in the reactor's backlog, no socket is read: another client's bytes
+    // stay in the kernel until its writes block. When the worker has room, reading
+    // resumes and every message is answered, in order per connection.
+    const PAD: usize = 1000;
+    // Far more than the kernel's buffers for one connection hold: a server that kept
+    // reading would take it all.
+    const CAP: usize = 64 << 20;
+    let yaml = r#"
+api:
+  events:
+    - name: gate
+      policies: [gateHandler, workerOnlyHandler, echoHandler]
+    - name: work
+      policies: [workerOnlyHandler, echoHandler]
+"#;
+    let (gate_handler, gate) = gate();
+    let cfg = ServerConfig {
+        workers: 1,
+        job_queue: 1,
+        ..test_config()
+    };
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("gateHandler", gate_handler);
+        },
+        cfg,
+        RunnerOptions::default(),
+    );
+    let mut a = connect(&srv);
+    let mut b = connect(&srv);
+    a.send(&json!({"name": "gate", "payload": "gate", "headers": {"message-id": "gate"}}));
+    gate.wait_entered();
+    // The worker is busy: a1 fills the one-job queue, a2 waits in the backlog.
+    a.send(&json!({"name": "work", "payload": "a1", "headers": {"message-id": "a1"}}));
+    a.send(&json!({"name": "work", "payload": "a2", "headers": {"message-id": "a2"}}));
+    wait_stats(&srv, "a job held in the backlog", |s| {
+        s.messages_in == 3 && s.backlog_peak >= 1
+    });
+
+    // b writes without blocking until the kernel takes no more.
+    let mut stream = Vec::new();
+    let mut ends = Vec::new();
+    while stream.len() < CAP {
+        let msg = json!({"name": "work", "payload": format!("{:0>PAD$}", ends.len()), "headers": {"message-id": ends.len()}});
+        stream.extend(client_frame(0x81, msg.to_string().as_bytes()));
+        ends.push(stream.len());
+    }
+    b.s.set_nonblocking(true).unwrap();
+    let mut written = 0;
+    loop {
+        match std::io::Write::write(&mut b.s, &stream[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("writing to the server: {e}"),
+        }
+        assert!(
+            written < CAP,
+            "the server read {written} bytes from another client while the pool was full"
+        );
+    }
+    b.s.set_nonblocking(false).unwrap();
+    // The reactor saw b readable and left it unread: not one of b's messages was read.
+    let st = wait_stats(&srv, "b's readiness left unread", |s| s.backlog_stalls >= 1);
+    assert_eq!(
+        st.messages_in, 3,
+        "a message was read while the pool was full"
+    );
+
+    // Room: the gate opens, the backlog drains, reading resumes.
+    gate.open();
+    for id in ["gate", "a1", "a2"] {
+        assert_eq!(a.recv()["headers"]["message-id"], id);
+    }
+    let begun = ends.iter().position(|&e| e >= written).unwrap() + 1;
+    let reader = {
+        let mut r = Ws {
+            s: b.s.try_clone().unwrap(),
+        };
+        std::thread::spawn(move || {
+            for i in 0..begun {
+                let reply = r.recv();
+                assert_eq!(
+                    reply["headers"]["message-id"], i,
+                    "b's replies out of order"
+                );
+                assert_eq!(reply["body"], format!("{i:0>PAD$}"));
+            }
+        })
+    };
+    // The message that was half written when the kernel was full is finished now.
+    std::io::Write::write_all(&mut b.s, &stream[written..ends[begun - 1]]).unwrap();
+    reader.join().unwrap();
+    let st = wait_stats(&srv, "every message counted", |s| {
+        s.messages_in == 3 + begun as u64
+    });
+    eprintln!(
+        "backlog: {begun} messages ({written} bytes) written before the kernel was full; \
+         {} readiness events left unread",
+        st.backlog_stalls
+    );
+    // Nothing more is on its way on either connection.
+    assert_eq!(
+        a.request(&json!({"name": "work", "payload": "last", "headers": {"message-id": "last"}}))
+            ["headers"]["message-id"],
+        "last"
+    );
+    assert_eq!(
+        b.request(&json!({"name": "work", "payload": "last", "headers": {"message-id": "last"}}))
+            ["headers"]["message-id"],
+        "last"
+    );
 }
 
 #[test]

@@ -38,6 +38,7 @@ pub fn start_runner(
 ) -> TestServer {
     let mut registry = runner::registry();
     registry.register("statusFromParamsHandler", status_from_params);
+    registry.register("workerOnlyHandler", worker_only);
     reg(&mut registry);
     let service = Service::from_str(yaml, "test.yaml", registry).expect("test config loads");
     let runner = Runner::new(service, opts);
@@ -61,6 +62,19 @@ pub fn status_from_params(
         _ => 200,
     };
     Ok(())
+}
+
+/// `workerOnlyHandler`: does nothing, and is not marked non-blocking, so a route that
+/// uses it runs on a worker, never inline on the reactor. It checks that: on any
+/// thread but a worker it fails the request (a 500 the test sees). Registered on every
+/// test runner.
+pub fn worker_only(_: &mut Event, _: &[Value], _: &mut Context) -> Result<(), HandlerError> {
+    match std::thread::current().name() {
+        Some(name) if name.starts_with("worker-") => Ok(()),
+        other => Err(HandlerError::new(format!(
+            "workerOnlyHandler ran on thread {other:?}, not a worker"
+        ))),
+    }
 }
 
 /// A runner for `yaml` with only the built-in handlers and the test defaults.
