@@ -704,8 +704,9 @@ fn keep_alive_serves_two_requests_on_one_socket_and_pipelined_ones_in_order() {
 fn wait_for_timeout_close(s: &mut std::net::TcpStream, since: Instant, min: Duration) -> Duration {
     expect_eof(s);
     let took = since.elapsed();
+    // A timeout cannot fire early; a loaded machine only makes it late, which the read
+    // deadline (DEADLINE) bounds.
     assert!(took >= min, "closed after {took:?}, before {min:?}");
-    assert!(took < IDLE * 10, "closed only after {took:?}");
     took
 }
 
@@ -728,27 +729,40 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 /// short read deadline, so bytes keep arriving well within the idle timeout; the
 /// server must close once the request has taken longer than the timeout, without an
 /// answer, while the echo conversation keeps answering.
+///
+/// A trial proves the request timeout only if no gap between bytes reached the idle
+/// timeout (else the idle rule may have closed it). A loaded machine can stall the
+/// client that long; such a trial is inconclusive and is run again, up to 5 times.
 fn slowloris(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) {
+    for _ in 0..5 {
+        let max_gap = slowloris_trial(srv, ws, round);
+        if max_gap < IDLE {
+            return;
+        }
+        eprintln!("slowloris trial inconclusive: the client paused {max_gap:?}; again");
+    }
+    panic!("every slowloris trial paused for the whole idle timeout: the machine is too loaded");
+}
+
+/// One slowloris; returns the longest gap between two of its bytes.
+fn slowloris_trial(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) -> Duration {
     let mut s = srv.raw_mgmt();
     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
     let started = Instant::now();
     let mut last_byte = started;
     let mut sent = 0usize;
+    let mut max_gap = Duration::ZERO;
     let mut buf = [0u8; 256];
     loop {
         let byte = head.get(sent).copied().unwrap_or(b'z');
         if s.write_all(&[byte]).is_err() {
             break; // closed under us
         }
-        let gap = last_byte.elapsed();
-        last_byte = Instant::now();
         if sent > 0 {
-            assert!(
-                gap < IDLE * 3 / 4,
-                "the trickle paused for {gap:?}; not a slowloris"
-            );
+            max_gap = max_gap.max(last_byte.elapsed());
         }
+        last_byte = Instant::now();
         sent += 1;
         echo_round(ws, *round);
         *round += 1;
@@ -763,7 +777,7 @@ fn slowloris(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) {
             Err(e) => panic!("{e}"),
         }
         assert!(
-            started.elapsed() < IDLE * 10,
+            started.elapsed() < DEADLINE,
             "the slowloris was not closed ({sent} bytes in {:?})",
             started.elapsed()
         );
@@ -773,6 +787,7 @@ fn slowloris(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) {
         took >= IDLE - Duration::from_millis(50),
         "closed after {took:?}, before the timeout"
     );
+    max_gap
 }
 
 #[test]
@@ -1244,7 +1259,7 @@ fn a_body_that_trickles_in_is_closed_by_the_timeout() {
             Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
             Err(e) => panic!("{e}"),
         }
-        assert!(started.elapsed() < IDLE * 10, "never closed");
+        assert!(started.elapsed() < DEADLINE, "never closed");
     }
     assert!(started.elapsed() >= IDLE - Duration::from_millis(50));
 }
@@ -1316,19 +1331,19 @@ fn a_postback_to_a_token_guarded_server_carries_the_token() {
 
 #[test]
 fn a_pipelined_request_gets_its_own_time_to_arrive() {
-    // Request A trickles in over 700 ms, B starts in the packet that ends A and takes
-    // 500 ms more: each is within the 1 s timeout, so both are answered. (B must not
-    // inherit A's start.)
+    // Request A trickles in over 1.8 s, B starts in the packet that ends A and takes
+    // 1.8 s more: each is within the 3 s timeout (1.2 s to spare on a loaded machine),
+    // so both are answered, while together they pass it: B must not inherit A's start.
     let mut m = mgmt_config(None);
-    m.idle_timeout = Duration::from_millis(1000);
+    m.idle_timeout = Duration::from_secs(3);
     let srv = MgmtServer::simple(APP, m);
     let mut s = srv.raw_mgmt();
     s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
-    pause_reading(&mut s, Duration::from_millis(700));
+    pause_reading(&mut s, Duration::from_millis(1800));
     s.write_all(b"Host: x\r\n\r\nGET /@connections HTTP/1.1\r\n")
         .unwrap();
     assert_eq!(read_response(&mut s, false).status, 200);
-    pause_reading(&mut s, Duration::from_millis(500));
+    pause_reading(&mut s, Duration::from_millis(1800));
     s.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let b = read_response(&mut s, false);
