@@ -809,11 +809,17 @@ fn reset_mid_frame_while_a_job_runs_drops_and_counts_the_late_reply() {
 fn two_thousand_connections_opened_and_dropped_at_once_are_all_freed() {
     let _serial = serial();
     // Each connection costs two descriptors here (client and in-process server).
+    // The test raises its own soft limit to the hard limit; where even that is too low
+    // it fails and says so, rather than testing fewer connections and passing.
+    const N: usize = 2000;
     let nofile = raise_nofile_limit();
-    let n = 2000.min((nofile.saturating_sub(256) / 2) as usize) / 2 * 2;
-    if n < 2000 {
-        eprintln!("RLIMIT_NOFILE {nofile}: scaled down to {n} connections");
-    }
+    assert!(
+        nofile >= (2 * N + 256) as u64,
+        "RLIMIT_NOFILE is {nofile} even raised to the hard limit; this test needs {} \
+         descriptors for {N} connections (raise the hard limit: ulimit -Hn)",
+        2 * N + 256
+    );
+    let n = N;
     // The mid-handshake half must still be there when everything is dropped.
     let srv = TestServer::start(ServerConfig {
         handshake_timeout: DEADLINE * 6,

@@ -22,7 +22,7 @@ use configurapi_runner_ws::postback::{postback, PostbackError, PostbackMessage};
 use management_util::*;
 use runner_util::{recorder, test_config, Ws};
 use serde_json::{json, Map, Value};
-use util::{read_frame, read_http_head, DEADLINE};
+use util::{read_frame, read_http_head, wait_output_within, OutputWithin, DEADLINE};
 
 const APP: &str = r#"
 import:
@@ -436,7 +436,7 @@ fn metrics_from_curl_parse_as_prometheus_text_after_traffic() {
 
     let out = curl()
         .args(["-s", &format!("http://{}/metrics", srv.mgmt)])
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert!(out.status.success(), "curl failed: {out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
@@ -991,7 +991,7 @@ fn the_post_subcommand_delivers_and_exits_0() {
             "x:y",
             r#"{"a":1}"#,
         ])
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
@@ -1006,7 +1006,10 @@ fn the_post_subcommand_exits_1_for_a_gone_connection() {
     let mut ws = srv.ws();
     let url = postback_url(&mut ws, &rx);
     ws.close();
-    let out = post_cmd().args(["post", &url, "hi"]).output().unwrap();
+    let out = post_cmd()
+        .args(["post", &url, "hi"])
+        .output_within_deadline()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("410"),
@@ -1026,7 +1029,7 @@ fn the_post_subcommand_exits_2_for_a_usage_error() {
         vec!["post", "ftp://127.0.0.1/x", "{}"],
         vec!["post", "--bogus", &url, "{}"],
     ] {
-        let out = post_cmd().args(&args).output().unwrap();
+        let out = post_cmd().args(&args).output_within_deadline().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
     // Nothing reached the server: no connection was posted to, so the metrics show
@@ -1038,7 +1041,9 @@ fn the_post_subcommand_exits_2_for_a_usage_error() {
 // ----------------------------------------------------------------- the doc's examples
 
 fn curl() -> Command {
-    let probe = Command::new("curl").arg("--version").output();
+    let probe = Command::new("curl")
+        .arg("--version")
+        .output_within_deadline();
     assert!(
         probe.is_ok_and(|o| o.status.success()),
         "the `curl` binary is needed to run docs/management.md's examples (install curl)"
@@ -1148,7 +1153,7 @@ fn docs_curl_examples_print_their_status_lines() {
         let out = curl()
             .args(&words[1..])
             .args(["--max-time", "10"])
-            .output()
+            .output_within_deadline()
             .unwrap();
         assert!(out.status.success(), "{cmd}: {out:?}");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1205,7 +1210,7 @@ fn curl_with_expect_100_continue_posts_a_large_body() {
             "--max-time",
             "10",
         ])
-        .output()
+        .output_within_deadline()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("HTTP/1.1 100 Continue\r\n"), "{stdout}");
@@ -1305,21 +1310,21 @@ fn a_postback_to_a_token_guarded_server_carries_the_token() {
     let out = post_cmd()
         .args(["post", &url, "--token", "s3cret", "flag"])
         .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(ws.recv()["body"], "flag");
     let out = post_cmd()
         .args(["post", &url, "env"])
         .env("CONFIGURAPI_MANAGEMENT_TOKEN", "s3cret")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(ws.recv()["body"], "env");
     let out = post_cmd()
         .args(["post", &url, "none"])
         .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
@@ -1523,12 +1528,13 @@ fn postback_url_and_postbacks_work_on_an_ipv6_management_listener() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut child| {
+            // Dropped after the write: the child sees the end of its input.
             child
                 .stdin
                 .take()
                 .unwrap()
                 .write_all(br#"{"from":"stdin"}"#)?;
-            child.wait_with_output()
+            wait_output_within(child, "post -")
         })
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -1565,7 +1571,7 @@ fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
     let out = post_cmd()
         .args(["post", &url, "plain text"])
         .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(ws.recv()["body"], "plain text");
@@ -1583,6 +1589,9 @@ fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
         matches!(r, Err(PostbackError::Status(400, ref b)) if b.contains("No connection id")),
         "{r:?}"
     );
-    let out = post_cmd().args(["post", &url, "x"]).output().unwrap();
+    let out = post_cmd()
+        .args(["post", &url, "x"])
+        .output_within_deadline()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }

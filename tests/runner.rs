@@ -24,7 +24,9 @@ use configurapi_runner_ws::runner::{self, RunnerOptions};
 use configurapi_runner_ws::ServerConfig;
 use runner_util::*;
 use serde_json::{json, Value};
-use util::{assert_peak_within, client_frame, read_frame, wait_held, wait_stats, DEADLINE};
+use util::{
+    assert_peak_within, client_frame, read_frame, wait_held, wait_stats, OutputWithin, DEADLINE,
+};
 
 /// The config most tests share.
 const APP: &str = r#"
@@ -2011,7 +2013,7 @@ fn s6_1_1_a_failing_on_start_aborts_startup_before_listening() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
         .args(["--port", "0"])
         .current_dir(&dir)
-        .output()
+        .output_within_deadline()
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -25,7 +25,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tungstenite::Message;
 use util::{
     assert_peak_within, client_frame, read_frame, read_http_head, upgrade_request,
-    wait_handle_stats, wait_held, DEADLINE,
+    wait_handle_stats, wait_held, OutputWithin, DEADLINE,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
@@ -532,7 +532,7 @@ fn run_bin(args: &[&str]) -> (Option<i32>, String) {
             "127.0.0.1",
         ])
         .args(args)
-        .output()
+        .output_within_deadline()
         .unwrap();
     (out.status.code(), String::from_utf8(out.stderr).unwrap())
 }
@@ -712,7 +712,6 @@ fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
 
 #[test]
 fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
-    use std::io::BufRead;
     let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let pem = k.serialize_pem();
     let pki = Pki::new(k, &pem, true);
@@ -731,11 +730,10 @@ fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let lines = util::lines_of(child.stderr.take().unwrap());
     let mut warned = false;
     let mut serving = false;
-    for line in stderr.lines() {
-        let line = line.unwrap();
+    while let Ok(line) = lines.recv_timeout(DEADLINE) {
         if line.starts_with("WARN") && line.contains(cert) && line.contains("expired") {
             warned = true;
         }

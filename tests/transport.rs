@@ -344,7 +344,7 @@ fn busy_port_is_a_one_line_error_naming_the_port() {
     let port = taken.local_addr().unwrap().port().to_string();
     let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
         .args(["--echo", "--port", &port])
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
@@ -361,7 +361,7 @@ fn bad_flag_is_a_one_line_error_with_exit_code_2() {
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
             .args(args)
-            .output()
+            .output_within_deadline()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8(out.stderr).unwrap();
@@ -374,7 +374,7 @@ fn bad_flag_is_a_one_line_error_with_exit_code_2() {
 fn help_lists_the_options() {
     let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
         .arg("--help")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();

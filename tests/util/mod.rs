@@ -242,3 +242,75 @@ pub fn echo_round_trip(srv: &TestServer) {
         .unwrap();
     expect_close(&mut s, 1000);
 }
+
+/// `Command::output` with the test deadline: a child that has not exited by then is
+/// killed and the test fails naming it, instead of hanging. Stdin is closed, as with
+/// `output`.
+pub trait OutputWithin {
+    fn output_within_deadline(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for std::process::Command {
+    fn output_within_deadline(&mut self) -> std::io::Result<std::process::Output> {
+        use std::process::Stdio;
+        let what = format!("{self:?}");
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        wait_output_within(child, &what)
+    }
+}
+
+/// `Child::wait_with_output` with the test deadline (see [`OutputWithin`]).
+pub fn wait_output_within(
+    mut child: std::process::Child,
+    what: &str,
+) -> std::io::Result<std::process::Output> {
+    fn drain(r: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {DEADLINE:?}");
+        }
+        // Polling the child's exit (std has no wait with a timeout).
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    })
+}
+
+/// Lines of a child's output, read on a thread, so each can be awaited with a
+/// deadline: `lines.recv_timeout(DEADLINE)`.
+pub fn lines_of(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
