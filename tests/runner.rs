@@ -44,10 +44,6 @@ api:
     - name: connectionId
       policies:
         - headerHandler: [connection-id]
-    - name: slow
-      policies:
-        - delayHandler: [2000]
-        - setResponseHandler: [200, slow]
     - name: param
       policies:
         - setResponseHandler: [200, "id=$(id) q=$(q)"]
