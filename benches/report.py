@@ -634,7 +634,7 @@ def targets(res):
            table(["target", "this run", ""], [[w, f, st] for _, w, f, st, _ in rows]), ""]
     if idle_n is not None and idle_n < 10000:
         out.append(f"- The idle targets are n/a: this run opened {idle_n:,} connections, fewer than "
-                   "the target's 10,000 (the descriptor limit).")
+                   "the target's 10,000 (IDLE_CONNS, or the descriptor limit).")
     seen = set()
     for key, what, _, _, ok in rows:
         if ok is False and key not in seen and WHY_UNMET.get(key):
