@@ -6,10 +6,11 @@
 //! Memory is measured exactly where the server accounts for it: the recorded peaks
 //! `Stats::queued_bytes_peak` (write queues), `Stats::message_buffered_peak` (a message
 //! being reassembled) and `Stats::head_buffered_peak` (an upgrade head being read), which
-//! cover every moment of a run, and the current `Stats::read_buffered_max`. Where only the process's resident set can tell (a
-//! transient allocation), the peak `VmRSS` is sampled while the attack runs (the server
-//! runs in-process) and held to a generous bound that the attack would blow through if
-//! the server kept memory in proportion to it.
+//! cover every moment of a run, and the current `Stats::read_buffered_max`. Where only
+//! the process's resident set can tell (a transient allocation), the peak `VmRSS` is
+//! sampled while the attack runs (the server runs in-process) and held to a generous
+//! bound that the attack would blow through if the server kept memory in proportion to
+//! it.
 //!
 //! The tests run one at a time (a file-wide lock), so one test's allocations do not
 //! show up in another's resident set, and the two shared cores are not fought over.
