@@ -231,6 +231,13 @@ impl Gate {
 
 /// A handler that waits at a gate (at most `DEADLINE`), then continues.
 pub fn gate() -> (impl Handler + 'static, Gate) {
+    gate_for(DEADLINE)
+}
+
+/// A gate that gives up after `limit` (the request then fails with a 500 "gate never
+/// opened"): for tests that do more while a handler waits than `DEADLINE` allows on a
+/// loaded machine.
+pub fn gate_for(limit: std::time::Duration) -> (impl Handler + 'static, Gate) {
     let (entered_tx, entered) = channel();
     let (release, release_rx) = channel();
     let release_rx = Mutex::new(release_rx);
@@ -239,7 +246,7 @@ pub fn gate() -> (impl Handler + 'static, Gate) {
         release_rx
             .lock()
             .unwrap()
-            .recv_timeout(DEADLINE)
+            .recv_timeout(limit)
             .map_err(|_| HandlerError::new("gate never opened"))?;
         Ok(())
     };
