@@ -290,6 +290,7 @@ fn try_upgrade(addr: &str) -> (TcpStream, bool) {
             Ok(0) => break,
             Ok(_) => head.push(b[0]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("no answer to the upgrade: {e}"),
         }
     }

@@ -772,7 +772,11 @@ fn slowloris_trial(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) -> Duration
                 "a slowloris got an answer: {:?}",
                 String::from_utf8_lossy(&buf[..n])
             ),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
             Err(e) => panic!("{e}"),
         }
@@ -1260,7 +1264,11 @@ fn a_body_that_trickles_in_is_closed_by_the_timeout() {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
             Err(e) => panic!("{e}"),
         }

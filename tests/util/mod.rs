@@ -99,6 +99,8 @@ pub fn read_http_head(s: &mut impl Read) -> String {
         match s.read(&mut b) {
             Ok(0) => break,
             Ok(_) => head.push(b[0]),
+            // A signal during a read with a timeout is EINTR even with SA_RESTART.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("reading the response head: {e}"),
         }
     }
@@ -115,6 +117,7 @@ pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("no EOF within {:?}: {e}", start.elapsed()),
         }
     }
