@@ -1368,9 +1368,16 @@ fn a_pipelined_request_gets_its_own_time_to_arrive() {
 fn pause_reading(s: &mut std::net::TcpStream, d: Duration) {
     s.set_read_timeout(Some(d)).unwrap();
     let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("expected silence, got {other:?}"),
+    let start = Instant::now();
+    loop {
+        match s.read(&mut b) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            // A signal cut the wait short: wait out the rest.
+            Err(e) if e.kind() == ErrorKind::Interrupted && start.elapsed() < d => {
+                s.set_read_timeout(Some(d - start.elapsed())).unwrap();
+            }
+            other => panic!("expected silence, got {other:?}"),
+        }
     }
     s.set_read_timeout(Some(DEADLINE)).unwrap();
 }
