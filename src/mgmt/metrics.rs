@@ -361,7 +361,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(typed.len(), 16);
+        assert_eq!(typed.len(), 18);
     }
 
     #[test]
