@@ -2,7 +2,7 @@
 # Run every benchmark scenario against every peer and regenerate docs/benchmarks.md and
 # docs/benchmarks.svg (raw results: docs/benchmarks-results.jsonl).
 #
-#   benches/compare.sh                       # everything, ~7 minutes
+#   benches/compare.sh                       # everything, ~15 minutes
 #   DURATION=10 WARMUP=2 benches/compare.sh  # longer points
 #   PEERS="runner-echo node-ws" benches/compare.sh   # a subset (the doc shows n/a elsewhere)
 #
@@ -10,8 +10,9 @@
 # peers (cargo) itself. With two or more CPUs each server is pinned to CPU 0 and wsbench
 # to CPU 1 (taskset). Only 127.0.0.1 is used.
 #
-# Environment: DURATION (5), WARMUP (1), REPEAT (3: rounds of the load scenarios; the
-# report keeps the least disturbed run of each point), IDLE_CONNS (10000), PEERS (all),
+# Environment: DURATION (5), WARMUP (1), REPEAT (5: rounds of the load scenarios, the
+# peers interleaved; the report shows each point's median over the rounds with the
+# range), IDLE_CONNS (10000), PEERS (all),
 # BASE_PORT (19300), CARGO_TARGET_DIR, PEER_TARGET_DIR (see benches/peers/peers.sh),
 # OUT_DIR (docs).
 set -euo pipefail
@@ -22,7 +23,7 @@ source "$root/benches/peers/peers.sh"
 
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 BASE_PORT=${BASE_PORT:-19300}
 OUT_DIR=${OUT_DIR:-$root/docs}
@@ -81,7 +82,8 @@ bench() {
   echo "--- $label: wsbench $scenario $*" >>"$log"
   if out=$("${client[@]}" "$wsbench" "$scenario" --label "$label" "$@" 2>>"$log"); then
     echo "$out" >>"$log"
-    echo "$out" | grep '^{' >>"$results"
+    # The round goes into the record so the report can pair peers round by round.
+    echo "$out" | grep '^{' | sed "s/^{/{\"round\":$round,/" >>"$results"
     echo "$out" | grep -v '^{' >&2
   else
     echo "$out" >>"$log"
@@ -94,10 +96,13 @@ next_port() { port=$((port + 1)); }
 
 is_cfg() { [[ $1 == *configurapi ]]; }
 
-# The load scenarios run in rounds: each round starts every peer afresh and runs each point
-# once, so a burst of other work on the machine hits one round of every peer rather than
-# all the runs of one peer. The report keeps, per point, the run with the least other work
-# on the machine (wsbench's other_cpu_cores).
+# The load scenarios run in rounds, the peers interleaved (A B C, A B C, ...): each round
+# starts every peer afresh and runs each of its points once, so a burst of other work on the
+# machine hits one round of every peer rather than all the runs of one peer. The report
+# shows every point's median over the rounds with the range; no round is picked. Each
+# round of each peer records the load average when it starts ("load" lines), and every
+# wsbench line its own measure of other work on the machine (other_cpu_cores, unclamped).
+round=0
 usable=()
 for p in "${peers[@]}"; do
   if [[ " ${available[*]} " == *" $p "* ]]; then usable+=("$p"); else na "$p" "could not be built or installed"; fi
@@ -106,6 +111,8 @@ for round in $(seq "$REPEAT"); do
   next=()
   for p in "${usable[@]}"; do
     say "round $round/$REPEAT: $p"
+    printf '{"scenario":"load","round":%s,"label":"%s","date":"%s","loadavg":"%s"}\n' \
+      "$round" "$p" "$(date -u '+%H:%M:%S')" "$(loadavg)" >>"$results"
     next_port
     if ! pid=$(peer_start "$p" "$port"); then
       na "$p" "did not start: $(tail -n 1 "$PEER_LOG_DIR/$p.log" 2>/dev/null)"
@@ -123,9 +130,7 @@ for round in $(seq "$REPEAT"); do
       bench rr "$p" "${common[@]}" --mode json -c 1
       bench churn "$p" "${common[@]}" --mode json -c 16
       bench stream "$p" "${common[@]}" --route stream -c 1
-      if [ "$round" = 1 ]; then
-        bench stream "$p" "${common[@]}" --route stream-big -c 1 --slow-reader --read-rate 1MiB
-      fi
+      bench stream "$p" "${common[@]}" --route stream-big -c 1 --slow-reader --read-rate 1MiB
     else
       bench rr "$p" "${common[@]}" -c 64
       bench rr "$p" "${common[@]}" -c 512
@@ -137,6 +142,7 @@ for round in $(seq "$REPEAT"); do
   usable=("${next[@]}")
 done
 
+round=0 # the idle, start-up and size figures are one run per peer, not rounds
 for p in "${usable[@]}"; do
   say "$p: idle, $IDLE_CONNS connections on a fresh server"
   next_port

@@ -54,8 +54,13 @@ fn over_queued_cap_past_grace_closes_with_1008_and_frees_the_queue() {
         sent += 1;
         wait_stats(&srv, "the send", |st| st.messages_out >= sent as u64);
     }
+    // Frames went in one at a time and stopped once over the cap: at no moment did the
+    // queue reach twice the cap (which would have closed it at once).
     let st = srv.handle.stats().unwrap();
-    assert!((st.queued_bytes_max as usize) <= 2 * cap, "{st:?}");
+    assert!(
+        (st.queued_bytes_peak as usize) <= cap + frame + 64,
+        "{st:?}"
+    );
     // Only the grace period can close it now.
     let st = wait_stats(&srv, "the 1008 close", |st| st.backpressure_closes == 1);
     assert!(
@@ -135,8 +140,10 @@ fn unread_ping_flood_is_answered_by_coalesced_pongs() {
     s.write_all(&bytes).unwrap();
     let st = wait_stats(&srv, "every ping read", |st| st.bytes_in >= total);
     assert!(st.pongs_coalesced > 0, "nothing coalesced: {st:?}");
+    // At no moment (the recorded peak) more than the burst of 16 pongs of 127 bytes and
+    // the one deferred pong.
     assert!(
-        st.queued_bytes_max <= 17 * 127,
+        st.queued_bytes_peak <= 17 * 127,
         "pongs piled up in the queue: {st:?}"
     );
     let mut last = None;
@@ -231,25 +238,24 @@ impl LimitedServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn the server");
-        let mut err = child.stderr.take().unwrap();
-        let mut log = Vec::new();
-        let mut b = [0u8; 256];
+        // The log is read on a thread (which keeps draining it, so the server never
+        // blocks on a full pipe); each line is awaited with the deadline.
+        let lines = util::lines_of(child.stderr.take().unwrap());
+        let mut log = String::new();
         let addr = loop {
-            let n = err.read(&mut b).expect("server log");
-            assert!(n > 0, "server exited: {}", String::from_utf8_lossy(&log));
-            log.extend_from_slice(&b[..n]);
-            let text = String::from_utf8_lossy(&log);
-            if let Some(rest) = text.split("listening on ws://").nth(1) {
-                if let Some(end) = rest.find(|c: char| c.is_whitespace() || c == '/') {
-                    break rest[..end].to_string();
-                }
+            let line = match lines.recv_timeout(DEADLINE) {
+                Ok(line) => line,
+                Err(e) => panic!("no \"listening on\" from the server ({e}): {log}"),
+            };
+            log.push_str(&line);
+            log.push('\n');
+            if let Some(rest) = line.split("listening on ws://").nth(1) {
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || c == '/')
+                    .unwrap_or(rest.len());
+                break rest[..end].to_string();
             }
         };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = err.read_to_end(&mut sink);
-        });
         LimitedServer { child, addr }
     }
 
@@ -268,11 +274,14 @@ impl Drop for LimitedServer {
     }
 }
 
-/// Try the upgrade on a new connection: Some(true) when served, Some(false) when
-/// shed (503, reset or EOF instead of 101). A hang fails the test.
+/// Try the upgrade on a new connection: true when served (101), false when shed (it
+/// must be a 503). A hang fails the test.
 fn try_upgrade(addr: &str) -> (TcpStream, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();
+    // A shed connection is answered and closed at accept, before its request is read:
+    // the write may meet the reset that the close of an unread socket sends. The 503
+    // was on its way first and is read below all the same.
     let _ = s.write_all(util::upgrade_request("/").as_bytes());
     let mut head = Vec::new();
     let mut b = [0u8; 1];
@@ -281,6 +290,7 @@ fn try_upgrade(addr: &str) -> (TcpStream, bool) {
             Ok(0) => break,
             Ok(_) => head.push(b[0]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("no answer to the upgrade: {e}"),
         }
     }
@@ -288,9 +298,10 @@ fn try_upgrade(addr: &str) -> (TcpStream, bool) {
     if head.starts_with("HTTP/1.1 101 ") {
         return (s, true);
     }
+    // docs/limits.md promises a 503 to a shed connection, not a bare close.
     assert!(
-        head.is_empty() || head.starts_with("HTTP/1.1 503 "),
-        "{head}"
+        head.starts_with("HTTP/1.1 503 ") && head.contains("Retry-After: 1\r\n"),
+        "a connection past the descriptor limit got {head:?}, not a 503"
     );
     (s, false)
 }

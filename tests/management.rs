@@ -22,7 +22,7 @@ use configurapi_runner_ws::postback::{postback, PostbackError, PostbackMessage};
 use management_util::*;
 use runner_util::{recorder, test_config, Ws};
 use serde_json::{json, Map, Value};
-use util::{read_frame, read_http_head, DEADLINE};
+use util::{read_frame, read_http_head, wait_output_within, OutputWithin, DEADLINE};
 
 const APP: &str = r#"
 import:
@@ -436,7 +436,7 @@ fn metrics_from_curl_parse_as_prometheus_text_after_traffic() {
 
     let out = curl()
         .args(["-s", &format!("http://{}/metrics", srv.mgmt)])
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert!(out.status.success(), "curl failed: {out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
@@ -704,8 +704,9 @@ fn keep_alive_serves_two_requests_on_one_socket_and_pipelined_ones_in_order() {
 fn wait_for_timeout_close(s: &mut std::net::TcpStream, since: Instant, min: Duration) -> Duration {
     expect_eof(s);
     let took = since.elapsed();
+    // A timeout cannot fire early; a loaded machine only makes it late, which the read
+    // deadline (DEADLINE) bounds.
     assert!(took >= min, "closed after {took:?}, before {min:?}");
-    assert!(took < IDLE * 10, "closed only after {took:?}");
     took
 }
 
@@ -728,27 +729,40 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 /// short read deadline, so bytes keep arriving well within the idle timeout; the
 /// server must close once the request has taken longer than the timeout, without an
 /// answer, while the echo conversation keeps answering.
+///
+/// A trial proves the request timeout only if no gap between bytes reached the idle
+/// timeout (else the idle rule may have closed it). A loaded machine can stall the
+/// client that long; such a trial is inconclusive and is run again, up to 5 times.
 fn slowloris(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) {
+    for _ in 0..5 {
+        let max_gap = slowloris_trial(srv, ws, round);
+        if max_gap < IDLE {
+            return;
+        }
+        eprintln!("slowloris trial inconclusive: the client paused {max_gap:?}; again");
+    }
+    panic!("every slowloris trial paused for the whole idle timeout: the machine is too loaded");
+}
+
+/// One slowloris; returns the longest gap between two of its bytes.
+fn slowloris_trial(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) -> Duration {
     let mut s = srv.raw_mgmt();
     s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
     let head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
     let started = Instant::now();
     let mut last_byte = started;
     let mut sent = 0usize;
+    let mut max_gap = Duration::ZERO;
     let mut buf = [0u8; 256];
     loop {
         let byte = head.get(sent).copied().unwrap_or(b'z');
         if s.write_all(&[byte]).is_err() {
             break; // closed under us
         }
-        let gap = last_byte.elapsed();
-        last_byte = Instant::now();
         if sent > 0 {
-            assert!(
-                gap < IDLE * 3 / 4,
-                "the trickle paused for {gap:?}; not a slowloris"
-            );
+            max_gap = max_gap.max(last_byte.elapsed());
         }
+        last_byte = Instant::now();
         sent += 1;
         echo_round(ws, *round);
         *round += 1;
@@ -758,12 +772,16 @@ fn slowloris(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) {
                 "a slowloris got an answer: {:?}",
                 String::from_utf8_lossy(&buf[..n])
             ),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
             Err(e) => panic!("{e}"),
         }
         assert!(
-            started.elapsed() < IDLE * 10,
+            started.elapsed() < DEADLINE,
             "the slowloris was not closed ({sent} bytes in {:?})",
             started.elapsed()
         );
@@ -773,6 +791,7 @@ fn slowloris(srv: &MgmtServer, ws: &mut Ws, round: &mut usize) {
         took >= IDLE - Duration::from_millis(50),
         "closed after {took:?}, before the timeout"
     );
+    max_gap
 }
 
 #[test]
@@ -978,7 +997,7 @@ fn the_post_subcommand_delivers_and_exits_0() {
             "x:y",
             r#"{"a":1}"#,
         ])
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(
@@ -993,7 +1012,10 @@ fn the_post_subcommand_exits_1_for_a_gone_connection() {
     let mut ws = srv.ws();
     let url = postback_url(&mut ws, &rx);
     ws.close();
-    let out = post_cmd().args(["post", &url, "hi"]).output().unwrap();
+    let out = post_cmd()
+        .args(["post", &url, "hi"])
+        .output_within_deadline()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("410"),
@@ -1013,7 +1035,7 @@ fn the_post_subcommand_exits_2_for_a_usage_error() {
         vec!["post", "ftp://127.0.0.1/x", "{}"],
         vec!["post", "--bogus", &url, "{}"],
     ] {
-        let out = post_cmd().args(&args).output().unwrap();
+        let out = post_cmd().args(&args).output_within_deadline().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
     }
     // Nothing reached the server: no connection was posted to, so the metrics show
@@ -1025,7 +1047,9 @@ fn the_post_subcommand_exits_2_for_a_usage_error() {
 // ----------------------------------------------------------------- the doc's examples
 
 fn curl() -> Command {
-    let probe = Command::new("curl").arg("--version").output();
+    let probe = Command::new("curl")
+        .arg("--version")
+        .output_within_deadline();
     assert!(
         probe.is_ok_and(|o| o.status.success()),
         "the `curl` binary is needed to run docs/management.md's examples (install curl)"
@@ -1135,7 +1159,7 @@ fn docs_curl_examples_print_their_status_lines() {
         let out = curl()
             .args(&words[1..])
             .args(["--max-time", "10"])
-            .output()
+            .output_within_deadline()
             .unwrap();
         assert!(out.status.success(), "{cmd}: {out:?}");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1192,7 +1216,7 @@ fn curl_with_expect_100_continue_posts_a_large_body() {
             "--max-time",
             "10",
         ])
-        .output()
+        .output_within_deadline()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("HTTP/1.1 100 Continue\r\n"), "{stdout}");
@@ -1242,11 +1266,15 @@ fn a_body_that_trickles_in_is_closed_by_the_timeout() {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => panic!("answered: {:?}", String::from_utf8_lossy(&buf[..n])),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
             Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
             Err(e) => panic!("{e}"),
         }
-        assert!(started.elapsed() < IDLE * 10, "never closed");
+        assert!(started.elapsed() < DEADLINE, "never closed");
     }
     assert!(started.elapsed() >= IDLE - Duration::from_millis(50));
 }
@@ -1293,21 +1321,21 @@ fn a_postback_to_a_token_guarded_server_carries_the_token() {
     let out = post_cmd()
         .args(["post", &url, "--token", "s3cret", "flag"])
         .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(ws.recv()["body"], "flag");
     let out = post_cmd()
         .args(["post", &url, "env"])
         .env("CONFIGURAPI_MANAGEMENT_TOKEN", "s3cret")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(ws.recv()["body"], "env");
     let out = post_cmd()
         .args(["post", &url, "none"])
         .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(
@@ -1319,19 +1347,19 @@ fn a_postback_to_a_token_guarded_server_carries_the_token() {
 
 #[test]
 fn a_pipelined_request_gets_its_own_time_to_arrive() {
-    // Request A trickles in over 700 ms, B starts in the packet that ends A and takes
-    // 500 ms more: each is within the 1 s timeout, so both are answered. (B must not
-    // inherit A's start.)
+    // Request A trickles in over 1.8 s, B starts in the packet that ends A and takes
+    // 1.8 s more: each is within the 3 s timeout (1.2 s to spare on a loaded machine),
+    // so both are answered, while together they pass it: B must not inherit A's start.
     let mut m = mgmt_config(None);
-    m.idle_timeout = Duration::from_millis(1000);
+    m.idle_timeout = Duration::from_secs(3);
     let srv = MgmtServer::simple(APP, m);
     let mut s = srv.raw_mgmt();
     s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
-    pause_reading(&mut s, Duration::from_millis(700));
+    pause_reading(&mut s, Duration::from_millis(1800));
     s.write_all(b"Host: x\r\n\r\nGET /@connections HTTP/1.1\r\n")
         .unwrap();
     assert_eq!(read_response(&mut s, false).status, 200);
-    pause_reading(&mut s, Duration::from_millis(500));
+    pause_reading(&mut s, Duration::from_millis(1800));
     s.write_all(b"Host: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let b = read_response(&mut s, false);
@@ -1343,9 +1371,16 @@ fn a_pipelined_request_gets_its_own_time_to_arrive() {
 fn pause_reading(s: &mut std::net::TcpStream, d: Duration) {
     s.set_read_timeout(Some(d)).unwrap();
     let mut b = [0u8; 64];
-    match s.read(&mut b) {
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-        other => panic!("expected silence, got {other:?}"),
+    let start = Instant::now();
+    loop {
+        match s.read(&mut b) {
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            // A signal cut the wait short: wait out the rest.
+            Err(e) if e.kind() == ErrorKind::Interrupted && start.elapsed() < d => {
+                s.set_read_timeout(Some(d - start.elapsed())).unwrap();
+            }
+            other => panic!("expected silence, got {other:?}"),
+        }
     }
     s.set_read_timeout(Some(DEADLINE)).unwrap();
 }
@@ -1511,12 +1546,13 @@ fn postback_url_and_postbacks_work_on_an_ipv6_management_listener() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut child| {
+            // Dropped after the write: the child sees the end of its input.
             child
                 .stdin
                 .take()
                 .unwrap()
                 .write_all(br#"{"from":"stdin"}"#)?;
-            child.wait_with_output()
+            wait_output_within(child, "post -")
         })
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -1554,7 +1590,7 @@ fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
     let out = post_cmd()
         .args(["post", &url, "plain text"])
         .env_remove("CONFIGURAPI_MANAGEMENT_TOKEN")
-        .output()
+        .output_within_deadline()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(ws.recv()["body"], "plain text");
@@ -1573,6 +1609,9 @@ fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
         matches!(r, Err(PostbackError::Status(400, ref b)) if b.contains("No connection id")),
         "{r:?}"
     );
-    let out = post_cmd().args(["post", &url, "x"]).output().unwrap();
+    let out = post_cmd()
+        .args(["post", &url, "x"])
+        .output_within_deadline()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }

@@ -24,7 +24,9 @@ use configurapi_runner_ws::runner::{self, RunnerOptions};
 use configurapi_runner_ws::ServerConfig;
 use runner_util::*;
 use serde_json::{json, Value};
-use util::{client_frame, read_frame, DEADLINE};
+use util::{
+    assert_peak_within, client_frame, read_frame, wait_held, wait_stats, OutputWithin, DEADLINE,
+};
 
 /// The config most tests share.
 const APP: &str = r#"
@@ -42,10 +44,6 @@ api:
     - name: connectionId
       policies:
         - headerHandler: [connection-id]
-    - name: slow
-      policies:
-        - delayHandler: [2000]
-        - setResponseHandler: [200, slow]
     - name: param
       policies:
         - setResponseHandler: [200, "id=$(id) q=$(q)"]
@@ -389,26 +387,47 @@ fn s6_2_6_correlation_id_comes_from_the_query_then_the_header_then_the_event_id(
 
 #[test]
 fn s6_2_7_a_slow_message_does_not_hold_up_a_fast_one_on_the_same_connection() {
-    let srv = app();
+    // Both routes run on workers (workerOnlyHandler fails anywhere else). The slow one
+    // waits at a gate that the test opens only once the fast reply has arrived: were the
+    // messages of one connection handled one after the other, the fast reply could not
+    // come first (the gate gives up after the deadline and the slow route answers 500
+    // first). No clock is read.
+    let yaml = r#"
+import: [configurapi-handler-http]
+api:
+  events:
+    - name: slow
+      policies:
+        - gateHandler
+        - workerOnlyHandler
+        - setResponseHandler: [200, slow]
+    - name: fast
+      policies:
+        - workerOnlyHandler
+        - echoHandler
+"#;
+    let (gate_handler, gate) = gate();
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("gateHandler", gate_handler);
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
     let mut ws = connect(&srv);
-    let sent = Instant::now();
     ws.send(&json!({"name": "slow", "headers": {"message-id": "slow"}}));
-    ws.send(&json!({"name": "echo", "payload": "fast", "headers": {"message-id": "fast"}}));
-    let first = ws.recv();
-    let fast_after = sent.elapsed();
+    gate.wait_entered();
+    ws.send(&json!({"name": "fast", "payload": "fast", "headers": {"message-id": "fast"}}));
     assert_eq!(
-        first,
+        ws.recv(),
         json!({"statusCode": 200, "headers": {"message-id": "fast"}, "body": "fast"})
     );
-    assert!(
-        fast_after < Duration::from_millis(1500),
-        "the fast reply waited for the slow one ({fast_after:?})"
-    );
+    gate.open();
     assert_eq!(
         ws.recv(),
         json!({"statusCode": 200, "headers": {"message-id": "slow"}, "body": "slow"})
     );
-    assert!(sent.elapsed() >= Duration::from_millis(2000));
 }
 
 #[test]
@@ -619,11 +638,14 @@ fn s6_3_4_every_request_is_answered_when_the_worker_queue_is_full() {
         job_queue: 1,
         ..test_config()
     };
-    let srv = start_runner(APP, |_| {}, cfg, RunnerOptions::default());
+    // The route runs on the worker (an inline route would never reach the pool).
+    let yaml =
+        "api:\n  events:\n    - name: work\n      policies: [workerOnlyHandler, echoHandler]\n";
+    let srv = start_runner(yaml, |_| {}, cfg, RunnerOptions::default());
     let mut clients: Vec<Ws> = (0..3).map(|_| connect(&srv)).collect();
     let mut bytes = Vec::new();
     for i in 0..100 {
-        let msg = json!({"name": "echo", "payload": i, "headers": {"message-id": i}});
+        let msg = json!({"name": "work", "payload": i, "headers": {"message-id": i}});
         bytes.extend(client_frame(0x81, msg.to_string().as_bytes()));
     }
     for ws in &mut clients {
@@ -640,6 +662,134 @@ fn s6_3_4_every_request_is_answered_when_the_worker_queue_is_full() {
         ids.sort_unstable();
         assert_eq!(ids, (0..100).collect::<Vec<u64>>());
     }
+}
+
+#[test]
+fn s6_3_4_a_full_pool_stops_reading_every_socket_until_a_worker_has_room_and_loses_nothing() {
+    // One worker held at a gate, a one-job queue, routes that run on the worker. Once a
+    // job waits in the reactor's backlog, no socket is read: another client's bytes
+    // stay in the kernel until its writes block. When the worker has room, reading
+    // resumes and every message is answered, in order per connection.
+    const PAD: usize = 1000;
+    // Several times what the kernel's buffers for one connection hold here (the client's
+    // send buffer grows to 4 MiB; an unread receive buffer does not grow).
+    const CAP: usize = 16 << 20;
+    let yaml = r#"
+api:
+  events:
+    - name: gate
+      policies: [gateHandler, workerOnlyHandler, echoHandler]
+    - name: work
+      policies: [workerOnlyHandler, echoHandler]
+"#;
+    // The gate holds the worker for as long as the test needs (a loaded machine may take
+    // more than DEADLINE over the writes below); were it to give up, the gate's reply
+    // would be a 500 and the test says so.
+    let (gate_handler, gate) = gate_for(DEADLINE * 6);
+    let cfg = ServerConfig {
+        workers: 1,
+        job_queue: 1,
+        ..test_config()
+    };
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("gateHandler", gate_handler);
+        },
+        cfg,
+        RunnerOptions::default(),
+    );
+    // b's messages, made before the worker is held.
+    let mut stream = Vec::new();
+    let mut ends = Vec::new();
+    while stream.len() < CAP {
+        let i = ends.len();
+        let msg =
+            format!(r#"{{"name":"work","payload":"{i:0>PAD$}","headers":{{"message-id":{i}}}}}"#);
+        stream.extend(client_frame(0x81, msg.as_bytes()));
+        ends.push(stream.len());
+    }
+    let mut a = connect(&srv);
+    let mut b = connect(&srv);
+    a.send(&json!({"name": "gate", "payload": "gate", "headers": {"message-id": "gate"}}));
+    gate.wait_entered();
+    // The worker is busy: a1 fills the one-job queue, a2 waits in the backlog.
+    a.send(&json!({"name": "work", "payload": "a1", "headers": {"message-id": "a1"}}));
+    a.send(&json!({"name": "work", "payload": "a2", "headers": {"message-id": "a2"}}));
+    wait_stats(&srv, "a job held in the backlog", |s| {
+        s.messages_in == 3 && s.backlog_peak >= 1
+    });
+
+    // b writes without blocking until the kernel takes no more.
+    b.s.set_nonblocking(true).unwrap();
+    let mut written = 0;
+    loop {
+        match std::io::Write::write(&mut b.s, &stream[written..]) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("writing to the server: {e}"),
+        }
+        assert!(
+            written < CAP,
+            "the server read {written} bytes from another client while the pool was full"
+        );
+    }
+    b.s.set_nonblocking(false).unwrap();
+    // Once the reactor has seen b readable it has either left it unread (counted) or
+    // read it: not one of b's messages may have been read.
+    let st = wait_stats(&srv, "the reactor to see b readable", |s| {
+        s.backlog_stalls >= 1 || s.messages_in > 3
+    });
+    assert_eq!(
+        st.messages_in, 3,
+        "a message was read while the pool was full"
+    );
+
+    // Room: the gate opens, the backlog drains, reading resumes.
+    gate.open();
+    for id in ["gate", "a1", "a2"] {
+        let reply = a.recv();
+        assert_eq!(reply["headers"]["message-id"], id);
+        assert_eq!(reply["statusCode"], 200, "{reply}");
+    }
+    let begun = ends.iter().position(|&e| e >= written).unwrap() + 1;
+    let reader = {
+        let mut r = Ws {
+            s: b.s.try_clone().unwrap(),
+        };
+        std::thread::spawn(move || {
+            for i in 0..begun {
+                let reply = r.recv();
+                assert_eq!(
+                    reply["headers"]["message-id"], i,
+                    "b's replies out of order"
+                );
+                assert_eq!(reply["body"], format!("{i:0>PAD$}"));
+            }
+        })
+    };
+    // The message that was half written when the kernel was full is finished now.
+    std::io::Write::write_all(&mut b.s, &stream[written..ends[begun - 1]]).unwrap();
+    reader.join().unwrap();
+    let st = wait_stats(&srv, "every message counted", |s| {
+        s.messages_in == 3 + begun as u64
+    });
+    eprintln!(
+        "backlog: {begun} messages ({written} bytes) written before the kernel was full; \
+         {} readiness events left unread",
+        st.backlog_stalls
+    );
+    // Nothing more is on its way on either connection.
+    assert_eq!(
+        a.request(&json!({"name": "work", "payload": "last", "headers": {"message-id": "last"}}))
+            ["headers"]["message-id"],
+        "last"
+    );
+    assert_eq!(
+        b.request(&json!({"name": "work", "payload": "last", "headers": {"message-id": "last"}}))
+            ["headers"]["message-id"],
+        "last"
+    );
 }
 
 #[test]
@@ -1032,28 +1182,36 @@ fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
     };
 
     // Read nothing: the server fills the kernel buffers, then its queue up to high
-    // water, then stops and stays there.
-    let stalled = wait_stalled(&srv, bound, HIGH as u64);
-    assert!(stalled >= HIGH as u64);
-    let sent = srv.handle.stats().unwrap().bytes_out;
+    // water, and holds the stream there.
+    // Until the client reads, the last frame the producer queued is still there: the
+    // queue is at high water or above.
+    let held = wait_held(&srv.handle, bound, HIGH as u64);
     assert!(
-        sent < (COUNT * CHUNK) as u64 / 4,
-        "most of the stream waits for the reader ({sent} bytes out)"
+        held.bytes_out < (COUNT * CHUNK) as u64 / 4,
+        "most of the stream waits for the reader ({} bytes out)",
+        held.bytes_out
     );
 
-    // Read a little at a time: each time the stream resumes and stalls again within
-    // the bound. Each crossing of high water is a chance for the producer and the
-    // reactor to race on the byte count, so the test crosses it many times.
+    // Read a little at a time, each time until the producer is held again. Each
+    // crossing of high water is a chance for the producer and the reactor to race on
+    // the byte count, so the test crosses it many times; the recorded peak covers every
+    // moment in between, not only the holds.
     for cycle in 0..24 {
         for _ in 0..(cycle % 6 + 1) * 40 {
             assert!(read_one(&mut ws), "the stream ended early");
         }
-        wait_stalled(&srv, bound, 0);
+        wait_held(&srv.handle, bound, 0);
     }
 
     // Now read everything: every chunk arrives, then the done frame.
     while read_one(&mut ws) {}
     assert_eq!(chunks, COUNT);
+    // Over the whole run, not only at the holds: never above high water + one frame.
+    let peak = assert_peak_within(&srv.handle, bound).queued_bytes_peak;
+    assert!(
+        peak >= HIGH as u64,
+        "the queue never reached high water ({peak})"
+    );
 }
 
 #[test]
@@ -1096,7 +1254,7 @@ fn s6_4_5_pushes_to_a_slow_reader_wait_for_room_and_are_not_dropped() {
     });
     // The pusher fills the kernel buffers, then the queue up to high water, and then
     // waits: it has not finished, and nothing was dropped.
-    wait_stalled(&srv, bound, HIGH as u64);
+    wait_held(&srv.handle, bound, HIGH as u64);
     assert!(
         done.try_recv().is_err(),
         "the pusher went past a full queue"
@@ -1114,7 +1272,12 @@ fn s6_4_5_pushes_to_a_slow_reader_wait_for_room_and_are_not_dropped() {
     }
     done.recv_timeout(DEADLINE).expect("the pusher finished");
     pusher.join().unwrap();
-    assert!(srv.handle.stats().unwrap().queued_bytes_max <= bound);
+    // Over the whole run: never above high water + one frame.
+    let peak = assert_peak_within(&srv.handle, bound).queued_bytes_peak;
+    assert!(
+        peak >= HIGH as u64,
+        "the queue never reached high water ({peak})"
+    );
 }
 
 // ---------------------------------------------------------------- 6.5 lifecycle
@@ -1857,7 +2020,7 @@ fn s6_1_1_a_failing_on_start_aborts_startup_before_listening() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
         .args(["--port", "0"])
         .current_dir(&dir)
-        .output()
+        .output_within_deadline()
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -23,7 +23,10 @@ use configurapi_runner_ws::{Handle, Mode, Server, ServerConfig, TlsSettings};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tungstenite::Message;
-use util::{client_frame, read_frame, read_http_head, upgrade_request, DEADLINE};
+use util::{
+    assert_peak_within, client_frame, read_frame, read_http_head, upgrade_request,
+    wait_handle_stats, wait_held, OutputWithin, DEADLINE,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
 
@@ -401,34 +404,47 @@ fn first_offered_subprotocol_is_echoed_over_tls() {
 
 #[test]
 fn reader_that_never_reads_is_bounded_over_tls() {
+    const HIGH: usize = 256 << 10;
     let cfg = ServerConfig {
-        high_water: 256 << 10,
+        high_water: HIGH,
         low_water: 64 << 10,
         ..Default::default()
     };
     let srv = WssServer::echo(cfg);
-    let mut s = srv.upgraded("");
-    s.sock
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let frame = client_frame(0x82, &vec![7u8; 64 << 10]);
-    let mut sent = 0usize;
-    while s.write_all(&frame).is_ok() {
-        sent += frame.len();
-        assert!(
-            sent < 512 << 20,
-            "the server kept reading a peer that never reads"
-        );
-    }
-    let stats = srv.handle.stats().unwrap();
-    // Paused at high water; one read batch (8 x 64 KiB) may overshoot it, and rustls
-    // holds at most one buffer of records (64 KiB plus record overhead).
+    let s = srv.upgraded("");
+    let raw = s.sock.try_clone().unwrap();
+    // The writer owns the TLS stream and writes until the socket fails: once the server
+    // stops reading, its write blocks until the socket is shut down below.
+    let writer = std::thread::spawn(move || {
+        let mut s = s;
+        let frame = client_frame(0x82, &vec![7u8; 64 << 10]);
+        let mut sent = 0usize;
+        while s.write_all(&frame).is_ok() {
+            sent += frame.len();
+            if sent >= 512 << 20 {
+                break;
+            }
+        }
+        sent
+    });
+    // The echoes fill the kernel's buffers, then the queue passes high water and the
+    // server stops reading this peer: a read pause, counted.
+    wait_handle_stats(&srv.handle, "a read pause", |st| st.read_pauses > 0);
+    raw.shutdown(std::net::Shutdown::Both).unwrap();
+    let sent = writer.join().unwrap();
     assert!(
-        stats.queued_bytes_max <= (256 << 10) + 8 * (64 << 10) + (80 << 10),
-        "{}",
-        stats.queued_bytes_max
+        sent < 512 << 20,
+        "the server kept reading a peer that never reads ({sent} bytes)"
     );
-    assert!(stats.queued_bytes_max > 0);
+    // Over the whole run: paused at high water; one read batch (8 x 64 KiB) may
+    // overshoot it, and rustls holds at most one buffer of records (64 KiB plus record
+    // overhead).
+    let peak = assert_peak_within(&srv.handle, (HIGH + 8 * (64 << 10) + (80 << 10)) as u64)
+        .queued_bytes_peak;
+    assert!(
+        peak > HIGH as u64,
+        "the queue never passed high water ({peak})"
+    );
 }
 
 #[test]
@@ -516,7 +532,7 @@ fn run_bin(args: &[&str]) -> (Option<i32>, String) {
             "127.0.0.1",
         ])
         .args(args)
-        .output()
+        .output_within_deadline()
         .unwrap();
     (out.status.code(), String::from_utf8(out.stderr).unwrap())
 }
@@ -629,8 +645,7 @@ fn management_api_over_https_when_enabled() {
 #[test]
 fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
     // 1600 chunks of 16 KiB (25 MiB) to a reader that reads nothing at first, then a
-    // little at a time. The bound is high water + one chunk frame + what rustls may hold
-    // (its 64 KiB buffer limit of records plus their overhead).
+    // little at a time.
     const COUNT: usize = 1600;
     const CHUNK: usize = 16384;
     const HIGH: usize = 256 << 10;
@@ -654,33 +669,14 @@ fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
     ))
     .unwrap();
     s.flush().unwrap();
-    let bound = (HIGH + CHUNK + 512 + (64 << 10) + 4096) as u64;
-    // Sample until the queue stops moving; every sample within the bound.
-    let sample_until_stalled = |min: u64| -> u64 {
-        let deadline = Instant::now() + DEADLINE;
-        let (mut last, mut same) = ((u64::MAX, 0u64), 0);
-        loop {
-            let st = srv.handle.stats().unwrap();
-            let q = st.queued_bytes_max;
-            assert!(q <= bound, "queued {q} > bound {bound}");
-            let now = (q, st.bytes_out);
-            if now == last && q >= min {
-                same += 1;
-                if same == 300 {
-                    return q;
-                }
-            } else {
-                same = 0;
-            }
-            last = now;
-            assert!(Instant::now() < deadline, "never stalled {now:?}");
-            std::thread::yield_now();
-        }
-    };
-    let stalled = sample_until_stalled(HIGH as u64);
-    assert!(stalled >= HIGH as u64);
+    // High water + one chunk frame (CHUNK + 512 covers its envelope and header) + the
+    // TLS record overhead of one flush (22 bytes per record of at most 16 KiB): the
+    // queue's count includes the records rustls holds, and a flush moves bytes from the
+    // queue into records, so only the overhead adds to it.
+    let bound = (HIGH + CHUNK + 512 + 2048) as u64;
+    let held = wait_held(&srv.handle, bound, HIGH as u64);
     assert!(
-        srv.handle.stats().unwrap().bytes_out < (COUNT * CHUNK) as u64 / 4,
+        held.bytes_out < (COUNT * CHUNK) as u64 / 4,
         "most of the stream waits for the reader"
     );
     let mut chunks = 0;
@@ -697,19 +693,25 @@ fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
             false
         }
     };
+    // Read a little at a time, each time until the producer is held again.
     for cycle in 0..6 {
         for _ in 0..(cycle + 1) * 30 {
             assert!(read_one(&mut s), "the stream ended early");
         }
-        sample_until_stalled(0);
+        wait_held(&srv.handle, bound, 0);
     }
     while read_one(&mut s) {}
     assert_eq!(chunks, COUNT);
+    // Over the whole run, not only at the holds.
+    let peak = assert_peak_within(&srv.handle, bound).queued_bytes_peak;
+    assert!(
+        peak >= HIGH as u64,
+        "the queue never reached high water ({peak})"
+    );
 }
 
 #[test]
 fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
-    use std::io::BufRead;
     let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let pem = k.serialize_pem();
     let pki = Pki::new(k, &pem, true);
@@ -728,11 +730,10 @@ fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let lines = util::lines_of(child.stderr.take().unwrap());
     let mut warned = false;
     let mut serving = false;
-    for line in stderr.lines() {
-        let line = line.unwrap();
+    while let Ok(line) = lines.recv_timeout(DEADLINE) {
         if line.starts_with("WARN") && line.contains(cert) && line.contains("expired") {
             warned = true;
         }

@@ -125,6 +125,14 @@ pub struct ConnState {
     /// The latest ping's payload, answered once the queue drains: pings beyond the
     /// burst replace each other (RFC 6455 5.5.3) instead of growing the queue.
     pub deferred_pong: Option<Box<[u8]>>,
+    /// The most bytes [`ConnState::queued`] has held at once (a high-water mark, not a
+    /// sample): noted at every push and after every flush, the only places it grows.
+    pub queued_peak: usize,
+    /// The largest upgrade head buffer this connection has held, by capacity.
+    pub head_peak: usize,
+    /// The largest reassembly buffer (a message in progress) this connection has held,
+    /// by capacity.
+    pub message_peak: usize,
 }
 
 /// A connection: codec plus state.
@@ -176,6 +184,9 @@ impl Conn {
                 over_cap_since: None,
                 pongs_queued: 0,
                 deferred_pong: None,
+                queued_peak: 0,
+                head_peak: 0,
+                message_peak: 0,
             },
         }
     }
@@ -204,9 +215,13 @@ impl Conn {
             self.st.last_read = sh.now;
             self.st.ping_outstanding = false;
             self.on_bytes(&mut rbuf[..n], sh);
+            // The reassembly buffer only grows inside on_bytes and only shrinks when
+            // the connection is idle, so noting it here misses no peak.
+            self.st.message_peak = self.st.message_peak.max(self.dec.buffered_capacity());
             if self.st.queued() > sh.cfg.high_water {
                 // Backpressure: a peer that does not read its answers stops being read.
                 self.st.read_paused = true;
+                sh.stats.read_pauses += 1;
                 return ReadOutcome::Yielded;
             }
             if n < rbuf.len() && !peer_closed && !self.st.sock.may_have_more() {
@@ -222,7 +237,10 @@ impl Conn {
     fn on_bytes(&mut self, data: &mut [u8], sh: &mut Shared<'_>) {
         match &mut self.st.phase {
             Phase::Handshake(buf) => {
-                match handshake::read_head(buf, data, &sh.cfg.handshake_limits) {
+                let read = handshake::read_head(buf, data, &sh.cfg.handshake_limits);
+                // Noted here: a head that completes is dropped before on_bytes returns.
+                self.st.head_peak = self.st.head_peak.max(buf.capacity());
+                match read {
                     Ok(None) => {}
                     Ok(Some(_)) if sh.stats.open as usize > sh.cfg.max_connections => {
                         self.reject_handshake(HandshakeError::Overloaded, sh)
@@ -230,6 +248,7 @@ impl Conn {
                     Ok(Some((req, used))) => {
                         let mut rest = buf.split_off(used);
                         self.st.wq.push_raw(sh.pool, &req.response());
+                        self.st.note_queued();
                         sh.stats.handshakes_ok += 1;
                         self.st.set_phase(Phase::Open, sh.now);
                         if let Mode::App(app) = &sh.cfg.mode {
@@ -273,6 +292,7 @@ impl Conn {
             e.reason()
         );
         self.st.wq.push_raw(sh.pool, &e.response());
+        self.st.note_queued();
         self.st.set_phase(Phase::Finishing { shut: false }, sh.now);
     }
 
@@ -341,6 +361,16 @@ impl ConnState {
         self.wq.queued() + self.sock.held()
     }
 
+    /// Raise the recorded peak to what is queued now. Called after everything that can
+    /// grow [`ConnState::queued`], so the peak is exact, not sampled.
+    #[inline]
+    pub fn note_queued(&mut self) {
+        let q = self.queued();
+        if q > self.queued_peak {
+            self.queued_peak = q;
+        }
+    }
+
     /// Nothing waits to be written, in the queue or in the transport.
     #[inline]
     pub fn is_flushed(&self) -> bool {
@@ -391,6 +421,7 @@ impl ConnState {
                         None => ([0u8; 125], 0),
                     };
                     self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
+                    self.note_queued();
                     sh.stats
                         .record_close_sent(code.map(|(c, _)| c).unwrap_or(1005));
                 }
@@ -406,6 +437,7 @@ impl ConnState {
         if self.pongs_queued < PONG_BURST {
             self.pongs_queued += 1;
             self.wq.push_frame(sh.pool, Opcode::Pong, payload);
+            self.note_queued();
         } else {
             if self.deferred_pong.is_some() {
                 sh.stats.pongs_coalesced += 1;
@@ -418,6 +450,7 @@ impl ConnState {
     pub fn send_frame(&mut self, opcode: Opcode, payload: &[u8], sh: &mut Shared<'_>) {
         count_out(opcode, sh.stats);
         self.wq.push_frame(sh.pool, opcode, payload);
+        self.note_queued();
     }
 
     /// Queue a frame whose payload is given away (no copy for large payloads). Takes
@@ -432,6 +465,7 @@ impl ConnState {
     ) {
         count_out(opcode, stats);
         self.wq.push_frame_owned(pool, opcode, payload);
+        self.note_queued();
     }
 
     /// Fail the connection: send a close frame with `code`, then finish.
@@ -458,6 +492,7 @@ impl ConnState {
         self.deferred_pong = None;
         let (payload, n) = close_payload(code, reason);
         self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
+        self.note_queued();
         sh.stats.record_close_sent(code);
     }
 
@@ -477,11 +512,15 @@ impl ConnState {
             // The peer took everything: the latest ping gets its answer now.
             sh.stats.bytes_out += before as u64;
             self.wq.push_frame(sh.pool, Opcode::Pong, &pong);
+            self.note_queued();
             self.pongs_queued = 1;
             before = self.wq.queued();
             flushed = self.wq.flush(&mut self.sock, sh.pool);
         }
         let flushed = flushed.and_then(|empty| Ok(self.sock.flush_own()? && empty));
+        // Under TLS a flush moves bytes from the queue into records, which adds their
+        // overhead to what is held: noted here.
+        self.note_queued();
         match flushed {
             Ok(empty) => {
                 sh.stats.bytes_out += (before - self.wq.queued()) as u64;
@@ -585,6 +624,7 @@ impl ConnState {
                 } else {
                     self.ping_outstanding = true;
                     self.wq.push_frame(sh.pool, Opcode::Ping, b"");
+                    self.note_queued();
                 }
             }
             Phase::Closing | Phase::Finishing { .. } => self.set_phase(Phase::Dead, sh.now),

@@ -183,6 +183,12 @@ impl ConnShared {
         true
     }
 
+    /// Producers waiting for room now: parked streams and pushes blocked in
+    /// [`ConnShared::wait_for_room`].
+    pub fn waiting_producers(&self) -> usize {
+        self.parked_count.load(Ordering::SeqCst) + self.room_waiters.load(Ordering::SeqCst)
+    }
+
     // ---- reactor side ----
 
     /// The reactor queued a frame of `n` bytes handed over by a worker.

@@ -58,6 +58,10 @@ pub struct MetricsSnapshot {
     pub queued_bytes_max: u64,
     /// Pipelines suspended now (handlers waiting without a thread).
     pub handlers_waiting: u64,
+    /// The most bytes any one connection has had queued at once since start.
+    pub queued_bytes_peak: u64,
+    /// The largest read-side buffer any one connection has held since start.
+    pub read_buffered_peak: u64,
     /// Handler latency by event name.
     pub handler_latency: BTreeMap<String, Histogram>,
     /// Response frames sent, by the envelope's `statusCode`.
@@ -137,6 +141,18 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             "gauge",
             "Requests whose handler waits (a timer, a reply, room) holding no thread.",
             m.handlers_waiting,
+        ),
+        (
+            "queued_bytes_peak",
+            "gauge",
+            "The most bytes any one connection has had queued for writing at once since start.",
+            m.queued_bytes_peak,
+        ),
+        (
+            "read_buffered_peak",
+            "gauge",
+            "The largest read-side buffer (upgrade head or message being reassembled) any one connection has held since start.",
+            m.read_buffered_peak,
         ),
         (
             "stale_deliveries_dropped_total",
@@ -287,6 +303,8 @@ mod tests {
             queued_bytes_sum: 300,
             queued_bytes_max: 200,
             handlers_waiting: 5,
+            queued_bytes_peak: 250,
+            read_buffered_peak: 4096,
             stale_dropped: 1,
             ..MetricsSnapshot::default()
         };
@@ -319,6 +337,8 @@ mod tests {
             "configurapi_ws_queued_bytes_max 200",
             "# TYPE configurapi_ws_handlers_waiting gauge",
             "configurapi_ws_handlers_waiting 5",
+            "configurapi_ws_queued_bytes_peak 250",
+            "configurapi_ws_read_buffered_peak 4096",
             "configurapi_ws_stale_deliveries_dropped_total 1",
             "configurapi_ws_responses_total{status_code=\"200\"} 9",
             "configurapi_ws_responses_total{status_code=\"501\"} 2",
@@ -352,7 +372,7 @@ mod tests {
                 );
             }
         }
-        assert_eq!(typed.len(), 17);
+        assert_eq!(typed.len(), 19);
     }
 
     #[test]

@@ -188,6 +188,8 @@ impl MgmtContext for Ctx<'_> {
             pongs_coalesced: s.pongs_coalesced,
             connections_shed: s.fd_shed + s.mgmt_refused,
             handlers_waiting: self.waiting,
+            queued_bytes_peak: s.queued_bytes_peak,
+            read_buffered_peak: s.head_buffered_peak.max(s.message_buffered_peak),
             handshakes_rejected: s
                 .handshakes_rejected_by_reason
                 .iter()
@@ -199,6 +201,10 @@ impl MgmtContext for Ctx<'_> {
             let q = c.st.queued() as u64;
             m.queued_bytes_sum += q;
             m.queued_bytes_max = m.queued_bytes_max.max(q);
+            m.queued_bytes_peak = m.queued_bytes_peak.max(c.st.queued_peak as u64);
+            m.read_buffered_peak = m
+                .read_buffered_peak
+                .max(c.st.head_peak.max(c.st.message_peak) as u64);
         }
         if let Mode::App(app) = &self.cfg.mode {
             app.fill_metrics(&mut m);

@@ -634,6 +634,7 @@ impl Reactor {
         if readable && saturated {
             // The workers are saturated, or too many pipelines wait: leave the bytes in
             // the kernel (TCP backpressure) and come back when room is reported.
+            sh.stats.backlog_stalls += 1;
             self.stalled.push(conn.st.id);
         } else if readable {
             match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh) {
@@ -746,6 +747,7 @@ impl Reactor {
                 self.backlog.push_back(job);
             }
         }
+        self.stats.backlog_peak = self.stats.backlog_peak.max(self.backlog.len() as u64);
     }
 
     /// A worker has room: move held jobs to the pool, and once none wait, read the
@@ -832,6 +834,7 @@ impl Reactor {
                 .is_some_and(|c| matches!(c.st.phase, Phase::Dead));
             if dead {
                 let mut conn = self.conns.remove(slot);
+                self.stats.fold_peaks(&conn.st);
                 conn.st.wq.clear(&mut self.pool);
                 self.stats.open -= 1;
             }
@@ -945,6 +948,10 @@ impl Reactor {
                             _ => c.dec.buffered_capacity(),
                         };
                         s.read_buffered_max = s.read_buffered_max.max(r as u64);
+                        s.fold_peaks(&c.st);
+                        if let Some(a) = &c.st.app {
+                            s.producers_waiting += a.shared.waiting_producers() as u64;
+                        }
                     }
                     let _ = reply.send(s);
                 }

@@ -45,18 +45,40 @@ pub struct Stats {
     pub fd_shed: u64,
     /// Management connections refused with 503 because too many were open.
     pub mgmt_refused: u64,
+    /// Times a connection stopped being read because its write queue passed the
+    /// high-water mark (backpressure on a peer that does not read its answers).
+    pub read_pauses: u64,
+    /// Readiness events left unread because jobs waited in the reactor's backlog (the
+    /// worker pool and its queue were full): the bytes stay in the kernel.
+    pub backlog_stalls: u64,
+    /// The most jobs the backlog has held at once since start.
+    pub backlog_peak: u64,
     /// Timer entries that found their connection gone.
     pub stale_timers: u64,
     /// Bytes queued for writing, summed over connections (filled in on request).
     pub queued_bytes_sum: u64,
-    /// Largest write queue (filled in on request).
+    /// Largest write queue now (filled in on request): a sample of this moment.
     pub queued_bytes_max: u64,
-    /// Largest read-side buffer, by capacity: an upgrade head being read or a message
-    /// being reassembled (filled in on request).
+    /// Largest read-side buffer now, by capacity: an upgrade head being read or a
+    /// message being reassembled (filled in on request).
     pub read_buffered_max: u64,
     /// Pipelines suspended now: handlers waiting on a timer, a reply or room, holding
     /// no thread (filled in on request).
     pub waiting: u64,
+    /// Stream producers and pushes waiting for room in a write queue now (filled in on
+    /// request): a producer held at the high-water mark.
+    pub producers_waiting: u64,
+    /// The most bytes any one connection has had queued for writing at any moment
+    /// since start (write queue plus TLS records not yet taken by the socket). A
+    /// recorded high-water mark: connections note it at every push and flush, and
+    /// their peaks are folded in here when they close (live ones on request).
+    pub queued_bytes_peak: u64,
+    /// The largest upgrade head buffer any one connection has held since start,
+    /// recorded the same way.
+    pub head_buffered_peak: u64,
+    /// The largest reassembly buffer (a message in progress) any one connection has
+    /// held since start, recorded the same way.
+    pub message_buffered_peak: u64,
 }
 
 impl Stats {
@@ -66,6 +88,13 @@ impl Stats {
             .handshakes_rejected_by_reason
             .entry(e.reason())
             .or_default() += 1;
+    }
+
+    /// Fold a connection's recorded peaks in (when it closes, or for a snapshot).
+    pub(crate) fn fold_peaks(&mut self, st: &crate::conn::ConnState) {
+        self.queued_bytes_peak = self.queued_bytes_peak.max(st.queued_peak as u64);
+        self.head_buffered_peak = self.head_buffered_peak.max(st.head_peak as u64);
+        self.message_buffered_peak = self.message_buffered_peak.max(st.message_peak as u64);
     }
 
     pub(crate) fn record_close_sent(&mut self, code: u16) {

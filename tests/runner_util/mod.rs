@@ -38,6 +38,7 @@ pub fn start_runner(
 ) -> TestServer {
     let mut registry = runner::registry();
     registry.register("statusFromParamsHandler", status_from_params);
+    registry.register("workerOnlyHandler", worker_only);
     reg(&mut registry);
     let service = Service::from_str(yaml, "test.yaml", registry).expect("test config loads");
     let runner = Runner::new(service, opts);
@@ -61,6 +62,19 @@ pub fn status_from_params(
         _ => 200,
     };
     Ok(())
+}
+
+/// `workerOnlyHandler`: does nothing, and is not marked non-blocking, so a route that
+/// uses it runs on a worker, never inline on the reactor. It checks that: on any
+/// thread but a worker it fails the request (a 500 the test sees). Registered on every
+/// test runner.
+pub fn worker_only(_: &mut Event, _: &[Value], _: &mut Context) -> Result<(), HandlerError> {
+    match std::thread::current().name() {
+        Some(name) if name.starts_with("worker-") => Ok(()),
+        other => Err(HandlerError::new(format!(
+            "workerOnlyHandler ran on thread {other:?}, not a worker"
+        ))),
+    }
 }
 
 /// A runner for `yaml` with only the built-in handlers and the test defaults.
@@ -217,6 +231,13 @@ impl Gate {
 
 /// A handler that waits at a gate (at most `DEADLINE`), then continues.
 pub fn gate() -> (impl Handler + 'static, Gate) {
+    gate_for(DEADLINE)
+}
+
+/// A gate that gives up after `limit` (the request then fails with a 500 "gate never
+/// opened"): for tests that do more while a handler waits than `DEADLINE` allows on a
+/// loaded machine.
+pub fn gate_for(limit: std::time::Duration) -> (impl Handler + 'static, Gate) {
     let (entered_tx, entered) = channel();
     let (release, release_rx) = channel();
     let release_rx = Mutex::new(release_rx);
@@ -225,7 +246,7 @@ pub fn gate() -> (impl Handler + 'static, Gate) {
         release_rx
             .lock()
             .unwrap()
-            .recv_timeout(DEADLINE)
+            .recv_timeout(limit)
             .map_err(|_| HandlerError::new("gate never opened"))?;
         Ok(())
     };
@@ -246,39 +267,6 @@ pub fn wait_all_gone(srv: &TestServer) {
     wait_until(srv, "every connection is gone", |s| {
         s.handle.connections().unwrap().is_empty() && s.handle.stats().unwrap().open == 0
     });
-}
-
-/// Sample the server until nothing moves any more: queued bytes, frames out and bytes
-/// out all unchanged over 300 samples in a row, with at least `min_queued` queued.
-/// Every sample's largest write queue must be at most `bound`. Returns the queued
-/// bytes of the stalled state.
-pub fn wait_stalled(srv: &TestServer, bound: u64, min_queued: u64) -> u64 {
-    let deadline = Instant::now() + DEADLINE;
-    let mut last = (u64::MAX, 0, 0);
-    let mut unchanged = 0;
-    loop {
-        let s = srv.handle.stats().unwrap();
-        let q = s.queued_bytes_max;
-        assert!(
-            q <= bound,
-            "queued {q} bytes > high water + one frame ({bound})"
-        );
-        let now = (q, s.messages_out, s.bytes_out);
-        if now == last && q >= min_queued {
-            unchanged += 1;
-            if unchanged == 300 {
-                return q;
-            }
-        } else {
-            unchanged = 0;
-        }
-        last = now;
-        assert!(
-            Instant::now() < deadline,
-            "the server never stalled ({now:?})"
-        );
-        std::thread::yield_now();
-    }
 }
 
 /// Bytes one streamHandler chunk frame of `chunk` bytes takes on the wire for a

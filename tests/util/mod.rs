@@ -99,6 +99,8 @@ pub fn read_http_head(s: &mut impl Read) -> String {
         match s.read(&mut b) {
             Ok(0) => break,
             Ok(_) => head.push(b[0]),
+            // A signal during a read with a timeout is EINTR even with SA_RESTART.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("reading the response head: {e}"),
         }
     }
@@ -115,6 +117,7 @@ pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("no EOF within {:?}: {e}", start.elapsed()),
         }
     }
@@ -181,9 +184,14 @@ pub fn expect_close(s: &mut TcpStream, code: u16) {
 
 /// Poll the server's counters until `done` holds, failing after the deadline.
 pub fn wait_stats(srv: &TestServer, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+    wait_handle_stats(&srv.handle, what, done)
+}
+
+/// [`wait_stats`] for any server handle.
+pub fn wait_handle_stats(handle: &Handle, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
     let start = Instant::now();
     loop {
-        let s = srv.handle.stats().expect("server running");
+        let s = handle.stats().expect("server running");
         if done(&s) {
             return s;
         }
@@ -196,6 +204,38 @@ pub fn wait_stats(srv: &TestServer, what: &str, done: impl Fn(&Stats) -> bool) -
 }
 
 /// A fresh client gets its text echoed, then closes cleanly: the server still serves
+/// The recorded peak of the write queues so far (`Stats::queued_bytes_peak`: noted by
+/// the server at every push and flush, so it covers every moment of the run, not the
+/// moments a test happens to sample). Fails when it is over `bound`.
+pub fn assert_peak_within(handle: &Handle, bound: u64) -> Stats {
+    let s = handle.stats().expect("server running");
+    assert!(
+        s.queued_bytes_peak <= bound,
+        "a write queue held {} bytes at some moment > high water + one frame ({bound})",
+        s.queued_bytes_peak
+    );
+    s
+}
+
+/// Wait (with the test deadline) until a producer (stream or push) waits for room and
+/// one connection holds at least `min_queued` bytes: the state of a producer held by a
+/// client that does not read, once the kernel's buffers are full. A producer parks only
+/// with the queue over the low-water mark and is woken below it, so the state lasts
+/// until the client reads. The recorded peak must stay within `bound` on the way.
+pub fn wait_held(handle: &Handle, bound: u64, min_queued: u64) -> Stats {
+    let start = Instant::now();
+    loop {
+        let s = assert_peak_within(handle, bound);
+        if s.producers_waiting > 0 && s.queued_bytes_max >= min_queued {
+            return s;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for a producer held with {min_queued} bytes queued: {s:?}"
+        );
+        std::thread::yield_now();
+    }
+}
 /// well-behaved clients.
 pub fn echo_round_trip(srv: &TestServer) {
     let mut s = srv.upgraded();
@@ -204,4 +244,76 @@ pub fn echo_round_trip(srv: &TestServer) {
     s.write_all(&client_frame(0x88, &1000u16.to_be_bytes()))
         .unwrap();
     expect_close(&mut s, 1000);
+}
+
+/// `Command::output` with the test deadline: a child that has not exited by then is
+/// killed and the test fails naming it, instead of hanging. Stdin is closed, as with
+/// `output`.
+pub trait OutputWithin {
+    fn output_within_deadline(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for std::process::Command {
+    fn output_within_deadline(&mut self) -> std::io::Result<std::process::Output> {
+        use std::process::Stdio;
+        let what = format!("{self:?}");
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        wait_output_within(child, &what)
+    }
+}
+
+/// `Child::wait_with_output` with the test deadline (see [`OutputWithin`]).
+pub fn wait_output_within(
+    mut child: std::process::Child,
+    what: &str,
+) -> std::io::Result<std::process::Output> {
+    fn drain(r: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {DEADLINE:?}");
+        }
+        // Polling the child's exit (std has no wait with a timeout).
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    })
+}
+
+/// Lines of a child's output, read on a thread, so each can be awaited with a
+/// deadline: `lines.recv_timeout(DEADLINE)`.
+pub fn lines_of(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

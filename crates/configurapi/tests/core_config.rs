@@ -398,7 +398,15 @@ fn s1_3_errors_are_values_never_panics() {
         "---\na: 1\n---\nb: 2\n",
         "api: {events: [{name: .nan, policies: [{x: .inf}]}]}",
     ] {
-        let _ = try_service(yaml);
+        // Each is refused with a one-line error naming the file, not loaded.
+        match try_service(yaml) {
+            Ok(_) => panic!("loaded: {yaml:?}"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.starts_with("config.yaml"), "{yaml:?}: {text}");
+                assert!(!text.contains('\n'), "{yaml:?}: {text}");
+            }
+        }
     }
 }
 
@@ -433,7 +441,12 @@ fn s1_3_mutated_configs_never_panic() {
                 }
             }
             let text = String::from_utf8_lossy(&bytes);
-            let _ = try_service(&text);
+            // Either outcome is fine; an error must still be one line naming the file.
+            if let Err(e) = try_service(&text) {
+                let line = e.to_string();
+                assert!(line.starts_with("config.yaml"), "{text:?}: {line}");
+                assert!(!line.contains('\n'), "{text:?}: {line}");
+            }
         }
     }
 }

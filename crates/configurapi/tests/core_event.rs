@@ -390,6 +390,10 @@ api:
     }
     let params = json!({"k": "$(a)"});
     let e = event_with(json!({"a": "A"}), Payload::Absent);
-    let _ = e.resolve(&params);
+    assert_eq!(
+        e.resolve(&params),
+        json!({"k": "A"}),
+        "the copy is resolved"
+    );
     assert_eq!(params, json!({"k": "$(a)"}), "the argument is untouched");
 }

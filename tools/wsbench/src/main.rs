@@ -457,14 +457,17 @@ impl Window {
         }
     }
 
-    /// Server CPU nanoseconds used since recording started.
     /// Cores' worth of CPU that neither the server nor wsbench used while recording:
     /// other work on the machine, which disturbs the figures. Needs --pid.
+    ///
+    /// Not clamped at 0: /proc/stat counts in clock ticks and schedstat in nanoseconds,
+    /// so on a quiet machine the difference can come out slightly negative. A clamp made
+    /// every quiet round tie at 0, and a report choosing rounds by it then chose blindly.
     fn other_cores(&self, now: Instant) -> Option<f64> {
         let busy = machine_busy_ns()?.checked_sub(self.busy_start?)?;
         let own = server_cpu_ns(std::process::id())?.checked_sub(self.self_start?)?;
         let server = self.cpu_used_ns()?;
-        let other = busy.saturating_sub(own + server) as f64;
+        let other = busy as f64 - (own + server) as f64;
         Some(
             other
                 / 1e9
