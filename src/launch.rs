@@ -10,6 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::cli::{self, Command, RunArgs};
 use crate::configurapi::{HandlerRegistry, Service};
@@ -169,8 +170,10 @@ impl Cli {
             });
         }
         let management_scheme = if args.management_tls { "https" } else { "http" };
+        let shutdown_timeout = args.server.shutdown_timeout;
         let server = Server::bind(args.server).map_err(|e| usage(e.to_string()))?;
-        shutdown_on_signals(server.handle())
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        shutdown_on_signals(server.handle(), Arc::clone(&signalled))
             .map_err(|e| usage(format!("cannot install signal handlers: {e}")))?;
         log::info!(
             "configurapi-runner-ws listening on ws://{} ({what})",
@@ -185,8 +188,13 @@ impl Cli {
         let handler_timeout = args.handler_timeout;
         let ran = server.run();
         if let Some(host) = js_host {
-            // In-flight JS calls finish before the host is stopped.
-            host.shutdown(handler_timeout);
+            // In-flight JS calls finish before the host is stopped (the drain has
+            // waited for them already), within what is left of the shutdown timeout.
+            let grace = match signalled.get() {
+                Some(&at) => (at + shutdown_timeout).saturating_duration_since(Instant::now()),
+                None => handler_timeout,
+            };
+            host.shutdown(grace);
         }
         ran.map_err(|e| (1, format!("reactor stopped: {e}")))
     }
@@ -236,17 +244,26 @@ fn fail(code: u8, message: &str) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// SIGINT/SIGTERM start a graceful shutdown: stop accepting, close every connection
-/// with 1001, let handlers finish, run on_disconnect, exit 0.
-fn shutdown_on_signals(handle: crate::Handle) -> std::io::Result<()> {
+/// The first SIGINT/SIGTERM starts the drain (9.5; the time goes in `signalled`); a
+/// second one ends the process at once, with status 128 + its number as a shell
+/// reports a process killed by it.
+fn shutdown_on_signals(
+    handle: crate::Handle,
+    signalled: Arc<std::sync::OnceLock<Instant>>,
+) -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                log::info!("signal {sig}: shutting down");
-                let _ = handle.shutdown();
+            for sig in signals.forever() {
+                if signalled.set(Instant::now()).is_ok() {
+                    log::info!("signal {sig}: draining (a second signal exits at once)");
+                    let _ = handle.shutdown();
+                } else {
+                    log::warn!("signal {sig} again: exiting now, without draining");
+                    std::process::exit(128 + sig);
+                }
             }
         })?;
     Ok(())

@@ -574,7 +574,7 @@ fn s9_1_no_node_process_when_the_config_names_no_js_handler() {
 }
 
 #[test]
-fn on_shutdown_in_flight_js_calls_finish_before_the_host_stops() {
+fn s9_5_on_shutdown_an_in_flight_js_call_is_answered_then_1001_then_the_host_stops() {
     require_node!();
     let mut r = Runner::app(&[]);
     let mut c = r.connect("");
@@ -583,8 +583,11 @@ fn on_shutdown_in_flight_js_calls_finish_before_the_host_stops() {
     let pid = r.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    // The connection closes with 1001 at once (the reactor's shutdown); the call
-    // itself runs to its end before the host is stopped.
+    // The drain (9.5): the call runs to its end and its answer is delivered, then the
+    // connection gets 1001, then the host is stopped.
+    let answer = c.recv();
+    assert_eq!(answer["body"], "waited", "{answer}");
+    assert_eq!(answer["headers"]["message-id"], "w", "{answer}");
     match c.ws.read() {
         Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
         other => panic!("expected close 1001, got {other:?}"),

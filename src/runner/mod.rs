@@ -26,7 +26,7 @@ use crate::configurapi::{
     ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Payload, PushDone,
     PushError, PushSink, Request, Response, RunHere, Schedule, Service, Started,
 };
-use crate::conn::shared::ConnShared;
+use crate::conn::shared::{Busy, ConnShared};
 use crate::mgmt::{Histogram, MetricsSnapshot, LATENCY_BUCKETS};
 use crate::reactor::{App, Dispatch};
 use crate::work::Job;
@@ -235,8 +235,11 @@ impl App for Runner {
         let conn = Arc::clone(conn);
         let headers: Vec<(String, String)> = req.headers.clone();
         let query = req.query().to_string();
+        // A drain waits for on_connect and the messages it lets through (9.5).
+        let busy = conn.begin();
         Some(Box::new(move || {
-            Inner::on_connect(inner, conn, &headers, &query)
+            Inner::on_connect(inner, conn, &headers, &query);
+            drop(busy);
         }))
     }
 
@@ -248,11 +251,15 @@ impl App for Runner {
         inline_ok: bool,
     ) -> Dispatch {
         let inner = &self.inner;
+        // Received: a drain answers it before the connection's 1001 (9.5). A job holds
+        // the guard to its end; a suspended pipeline's Answer takes its own.
+        let busy = conn.begin();
         if !(inline_ok && inner.opts.inline) {
             let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
             let payload = payload.to_vec();
             return Dispatch::Job(Box::new(move || {
                 Inner::handle(&inner, conn, decode_message(text, &payload));
+                drop(busy);
             }));
         }
         // Decode here to learn the route; run it here when every handler it can reach
@@ -266,14 +273,20 @@ impl App for Runner {
         };
         if !nonblocking {
             let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
-            return Dispatch::Job(Box::new(move || Inner::handle(&inner, conn, decoded)));
+            return Dispatch::Job(Box::new(move || {
+                Inner::handle(&inner, conn, decoded);
+                drop(busy);
+            }));
         }
         match Inner::answer_here(inner, conn, decoded) {
             None => Dispatch::Later,
             Some(Outcome::Frame(frame)) => Dispatch::Reply(frame),
             Some(stream) => {
                 let conn = Arc::clone(conn);
-                Dispatch::Job(Box::new(move || stream.send(conn)))
+                Dispatch::Job(Box::new(move || {
+                    stream.send(conn);
+                    drop(busy);
+                }))
             }
         }
     }
@@ -340,6 +353,7 @@ impl PushSink for Push {
         }
         let frame = envelope::encode(&response, None);
         Box::new(PendingPush {
+            _busy: self.conn.begin(),
             conn: Arc::clone(&self.conn),
             frame: Some(frame),
             then: Some(then),
@@ -352,6 +366,8 @@ impl PushSink for Push {
 /// stream pump, resumed on a worker when the queue drains under the low-water mark.
 /// Dropped while parked (the client left), it reports the connection gone.
 struct PendingPush {
+    /// A drain waits for the push (9.5).
+    _busy: Busy,
     conn: Arc<ConnShared>,
     frame: Option<Vec<u8>>,
     then: Option<PushDone>,
@@ -472,11 +488,13 @@ impl Inner {
         let started = inner
             .service
             .start(&mut event, inner.resume(), || Connected {
+                _busy: conn.begin(),
                 inner: Arc::clone(&inner),
                 conn: Arc::clone(&conn),
             });
         if let Started::Finished(result) = started {
-            Connected { inner, conn }.finish(event, result);
+            let _busy = conn.begin();
+            Connected { _busy, inner, conn }.finish(event, result);
         }
     }
 
@@ -521,6 +539,7 @@ impl Inner {
         let mut message_id = Some(message_id);
         // The Answer (and its clones) is made only if the pipeline suspends.
         let done = || Answer {
+            _busy: conn.begin(),
             inner: Arc::clone(inner),
             conn: Arc::clone(conn),
             message_id: message_id.take().flatten(),
@@ -570,6 +589,8 @@ impl Inner {
 
 /// The end of a suspended message's pipeline: the answer to its client.
 struct Answer {
+    /// A drain waits for the answer (9.5).
+    _busy: Busy,
     inner: Arc<Inner>,
     conn: Arc<ConnShared>,
     message_id: Option<Value>,
@@ -580,6 +601,7 @@ impl Finish for Answer {
     /// A suspended pipeline ended (on a worker): send the answer from here.
     fn finish(self, mut event: Event, result: Result<(), HandlerError>) {
         let Answer {
+            _busy,
             inner,
             conn,
             message_id,
@@ -593,13 +615,15 @@ impl Finish for Answer {
 
 /// The end of an on_connect pipeline: accept or reject the connection (6.5.2).
 struct Connected {
+    /// A drain waits for on_connect (9.5).
+    _busy: Busy,
     inner: Arc<Inner>,
     conn: Arc<ConnShared>,
 }
 
 impl Finish for Connected {
     fn finish(self, mut event: Event, result: Result<(), HandlerError>) {
-        let Connected { inner, conn } = self;
+        let Connected { inner, conn, .. } = self;
         let accepted = match result {
             Ok(()) => event.response.status_code < 400,
             Err(_) => false, // 6.5.2: a throwing process() counts as 500
