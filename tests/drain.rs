@@ -360,3 +360,32 @@ fn s9_5_sigterm_answers_the_running_request_then_closes_and_exits_0() {
         bin.seen
     );
 }
+
+#[test]
+fn s9_5_requests_suspended_on_a_timer_at_shutdown_are_all_answered_before_their_1001() {
+    let yaml = "api:\n  events:\n    - name: wait\n      policies:\n        - delayHandler: [300]\n        - echoHandler\n";
+    let srv = start_runner(yaml, |_| {}, test_config(), RunnerOptions::default());
+    let mut conns: Vec<Ws> = (0..5).map(|_| runner_util::connect(&srv)).collect();
+    for (i, ws) in conns.iter_mut().enumerate() {
+        for j in 0..3 {
+            ws.send(&json!({"name": "wait", "payload": j, "headers": {"message-id": format!("{i}-{j}")}}));
+        }
+    }
+    runner_util::wait_until(&srv, "all 15 requests are suspended", |s| {
+        s.handle.stats().unwrap().waiting == 15
+    });
+    srv.handle.shutdown().unwrap();
+    for (i, mut ws) in conns.into_iter().enumerate() {
+        let mut ids: Vec<String> = (0..3)
+            .map(|_| {
+                ws.recv()["headers"]["message-id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (0..3).map(|j| format!("{i}-{j}")).collect::<Vec<_>>());
+        ws.expect_close(1001, Some("server shutdown"));
+    }
+}
