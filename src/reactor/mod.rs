@@ -70,6 +70,25 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// Run the reload (SIGHUP, `POST /@reload`) and log its outcome in one line.
+fn run_reloader(cfg: &ServerConfig) -> Result<crate::config::Reloaded, String> {
+    let Some(reload) = &cfg.reload else {
+        let why = "reloading is not available (no config file to read again)".to_string();
+        log::warn!("reload: {why}");
+        return Err(why);
+    };
+    match (reload.0)() {
+        Ok(r) => {
+            log::info!("reloaded: {}", r.summary);
+            Ok(r)
+        }
+        Err(e) => {
+            log::error!("reload failed, still serving the previous config: {e}");
+            Err(e)
+        }
+    }
+}
+
 /// While draining, how often the connections' outstanding work is looked at.
 const DRAIN_TICK: Duration = Duration::from_millis(10);
 
@@ -152,6 +171,8 @@ enum Command {
     List(Sender<Vec<ConnId>>),
     Stats(Sender<Stats>),
     Shutdown,
+    /// SIGHUP: run the config's [`crate::config::Reloader`] and answer its outcome.
+    Reload(Sender<Result<String, String>>),
 }
 
 /// A cheap, cloneable, thread-safe handle on a running reactor.
@@ -240,6 +261,14 @@ impl Handle {
     /// returns when all is done or `shutdown_timeout` has passed.
     pub fn shutdown(&self) -> Result<(), Stopped> {
         self.command(Command::Shutdown)
+    }
+
+    /// Reload the config and TLS files (SIGHUP). Waits for the outcome: what was
+    /// reloaded, or why nothing was (the old config and certificate stay in use).
+    pub fn reload(&self) -> Result<Result<String, String>, Stopped> {
+        let (tx, rx) = mpsc::channel();
+        self.command(Command::Reload(tx))?;
+        rx.recv().map_err(|_| Stopped)
     }
 
     /// A shutdown has started: the server is draining.
@@ -1022,6 +1051,30 @@ impl Reactor {
                     let _ = reply.send(s);
                 }
                 Command::Shutdown => self.begin_shutdown(now),
+                Command::Reload(reply) => {
+                    let outcome = match run_reloader(&self.cfg) {
+                        Ok(r) => {
+                            self.use_tls(r.tls);
+                            Ok(r.summary)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// New handshakes on the WSS listener (and an HTTPS management API) use this
+    /// certificate; sessions already set up keep theirs.
+    fn use_tls(&mut self, tls: Option<Arc<rustls::ServerConfig>>) {
+        let Some(tls) = tls else { return };
+        if let Some(t) = &mut self.cfg.tls {
+            t.server_config = Arc::clone(&tls);
+        }
+        if let Some(m) = &mut self.cfg.management {
+            if m.tls.is_some() {
+                m.tls = Some(tls);
             }
         }
     }

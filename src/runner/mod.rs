@@ -15,7 +15,7 @@ mod timer;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
@@ -64,10 +64,13 @@ impl Default for RunnerOptions {
     }
 }
 
-/// The runner: an [`App`] serving a Configurapi [`Service`].
+/// The runner: an [`App`] serving a Configurapi [`Service`], which
+/// [`Runner::reload`] replaces while it serves.
 #[derive(Clone)]
 pub struct Runner {
-    inner: Arc<Inner>,
+    /// The current service and what goes with it. Each message takes the current one
+    /// and keeps it to its end: a reload never changes a request under way.
+    inner: Arc<RwLock<Arc<Inner>>>,
 }
 
 struct Inner {
@@ -90,11 +93,13 @@ struct RunnerMetrics {
     labels: NameMap<usize>,
     /// Index into `latency` of [`UNMATCHED`].
     unmatched: usize,
-    latency: Vec<(String, AtomicHistogram)>,
+    /// Shared with the metrics of the configs before and after a reload, so a route
+    /// that stays keeps its series.
+    latency: Vec<(String, Arc<AtomicHistogram>)>,
     /// Responses by status, for statuses under [`STATUS_SLOTS`].
-    responses: Box<[AtomicU64]>,
+    responses: Arc<[AtomicU64]>,
     /// Responses with any other status (a handler may set any `u16`).
-    responses_other: Mutex<BTreeMap<u16, u64>>,
+    responses_other: Arc<Mutex<BTreeMap<u16, u64>>>,
 }
 
 /// Statuses counted without a lock: every status a handler sensibly sets.
@@ -102,22 +107,50 @@ const STATUS_SLOTS: usize = 1000;
 
 impl RunnerMetrics {
     fn new(service: &Service) -> RunnerMetrics {
+        RunnerMetrics::carried(
+            service,
+            None,
+            (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            Arc::default(),
+        )
+    }
+
+    /// The metrics of a reloaded config: the counters go on, the series of routes
+    /// that stay go on, a new route starts its own.
+    fn reloaded(&self, service: &Service) -> RunnerMetrics {
+        RunnerMetrics::carried(
+            service,
+            Some(self),
+            Arc::clone(&self.responses),
+            Arc::clone(&self.responses_other),
+        )
+    }
+
+    fn carried(
+        service: &Service,
+        old: Option<&RunnerMetrics>,
+        responses: Arc<[AtomicU64]>,
+        responses_other: Arc<Mutex<BTreeMap<u16, u64>>>,
+    ) -> RunnerMetrics {
         let mut labels = NameMap::default();
         let mut latency = Vec::new();
         // A route named like UNMATCHED shares its series, as it did when labels were
         // map keys.
         for name in service.route_names().into_iter().chain([UNMATCHED]) {
             if !labels.contains_key(name) {
+                let series = old
+                    .and_then(|o| o.labels.get(name).map(|&i| Arc::clone(&o.latency[i].1)))
+                    .unwrap_or_default();
                 labels.insert(name.to_string(), latency.len());
-                latency.push((name.to_string(), AtomicHistogram::default()));
+                latency.push((name.to_string(), series));
             }
         }
         RunnerMetrics {
             unmatched: labels[UNMATCHED],
             labels,
             latency,
-            responses: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            responses_other: Mutex::new(BTreeMap::new()),
+            responses,
+            responses_other,
         }
     }
 
@@ -208,7 +241,7 @@ impl Runner {
         let has_on_disconnect = service.has_route("on_disconnect");
         let metrics = RunnerMetrics::new(&service);
         Runner {
-            inner: Arc::new(Inner {
+            inner: Arc::new(RwLock::new(Arc::new(Inner {
                 service: Arc::new(service),
                 resume: OnceLock::new(),
                 opts,
@@ -216,22 +249,43 @@ impl Runner {
                 has_on_disconnect,
                 management_url: OnceLock::new(),
                 metrics,
-            }),
+            }))),
         }
     }
 
-    /// The service.
-    pub fn service(&self) -> &Service {
-        &self.inner.service
+    /// The current service.
+    pub fn service(&self) -> Arc<Service> {
+        Arc::clone(&self.current().service)
+    }
+
+    /// Serve `service` from now on (a reload, 9.5/#14): messages that arrive from now
+    /// on use it; those under way finish with the service they started with.
+    pub fn reload(&self, service: Service) {
+        let old = self.current();
+        let inner = Inner {
+            has_on_connect: service.has_route("on_connect"),
+            has_on_disconnect: service.has_route("on_disconnect"),
+            metrics: old.metrics.reloaded(&service),
+            service: Arc::new(service),
+            resume: old.resume.clone(),
+            opts: old.opts.clone(),
+            management_url: old.management_url.clone(),
+        };
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inner);
+    }
+
+    /// The current service and what goes with it.
+    fn current(&self) -> Arc<Inner> {
+        Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
 impl App for Runner {
     fn on_open(&self, conn: &Arc<ConnShared>, req: &UpgradeRequest) -> Option<Job> {
-        if !self.inner.has_on_connect {
+        let inner = self.current();
+        if !inner.has_on_connect {
             return None; // 6.5.3: accepted without dispatch
         }
-        let inner = Arc::clone(&self.inner);
         let conn = Arc::clone(conn);
         let headers: Vec<(String, String)> = req.headers.clone();
         let query = req.query().to_string();
@@ -250,7 +304,7 @@ impl App for Runner {
         payload: &[u8],
         inline_ok: bool,
     ) -> Dispatch {
-        let inner = &self.inner;
+        let inner = &self.current();
         // Received: a drain answers it before the connection's 1001 (9.5). A job holds
         // the guard to its end; a suspended pipeline's Answer takes its own.
         let busy = conn.begin();
@@ -292,22 +346,22 @@ impl App for Runner {
     }
 
     fn set_resume(&self, resume: Arc<dyn Schedule>) {
-        let _ = self.inner.resume.set(resume);
+        let _ = self.current().resume.set(resume);
     }
 
     fn set_management_url(&self, base: &str) {
-        let _ = self.inner.management_url.set(base.to_string());
+        let _ = self.current().management_url.set(base.to_string());
     }
 
     fn fill_metrics(&self, m: &mut MetricsSnapshot) {
-        self.inner.metrics.fill(m);
+        self.current().metrics.fill(m);
     }
 
     fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job> {
-        if !self.inner.has_on_disconnect {
+        let inner = self.current();
+        if !inner.has_on_disconnect {
             return None; // 6.5.6: skipped without a route
         }
-        let inner = Arc::clone(&self.inner);
         let conn = Arc::clone(conn);
         Some(Box::new(move || Inner::on_disconnect(inner, conn)))
     }
