@@ -4,18 +4,19 @@
 //! Nothing sleeps to synchronise: reads have deadlines, and states are waited for
 //! (healthz says 503, the process has exited) with a generous deadline.
 
+mod bin_util;
 mod management_util;
 mod runner_util;
 mod util;
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bin_util::{addr_after, free_port, Bin, Scratch};
 use configurapi_runner_ws::configurapi::{Context, Event, Handler, HandlerError};
 use configurapi_runner_ws::runner::RunnerOptions;
 use configurapi_runner_ws::ServerConfig;
@@ -154,120 +155,22 @@ fn s9_5_a_stream_running_at_shutdown_completes_before_the_1001() {
     ws.expect_close(1001, Some("server shutdown"));
 }
 
-/// The runner binary with its stderr lines on a channel; killed if a test fails.
-struct Bin {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Drop for Bin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Bin {
-    fn start(config: &str, extra: &[&str]) -> (Bin, SocketAddr, SocketAddr) {
-        let dir = std::env::temp_dir().join(format!(
-            "drain-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("config.yaml");
-        std::fs::write(&path, config).unwrap();
-        // Port 0 turns the management API off: a port that was free a moment ago.
-        let mgmt_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-            .to_string();
-        let mut args = vec![
-            "--config",
-            path.to_str().unwrap(),
-            "--port",
-            "0",
-            "--host",
-            "127.0.0.1",
-            "--management-port",
-            &mgmt_port,
-        ];
-        args.extend_from_slice(extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
-            .args(&args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                if tx.send(line.unwrap_or_default()).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut bin = Bin {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        let ws = bin.wait_line("listening on ws://");
-        let mgmt = bin.wait_line("management API on http://");
-        let addr_after = |line: &str, scheme: &str| -> SocketAddr {
-            line.split(scheme)
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .unwrap()
-                .parse()
-                .unwrap()
-        };
-        let ws = addr_after(&ws, "ws://");
-        let mgmt = addr_after(&mgmt, "http://");
-        let _ = std::fs::remove_dir_all(&dir);
-        (bin, ws, mgmt)
-    }
-
-    /// The first line (from now on) that contains `what`.
-    fn wait_line(&mut self, what: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "no log line with {what:?}; so far:\n{}",
-                    self.seen.join("\n")
-                )
-            });
-            self.seen.push(line.clone());
-            if line.contains(what) {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// The exit status, waiting for it with a deadline.
-    fn exit_code(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "the binary did not exit");
-            std::thread::yield_now();
-        }
-    }
+/// The binary serving `config`, with the management API on; the WebSocket and
+/// management addresses.
+fn start_bin(config: &str, extra: &[&str]) -> (Bin, SocketAddr, SocketAddr) {
+    let dir = Scratch::new("drain");
+    let path = dir.write("config.yaml", config);
+    let port = free_port();
+    let mut args = vec![
+        "--config",
+        path.to_str().unwrap(),
+        "--management-port",
+        &port,
+    ];
+    args.extend_from_slice(extra);
+    let (mut bin, addr) = Bin::start(&args);
+    let mgmt = addr_after(&bin.wait_line("management API on http://"), "http://");
+    (bin, addr, mgmt)
 }
 
 fn ws_client(addr: SocketAddr) -> Ws {
@@ -309,7 +212,7 @@ fn start_slow_request(addr: SocketAddr) -> Ws {
 
 #[test]
 fn s9_5_sigterm_with_a_handler_longer_than_the_timeout_exits_0_on_time_and_says_what_ran() {
-    let (mut bin, addr, mgmt) = Bin::start(SLOW_BIN, &["--shutdown-timeout", "1s"]);
+    let (mut bin, addr, mgmt) = start_bin(SLOW_BIN, &["--shutdown-timeout", "1s"]);
     let mut ws = start_slow_request(addr);
     bin.signal("TERM");
     // healthz says 503 while the handler runs (the drain waits for it).
@@ -331,7 +234,7 @@ fn s9_5_sigterm_with_a_handler_longer_than_the_timeout_exits_0_on_time_and_says_
 
 #[test]
 fn s9_5_a_second_signal_ends_the_drain_at_once() {
-    let (mut bin, addr, _) = Bin::start(SLOW_BIN, &["--shutdown-timeout", "60s"]);
+    let (mut bin, addr, _) = start_bin(SLOW_BIN, &["--shutdown-timeout", "60s"]);
     let _ws = start_slow_request(addr);
     bin.signal("TERM");
     bin.wait_line("draining");
@@ -344,7 +247,7 @@ fn s9_5_a_second_signal_ends_the_drain_at_once() {
 #[test]
 fn s9_5_sigterm_answers_the_running_request_then_closes_and_exits_0() {
     let yaml = "api:\n  events:\n    - name: slow\n      policies:\n        - delayHandler: [1500]\n    - name: echo\n      policies: [echoHandler]\n";
-    let (mut bin, addr, _) = Bin::start(yaml, &["--shutdown-timeout", "30s"]);
+    let (mut bin, addr, _) = start_bin(yaml, &["--shutdown-timeout", "30s"]);
     let mut ws = start_slow_request(addr);
     bin.signal("TERM");
     bin.wait_line("draining");

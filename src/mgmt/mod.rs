@@ -300,8 +300,7 @@ fn answer(req: &HttpRequest, ctx: &mut dyn MgmtContext) -> MgmtResponse {
             Ok(summary) => MgmtResponse::new(
                 200,
                 json,
-                serde_json::to_vec(&serde_json::json!({ "reloaded": summary }))
-                    .unwrap_or_default(),
+                serde_json::to_vec(&serde_json::json!({ "reloaded": summary })).unwrap_or_default(),
             ),
             // The server keeps the previous config: a failure of the server, not of
             // the request.
