@@ -52,8 +52,8 @@ impl MgmtServer {
         let mut registry = runner::registry();
         registry.register("statusFromParamsHandler", status_from_params);
         reg(&mut registry);
-        let service = Service::from_str(yaml, "test.yaml", registry.clone())
-            .expect("test config loads");
+        let service =
+            Service::from_str(yaml, "test.yaml", registry.clone()).expect("test config loads");
         let runner = Arc::new(Runner::new(service, RunnerOptions::default()));
         // POST /@reload builds the service from the same YAML again.
         let (again, yaml) = (Arc::clone(&runner), yaml.to_string());
