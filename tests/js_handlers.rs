@@ -1023,3 +1023,62 @@ fn a_js_on_start_runs_before_serving_and_its_failure_stops_start_up() {
     let e = start_up_error(&bad.config());
     assert!(e.contains("on_start failed: no database"), "{e}");
 }
+
+#[test]
+fn sighup_starts_a_new_js_host_and_stops_the_old_one_after_its_call_in_flight() {
+    require_node!();
+    let dir = std::env::temp_dir().join(format!("js-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("handlers")).unwrap();
+    let version = |v: &str| {
+        let js = format!(
+            "module.exports = {{\n\
+             greetHandler: async function greetHandler(event) {{ event.response.body = '{v}'; }},\n\
+             slowHandler: async function slowHandler(event, ms) {{\n\
+               await new Promise((r) => setTimeout(r, Number(ms)));\n\
+               event.response.body = 'slow {v}';\n\
+             }},\n\
+             }};\n"
+        );
+        std::fs::write(dir.join("handlers/h.js"), js).unwrap();
+    };
+    version("v1");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "api:\n  events:\n    - name: greet\n      policies: [greetHandler]\n    - name: slow\n      policies:\n        - slowHandler: [1000]\n",
+    )
+    .unwrap();
+    let r = Runner::start(&dir.join("config.yaml"), &[]);
+    let mut c = r.connect("");
+    assert_eq!(c.ask("greet", json!({}))["body"], "v1");
+    let old = r.host_pids();
+    assert_eq!(old.len(), 1, "{old:?}");
+    // A call under way on the old host when the reload comes (the greet answered
+    // after it shows the runner has read it).
+    c.send(json!({"name": "slow", "headers": {"message-id": "slow"}}));
+    assert_eq!(c.ask("greet", json!({}))["body"], "v1");
+
+    version("v2");
+    let hup = Command::new("kill")
+        .args(["-HUP", &r.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    r.wait_log("reloaded: config");
+    // The new host answers the next message; the old call finishes on the old host
+    // (in either order), then the old host goes.
+    c.send(json!({"name": "greet", "headers": {"message-id": "greet"}}));
+    let mut answers = [c.recv(), c.recv()];
+    answers.sort_by_key(|a| a["headers"]["message-id"].to_string());
+    assert_eq!(answers[0]["body"], "v2", "{}", answers[0]);
+    assert_eq!(answers[1]["body"], "slow v1", "{}", answers[1]);
+    let until = Instant::now() + DEADLINE;
+    while r.host_pids().contains(&old[0]) {
+        assert!(Instant::now() < until, "the old host never stopped");
+        std::thread::yield_now();
+    }
+    assert_eq!(r.host_pids().len(), 1, "{:?}", r.host_pids());
+    assert_eq!(c.ask("greet", json!({}))["body"], "v2");
+    drop(r);
+    let _ = std::fs::remove_dir_all(dir);
+}
