@@ -391,6 +391,7 @@ impl Server {
             cfg,
             stats: Stats::default(),
             shutdown_at: None,
+            drain_next: Instant::now(),
             reserve_fd: std::fs::File::open("/dev/null").ok(),
             accept_retry: None,
         };
@@ -475,6 +476,8 @@ struct Reactor {
     cfg: ServerConfig,
     stats: Stats,
     shutdown_at: Option<Instant>,
+    /// While draining, when the connections are looked at next.
+    drain_next: Instant,
     /// A descriptor held in reserve (`/dev/null`): when accept fails for want of file
     /// descriptors, it is closed to make room to accept the pending connection and
     /// close it at once, then opened again. Without it, an edge-triggered listener
@@ -500,7 +503,7 @@ impl Reactor {
                 };
                 // Draining: look at the connections' work again shortly (a worker that
                 // ends a request does not wake the loop when it has nothing to send).
-                let next = match (next, self.shutdown_at.map(|_| now + DRAIN_TICK)) {
+                let next = match (next, self.shutdown_at.map(|_| self.drain_next)) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
@@ -551,7 +554,8 @@ impl Reactor {
                 self.mgmt_accept(now);
             }
             self.fire_timers(now);
-            if self.shutdown_at.is_some() && self.drain_step(now) {
+            // At most once a tick: a busy loop must not scan every connection per event.
+            if self.shutdown_at.is_some() && now >= self.drain_next && self.drain_step(now) {
                 self.free_dead();
                 return Ok(());
             }
@@ -816,6 +820,7 @@ impl Reactor {
     /// is all answered, and say whether the drain is over (everything done, or the
     /// deadline passed, which is logged with what was still running).
     fn drain_step(&mut self, now: Instant) -> bool {
+        self.drain_next = now + DRAIN_TICK;
         // The counts are read before the commands are taken: a worker hands its last
         // frame to the channel before it drops its guard, so a count seen at zero
         // means that frame is in the channel now and is queued ahead of the close.
