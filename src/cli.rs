@@ -53,7 +53,9 @@ OPTIONS:
     --max-handshake-headers N most header lines in an upgrade request [default: 100]
     --max-management-connections N
                               management connections at once; past it 503 [default: 64]
-    --shutdown-timeout DUR    time running handlers get on SIGINT/SIGTERM [default: 5s]
+    --shutdown-timeout DUR    longest drain on SIGINT/SIGTERM: requests under way are
+                              answered, then 1001; a second signal exits at once [default: 5s]
+                              (SIGHUP reloads the config and TLS files)
     --log-level LEVEL         error, warn, info, debug or trace [default: info]
     --node PATH               the node program for JS handlers (handlers/*.js beside the
                               config) [default: node on PATH]

@@ -80,6 +80,30 @@ pub struct ServerConfig {
     pub management: Option<MgmtConfig>,
     /// The secure (WSS) listener beside the plain one; `None` turns it off.
     pub tls: Option<TlsSettings>,
+    /// What SIGHUP and `POST /@reload` run; `None`: reloading is not offered.
+    pub reload: Option<Reloader>,
+}
+
+/// Loads the application's config and TLS files again and switches the application
+/// to the new config (it runs on the reactor thread, which then serves new handshakes
+/// with the certificate it returns). `Err` is the one-line reason; the old config
+/// and certificate stay in use.
+#[derive(Clone)]
+pub struct Reloader(pub Arc<dyn Fn() -> Result<Reloaded, String> + Send + Sync>);
+
+impl fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Reloader")
+    }
+}
+
+/// What a successful reload gives the reactor.
+pub struct Reloaded {
+    /// The new certificate and key for the WSS listener (and an HTTPS management
+    /// API), when TLS is on.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What was reloaded, for the log and the `/@reload` answer.
+    pub summary: String,
 }
 
 /// The secure listener: where, and the rustls configuration (see [`crate::tls`]).
@@ -121,6 +145,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(5),
             management: None,
             tls: None,
+            reload: None,
         }
     }
 }

@@ -9,7 +9,8 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::cli::{self, Command, RunArgs};
 use crate::configurapi::{HandlerRegistry, Service};
@@ -123,7 +124,9 @@ impl Cli {
             });
         }
 
-        let mut js_host = None;
+        let js_host: Arc<Mutex<Option<JsHost>>> = Arc::default();
+        let mut runner = None;
+        let registry = self.registry.clone();
         let what = if args.echo {
             args.server.mode = Mode::Echo;
             "raw echo".to_string()
@@ -133,14 +136,17 @@ impl Cli {
                 .clone()
                 .or_else(crate::postback::token);
             let (service, source, host) = self.load_service(&args, token)?;
-            js_host = host;
+            *lock(&js_host) = host;
             let opts = RunnerOptions {
                 postback_base: args.postback_base.clone(),
                 inline: args.inline,
             };
-            args.server.mode = Mode::App(Arc::new(Runner::new(service, opts)));
+            let app = Arc::new(Runner::new(service, opts));
+            runner = Some(Arc::clone(&app));
+            args.server.mode = Mode::App(app);
             format!("Configurapi, {source}")
         };
+        args.server.reload = Some(reloader(&args, registry, runner, Arc::clone(&js_host)));
 
         // The management API: on at 127.0.0.1:9100 in Configurapi mode, off in echo mode
         // unless a port is given (benchmarks run several echo servers side by side).
@@ -169,8 +175,10 @@ impl Cli {
             });
         }
         let management_scheme = if args.management_tls { "https" } else { "http" };
+        let shutdown_timeout = args.server.shutdown_timeout;
         let server = Server::bind(args.server).map_err(|e| usage(e.to_string()))?;
-        shutdown_on_signals(server.handle())
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        shutdown_on_signals(server.handle(), Arc::clone(&signalled))
             .map_err(|e| usage(format!("cannot install signal handlers: {e}")))?;
         log::info!(
             "configurapi-runner-ws listening on ws://{} ({what})",
@@ -184,9 +192,14 @@ impl Cli {
         }
         let handler_timeout = args.handler_timeout;
         let ran = server.run();
-        if let Some(host) = js_host {
-            // In-flight JS calls finish before the host is stopped.
-            host.shutdown(handler_timeout);
+        if let Some(host) = lock(&js_host).take() {
+            // In-flight JS calls finish before the host is stopped (the drain has
+            // waited for them already), within what is left of the shutdown timeout.
+            let grace = match signalled.get() {
+                Some(&at) => (at + shutdown_timeout).saturating_duration_since(Instant::now()),
+                None => handler_timeout,
+            };
+            host.shutdown(grace);
         }
         ran.map_err(|e| (1, format!("reactor stopped: {e}")))
     }
@@ -230,23 +243,101 @@ impl Cli {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// SIGHUP and `POST /@reload` (#14): read the TLS files and the config again; only
+/// when both load does the runner switch to the new config (and JS host, whose
+/// predecessor stops once its calls in flight have finished) and the listener to the
+/// new certificate. The built-in default config has no file to read again.
+fn reloader(
+    args: &RunArgs,
+    registry: HandlerRegistry,
+    runner: Option<Arc<Runner>>,
+    js_host: Arc<Mutex<Option<JsHost>>>,
+) -> crate::Reloader {
+    let tls_files = args.tls_files.clone();
+    let local = Path::new(crate::configurapi::config::DEFAULT_CONFIG_PATH);
+    let config = match &args.config_path {
+        Some(p) => Some(p.clone()),
+        None if local.exists() => Some(local.to_path_buf()),
+        None => None,
+    };
+    let js = crate::jshost::JsOptions {
+        node: args.node.clone(),
+        timeout: args.handler_timeout,
+        token: args
+            .management_token
+            .clone()
+            .or_else(crate::postback::token),
+    };
+    let grace = args.handler_timeout;
+    crate::Reloader(Arc::new(move || {
+        let mut done = Vec::new();
+        let tls = match &tls_files {
+            Some((key, cert)) => {
+                let files = crate::tls::load(cert, key)?;
+                if let Some(w) = files.expired_warning {
+                    log::warn!("{w}");
+                }
+                done.push(format!("certificate {}", cert.display()));
+                Some(files.server_config)
+            }
+            None => None,
+        };
+        if let (Some(runner), Some(path)) = (&runner, &config) {
+            let loaded = crate::jshost::load_service(path, registry.clone(), &js)?;
+            runner.reload(loaded.service);
+            let old = std::mem::replace(&mut *lock(&js_host), loaded.host);
+            if let Some(old) = old {
+                // Calls already made finish on the host they started on.
+                let _ = std::thread::Builder::new()
+                    .name("js-host-stop".into())
+                    .spawn(move || old.shutdown(grace));
+            }
+            done.push(format!("config {}", path.display()));
+        }
+        if done.is_empty() {
+            return Err("nothing to reload: no config file and no TLS files".to_string());
+        }
+        Ok(crate::Reloaded {
+            tls,
+            summary: done.join(", "),
+        })
+    }))
+}
+
 /// Prints `error: <message>` and returns the exit status.
 fn fail(code: u8, message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(code)
 }
 
-/// SIGINT/SIGTERM start a graceful shutdown: stop accepting, close every connection
-/// with 1001, let handlers finish, run on_disconnect, exit 0.
-fn shutdown_on_signals(handle: crate::Handle) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+/// The first SIGINT/SIGTERM starts the drain (9.5; the time goes in `signalled`); a
+/// second one ends the process at once, with status 128 + its number as a shell
+/// reports a process killed by it. SIGHUP reloads the config and TLS files.
+fn shutdown_on_signals(
+    handle: crate::Handle,
+    signalled: Arc<std::sync::OnceLock<Instant>>,
+) -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
-                log::info!("signal {sig}: shutting down");
-                let _ = handle.shutdown();
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    // The reactor logs the outcome (one line either way).
+                    log::info!("signal {sig}: reloading");
+                    let _ = handle.reload();
+                } else if signalled.set(Instant::now()).is_ok() {
+                    log::info!("signal {sig}: draining (a second signal exits at once)");
+                    let _ = handle.shutdown();
+                } else {
+                    log::warn!("signal {sig} again: exiting now, without draining");
+                    std::process::exit(128 + sig);
+                }
             }
         })?;
     Ok(())

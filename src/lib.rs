@@ -42,6 +42,6 @@ pub mod tls;
 pub(crate) mod work;
 pub mod ws;
 
-pub use config::{Mode, ServerConfig, TlsSettings};
+pub use config::{Mode, Reloaded, Reloader, ServerConfig, TlsSettings};
 pub use conn::ConnId;
 pub use reactor::{Handle, Outgoing, Server};

@@ -579,7 +579,7 @@ fn s9_1_no_node_process_when_the_config_names_no_js_handler() {
 }
 
 #[test]
-fn on_shutdown_in_flight_js_calls_finish_before_the_host_stops() {
+fn s9_5_on_shutdown_an_in_flight_js_call_is_answered_then_1001_then_the_host_stops() {
     require_node!();
     let mut r = Runner::app(&[]);
     let mut c = r.connect("");
@@ -588,8 +588,11 @@ fn on_shutdown_in_flight_js_calls_finish_before_the_host_stops() {
     let pid = r.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
-    // The connection closes with 1001 at once (the reactor's shutdown); the call
-    // itself runs to its end before the host is stopped.
+    // The drain (9.5): the call runs to its end and its answer is delivered, then the
+    // connection gets 1001, then the host is stopped.
+    let answer = c.recv();
+    assert_eq!(answer["body"], "waited", "{answer}");
+    assert_eq!(answer["headers"]["message-id"], "w", "{answer}");
     match c.ws.read() {
         Ok(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
         other => panic!("expected close 1001, got {other:?}"),
@@ -1028,4 +1031,63 @@ fn a_js_on_start_runs_before_serving_and_its_failure_stops_start_up() {
     );
     let e = start_up_error(&bad.config());
     assert!(e.contains("on_start failed: no database"), "{e}");
+}
+
+#[test]
+fn sighup_starts_a_new_js_host_and_stops_the_old_one_after_its_call_in_flight() {
+    require_node!();
+    let dir = std::env::temp_dir().join(format!("js-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("handlers")).unwrap();
+    let version = |v: &str| {
+        let js = format!(
+            "module.exports = {{\n\
+             greetHandler: async function greetHandler(event) {{ event.response.body = '{v}'; }},\n\
+             slowHandler: async function slowHandler(event, ms) {{\n\
+               await new Promise((r) => setTimeout(r, Number(ms)));\n\
+               event.response.body = 'slow {v}';\n\
+             }},\n\
+             }};\n"
+        );
+        std::fs::write(dir.join("handlers/h.js"), js).unwrap();
+    };
+    version("v1");
+    std::fs::write(
+        dir.join("config.yaml"),
+        "api:\n  events:\n    - name: greet\n      policies: [greetHandler]\n    - name: slow\n      policies:\n        - slowHandler: [1000]\n",
+    )
+    .unwrap();
+    let r = Runner::start(&dir.join("config.yaml"), &[]);
+    let mut c = r.connect("");
+    assert_eq!(c.ask("greet", json!({}))["body"], "v1");
+    let old = r.host_pids();
+    assert_eq!(old.len(), 1, "{old:?}");
+    // A call under way on the old host when the reload comes (the greet answered
+    // after it shows the runner has read it).
+    c.send(json!({"name": "slow", "headers": {"message-id": "slow"}}));
+    assert_eq!(c.ask("greet", json!({}))["body"], "v1");
+
+    version("v2");
+    let hup = Command::new("kill")
+        .args(["-HUP", &r.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    r.wait_log("reloaded: config");
+    // The new host answers the next message; the old call finishes on the old host
+    // (in either order), then the old host goes.
+    c.send(json!({"name": "greet", "headers": {"message-id": "greet"}}));
+    let mut answers = [c.recv(), c.recv()];
+    answers.sort_by_key(|a| a["headers"]["message-id"].to_string());
+    assert_eq!(answers[0]["body"], "v2", "{}", answers[0]);
+    assert_eq!(answers[1]["body"], "slow v1", "{}", answers[1]);
+    let until = Instant::now() + DEADLINE;
+    while r.host_pids().contains(&old[0]) {
+        assert!(Instant::now() < until, "the old host never stopped");
+        std::thread::yield_now();
+    }
+    assert_eq!(r.host_pids().len(), 1, "{:?}", r.host_pids());
+    assert_eq!(c.ask("greet", json!({}))["body"], "v2");
+    drop(r);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -5,6 +5,7 @@
 //! reader that never reads, on_connect rejection, non-TLS bytes, a stalled handshake,
 //! and the start-up errors for bad certificate files.
 
+mod bin_util;
 mod util;
 
 use std::io::{Read, Write};
@@ -746,4 +747,73 @@ fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
     let _ = child.wait();
     assert!(warned, "no warning naming {cert}");
     assert!(serving, "the server did not start");
+}
+
+/// A TLS stream to `addr` trusting what `cfg` trusts, after the TLS handshake.
+fn tls_client(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Result<Tls, std::io::Error> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
+    let conn =
+        rustls::ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// One echo round trip on an upgraded stream.
+fn echoes(s: &mut Tls, text: &str) {
+    s.write_all(&client_frame(0x81, text.as_bytes())).unwrap();
+    let (b0, payload) = read_frame(s);
+    assert_eq!((b0, &payload[..]), (0x81, text.as_bytes()));
+}
+
+#[test]
+fn sighup_serves_a_renewed_certificate_to_the_next_client_and_keeps_the_connected_ones() {
+    let old = Pki::ecdsa();
+    let (cert, key) = (old.cert.clone(), old.key.clone());
+    let (mut bin, _) = bin_util::Bin::start(&[
+        "--echo",
+        "--secure-port",
+        "0",
+        "--key",
+        key.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+    ]);
+    let line = bin.wait_line("secure listener on wss://");
+    let secure = bin_util::addr_after(&line, "wss://");
+    let upgrade = |mut s: Tls| {
+        s.write_all(upgrade_request("/").as_bytes()).unwrap();
+        assert!(read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
+        s
+    };
+    let mut before = upgrade(tls_client(secure, old.client_config()).unwrap());
+    echoes(&mut before, "before");
+
+    // Renew: a new key and certificate (from a new CA) over the same files.
+    let renewed = Pki::ecdsa();
+    std::fs::copy(&renewed.cert, &cert).unwrap();
+    std::fs::copy(&renewed.key, &key).unwrap();
+    bin.signal("HUP");
+    let line = bin.wait_line("reloaded: ");
+    assert!(line.contains(cert.to_str().unwrap()), "{line}");
+    // The next client is served the renewed certificate (it trusts only the new CA)...
+    let mut after = upgrade(tls_client(secure, renewed.client_config()).expect("renewed"));
+    echoes(&mut after, "after");
+    // ... and one that trusts only the old CA is refused.
+    assert!(tls_client(secure, old.client_config()).is_err());
+    // The client connected before is still served.
+    echoes(&mut before, "still here");
+
+    // A broken key file: the renewed certificate stays in use.
+    std::fs::write(&key, "not a key").unwrap();
+    bin.signal("HUP");
+    let line = bin.wait_line("reload failed");
+    assert!(line.contains(key.to_str().unwrap()), "{line}");
+    let mut third = upgrade(tls_client(secure, renewed.client_config()).expect("kept"));
+    echoes(&mut third, "third");
+    echoes(&mut before, "before, still");
+    echoes(&mut after, "after, still");
 }

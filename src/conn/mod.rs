@@ -245,6 +245,10 @@ impl Conn {
                     Ok(Some(_)) if sh.stats.open as usize > sh.cfg.max_connections => {
                         self.reject_handshake(HandshakeError::Overloaded, sh)
                     }
+                    // 9.5: the listener stays up during a drain to say so.
+                    Ok(Some(_)) if sh.handle.is_draining() => {
+                        self.reject_handshake(HandshakeError::Draining, sh)
+                    }
                     Ok(Some((req, used))) => {
                         let mut rest = buf.split_off(used);
                         self.st.wq.push_raw(sh.pool, &req.response());

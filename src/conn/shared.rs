@@ -54,6 +54,20 @@ pub struct ConnShared {
     room: Condvar,
     high_water: usize,
     low_water: usize,
+    /// Requests of this connection not yet answered to their end (a running or
+    /// suspended pipeline, a stream or push still being sent): a drain closes the
+    /// connection only when it is zero (9.5).
+    busy: AtomicUsize,
+}
+
+/// One unit of unfinished work on a connection (see [`ConnShared::begin`]); dropping
+/// it ends the unit.
+pub struct Busy(Arc<ConnShared>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ConnShared {
@@ -81,7 +95,22 @@ impl ConnShared {
             room: Condvar::new(),
             high_water,
             low_water,
+            busy: AtomicUsize::new(0),
         }
+    }
+
+    /// Work for this connection starts: a drain waits for the guard to drop before it
+    /// closes the connection. Taken before any frame of the work is sent, dropped after
+    /// the last one was handed to the reactor, so the reactor (which reads the count
+    /// before it takes its commands) never closes ahead of an answer on its way.
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(Arc::clone(self))
+    }
+
+    /// Units of work under way (see [`ConnShared::begin`]).
+    pub fn busy(&self) -> usize {
+        self.busy.load(Ordering::SeqCst)
     }
 
     /// Bytes the server holds for this peer: queued in the reactor plus on their way.

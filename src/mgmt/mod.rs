@@ -69,6 +69,8 @@ pub enum Route {
     },
     /// `GET /healthz`.
     Health,
+    /// `POST /@reload`: load the config and TLS files again.
+    Reload,
     /// `GET /metrics`.
     Metrics,
     /// Anything else: 501 with the core's Not Implemented ErrorResponse.
@@ -104,6 +106,7 @@ pub fn route(req: &HttpRequest) -> Route {
         (_, ["@connections", id]) if read => Route::Get { id: id.to_string() },
         ("DELETE", ["@connections", id]) => Route::Delete { id: id.to_string() },
         (_, ["healthz"]) if read => Route::Health,
+        ("POST", ["@reload"]) => Route::Reload,
         (_, ["metrics"]) if read => Route::Metrics,
         _ => Route::NotImplemented {
             event: event_name(&req.method, &segs),
@@ -161,6 +164,11 @@ pub trait MgmtContext {
     fn metrics(&self) -> MetricsSnapshot;
     /// The management token, when access needs one.
     fn token(&self) -> Option<&str>;
+    /// Reload the config and TLS files: what was reloaded, or why nothing was. The
+    /// default: reloading is not offered.
+    fn reload(&mut self) -> Result<String, String> {
+        Err("reloading is not available here".to_string())
+    }
     /// Whether the id is connected; the default asks [`MgmtContext::info`].
     fn contains(&self, id: &str) -> bool {
         self.info(id).is_some()
@@ -293,6 +301,16 @@ fn answer(req: &HttpRequest, ctx: &mut dyn MgmtContext) -> MgmtResponse {
                 MgmtResponse::new(200, text, b"ok\n".to_vec())
             }
         }
+        Route::Reload => match ctx.reload() {
+            Ok(summary) => MgmtResponse::new(
+                200,
+                json,
+                serde_json::to_vec(&serde_json::json!({ "reloaded": summary })).unwrap_or_default(),
+            ),
+            // The server keeps the previous config: a failure of the server, not of
+            // the request.
+            Err(why) => MgmtResponse::error(500, "Reload failed.", &why),
+        },
         Route::Metrics => MgmtResponse::new(
             200,
             Some(METRICS_CONTENT_TYPE),

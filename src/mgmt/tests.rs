@@ -70,6 +70,9 @@ impl MgmtContext for Fake {
     fn token(&self) -> Option<&str> {
         self.token.as_deref()
     }
+    fn reload(&mut self) -> Result<String, String> {
+        Ok("config /srv/app/config.yaml".to_string())
+    }
 }
 
 /// Parse one request from raw bytes.
@@ -610,6 +613,7 @@ fn docs_examples_answer_as_documented() {
         Route::Get { id: String::new() },
         Route::Delete { id: String::new() },
         Route::Health,
+        Route::Reload,
         Route::Metrics,
         Route::NotImplemented {
             event: String::new(),

@@ -91,6 +91,8 @@ struct Ctx<'a> {
     /// Suspended pipelines now (for `/metrics`).
     waiting: u64,
     shutting_down: bool,
+    /// The certificate a `POST /@reload` loaded, for the reactor to use after.
+    reloaded_tls: Option<Arc<rustls::ServerConfig>>,
     now: Instant,
     /// WebSocket slots that got frames and need a flush and re-registration.
     touched: Vec<usize>,
@@ -110,6 +112,12 @@ fn system_time(now: Instant, then: Instant) -> SystemTime {
 }
 
 impl MgmtContext for Ctx<'_> {
+    fn reload(&mut self) -> Result<String, String> {
+        let r = super::run_reloader(self.cfg)?;
+        self.reloaded_tls = r.tls;
+        Ok(r.summary)
+    }
+
     fn list(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.registry.keys().cloned().collect();
         ids.sort_unstable();
@@ -312,6 +320,7 @@ impl Reactor {
             token: mcfg.token.as_deref(),
             waiting: self.workers.as_ref().map_or(0, |w| w.waiting() as u64),
             shutting_down: self.shutdown_at.is_some(),
+            reloaded_tls: None,
             now,
             touched: Vec::new(),
         };
@@ -347,6 +356,7 @@ impl Reactor {
             };
         }
         let touched = std::mem::take(&mut ctx.touched);
+        let reloaded_tls = ctx.reloaded_tls.take();
         let flushed = mc
             .wq
             .flush(&mut mc.sock, &mut self.pool)
@@ -359,6 +369,7 @@ impl Reactor {
             Ok(_) => {}
             Err(_) => mc.dead = true,
         }
+        self.use_tls(reloaded_tls);
         for ws_slot in touched {
             if let Some(conn) = self.conns.get_mut(ws_slot) {
                 let mut sh = Shared {

@@ -70,6 +70,28 @@ pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into()))
 }
 
+/// Run the reload (SIGHUP, `POST /@reload`) and log its outcome in one line.
+fn run_reloader(cfg: &ServerConfig) -> Result<crate::config::Reloaded, String> {
+    let Some(reload) = &cfg.reload else {
+        let why = "reloading is not available (no config file to read again)".to_string();
+        log::warn!("reload: {why}");
+        return Err(why);
+    };
+    match (reload.0)() {
+        Ok(r) => {
+            log::info!("reloaded: {}", r.summary);
+            Ok(r)
+        }
+        Err(e) => {
+            log::error!("reload failed, still serving the previous config: {e}");
+            Err(e)
+        }
+    }
+}
+
+/// While draining, how often the connections' outstanding work is looked at.
+const DRAIN_TICK: Duration = Duration::from_millis(10);
+
 /// How long accepting pauses when descriptors ran out and none could be freed.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -149,6 +171,8 @@ enum Command {
     List(Sender<Vec<ConnId>>),
     Stats(Sender<Stats>),
     Shutdown,
+    /// SIGHUP: run the config's [`crate::config::Reloader`] and answer its outcome.
+    Reload(Sender<Result<String, String>>),
 }
 
 /// A cheap, cloneable, thread-safe handle on a running reactor.
@@ -159,6 +183,8 @@ pub struct Handle {
     /// Set while a wake-up is on its way: later commands ride on it, so a burst of
     /// worker results costs one eventfd write, not one each.
     wake_pending: Arc<AtomicBool>,
+    /// Set from the first shutdown on: the drain (9.5) refuses new upgrades.
+    draining: Arc<AtomicBool>,
     addr: SocketAddr,
 }
 
@@ -229,9 +255,25 @@ impl Handle {
         rx.recv().map_err(|_| Stopped)
     }
 
-    /// Stop accepting, close every connection with 1001 and return from `run`.
+    /// Drain (9.5) and return from `run`: `/healthz` answers 503 and new upgrades
+    /// 503 with `Retry-After`; every message already received is answered (streams
+    /// and pushes included), then its connection gets 1001 and on_disconnect; `run`
+    /// returns when all is done or `shutdown_timeout` has passed.
     pub fn shutdown(&self) -> Result<(), Stopped> {
         self.command(Command::Shutdown)
+    }
+
+    /// Reload the config and TLS files (SIGHUP). Waits for the outcome: what was
+    /// reloaded, or why nothing was (the old config and certificate stay in use).
+    pub fn reload(&self) -> Result<Result<String, String>, Stopped> {
+        let (tx, rx) = mpsc::channel();
+        self.command(Command::Reload(tx))?;
+        rx.recv().map_err(|_| Stopped)
+    }
+
+    /// A shutdown has started: the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 }
 
@@ -285,6 +327,7 @@ impl Server {
             tx,
             waker,
             wake_pending: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
             addr,
         };
         let (mgmt_listener, mgmt_addr) = match &cfg.management {
@@ -348,6 +391,7 @@ impl Server {
             cfg,
             stats: Stats::default(),
             shutdown_at: None,
+            drain_next: Instant::now(),
             reserve_fd: std::fs::File::open("/dev/null").ok(),
             accept_retry: None,
         };
@@ -432,6 +476,8 @@ struct Reactor {
     cfg: ServerConfig,
     stats: Stats,
     shutdown_at: Option<Instant>,
+    /// While draining, when the connections are looked at next.
+    drain_next: Instant,
     /// A descriptor held in reserve (`/dev/null`): when accept fails for want of file
     /// descriptors, it is closed to make room to accept the pending connection and
     /// close it at once, then opened again. Without it, an edge-triggered listener
@@ -452,6 +498,12 @@ impl Reactor {
             } else {
                 let next = self.timers.peek().map(|Reverse((t, _, _))| *t);
                 let next = match (next, self.accept_retry) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                // Draining: look at the connections' work again shortly (a worker that
+                // ends a request does not wake the loop when it has nothing to send).
+                let next = match (next, self.shutdown_at.map(|_| self.drain_next)) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
@@ -502,13 +554,12 @@ impl Reactor {
                 self.mgmt_accept(now);
             }
             self.fire_timers(now);
-            self.free_dead();
-            if let Some(deadline) = self.shutdown_at {
-                if self.conns.is_empty() || now >= deadline {
-                    self.finish_shutdown();
-                    return Ok(());
-                }
+            // At most once a tick: a busy loop must not scan every connection per event.
+            if self.shutdown_at.is_some() && now >= self.drain_next && self.drain_step(now) {
+                self.free_dead();
+                return Ok(());
             }
+            self.free_dead();
         }
     }
 
@@ -767,16 +818,72 @@ impl Reactor {
         }
     }
 
-    /// After the loop: run jobs still held (on_disconnect handlers among them) and
-    /// give running handlers until the shutdown deadline.
-    fn finish_shutdown(&mut self) {
-        let deadline = Instant::now() + self.cfg.shutdown_timeout;
-        if let Some(pool) = &mut self.workers {
-            for job in self.backlog.drain(..) {
-                job();
-            }
-            pool.shutdown(deadline);
+    /// One look at the drain (9.5): close with 1001 the open connections whose work
+    /// is all answered, and say whether the drain is over (everything done, or the
+    /// deadline passed, which is logged with what was still running).
+    fn drain_step(&mut self, now: Instant) -> bool {
+        self.drain_next = now + DRAIN_TICK;
+        // The counts are read before the commands are taken: a worker hands its last
+        // frame to the channel before it drops its guard, so a count seen at zero
+        // means that frame is in the channel now and is queued ahead of the close.
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.st.phase, Phase::Open)
+                    && c.st.app.as_ref().is_none_or(|a| a.shared.busy() == 0)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        self.commands(now);
+        for slot in idle {
+            let conn = &mut self.conns[slot];
+            let mut sh = shared!(self, now);
+            conn.st
+                .start_close(close_code::GOING_AWAY, "server shutdown", &mut sh);
+            conn.st.flush(&mut sh);
+            self.after_event(slot);
         }
+        // Upgrades still being read are not waited for: they would be refused.
+        let conns_left = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !matches!(c.st.phase, Phase::Handshake(_) | Phase::Dead))
+            .count();
+        let jobs = self.workers.as_ref().map_or(0, WorkerPool::in_flight) + self.backlog.len();
+        if conns_left == 0 && jobs == 0 {
+            if let Some(pool) = &mut self.workers {
+                pool.shutdown(now); // nothing in flight: the threads leave and are joined
+            }
+            return true;
+        }
+        if self.shutdown_at.is_some_and(|d| now >= d) {
+            let requests: usize = self
+                .conns
+                .iter()
+                .filter_map(|(_, c)| c.st.app.as_ref().map(|a| a.shared.busy()))
+                .sum();
+            log::warn!(
+                "shutdown timeout ({:?}) reached: exiting with {requests} requests still \
+                 running on {conns_left} connections ({jobs} worker jobs in flight)",
+                self.cfg.shutdown_timeout
+            );
+            // Best effort: the connections still open are told, without waiting.
+            let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for slot in slots {
+                let conn = &mut self.conns[slot];
+                let mut sh = shared!(self, now);
+                conn.st
+                    .start_close(close_code::GOING_AWAY, "server shutdown", &mut sh);
+                conn.st.flush(&mut sh);
+            }
+            if let Some(pool) = &mut self.workers {
+                self.backlog.clear();
+                pool.shutdown(now);
+            }
+            return true;
+        }
+        false
     }
 
     /// Make sure the timer heap has an entry no later than the connection's deadline.
@@ -956,29 +1063,50 @@ impl Reactor {
                     let _ = reply.send(s);
                 }
                 Command::Shutdown => self.begin_shutdown(now),
+                Command::Reload(reply) => {
+                    let outcome = match run_reloader(&self.cfg) {
+                        Ok(r) => {
+                            self.use_tls(r.tls);
+                            Ok(r.summary)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(outcome);
+                }
             }
         }
     }
 
+    /// New handshakes on the WSS listener (and an HTTPS management API) use this
+    /// certificate; sessions already set up keep theirs.
+    fn use_tls(&mut self, tls: Option<Arc<rustls::ServerConfig>>) {
+        let Some(tls) = tls else { return };
+        if let Some(t) = &mut self.cfg.tls {
+            t.server_config = Arc::clone(&tls);
+        }
+        if let Some(m) = &mut self.cfg.management {
+            if m.tls.is_some() {
+                m.tls = Some(tls);
+            }
+        }
+    }
+
+    /// The drain starts (9.5): the listeners stay up so upgrades get their 503, and
+    /// `drain_step` closes each connection once its work is answered.
     fn begin_shutdown(&mut self, now: Instant) {
         if self.shutdown_at.is_some() {
             return;
         }
-        self.shutdown_at = Some(now + self.cfg.close_timeout);
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
-        if let Some(mut l) = self.secure_listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
-        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for slot in slots {
-            let conn = &mut self.conns[slot];
-            let mut sh = shared!(self, now);
-            conn.st
-                .start_close(close_code::GOING_AWAY, "server shutdown", &mut sh);
-            conn.st.flush(&mut sh);
-            self.after_event(slot);
-        }
+        self.shutdown_at = Some(now + self.cfg.shutdown_timeout);
+        self.handle.draining.store(true, Ordering::SeqCst);
+        let open = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.st.phase, Phase::Open))
+            .count();
+        log::info!(
+            "draining {open} connections (up to {:?})",
+            self.cfg.shutdown_timeout
+        );
     }
 }

@@ -14,15 +14,18 @@ use crate::ws::UpgradeRequest;
 
 impl App for Runner {
     fn on_open(&self, conn: &Arc<ConnShared>, req: &UpgradeRequest) -> Option<Job> {
-        if !self.inner.has_on_connect {
+        let inner = self.current();
+        if !inner.has_on_connect {
             return None; // 6.5.3: accepted without dispatch
         }
-        let inner = Arc::clone(&self.inner);
         let conn = Arc::clone(conn);
         let headers: Vec<(String, String)> = req.headers.clone();
         let query = req.query().to_string();
+        // A drain waits for on_connect and the messages it lets through (9.5).
+        let busy = conn.begin();
         Some(Box::new(move || {
-            Inner::on_connect(inner, conn, &headers, &query)
+            Inner::on_connect(inner, conn, &headers, &query);
+            drop(busy);
         }))
     }
 
@@ -33,12 +36,16 @@ impl App for Runner {
         payload: &[u8],
         inline_ok: bool,
     ) -> Dispatch {
-        let inner = &self.inner;
+        let inner = &self.current();
+        // Received: a drain answers it before the connection's 1001 (9.5). A job holds
+        // the guard to its end; a suspended pipeline's Answer takes its own.
+        let busy = conn.begin();
         if !(inline_ok && inner.opts.inline) {
             let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
             let payload = payload.to_vec();
             return Dispatch::Job(Box::new(move || {
                 Inner::handle(&inner, conn, decode_message(text, &payload));
+                drop(busy);
             }));
         }
         // Decode here to learn the route; run it here when every handler it can reach
@@ -52,35 +59,41 @@ impl App for Runner {
         };
         if !nonblocking {
             let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
-            return Dispatch::Job(Box::new(move || Inner::handle(&inner, conn, decoded)));
+            return Dispatch::Job(Box::new(move || {
+                Inner::handle(&inner, conn, decoded);
+                drop(busy);
+            }));
         }
         match Inner::answer_here(inner, conn, decoded) {
             None => Dispatch::Later,
             Some(Reply::Frame(frame)) => Dispatch::Reply(frame),
             Some(stream) => {
                 let conn = Arc::clone(conn);
-                Dispatch::Job(Box::new(move || stream.send(conn)))
+                Dispatch::Job(Box::new(move || {
+                    stream.send(conn);
+                    drop(busy);
+                }))
             }
         }
     }
 
     fn set_resume(&self, resume: Arc<dyn Schedule>) {
-        let _ = self.inner.resume.set(resume);
+        let _ = self.current().resume.set(resume);
     }
 
     fn set_management_url(&self, base: &str) {
-        let _ = self.inner.management_url.set(base.to_string());
+        let _ = self.current().management_url.set(base.to_string());
     }
 
     fn fill_metrics(&self, m: &mut MetricsSnapshot) {
-        self.inner.metrics.fill(m);
+        self.current().metrics.fill(m);
     }
 
     fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job> {
-        if !self.inner.has_on_disconnect {
+        let inner = self.current();
+        if !inner.has_on_disconnect {
             return None; // 6.5.6: skipped without a route
         }
-        let inner = Arc::clone(&self.inner);
         let conn = Arc::clone(conn);
         Some(Box::new(move || Inner::on_disconnect(inner, conn)))
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::configurapi::service::NameMap;
@@ -17,11 +17,13 @@ pub(super) struct RunnerMetrics {
     labels: NameMap<usize>,
     /// Index into `latency` of [`UNMATCHED`].
     unmatched: usize,
-    latency: Vec<(String, AtomicHistogram)>,
+    /// Shared with the metrics of the configs before and after a reload, so a route
+    /// that stays keeps its series.
+    latency: Vec<(String, Arc<AtomicHistogram>)>,
     /// Responses by status, for statuses under [`STATUS_SLOTS`].
-    responses: Box<[AtomicU64]>,
+    responses: Arc<[AtomicU64]>,
     /// Responses with any other status (a handler may set any `u16`).
-    responses_other: Mutex<BTreeMap<u16, u64>>,
+    responses_other: Arc<Mutex<BTreeMap<u16, u64>>>,
 }
 
 /// Statuses counted without a lock: every status a handler sensibly sets.
@@ -29,22 +31,50 @@ const STATUS_SLOTS: usize = 1000;
 
 impl RunnerMetrics {
     pub(super) fn new(service: &Service) -> RunnerMetrics {
+        RunnerMetrics::carried(
+            service,
+            None,
+            (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            Arc::default(),
+        )
+    }
+
+    /// The metrics of a reloaded config: the counters go on, the series of routes
+    /// that stay go on, a new route starts its own.
+    pub(super) fn reloaded(&self, service: &Service) -> RunnerMetrics {
+        RunnerMetrics::carried(
+            service,
+            Some(self),
+            Arc::clone(&self.responses),
+            Arc::clone(&self.responses_other),
+        )
+    }
+
+    fn carried(
+        service: &Service,
+        old: Option<&RunnerMetrics>,
+        responses: Arc<[AtomicU64]>,
+        responses_other: Arc<Mutex<BTreeMap<u16, u64>>>,
+    ) -> RunnerMetrics {
         let mut labels = NameMap::default();
         let mut latency = Vec::new();
         // A route named like UNMATCHED shares its series, as it did when labels were
         // map keys.
         for name in service.route_names().into_iter().chain([UNMATCHED]) {
             if !labels.contains_key(name) {
+                let series = old
+                    .and_then(|o| o.labels.get(name).map(|&i| Arc::clone(&o.latency[i].1)))
+                    .unwrap_or_default();
                 labels.insert(name.to_string(), latency.len());
-                latency.push((name.to_string(), AtomicHistogram::default()));
+                latency.push((name.to_string(), series));
             }
         }
         RunnerMetrics {
             unmatched: labels[UNMATCHED],
             labels,
             latency,
-            responses: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            responses_other: Mutex::new(BTreeMap::new()),
+            responses,
+            responses_other,
         }
     }
 

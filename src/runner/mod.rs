@@ -20,7 +20,7 @@ pub(crate) use message::{decode_message, merge_params, Decoded};
 use metrics::RunnerMetrics;
 use push::Push;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -30,7 +30,7 @@ use crate::configurapi::{
     ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Request, RunHere,
     Schedule, Service, Started,
 };
-use crate::conn::shared::ConnShared;
+use crate::conn::shared::{Busy, ConnShared};
 use crate::envelope;
 use crate::ws::Opcode;
 
@@ -66,10 +66,13 @@ impl Default for RunnerOptions {
     }
 }
 
-/// The runner: an [`App`] serving a Configurapi [`Service`].
+/// The runner: an [`App`](crate::reactor::App) serving a Configurapi [`Service`],
+/// which [`Runner::reload`] replaces while it serves.
 #[derive(Clone)]
 pub struct Runner {
-    inner: Arc<Inner>,
+    /// The current service and what goes with it. Each message takes the current one
+    /// and keeps it to its end: a reload never changes a request under way.
+    inner: Arc<RwLock<Arc<Inner>>>,
 }
 
 struct Inner {
@@ -92,7 +95,7 @@ impl Runner {
         let has_on_disconnect = service.has_route("on_disconnect");
         let metrics = RunnerMetrics::new(&service);
         Runner {
-            inner: Arc::new(Inner {
+            inner: Arc::new(RwLock::new(Arc::new(Inner {
                 service: Arc::new(service),
                 resume: OnceLock::new(),
                 opts,
@@ -100,13 +103,34 @@ impl Runner {
                 has_on_disconnect,
                 management_url: OnceLock::new(),
                 metrics,
-            }),
+            }))),
         }
     }
 
-    /// The service.
-    pub fn service(&self) -> &Service {
-        &self.inner.service
+    /// The current service.
+    pub fn service(&self) -> Arc<Service> {
+        Arc::clone(&self.current().service)
+    }
+
+    /// Serve `service` from now on (a reload, 9.5/#14): messages that arrive from now
+    /// on use it; those under way finish with the service they started with.
+    pub fn reload(&self, service: Service) {
+        let old = self.current();
+        let inner = Inner {
+            has_on_connect: service.has_route("on_connect"),
+            has_on_disconnect: service.has_route("on_disconnect"),
+            metrics: old.metrics.reloaded(&service),
+            service: Arc::new(service),
+            resume: old.resume.clone(),
+            opts: old.opts.clone(),
+            management_url: old.management_url.clone(),
+        };
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inner);
+    }
+
+    /// The current service and what goes with it.
+    fn current(&self) -> Arc<Inner> {
+        Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -181,11 +205,13 @@ impl Inner {
         let started = inner
             .service
             .start(&mut event, inner.resume(), || Connected {
+                _busy: conn.begin(),
                 inner: Arc::clone(&inner),
                 conn: Arc::clone(&conn),
             });
         if let Started::Finished(result) = started {
-            Connected { inner, conn }.finish(event, result);
+            let _busy = conn.begin();
+            Connected { _busy, inner, conn }.finish(event, result);
         }
     }
 
@@ -226,6 +252,7 @@ impl Inner {
         let mut message_id = Some(message_id);
         // The Answer (and its clones) is made only if the pipeline suspends.
         let done = || Answer {
+            _busy: conn.begin(),
             inner: Arc::clone(inner),
             conn: Arc::clone(conn),
             message_id: message_id.take().flatten(),
@@ -275,6 +302,8 @@ impl Inner {
 
 /// The end of a suspended message's pipeline: the answer to its client.
 struct Answer {
+    /// A drain waits for the answer (9.5).
+    _busy: Busy,
     inner: Arc<Inner>,
     conn: Arc<ConnShared>,
     message_id: Option<Value>,
@@ -285,6 +314,7 @@ impl Finish for Answer {
     /// A suspended pipeline ended (on a worker): send the answer from here.
     fn finish(self, mut event: Event, result: Result<(), HandlerError>) {
         let Answer {
+            _busy,
             inner,
             conn,
             message_id,
@@ -298,13 +328,15 @@ impl Finish for Answer {
 
 /// The end of an on_connect pipeline: accept or reject the connection (6.5.2).
 struct Connected {
+    /// A drain waits for on_connect (9.5).
+    _busy: Busy,
     inner: Arc<Inner>,
     conn: Arc<ConnShared>,
 }
 
 impl Finish for Connected {
     fn finish(self, mut event: Event, result: Result<(), HandlerError>) {
-        let Connected { inner, conn } = self;
+        let Connected { inner, conn, .. } = self;
         let accepted = match result {
             Ok(()) => event.response.status_code < 400,
             Err(_) => false, // 6.5.2: a throwing process() counts as 500

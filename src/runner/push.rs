@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::stream;
 use crate::configurapi::{PushDone, PushError, PushSink, Response};
-use crate::conn::shared::ConnShared;
+use crate::conn::shared::{Busy, ConnShared};
 use crate::envelope;
 use crate::ws::Opcode;
 
@@ -49,6 +49,7 @@ impl PushSink for Push {
         }
         let frame = envelope::encode(&response, None);
         Box::new(PendingPush {
+            _busy: self.conn.begin(),
             conn: Arc::clone(&self.conn),
             frame: Some(frame),
             then: Some(then),
@@ -61,6 +62,8 @@ impl PushSink for Push {
 /// stream pump, resumed on a worker when the queue drains under the low-water mark.
 /// Dropped while parked (the client left), it reports the connection gone.
 struct PendingPush {
+    /// A drain waits for the push (9.5).
+    _busy: Busy,
     conn: Arc<ConnShared>,
     frame: Option<Vec<u8>>,
     then: Option<PushDone>,

@@ -17,11 +17,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::configurapi::{ChunkStream, ErrorResponse, ReadySignal};
-use crate::conn::shared::ConnShared;
+use crate::conn::shared::{Busy, ConnShared};
 use crate::envelope;
 use crate::ws::Opcode;
 
 pub(crate) struct StreamPump {
+    /// A drain waits for the done frame (9.5).
+    _busy: Busy,
     conn: Arc<ConnShared>,
     stream: Box<dyn ChunkStream>,
     status: u16,
@@ -42,6 +44,7 @@ impl StreamPump {
         // The message-id goes last in every frame's headers (after x-stream*).
         let message_id = headers.remove("message-id");
         Box::new(StreamPump {
+            _busy: conn.begin(),
             conn,
             ready: stream.ready_signal(),
             stream,

@@ -82,6 +82,8 @@ pub enum HandshakeError {
     HeadersTooLarge,
     /// The server holds its maximum number of connections. 503 with `Retry-After`.
     Overloaded,
+    /// The server is draining for shutdown (9.5). 503 with `Retry-After`.
+    Draining,
 }
 
 impl HandshakeError {
@@ -92,7 +94,7 @@ impl HandshakeError {
             HandshakeError::MethodNotAllowed => 405,
             HandshakeError::UpgradeRequired | HandshakeError::UnsupportedVersion => 426,
             HandshakeError::HeadersTooLarge => 431,
-            HandshakeError::Overloaded => 503,
+            HandshakeError::Overloaded | HandshakeError::Draining => 503,
         }
     }
 
@@ -106,6 +108,7 @@ impl HandshakeError {
             HandshakeError::UnsupportedVersion => "unsupported Sec-WebSocket-Version",
             HandshakeError::HeadersTooLarge => "request header fields too large",
             HandshakeError::Overloaded => "server at its connection limit",
+            HandshakeError::Draining => "server shutting down",
         }
     }
 
@@ -125,7 +128,9 @@ impl HandshakeError {
             HandshakeError::UnsupportedVersion => extra.push_str("Sec-WebSocket-Version: 13\r\n"),
             HandshakeError::UpgradeRequired => extra.push_str("Upgrade: websocket\r\n"),
             HandshakeError::MethodNotAllowed => extra.push_str("Allow: GET\r\n"),
-            HandshakeError::Overloaded => extra.push_str("Retry-After: 1\r\n"),
+            HandshakeError::Overloaded | HandshakeError::Draining => {
+                extra.push_str("Retry-After: 1\r\n")
+            }
             _ => {}
         }
         format!(

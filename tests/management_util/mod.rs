@@ -13,7 +13,7 @@ use std::time::Duration;
 use configurapi_runner_ws::configurapi::{HandlerRegistry, Service};
 use configurapi_runner_ws::reactor::MgmtConfig;
 use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
-use configurapi_runner_ws::{Handle, Mode, Server, ServerConfig};
+use configurapi_runner_ws::{Handle, Mode, Reloaded, Reloader, Server, ServerConfig};
 use serde_json::{json, Value};
 
 use crate::runner_util::{status_from_params, test_config, Ws};
@@ -52,12 +52,25 @@ impl MgmtServer {
         let mut registry = runner::registry();
         registry.register("statusFromParamsHandler", status_from_params);
         reg(&mut registry);
-        let service = Service::from_str(yaml, "test.yaml", registry).expect("test config loads");
-        let runner = Runner::new(service, RunnerOptions::default());
+        let service =
+            Service::from_str(yaml, "test.yaml", registry.clone()).expect("test config loads");
+        let runner = Arc::new(Runner::new(service, RunnerOptions::default()));
+        // POST /@reload builds the service from the same YAML again.
+        let (again, yaml) = (Arc::clone(&runner), yaml.to_string());
+        let reload = Reloader(Arc::new(move || {
+            let service = Service::from_str(&yaml, "test.yaml", registry.clone())
+                .map_err(|e| e.to_string())?;
+            again.reload(service);
+            Ok(Reloaded {
+                tls: None,
+                summary: "config test.yaml".to_string(),
+            })
+        }));
         let server = Server::bind(ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            mode: Mode::App(Arc::new(runner)),
+            mode: Mode::App(runner),
             management: Some(mcfg),
+            reload: cfg.reload.clone().or(Some(reload)),
             ..cfg
         })
         .expect("bind");
