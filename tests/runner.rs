@@ -1816,7 +1816,7 @@ fn s6_6_2_json_that_is_not_a_mapping_is_a_400() {
 }
 
 #[test]
-fn s6_6_2_handler_errors_become_their_status_through_an_error_response() {
+fn s6_6_1_handler_errors_become_their_status_through_an_error_response() {
     let srv = app();
     let mut ws = connect(&srv);
     let reply = ws.request(&json!({"name": "throw", "headers": {"message-id": "t"}}));

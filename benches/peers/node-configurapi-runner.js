@@ -1,6 +1,6 @@
 // A Node Configurapi WebSocket runner built on configurapi@1.9.0 + ws, equivalent to
 // what users run today (configurapi-runner-ws on npm, whose source is not published):
-// it speaks the envelope protocol of docs/configurapi-semantics.md 6.2-6.4.
+// it speaks the envelope protocol of docs/contract.md 6.2-6.4.
 //
 //   node node-configurapi-runner.js PORT [CONFIG]
 //
