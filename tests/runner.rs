@@ -1448,12 +1448,20 @@ api:
   events:
     - name: on_connect
       policies:
-        - delayHandler: [300]
+        - gateHandler
         - identityHandler: ["$(user)"]
     - name: whoami
       policies: [whoamiHandler]
 "#;
-    let srv = simple_runner(yaml);
+    let (handler, gate) = gate();
+    let srv = start_runner(
+        yaml,
+        |r| {
+            r.register("gateHandler", handler);
+        },
+        test_config(),
+        RunnerOptions::default(),
+    );
     let mut s = srv.raw();
     // The messages go in the same write as the upgrade request.
     let mut bytes = util::upgrade_request("/?user=ann").into_bytes();
@@ -1463,6 +1471,13 @@ api:
     }
     std::io::Write::write_all(&mut s, &bytes).unwrap();
     assert!(util::read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
+    // on_connect is held at the gate until the server has read all three messages, so
+    // they really arrive before acceptance.
+    gate.wait_entered();
+    wait_until(&srv, "the three messages are read", |srv| {
+        srv.handle.stats().unwrap().messages_in >= 3
+    });
+    gate.open();
     let mut ws = Ws { s };
     // Had a message run before acceptance, its identity would be null.
     let mut ids = Vec::new();
@@ -1483,7 +1498,7 @@ api:
   events:
     - name: on_connect
       policies:
-        - delayHandler: [200]
+        - gateHandler
         - statusFromParamsHandler
     - name: record
       policies:
@@ -1491,11 +1506,13 @@ api:
         - setResponseHandler: [200, recorded]
 "#;
     let (rec, seen) = recorder();
+    let (handler, gate) = gate();
     // One worker: jobs run in submission order.
     let srv = start_runner(
         yaml,
         |r| {
             r.register("recordHandler", rec);
+            r.register("gateHandler", handler);
         },
         one_worker(),
         RunnerOptions::default(),
@@ -1506,8 +1523,17 @@ api:
     bytes.extend(client_frame(0x81, msg.as_bytes()));
     std::io::Write::write_all(&mut s, &bytes).unwrap();
     assert!(util::read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
+    // on_connect is held until the server has read the message: it arrives before the
+    // rejection, for certain.
+    gate.wait_entered();
+    wait_until(&srv, "the message is read", |srv| {
+        srv.handle.stats().unwrap().messages_in >= 1
+    });
+    gate.open();
     let mut rejected = Ws { s };
     rejected.expect_close(1008, Some("Policy Violation"));
+    // The next connection's on_connect passes the gate too.
+    gate.open();
     // A later, accepted connection's message runs after anything the rejected one
     // had queued; only its own record shows up.
     let (mut ok, _) = connect_with(&srv, "/?status=200", "");
