@@ -69,6 +69,8 @@ impl Drop for TempDir {
 struct Pki {
     dir: TempDir,
     ca_der: CertificateDer<'static>,
+    /// The CA alone, PEM: what `post --cacert` trusts.
+    ca_pem: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
@@ -94,9 +96,11 @@ impl Pki {
         let dir = TempDir::new();
         let cert = dir.write("chain.pem", &(leaf.pem() + &ca_cert.pem()));
         let key = dir.write("key.pem", key_file);
+        let ca_pem = dir.write("ca.pem", &ca_cert.pem());
         Pki {
             dir,
             ca_der: ca_cert.der().clone(),
+            ca_pem,
             cert,
             key,
         }
@@ -594,6 +598,50 @@ fn expired_certificate_is_a_warning_naming_the_file() {
         .unwrap()
         .expired_warning
         .is_none());
+}
+
+#[test]
+fn the_post_subcommand_speaks_https_to_a_management_tls_listener() {
+    let pki = Pki::ecdsa();
+    let ca = pki.ca_pem.clone();
+    let other_ca = Pki::ecdsa();
+    let cfg = ServerConfig {
+        management: Some(MgmtConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(pki.server_config()),
+            ..MgmtConfig::default()
+        }),
+        ..Default::default()
+    };
+    let srv = WssServer::start(pki, cfg);
+    // Echo mode lists no connections, so the post is to an id that is not connected:
+    // its 410 answer (exit 1, "410 Gone") is proof the TLS exchange carried HTTP both
+    // ways. The certificate names localhost, so the URL does too.
+    let url = format!(
+        "https://localhost:{}/@connections/no-such-connection",
+        srv.mgmt.unwrap().port()
+    );
+    let post = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("post")
+            .args(extra)
+            .args([url.as_str(), r#"{"pushed":true}"#])
+            .output_within_deadline()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let (code, err) = post(&["--cacert", ca.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("410 Gone"), "{err}");
+    // Without a CA to trust, https is a usage error naming the flag.
+    let (code, err) = post(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--cacert"), "{err}");
+    // A CA that did not sign the server's certificate: not delivered, said as TLS.
+    let (code, err) = post(&["--cacert", other_ca.ca_pem.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("TLS"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]
