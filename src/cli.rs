@@ -384,7 +384,10 @@ where
 pub fn usage_options() -> impl Iterator<Item = (&'static str, bool)> {
     USAGE.lines().filter_map(|line| {
         let mut words = line.split_whitespace();
-        let flag = words.next().filter(|w| w.starts_with("--"))?;
+        // Only option lines: `--name` alone, not prose that happens to start with one.
+        let flag = words.next().filter(|w| {
+            w.starts_with("--") && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })?;
         let takes_value = words
             .next()
             .is_some_and(|w| w.chars().all(|c| c.is_ascii_uppercase()));
@@ -556,6 +559,12 @@ mod tests {
         assert!(!opts
             .iter()
             .any(|(f, _)| *f == "--help" || *f == "--version"));
+        // Each option once, and no prose line read as one.
+        let mut names: Vec<_> = opts.iter().map(|(f, _)| *f).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), opts.len(), "{opts:?}");
+        assert!(!names.contains(&"--management-tls)"), "{names:?}");
         assert_eq!(env_var("--max-connections"), "CONFIGURAPI_MAX_CONNECTIONS");
         let r = env_run(
             &[],
