@@ -286,28 +286,7 @@ where
         }
         Ok(())
     };
-    // The environment first, so that the command line, applied after it, wins.
-    let from_env = |name: &str| -> Result<Option<String>, String> {
-        match env(name) {
-            None => Ok(None),
-            Some(v) => v
-                .into_string()
-                .map(|v| Some(v).filter(|v| !v.is_empty()))
-                .map_err(|_| format!("{name}: the value is not valid UTF-8")),
-        }
-    };
-    if let Some(v) = from_env("PORT")? {
-        apply("--port", "PORT", &mut || Ok(v.clone()))?;
-    }
-    for (flag, takes_value) in usage_options() {
-        let name = env_var(flag);
-        let Some(v) = from_env(&name)? else { continue };
-        if takes_value {
-            apply(flag, &name, &mut || Ok(v.clone()))?;
-        } else if parse_switch(&name, &v)? {
-            apply(flag, &name, &mut || Err(format!("{name} takes no value")))?;
-        }
-    }
+    let mut given = std::collections::HashSet::new();
     let mut first = true;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let flag = match arg {
@@ -335,7 +314,39 @@ where
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            f => apply(f, f, &mut value)?,
+            f => {
+                apply(f, f, &mut value)?;
+                given.insert(f.to_string());
+            }
+        }
+    }
+    // Then the environment, for the options the command line left out (so `--help` and
+    // `post` never read it, and a flag given makes its variable irrelevant).
+    let from_env = |name: &str| -> Result<Option<String>, String> {
+        match env(name) {
+            None => Ok(None),
+            Some(v) => v
+                .into_string()
+                .map(|v| Some(v).filter(|v| !v.is_empty()))
+                .map_err(|_| format!("{name}: the value is not valid UTF-8")),
+        }
+    };
+    for (flag, takes_value) in usage_options() {
+        if given.contains(flag) {
+            continue;
+        }
+        let name = env_var(flag);
+        let Some(v) = from_env(&name)? else { continue };
+        given.insert(flag.to_string());
+        if takes_value {
+            apply(flag, &name, &mut || Ok(v.clone()))?;
+        } else if parse_switch(&name, &v)? {
+            apply(flag, &name, &mut || Err(format!("{name} takes no value")))?;
+        }
+    }
+    if !given.contains("--port") {
+        if let Some(v) = from_env("PORT")? {
+            apply("--port", "PORT", &mut || Ok(v.clone()))?;
         }
     }
     server.limits.max_frame = max_frame.unwrap_or(server.limits.max_message as u64);
@@ -622,10 +633,25 @@ mod tests {
             assert!(err.starts_with(&format!("{var}:")), "{var}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
-        // The flag's own error still names the flag, and a good flag does not rescue a
-        // bad variable: the environment is read whole, like the command line.
+        // The flag's own error still names the flag.
         let err = env_run(&["--port", "x"], &[]).unwrap_err();
         assert!(err.starts_with("--port:"), "{err}");
+        // A variable whose flag is given is not read, and --help and `post` read none.
+        let bad = [("CONFIGURAPI_PORT", "x"), ("PORT", "y")];
+        assert_eq!(
+            env_run(&["--port", "1"], &bad)
+                .unwrap()
+                .server
+                .listen
+                .port(),
+            1
+        );
+        let env = |name: &str| (name == "CONFIGURAPI_WORKERS").then(|| "0".into());
+        assert!(matches!(parse_with_env(["--help"], env), Ok(Command::Help)));
+        assert!(matches!(
+            parse_with_env(["post", "http://h/@connections/x", "{}"], env),
+            Ok(Command::Post(_))
+        ));
     }
 
     #[test]
