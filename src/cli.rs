@@ -19,7 +19,8 @@ USAGE:
 
 OPTIONS:
     --port N                  WebSocket port [default: 8000; 0 picks a free port]
-    --host ADDR               address to listen on [default: 0.0.0.0]
+    --host ADDR               address or host name to listen on; :: listens on IPv6
+                              and, where the system allows, IPv4 too [default: 0.0.0.0]
     --key PATH                TLS private key (PEM: PKCS#8, PKCS#1 or SEC1); with --cert
                               turns on the WSS listener beside the plain one
     --cert PATH               TLS certificate chain (PEM, leaf first)
@@ -38,7 +39,6 @@ OPTIONS:
     --management-tls          serve the management API over HTTPS with --key/--cert
     --management-host ADDR    management address [default: 127.0.0.1]
     --management-token TOKEN  require Authorization: Bearer TOKEN on the management API
-                              [env: CONFIGURAPI_MANAGEMENT_TOKEN]
     --max-message-size SIZE   largest message, e.g. 16MiB [default: 16MiB]
     --max-frame-size SIZE     largest single frame [default: the message size]
     --handshake-timeout DUR   time to finish the upgrade, e.g. 10s [default: 10s]
@@ -66,6 +66,14 @@ OPTIONS:
 
 SIZE is bytes, or a number with KiB, MiB or GiB (K, M, G also work).
 DUR is seconds, or a number with ms, s or m.
+
+ENVIRONMENT:
+    Every option above can be set as CONFIGURAPI_<OPTION>: upper case, dashes as
+    underscores, e.g. CONFIGURAPI_MAX_CONNECTIONS=100 for --max-connections 100,
+    CONFIGURAPI_MANAGEMENT_TOKEN for --management-token. Switches (--echo, --no-inline,
+    --management-tls) take 1, true, yes, on or 0, false, no, off. PORT sets --port too
+    (CONFIGURAPI_PORT wins over it). An empty variable counts as unset. Options on the
+    command line win over the environment.
 ";
 
 /// What the command line asks for.
@@ -116,11 +124,25 @@ pub struct RunArgs {
     pub handler_timeout: Duration,
 }
 
-/// Parse the arguments after the program name.
+/// Parse the arguments after the program name, with the process environment
+/// supplying what the flags leave out (see [`parse_with_env`]).
 pub fn parse<I>(args: I) -> Result<Command, String>
 where
     I: IntoIterator,
     I::Item: Into<std::ffi::OsString>,
+{
+    parse_with_env(args, |name| std::env::var_os(name))
+}
+
+/// Parse the arguments after the program name. Every option in [`USAGE`] may also
+/// come from `env(CONFIGURAPI_<OPTION>)` ([`env_var`]), and the WS port from `PORT`;
+/// the command line wins over both, and `CONFIGURAPI_PORT` over `PORT`. A bad value in
+/// a variable is the same one-line error as in the flag, naming the variable.
+pub fn parse_with_env<I, E>(args: I, env: E) -> Result<Command, String>
+where
+    I: IntoIterator,
+    I::Item: Into<std::ffi::OsString>,
+    E: Fn(&str) -> Option<std::ffi::OsString>,
 {
     use lexopt::prelude::*;
     let mut p = lexopt::Parser::from_args(args);
@@ -142,6 +164,129 @@ where
     let mut management_tls = false;
     let mut node = None;
     let mut handler_timeout = crate::jshost::DEFAULT_TIMEOUT;
+    // Applies one option: `flag` is its name, `label` what errors call it (the flag,
+    // or the variable it came from).
+    let mut apply = |flag: &str,
+                     label: &str,
+                     value: &mut dyn FnMut() -> Result<String, String>|
+     -> Result<(), String> {
+        match flag {
+            "--port" => {
+                let v = value()?;
+                port = v
+                    .parse()
+                    .map_err(|_| format!("{label}: '{v}' is not a port number (0-65535)"))?;
+            }
+            "--host" => {
+                let v = value()?;
+                host = resolve_host(label, &v)?;
+            }
+            "--config" => config_path = Some(PathBuf::from(value()?)),
+            "--key" => key = Some(PathBuf::from(value()?)),
+            "--cert" => cert = Some(PathBuf::from(value()?)),
+            "--secure-port" => {
+                let v = value()?;
+                secure_port = v
+                    .parse()
+                    .map_err(|_| format!("{label}: '{v}' is not a port number (0-65535)"))?;
+            }
+            "--echo" => echo = true,
+            "--no-inline" => inline = false,
+            "--management-tls" => management_tls = true,
+            "--management-port" => {
+                let v = value()?;
+                management_port = Some(
+                    v.parse()
+                        .map_err(|_| format!("{label}: '{v}' is not a port number (0-65535)"))?,
+                );
+            }
+            "--management-host" => {
+                let v = value()?;
+                management_host = resolve_host(label, &v)?;
+            }
+            "--management-token" => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err(format!("{label}: the token must not be empty"));
+                }
+                management_token = Some(v);
+            }
+            "--max-connections" => {
+                let v = value()?;
+                server.max_connections = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1)
+                    .ok_or_else(|| format!("{label}: '{v}' is not a positive number"))?;
+            }
+            "--workers" => {
+                let v = value()?;
+                server.workers = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| (1..=1024).contains(&n))
+                    .ok_or_else(|| format!("{label}: '{v}' is not a number from 1 to 1024"))?;
+            }
+            "--job-queue" => {
+                let v = value()?;
+                server.job_queue = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1)
+                    .ok_or_else(|| format!("{label}: '{v}' is not a positive number"))?;
+            }
+            "--max-waiting" => {
+                let v = value()?;
+                server.max_waiting = v
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1)
+                    .ok_or_else(|| format!("{label}: '{v}' is not a positive number"))?;
+            }
+            "--postback-base" => {
+                let v = value()?;
+                if !(v.starts_with("http://") || v.starts_with("https://")) {
+                    return Err(format!("{label}: '{v}' is not an http:// or https:// URL"));
+                }
+                postback_base = Some(v.trim_end_matches('/').to_string());
+            }
+            "--shutdown-timeout" => server.shutdown_timeout = parse_duration(label, &value()?)?,
+            "--max-message-size" => server.limits.max_message = parse_size(label, &value()?)?,
+            "--max-frame-size" => max_frame = Some(parse_size(label, &value()?)? as u64),
+            "--handshake-timeout" => server.handshake_timeout = parse_duration(label, &value()?)?,
+            "--idle-timeout" => server.idle_timeout = parse_duration(label, &value()?)?,
+            "--close-timeout" => server.close_timeout = parse_duration(label, &value()?)?,
+            "--high-water" => server.high_water = parse_size(label, &value()?)?,
+            "--low-water" => server.low_water = parse_size(label, &value()?)?,
+            "--max-queued" => server.max_queued = parse_size(label, &value()?)?,
+            "--queued-grace" => server.queued_grace = parse_duration(label, &value()?)?,
+            "--max-handshake-size" => {
+                server.handshake_limits.max_bytes = parse_size(label, &value()?)?
+            }
+            "--max-handshake-headers" => {
+                server.handshake_limits.max_headers = parse_count(label, &value()?)?
+            }
+            "--max-management-connections" => {
+                server.max_management_connections = parse_count(label, &value()?)?
+            }
+            "--node" => node = Some(PathBuf::from(value()?)),
+            "--handler-timeout" => {
+                handler_timeout = parse_duration(label, &value()?)?;
+                if handler_timeout.is_zero() {
+                    return Err(format!("{label} must be greater than 0"));
+                }
+            }
+            "--log-level" => {
+                let v = value()?;
+                log_level = v.parse().map_err(|_| {
+                    format!("{label}: '{v}' is not one of error, warn, info, debug, trace, off")
+                })?;
+            }
+            _ => return Err(format!("unknown option '{label}' (see --help)")),
+        }
+        Ok(())
+    };
+    let mut given = std::collections::HashSet::new();
     let mut first = true;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let flag = match arg {
@@ -169,122 +314,39 @@ where
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
-            "--port" => {
-                let v = value()?;
-                port = v
-                    .parse()
-                    .map_err(|_| format!("--port: '{v}' is not a port number (0-65535)"))?;
+            f => {
+                apply(f, f, &mut value)?;
+                given.insert(f.to_string());
             }
-            "--host" => {
-                let v = value()?;
-                host = v
-                    .parse()
-                    .map_err(|_| format!("--host: '{v}' is not an IP address"))?;
-            }
-            "--config" => config_path = Some(PathBuf::from(value()?)),
-            "--key" => key = Some(PathBuf::from(value()?)),
-            "--cert" => cert = Some(PathBuf::from(value()?)),
-            "--secure-port" => {
-                let v = value()?;
-                secure_port = v
-                    .parse()
-                    .map_err(|_| format!("--secure-port: '{v}' is not a port number (0-65535)"))?;
-            }
-            "--echo" => echo = true,
-            "--no-inline" => inline = false,
-            "--management-tls" => management_tls = true,
-            "--management-port" => {
-                let v = value()?;
-                management_port = Some(v.parse().map_err(|_| {
-                    format!("--management-port: '{v}' is not a port number (0-65535)")
-                })?);
-            }
-            "--management-host" => {
-                let v = value()?;
-                management_host = v
-                    .parse()
-                    .map_err(|_| format!("--management-host: '{v}' is not an IP address"))?;
-            }
-            "--management-token" => {
-                let v = value()?;
-                if v.is_empty() {
-                    return Err("--management-token: the token must not be empty".into());
-                }
-                management_token = Some(v);
-            }
-            "--max-connections" => {
-                let v = value()?;
-                server.max_connections =
-                    v.parse().ok().filter(|&n: &usize| n >= 1).ok_or_else(|| {
-                        format!("--max-connections: '{v}' is not a positive number")
-                    })?;
-            }
-            "--workers" => {
-                let v = value()?;
-                server.workers = v
-                    .parse()
-                    .ok()
-                    .filter(|&n: &usize| (1..=1024).contains(&n))
-                    .ok_or_else(|| format!("--workers: '{v}' is not a number from 1 to 1024"))?;
-            }
-            "--job-queue" => {
-                let v = value()?;
-                server.job_queue = v
-                    .parse()
-                    .ok()
-                    .filter(|&n: &usize| n >= 1)
-                    .ok_or_else(|| format!("--job-queue: '{v}' is not a positive number"))?;
-            }
-            "--max-waiting" => {
-                let v = value()?;
-                server.max_waiting = v
-                    .parse()
-                    .ok()
-                    .filter(|&n: &usize| n >= 1)
-                    .ok_or_else(|| format!("--max-waiting: '{v}' is not a positive number"))?;
-            }
-            "--postback-base" => {
-                let v = value()?;
-                if !(v.starts_with("http://") || v.starts_with("https://")) {
-                    return Err(format!(
-                        "--postback-base: '{v}' is not an http:// or https:// URL"
-                    ));
-                }
-                postback_base = Some(v.trim_end_matches('/').to_string());
-            }
-            "--shutdown-timeout" => server.shutdown_timeout = parse_duration(&flag, &value()?)?,
-            "--max-message-size" => server.limits.max_message = parse_size(&flag, &value()?)?,
-            "--max-frame-size" => max_frame = Some(parse_size(&flag, &value()?)? as u64),
-            "--handshake-timeout" => server.handshake_timeout = parse_duration(&flag, &value()?)?,
-            "--idle-timeout" => server.idle_timeout = parse_duration(&flag, &value()?)?,
-            "--close-timeout" => server.close_timeout = parse_duration(&flag, &value()?)?,
-            "--high-water" => server.high_water = parse_size(&flag, &value()?)?,
-            "--low-water" => server.low_water = parse_size(&flag, &value()?)?,
-            "--max-queued" => server.max_queued = parse_size(&flag, &value()?)?,
-            "--queued-grace" => server.queued_grace = parse_duration(&flag, &value()?)?,
-            "--max-handshake-size" => {
-                server.handshake_limits.max_bytes = parse_size(&flag, &value()?)?
-            }
-            "--max-handshake-headers" => {
-                server.handshake_limits.max_headers = parse_count(&flag, &value()?)?
-            }
-            "--max-management-connections" => {
-                server.max_management_connections = parse_count(&flag, &value()?)?
-            }
-            "--node" => node = Some(PathBuf::from(value()?)),
-            "--handler-timeout" => {
-                handler_timeout = parse_duration(&flag, &value()?)?;
-                if handler_timeout.is_zero() {
-                    return Err("--handler-timeout must be greater than 0".into());
-                }
-            }
-            "--log-level" => {
-                let v = value()?;
-                log_level = v.parse().map_err(|_| {
-                    format!("--log-level: '{v}' is not one of error, warn, info, debug, trace, off")
-                })?;
-            }
-            _ => return Err(format!("unknown option '{flag}' (see --help)")),
+        }
+    }
+    // Then the environment, for the options the command line left out (so `--help` and
+    // `post` never read it, and a flag given makes its variable irrelevant).
+    let from_env = |name: &str| -> Result<Option<String>, String> {
+        match env(name) {
+            None => Ok(None),
+            Some(v) => v
+                .into_string()
+                .map(|v| Some(v).filter(|v| !v.is_empty()))
+                .map_err(|_| format!("{name}: the value is not valid UTF-8")),
+        }
+    };
+    for (flag, takes_value) in usage_options() {
+        if given.contains(flag) {
+            continue;
+        }
+        let name = env_var(flag);
+        let Some(v) = from_env(&name)? else { continue };
+        given.insert(flag.to_string());
+        if takes_value {
+            apply(flag, &name, &mut || Ok(v.clone()))?;
+        } else if parse_switch(&name, &v)? {
+            apply(flag, &name, &mut || Err(format!("{name} takes no value")))?;
+        }
+    }
+    if !given.contains("--port") {
+        if let Some(v) = from_env("PORT")? {
+            apply("--port", "PORT", &mut || Ok(v.clone()))?;
         }
     }
     server.limits.max_frame = max_frame.unwrap_or(server.limits.max_message as u64);
@@ -326,6 +388,65 @@ where
         node,
         handler_timeout,
     })))
+}
+
+/// The options [`USAGE`] lists, each with whether it takes a value (a word in capitals
+/// after it), so the environment knows every option without a second list to keep.
+pub fn usage_options() -> impl Iterator<Item = (&'static str, bool)> {
+    USAGE.lines().filter_map(|line| {
+        let mut words = line.split_whitespace();
+        // Only option lines: `--name` alone, not prose that happens to start with one.
+        let flag = words.next().filter(|w| {
+            w.starts_with("--") && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-')
+        })?;
+        let takes_value = words
+            .next()
+            .is_some_and(|w| w.chars().all(|c| c.is_ascii_uppercase()));
+        Some((flag, takes_value))
+    })
+}
+
+/// The variable that sets `flag`: `--max-connections` is `CONFIGURAPI_MAX_CONNECTIONS`.
+pub fn env_var(flag: &str) -> String {
+    format!(
+        "CONFIGURAPI_{}",
+        flag.trim_start_matches('-')
+            .replace('-', "_")
+            .to_ascii_uppercase()
+    )
+}
+
+/// A switch's value in the environment: on or off, anything else is an error.
+fn parse_switch(name: &str, v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "{name}: '{v}' is not one of 1, true, yes, on, 0, false, no, off"
+        )),
+    }
+}
+
+/// An IP address, or a host name resolved now (`localhost`). A name with addresses of
+/// both families listens on its first IPv4 one, the family the default `0.0.0.0` uses.
+fn resolve_host(label: &str, v: &str) -> Result<IpAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = v.parse() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> = (v, 0)
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!("{label}: '{v}' is not an IP address or a host name that resolves ({e})")
+        })?
+        .map(|a| a.ip())
+        .collect();
+    addrs
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{label}: '{v}' resolves to no address"))
 }
 
 /// `16MiB`, `64KiB`, `1024`, `2M`.
@@ -427,6 +548,121 @@ mod tests {
         assert!(parse(["--port", "0", "post", "http://h/", "{}"]).is_err());
     }
 
+    fn env_run(args: &[&str], vars: &[(&str, &str)]) -> Result<RunArgs, String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.into());
+        match parse_with_env(args.iter().copied(), env)? {
+            Command::Run(r) => Ok(*r),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn every_option_in_the_usage_is_settable_from_the_environment() {
+        let opts: Vec<_> = usage_options().collect();
+        assert!(opts.contains(&("--max-connections", true)), "{opts:?}");
+        assert!(opts.contains(&("--max-management-connections", true)));
+        assert!(opts.contains(&("--echo", false)));
+        assert!(opts.contains(&("--management-tls", false)));
+        assert!(!opts
+            .iter()
+            .any(|(f, _)| *f == "--help" || *f == "--version"));
+        // Each option once, and no prose line read as one.
+        let mut names: Vec<_> = opts.iter().map(|(f, _)| *f).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), opts.len(), "{opts:?}");
+        assert!(!names.contains(&"--management-tls)"), "{names:?}");
+        assert_eq!(env_var("--max-connections"), "CONFIGURAPI_MAX_CONNECTIONS");
+        let r = env_run(
+            &[],
+            &[
+                ("CONFIGURAPI_MAX_CONNECTIONS", "7"),
+                ("CONFIGURAPI_IDLE_TIMEOUT", "2s"),
+                ("CONFIGURAPI_NO_INLINE", "true"),
+                ("CONFIGURAPI_ECHO", "0"),
+                ("CONFIGURAPI_MANAGEMENT_TOKEN", "sekrit"),
+                ("CONFIGURAPI_HOST", "127.0.0.1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(r.server.max_connections, 7);
+        assert_eq!(r.server.idle_timeout, Duration::from_secs(2));
+        assert!(!r.inline);
+        assert!(!r.echo);
+        assert_eq!(r.management_token.as_deref(), Some("sekrit"));
+        assert_eq!(r.server.listen.ip(), IpAddr::from([127, 0, 0, 1]));
+    }
+
+    #[test]
+    fn flags_win_over_configurapi_vars_which_win_over_port() {
+        let port = |args: &[&str], vars: &[(&str, &str)]| {
+            env_run(args, vars).unwrap().server.listen.port()
+        };
+        assert_eq!(port(&[], &[("PORT", "3000")]), 3000);
+        assert_eq!(
+            port(&[], &[("PORT", "3000"), ("CONFIGURAPI_PORT", "4000")]),
+            4000
+        );
+        assert_eq!(
+            port(
+                &["--port", "5000"],
+                &[("PORT", "3000"), ("CONFIGURAPI_PORT", "4000")]
+            ),
+            5000
+        );
+        assert_eq!(port(&[], &[("PORT", "")]), 8000);
+    }
+
+    #[test]
+    fn a_bad_variable_is_a_one_line_error_naming_the_variable() {
+        for (var, value) in [
+            ("PORT", "http"),
+            ("CONFIGURAPI_PORT", "70000"),
+            ("CONFIGURAPI_MAX_MESSAGE_SIZE", "lots"),
+            ("CONFIGURAPI_IDLE_TIMEOUT", "3h"),
+            ("CONFIGURAPI_ECHO", "maybe"),
+            ("CONFIGURAPI_WORKERS", "0"),
+            ("CONFIGURAPI_LOG_LEVEL", "loud"),
+            ("CONFIGURAPI_HOST", "no such host.invalid"),
+        ] {
+            let err = env_run(&[], &[(var, value)]).unwrap_err();
+            assert!(err.starts_with(&format!("{var}:")), "{var}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        // The flag's own error still names the flag.
+        let err = env_run(&["--port", "x"], &[]).unwrap_err();
+        assert!(err.starts_with("--port:"), "{err}");
+        // A variable whose flag is given is not read, and --help and `post` read none.
+        let bad = [("CONFIGURAPI_PORT", "x"), ("PORT", "y")];
+        assert_eq!(
+            env_run(&["--port", "1"], &bad)
+                .unwrap()
+                .server
+                .listen
+                .port(),
+            1
+        );
+        let env = |name: &str| (name == "CONFIGURAPI_WORKERS").then(|| "0".into());
+        assert!(matches!(parse_with_env(["--help"], env), Ok(Command::Help)));
+        assert!(matches!(
+            parse_with_env(["post", "http://h/@connections/x", "{}"], env),
+            Ok(Command::Post(_))
+        ));
+    }
+
+    #[test]
+    fn host_names_resolve_and_ipv6_parses() {
+        let r = run(&["--host", "localhost"]).unwrap();
+        assert!(r.server.listen.ip().is_loopback(), "{:?}", r.server.listen);
+        let r = run(&["--host", "::", "--management-host", "localhost"]).unwrap();
+        assert!(r.server.listen.ip().is_unspecified() && r.server.listen.is_ipv6());
+        assert!(r.management_host.is_loopback());
+    }
+
     #[test]
     fn bad_flags_and_values_are_one_line_errors() {
         for args in [
@@ -436,7 +672,7 @@ mod tests {
             &["--max-message-size", "lots"],
             &["--idle-timeout", "3h"],
             &["stray"],
-            &["--host", "not-an-ip"],
+            &["--host", "not an ip"],
             &["--key", "k.pem"],
             &["--cert", "c.pem"],
             &["--secure-port", "x"],

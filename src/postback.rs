@@ -5,8 +5,8 @@
 //! (normally an event's `postback-url` header) and succeeds on a 2xx answer; a 410 means
 //! the connection has gone. It is a blocking, one-request client on `std::net::TcpStream`
 //! and `httparse`, sharing the server's chunked decoder: one short POST to a loopback or
-//! in-cluster URL does not justify an HTTP client crate and its TLS stack. Only `http://`
-//! works until the TLS issue lands.
+//! in-cluster URL does not justify an HTTP client crate. `https://` uses rustls and
+//! trusts only [`PostbackOptions::cacert`] (`post --cacert`).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -33,6 +33,9 @@ pub struct PostbackOptions {
     pub io_timeout: Duration,
     /// Most bytes of an error answer's body kept for [`PostbackError::Status`].
     pub max_error_body: usize,
+    /// The PEM file of CA certificates an `https://` URL's server must chain to (the
+    /// `post` subcommand's `--cacert`); without it `https://` is refused.
+    pub cacert: Option<std::path::PathBuf>,
 }
 
 impl Default for PostbackOptions {
@@ -42,6 +45,7 @@ impl Default for PostbackOptions {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(5),
             max_error_body: 64 * 1024,
+            cacert: None,
         }
     }
 }
@@ -58,8 +62,11 @@ pub enum PostbackError {
     Io(io::Error),
     /// The URL cannot be parsed, or has parts the client does not send (user info).
     InvalidUrl(String),
-    /// A scheme other than `http` (`https` comes with TLS support).
+    /// A scheme other than `http` and `https`.
     UnsupportedScheme(String),
+    /// `https://` without a CA file to trust, a CA file that does not load, or a failed
+    /// TLS handshake (an untrusted certificate, a name that does not match).
+    Tls(String),
     /// The server's answer is not valid HTTP/1.x.
     BadResponse(String),
 }
@@ -86,8 +93,9 @@ impl fmt::Display for PostbackError {
             PostbackError::Io(e) => write!(f, "I/O error: {e}"),
             PostbackError::InvalidUrl(why) => write!(f, "invalid URL: {why}"),
             PostbackError::UnsupportedScheme(s) => {
-                write!(f, "unsupported URL scheme '{s}' (only http:// for now)")
+                write!(f, "unsupported URL scheme '{s}' (http:// or https://)")
             }
+            PostbackError::Tls(why) => write!(f, "TLS: {why}"),
             PostbackError::BadResponse(why) => write!(f, "bad HTTP answer: {why}"),
         }
     }
@@ -147,10 +155,41 @@ pub fn postback_with(
 ) -> Result<(), PostbackError> {
     let url = HttpUrl::parse(url)?;
     let body = message.to_json();
-    let mut stream = connect(&url, opts)?;
-    stream.set_read_timeout(Some(opts.io_timeout))?;
-    stream.set_write_timeout(Some(opts.io_timeout))?;
-    let _ = stream.set_nodelay(true);
+    // Checked before connecting, so a missing CA is a usage error, not a network one.
+    let tls = match (url.tls, &opts.cacert) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(PostbackError::Tls(
+                "https:// needs a CA certificate to trust (--cacert PEM)".into(),
+            ))
+        }
+        (true, Some(ca)) => Some(crate::tls::client_config(ca).map_err(PostbackError::Tls)?),
+    };
+    let tcp = connect(&url, opts)?;
+    tcp.set_read_timeout(Some(opts.io_timeout))?;
+    tcp.set_write_timeout(Some(opts.io_timeout))?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let host = url.host.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| PostbackError::Tls(format!("'{host}' is not a server name: {e}")))?;
+            let conn = rustls::ClientConnection::new(config, name)
+                .map_err(|e| PostbackError::Tls(e.to_string()))?;
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            // Handshake now, so a certificate problem is named as one.
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                        Some(t) => PostbackError::Tls(t.to_string()),
+                        None => PostbackError::Io(e),
+                    }
+                })?;
+            }
+            Box::new(tls)
+        }
+    };
     let auth = match &opts.token {
         Some(t) => format!("Authorization: Bearer {t}\r\n"),
         None => String::new(),
@@ -173,6 +212,10 @@ pub fn postback_with(
     }
 }
 
+/// A plain or TLS stream to the management server.
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 fn connect(url: &HttpUrl, opts: &PostbackOptions) -> Result<TcpStream, PostbackError> {
     let host = url.host.trim_start_matches('[').trim_end_matches(']');
     let mut last = None;
@@ -189,7 +232,10 @@ fn connect(url: &HttpUrl, opts: &PostbackOptions) -> Result<TcpStream, PostbackE
 
 /// Read the answer's status and, for a non-2xx answer, its body (up to `max_body`
 /// bytes). Interim 1xx answers are skipped.
-fn read_response(stream: &mut TcpStream, max_body: usize) -> Result<(u16, String), PostbackError> {
+fn read_response(
+    stream: &mut dyn ReadWrite,
+    max_body: usize,
+) -> Result<(u16, String), PostbackError> {
     const MAX_HEAD: usize = 16 * 1024;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
@@ -246,7 +292,7 @@ fn read_response(stream: &mut TcpStream, max_body: usize) -> Result<(u16, String
 
 /// Best-effort read of an error answer's body: chunked, `Content-Length`, or to EOF.
 fn read_body(
-    stream: &mut TcpStream,
+    stream: &mut dyn ReadWrite,
     mut pending: Vec<u8>,
     chunked: bool,
     length: Option<usize>,
@@ -287,6 +333,8 @@ struct HttpUrl {
     /// Path and query, `/` when the URL has none; the fragment is dropped.
     target: String,
     explicit_port: bool,
+    /// `https://`.
+    tls: bool,
 }
 
 impl HttpUrl {
@@ -296,9 +344,13 @@ impl HttpUrl {
             return Err(bad("spaces or control characters"));
         }
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        if !scheme.eq_ignore_ascii_case("http") {
+        let tls = if scheme.eq_ignore_ascii_case("https") {
+            true
+        } else if scheme.eq_ignore_ascii_case("http") {
+            false
+        } else {
             return Err(PostbackError::UnsupportedScheme(scheme.to_string()));
-        }
+        };
         let rest = rest.split('#').next().unwrap_or("");
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, target) = rest.split_at(end);
@@ -324,6 +376,7 @@ impl HttpUrl {
         }
         let explicit_port = port.is_some();
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => p
                 .parse::<u16>()
@@ -341,6 +394,7 @@ impl HttpUrl {
             port,
             target,
             explicit_port,
+            tls,
         })
     }
 
@@ -369,6 +423,8 @@ OPTIONS:
     --header K:V     an envelope header; repeat for more (e.g. --header message-id:m-1)
     --timeout SECS   connect and read timeout [default: 5]
     --token TOKEN    the management token [default: $CONFIGURAPI_MANAGEMENT_TOKEN]
+    --cacert PATH    PEM CA certificate(s) an https:// URL's server must chain to
+                     (needed for https://, e.g. a runner with --management-tls)
     -h, --help       print this help
 
 EXIT STATUS: 0 delivered (2xx); 1 not delivered (410, other answers, network errors); 2 usage error.
@@ -423,6 +479,7 @@ pub fn run_post(cmd: &PostArgs) -> Result<(), PostCommandError> {
     postback_with(&cmd.url, &message, &cmd.options).map_err(|e| PostCommandError {
         exit_code: match e {
             PostbackError::InvalidUrl(_) | PostbackError::UnsupportedScheme(_) => 2,
+            PostbackError::Tls(_) if cmd.options.cacert.is_none() => 2,
             _ => 1,
         },
         message: e.to_string(),
@@ -490,6 +547,12 @@ pub fn parse_post_args(args: Vec<OsString>) -> Result<Option<PostArgs>, PostComm
                     })?;
                 options.connect_timeout = Duration::from_secs_f64(secs);
                 options.io_timeout = options.connect_timeout;
+            }
+            Long("cacert") => {
+                let path = std::path::PathBuf::from(p.value().map_err(|e| usage(e.to_string()))?);
+                // A CA file that does not load is a usage error, found before sending.
+                crate::tls::client_config(&path).map_err(|e| usage(format!("--cacert: {e}")))?;
+                options.cacert = Some(path);
             }
             Long("token") => {
                 let v = string(p.value())?;

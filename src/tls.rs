@@ -59,6 +59,24 @@ pub fn load(cert: &Path, key: &Path) -> Result<TlsFiles, String> {
     })
 }
 
+/// A TLS client that trusts only the CA certificates in the PEM file `ca` (the `post`
+/// subcommand's `--cacert`). An error is one line naming the file.
+pub fn client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("certificate file {}: {e}", ca.display()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let iter = CertificateDer::pem_file_iter(path).map_err(|e| {
         format!(

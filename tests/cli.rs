@@ -46,8 +46,14 @@ struct Runner {
 
 impl Runner {
     fn spawn(args: &[&str], cwd: &Path) -> Runner {
+        Runner::spawn_env(args, &[], cwd)
+    }
+
+    /// With these environment variables set as well.
+    fn spawn_env(args: &[&str], vars: &[(&str, &str)], cwd: &Path) -> Runner {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(vars.iter().copied())
             .current_dir(cwd)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -343,4 +349,116 @@ fn handler_postbacks_send_the_token_set_by_the_cli_without_touching_the_environm
         head.lines().any(|l| l == "Authorization: Bearer s3cret"),
         "{head}"
     );
+}
+
+/// An echo round trip over a fresh connection to `addr`.
+fn echo_once(addr: &str) {
+    let mut ws = client(addr);
+    ws.send(tungstenite::Message::text("hi")).unwrap();
+    match ws.read().unwrap() {
+        tungstenite::Message::Text(t) => assert_eq!(t.as_str(), "hi"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The port of a `host:port` or `[v6]:port` address.
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn every_flag_can_come_from_the_environment_and_flags_win() {
+    let dir = Scratch::new("env");
+    // The variables pick the port, host and echo mode; --host on the command line
+    // wins over CONFIGURAPI_HOST (a name that could not be listened on).
+    let runner = Runner::spawn_env(
+        &["--host", "127.0.0.1"],
+        &[
+            ("PORT", "0"),
+            ("CONFIGURAPI_HOST", "192.0.2.1"),
+            ("CONFIGURAPI_ECHO", "true"),
+            ("CONFIGURAPI_MANAGEMENT_PORT", "0"),
+        ],
+        &dir.0,
+    );
+    let addr = runner.ws_addr();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    echo_once(&addr);
+}
+
+#[test]
+fn a_bad_environment_variable_is_one_line_naming_it_with_exit_2() {
+    let dir = Scratch::new("env-bad");
+    for (var, value) in [
+        ("CONFIGURAPI_MAX_MESSAGE_SIZE", "lots"),
+        ("PORT", "eighty"),
+        ("CONFIGURAPI_ECHO", "maybe"),
+    ] {
+        let (code, lines) = Runner::spawn_env(&[], &[(var, value)], &dir.0).finish();
+        assert_eq!(code, Some(2), "{var}: {lines:?}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains(var) && lines[0].contains(value),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn help_names_the_environment_variables() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("CONFIGURAPI_<OPTION>"), "{text}");
+    assert!(text.contains("PORT sets --port"), "{text}");
+}
+
+#[test]
+fn host_localhost_is_resolved_and_listened_on() {
+    let dir = Scratch::new("localhost");
+    let runner = Runner::spawn(
+        &[
+            "--echo",
+            "--port",
+            "0",
+            "--host",
+            "localhost",
+            "--management-port",
+            "0",
+        ],
+        &dir.0,
+    );
+    let addr = runner.ws_addr();
+    echo_once(&addr);
+}
+
+#[test]
+fn the_ipv6_wildcard_listens_dual_stack() {
+    let dir = Scratch::new("dual-stack");
+    // Without IPv6 on the machine `::` cannot be bound at all: say so and skip.
+    if std::net::TcpListener::bind("[::]:0").is_err() {
+        eprintln!("SKIPPED the_ipv6_wildcard_listens_dual_stack: no IPv6 on this machine");
+        return;
+    }
+    let runner = Runner::spawn(
+        &[
+            "--echo",
+            "--port",
+            "0",
+            "--host",
+            "::",
+            "--management-port",
+            "0",
+        ],
+        &dir.0,
+    );
+    let addr = runner.ws_addr();
+    assert!(addr.starts_with("[::]:"), "{addr}");
+    let port = port_of(&addr);
+    echo_once(&format!("127.0.0.1:{port}"));
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        echo_once(&format!("[::1]:{port}"));
+    } else {
+        eprintln!("SKIPPED the ::1 half: no IPv6 loopback on this machine");
+    }
 }

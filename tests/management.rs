@@ -120,6 +120,33 @@ fn post_defaults_are_200_empty_headers_and_empty_body() {
 }
 
 #[test]
+fn the_seed_readmes_bare_curl_post_sends_the_default_envelope() {
+    let srv = app();
+    let (mut ws, id) = srv.ws_with_id();
+    // What `curl -X POST http://localhost:9100/post_@connection?id=<id>` writes: no
+    // body, no Content-Length, keep-alive.
+    let mut s = srv.raw_mgmt();
+    let req = format!(
+        "POST /post_@connection?id={id} HTTP/1.1\r\nHost: localhost:9100\r\n\
+         User-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let r = read_response(&mut s, false);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        ws.recv(),
+        json!({"statusCode": 200, "headers": {}, "body": ""})
+    );
+    // An explicit empty body is the same.
+    let r = srv.call("POST", &format!("/@connections/{id}"), "", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        ws.recv(),
+        json!({"statusCode": 200, "headers": {}, "body": ""})
+    );
+}
+
+#[test]
 fn post_alias_takes_the_id_from_the_query() {
     let srv = app();
     let (mut ws, id) = srv.ws_with_id();

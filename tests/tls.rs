@@ -69,6 +69,8 @@ impl Drop for TempDir {
 struct Pki {
     dir: TempDir,
     ca_der: CertificateDer<'static>,
+    /// The CA alone, PEM: what `post --cacert` trusts.
+    ca_pem: PathBuf,
     cert: PathBuf,
     key: PathBuf,
 }
@@ -94,9 +96,11 @@ impl Pki {
         let dir = TempDir::new();
         let cert = dir.write("chain.pem", &(leaf.pem() + &ca_cert.pem()));
         let key = dir.write("key.pem", key_file);
+        let ca_pem = dir.write("ca.pem", &ca_cert.pem());
         Pki {
             dir,
             ca_der: ca_cert.der().clone(),
+            ca_pem,
             cert,
             key,
         }
@@ -594,6 +598,81 @@ fn expired_certificate_is_a_warning_naming_the_file() {
         .unwrap()
         .expired_warning
         .is_none());
+}
+
+#[test]
+fn the_post_subcommand_speaks_https_to_a_management_tls_listener() {
+    let pki = Pki::ecdsa();
+    let ca = pki.ca_pem.clone();
+    let other_ca = Pki::ecdsa();
+    let yaml = r#"
+api:
+  events:
+    - name: connectionId
+      policies:
+        - headerHandler: [connection-id]
+"#;
+    let service = Service::from_str(yaml, "test.yaml", runner::registry()).unwrap();
+    let cfg = ServerConfig {
+        mode: Mode::App(Arc::new(Runner::new(service, RunnerOptions::default()))),
+        workers: 2,
+        management: Some(MgmtConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(pki.server_config()),
+            ..MgmtConfig::default()
+        }),
+        ..Default::default()
+    };
+    let srv = WssServer::start(pki, cfg);
+    let mut ws = srv.client();
+    ws.send(Message::text(r#"{"name":"connectionId"}"#))
+        .unwrap();
+    let id = match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            v["body"].as_str().expect("the connection id").to_string()
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+    // The certificate names localhost, so the URL does too.
+    let url = |id: &str| {
+        format!(
+            "https://localhost:{}/@connections/{id}",
+            srv.mgmt.unwrap().port()
+        )
+    };
+    let post = |extra: &[&str], id: &str| {
+        let out = Command::new(BIN)
+            .arg("post")
+            .args(extra)
+            .args([url(id).as_str(), r#"{"pushed":true}"#])
+            .output_within_deadline()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let trusted = ["--cacert", ca.to_str().unwrap()];
+    let (code, err) = post(&trusted, &id);
+    assert_eq!(code, Some(0), "{err}");
+    match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            assert_eq!(v["body"], serde_json::json!({"pushed": true}), "{t}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A gone id: the 410 comes back through TLS as exit 1.
+    let (code, err) = post(&trusted, "no-such-connection");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("410 Gone"), "{err}");
+    // Without a CA to trust, https is a usage error naming the flag.
+    let (code, err) = post(&[], &id);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--cacert"), "{err}");
+    // A CA that did not sign the server's certificate: not delivered, said as TLS.
+    let (code, err) = post(&["--cacert", other_ca.ca_pem.to_str().unwrap()], &id);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("TLS"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
 }
 
 #[test]

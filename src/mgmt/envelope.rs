@@ -11,10 +11,15 @@ pub use crate::envelope::Envelope;
 pub struct BadBody(pub &'static str);
 
 /// Check a post body. Call it only after the target connection is known to be connected:
-/// 8.5 answers 410 for a gone id before the body is looked at.
+/// 8.5 answers 410 for a gone id before the body is looked at. An empty body (or only
+/// whitespace) means every default, as `{}` does: the seed README's bare
+/// `curl -X POST .../post_@connection?id=...` sends none.
 pub fn parse_post_body(body: &[u8]) -> Result<Envelope, BadBody> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|_| BadBody("the body is not valid JSON"))?;
+    let value: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Map::new())
+    } else {
+        serde_json::from_slice(body).map_err(|_| BadBody("the body is not valid JSON"))?
+    };
     let Value::Object(mut obj) = value else {
         return Err(BadBody("the body is not a JSON object"));
     };
@@ -52,6 +57,9 @@ mod tests {
     #[test]
     fn defaults_fill_in() {
         assert_eq!(frame("{}"), r#"{"statusCode":200,"headers":{},"body":""}"#);
+        // No body at all is the same as `{}`.
+        assert_eq!(frame(""), frame("{}"));
+        assert_eq!(frame(" \r\n"), frame("{}"));
     }
 
     #[test]
@@ -75,7 +83,6 @@ mod tests {
     #[test]
     fn bad_bodies_are_refused() {
         for b in [
-            "",
             "not json",
             "{",
             "42",

@@ -245,7 +245,10 @@ fn urls() {
             "{bad}"
         );
     }
-    for s in ["https://h/", "ws://h/", "ftp://h/"] {
+    let u = HttpUrl::parse("https://h/p").unwrap();
+    assert_eq!((u.host.as_str(), u.port, u.tls), ("h", 443, true));
+    assert!(!HttpUrl::parse("http://h/p").unwrap().tls);
+    for s in ["wss://h/", "ws://h/", "ftp://h/"] {
         assert!(
             matches!(HttpUrl::parse(s), Err(PostbackError::UnsupportedScheme(_))),
             "{s}"
@@ -329,6 +332,11 @@ fn post_command_exit_codes() {
 
     let e = run_post_command(args(&["https://h/", "{}"])).unwrap_err();
     assert_eq!(e.exit_code, 2);
+    assert!(e.message.contains("--cacert"), "{e}");
+    let e =
+        run_post_command(args(&["--cacert", "/no/such/ca.pem", "https://h/", "{}"])).unwrap_err();
+    assert_eq!(e.exit_code, 2);
+    assert!(e.message.contains("/no/such/ca.pem"), "{e}");
     let e = run_post_command(args(&["not a url", "{}"])).unwrap_err();
     assert_eq!(e.exit_code, 2);
 }

@@ -59,11 +59,16 @@ macro_rules! shared {
 /// loop is busy: each overflowed SYN costs the client a 1 s retransmit.
 const BACKLOG: i32 = 4096;
 
-/// Bind a non-blocking listener with `SO_REUSEADDR` and a [`BACKLOG`]-long queue.
+/// Bind a non-blocking listener with `SO_REUSEADDR` and a [`BACKLOG`]-long queue. `::`
+/// listens dual-stack (IPv4 clients as v4-mapped addresses) where the system allows
+/// it; where it does not, it stays IPv6 only rather than failing.
 pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        let _ = socket.set_only_v6(false);
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
