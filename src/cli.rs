@@ -56,7 +56,10 @@ OPTIONS:
     --shutdown-timeout DUR    longest drain on SIGINT/SIGTERM: requests under way are
                               answered, then 1001; a second signal exits at once [default: 5s]
                               (SIGHUP reloads the config and TLS files)
-    --log-level LEVEL         error, warn, info, debug or trace [default: info]
+    --log-level LEVEL         error, warn, info, debug or trace [default: info]; RUST_LOG
+                              directives refine it per target (mio=warn,rustls=off)
+    --log-format FORMAT       text or json (one object a line) [default: text]
+    --access-log on|off       one info line per handled message [default: on]
     --node PATH               the node program for JS handlers (handlers/*.js beside the
                               config) [default: node on PATH]
     --handler-timeout DUR     a JS handler call's deadline; past it the call answers 504
@@ -104,6 +107,10 @@ pub struct RunArgs {
     pub management_token: Option<String>,
     /// Log level.
     pub log_level: log::LevelFilter,
+    /// `--log-format`.
+    pub log_format: crate::logging::LogFormat,
+    /// `--access-log` (on unless `off`).
+    pub access_log: bool,
     /// `--key` and `--cert` (both or neither).
     pub tls_files: Option<(PathBuf, PathBuf)>,
     /// `--management-tls`: HTTPS on the management listener.
@@ -136,6 +143,8 @@ where
     let mut management_token = None;
     let mut max_frame = None;
     let mut log_level = log::LevelFilter::Info;
+    let mut log_format = crate::logging::LogFormat::Text;
+    let mut access_log = true;
     let mut key = None;
     let mut cert = None;
     let mut secure_port: u16 = 8443;
@@ -284,6 +293,14 @@ where
                     format!("--log-level: '{v}' is not one of error, warn, info, debug, trace, off")
                 })?;
             }
+            "--log-format" => log_format = value()?.parse()?,
+            "--access-log" => {
+                access_log = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(format!("--access-log: '{v}' is not on or off")),
+                }
+            }
             _ => return Err(format!("unknown option '{flag}' (see --help)")),
         }
     }
@@ -320,6 +337,8 @@ where
         management_host,
         management_token,
         log_level,
+        log_format,
+        access_log,
         tls_files,
         management_tls,
         secure_listen: SocketAddr::new(host, secure_port),

@@ -710,8 +710,16 @@ impl Service {
                 .unwrap_or_default(),
         };
         if run.level.allows(Level::Error) {
-            log::error!(
+            // 3.5.1's error channel; its severity says whose fault it is: a 4xx (an
+            // unknown event, a bad payload) is the client's and must not page anyone.
+            let severity = if event.response.status_code < 500 {
+                log::Level::Warn
+            } else {
+                log::Level::Error
+            };
+            log::log!(
                 target: "configurapi",
+                severity,
                 "{} - {} - Failed to handle {}: {}",
                 event.id,
                 event.correlation_id,
