@@ -208,4 +208,25 @@ mod tests {
         let want: BTreeMap<u16, u64> = [(200, 3), (400, 1), (501, 1), (4000, 1)].into();
         assert_eq!(m.responses_by_status, want);
     }
+
+    #[test]
+    fn latency_is_labelled_with_the_route_that_handled_the_event() {
+        let config = "api:\n  events:\n    - name: echo\n      policies: [echoHandler]\n    - name: post\n      policies: [echoHandler]\n    - name: catchall\n      policies: [echoHandler]\n";
+        let service = Service::from_str(config, "test", registry()).unwrap();
+        let metrics = RunnerMetrics::new(&service);
+        let d = Duration::from_millis(1);
+        metrics.record("echo", "post", d, 200);
+        // No route by name: by method, else catchall (3.3.1 step 2).
+        metrics.record("made-up", "post", d, 200);
+        metrics.record("made-up", "get", d, 200);
+        metrics.record("other", "get", d, 200);
+        let mut m = MetricsSnapshot::default();
+        metrics.fill(&mut m);
+        let counts: BTreeMap<&str, u64> = m
+            .handler_latency
+            .iter()
+            .map(|(k, h)| (k.as_str(), h.count))
+            .collect();
+        assert_eq!(counts, [("catchall", 2), ("echo", 1), ("post", 1)].into());
+    }
 }
