@@ -227,15 +227,41 @@ fn text_logs_follow_rust_log_and_access_log_off() {
     let dir = Scratch::new("ops-text");
     let config = dir.write("config.yaml", APP);
     let (mut bin, addr) = Bin::start_with_env(
-        &["--config", config.to_str().unwrap(), "--access-log", "off"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--access-log",
+            "off",
+            "--management-port",
+            "0",
+        ],
         // The core's logs at error only: its warning for the unknown event is not shown.
-        &[("RUST_LOG", "configurapi=error")],
+        // The connection lines at debug, for this module only.
+        &[(
+            "RUST_LOG",
+            "configurapi=error,configurapi_runner_ws::conn=debug",
+        )],
     );
     let mut ws = client(addr);
     assert_eq!(ask(&mut ws, r#"{"name":"nope"}"#)["statusCode"], json!(501));
     assert_eq!(ask(&mut ws, r#"{"name":"boom"}"#)["statusCode"], json!(500));
+    // The connection's open and close lines carry its id and the close code.
+    let open = bin.wait_line("connection open");
+    assert!(
+        open.contains(" DEBUG configurapi_runner_ws::conn: "),
+        "{open}"
+    );
     let line = bin.wait_line("Failed to handle boom");
     assert!(line.contains(" ERROR configurapi: "), "{line}");
+    ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Away,
+        reason: "".into(),
+    }))
+    .unwrap();
+    while ws.read().is_ok() {}
+    let closed = bin.wait_line("closed by the peer, code 1001");
+    let id = open.split_whitespace().nth(3).unwrap();
+    assert!(closed.contains(id), "{open}\n{closed}");
     // Then a line of the runner's own that comes after everything above.
     drop(ws);
     bin.signal("TERM");
