@@ -56,7 +56,10 @@ OPTIONS:
     --shutdown-timeout DUR    longest drain on SIGINT/SIGTERM: requests under way are
                               answered, then 1001; a second signal exits at once [default: 5s]
                               (SIGHUP reloads the config and TLS files)
-    --log-level LEVEL         error, warn, info, debug or trace [default: info]
+    --log-level LEVEL         error, warn, info, debug or trace [default: info]; RUST_LOG
+                              directives refine it per target (mio=warn,rustls=off)
+    --log-format FORMAT       text or json (one object a line) [default: text]
+    --access-log WHETHER      on or off: one info line per handled message [default: on]
     --node PATH               the node program for JS handlers (handlers/*.js beside the
                               config) [default: node on PATH]
     --handler-timeout DUR     a JS handler call's deadline; past it the call answers 504
@@ -112,6 +115,10 @@ pub struct RunArgs {
     pub management_token: Option<String>,
     /// Log level.
     pub log_level: log::LevelFilter,
+    /// `--log-format`.
+    pub log_format: crate::logging::LogFormat,
+    /// `--access-log` (on unless `off`).
+    pub access_log: bool,
     /// `--key` and `--cert` (both or neither).
     pub tls_files: Option<(PathBuf, PathBuf)>,
     /// `--management-tls`: HTTPS on the management listener.
@@ -158,6 +165,8 @@ where
     let mut management_token = None;
     let mut max_frame = None;
     let mut log_level = log::LevelFilter::Info;
+    let mut log_format = crate::logging::LogFormat::Text;
+    let mut access_log = true;
     let mut key = None;
     let mut cert = None;
     let mut secure_port: u16 = 8443;
@@ -282,6 +291,22 @@ where
                     format!("{label}: '{v}' is not one of error, warn, info, debug, trace, off")
                 })?;
             }
+            "--log-format" => {
+                let v = value()?;
+                log_format = match v.as_str() {
+                    "text" => crate::logging::LogFormat::Text,
+                    "json" => crate::logging::LogFormat::Json,
+                    _ => return Err(format!("{label}: '{v}' is not one of text, json")),
+                }
+            }
+            "--access-log" => {
+                let v = value()?;
+                access_log = match v.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("{label}: '{v}' is not on or off")),
+                }
+            }
             _ => return Err(format!("unknown option '{label}' (see --help)")),
         }
         Ok(())
@@ -382,6 +407,8 @@ where
         management_host,
         management_token,
         log_level,
+        log_format,
+        access_log,
         tls_files,
         management_tls,
         secure_listen: SocketAddr::new(host, secure_port),

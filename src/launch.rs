@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -99,7 +98,14 @@ impl Cli {
             }
             Err(e) => return fail(2, &e),
         };
-        StderrLogger::install(args.log_level);
+        let filter = match crate::logging::Filter::new(
+            args.log_level,
+            std::env::var("RUST_LOG").ok().as_deref(),
+        ) {
+            Ok(f) => f,
+            Err(e) => return fail(2, &e),
+        };
+        crate::logging::install(filter, args.log_format, args.access_log);
         match self.serve(*args) {
             Ok(()) => {
                 log::info!("stopped");
@@ -341,36 +347,6 @@ fn shutdown_on_signals(
             }
         })?;
     Ok(())
-}
-
-/// Log lines go to stderr as `LEVEL message`; nothing more is needed here.
-struct StderrLogger;
-
-impl StderrLogger {
-    /// Installs the logger unless the program has one already; `--log-level` applies
-    /// either way.
-    fn install(level: log::LevelFilter) {
-        static LOGGER: StderrLogger = StderrLogger;
-        let _ = log::set_logger(&LOGGER);
-        log::set_max_level(level);
-    }
-}
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, meta: &log::Metadata<'_>) -> bool {
-        meta.level() <= log::max_level()
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "{:<5} {}",
-                record.level(),
-                record.args()
-            );
-        }
-    }
-    fn flush(&self) {}
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub use configurapi::handlers;
 pub(crate) mod http;
 pub mod jshost;
 mod launch;
+pub mod logging;
 pub mod mgmt;
 pub mod postback;
 pub mod reactor;

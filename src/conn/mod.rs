@@ -273,6 +273,7 @@ impl Conn {
                             });
                             sh.jobs.extend(on_connect);
                         }
+                        log::debug!("{} {}: connection open", self.st.who(), self.st.peer);
                         if !rest.is_empty() {
                             // Frames pipelined with the handshake.
                             self.on_frames(&mut rest, sh);
@@ -426,8 +427,13 @@ impl ConnState {
                     };
                     self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
                     self.note_queued();
-                    sh.stats
-                        .record_close_sent(code.map(|(c, _)| c).unwrap_or(1005));
+                    let code = code.map(|(c, _)| c).unwrap_or(1005);
+                    log::debug!(
+                        "{} {}: closed by the peer, code {code}",
+                        self.who(),
+                        self.peer
+                    );
+                    sh.stats.record_close_sent(code);
                 }
                 self.set_phase(Phase::Finishing { shut: false }, sh.now);
             }
@@ -497,7 +503,20 @@ impl ConnState {
         let (payload, n) = close_payload(code, reason);
         self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
         self.note_queued();
+        log::debug!(
+            "{} {}: closing, code {code} {reason:?}",
+            self.who(),
+            self.peer
+        );
         sh.stats.record_close_sent(code);
+    }
+
+    /// The connection-id the access lines show (`-` in echo mode), so a connection's
+    /// open, access and close lines can be joined.
+    fn who(&self) -> &str {
+        self.app
+            .as_ref()
+            .map_or("-", |a| a.shared.connection_id.as_str())
     }
 
     /// Write what is queued. Ends the connection on a socket error; in `Finishing`, shuts

@@ -184,6 +184,17 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
         let _ = writeln!(out, "# TYPE {p}{name} {kind}");
         let _ = writeln!(out, "{p}{name} {value}");
     }
+    let _ = writeln!(
+        out,
+        "# HELP {p}build_info The runner's version, as a label; always 1."
+    );
+    let _ = writeln!(out, "# TYPE {p}build_info gauge");
+    let _ = writeln!(
+        out,
+        "{p}build_info{{version=\"{}\"}} 1",
+        escape_label(env!("CARGO_PKG_VERSION"))
+    );
+    render_process(&mut out, &ProcessStats::read());
     labelled(
         &mut out,
         p,
@@ -241,6 +252,95 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
         let _ = writeln!(out, "{name}_count{{event=\"{event}\"}} {}", h.count);
     }
     out
+}
+
+/// The standard `process_*` figures, read from `/proc/self` when the metrics are asked
+/// for. A figure that cannot be read (another system) is left out, not shown as 0.
+#[derive(Debug, Default, PartialEq)]
+struct ProcessStats {
+    resident_bytes: Option<u64>,
+    open_fds: Option<u64>,
+    cpu_seconds: Option<f64>,
+    start_time_seconds: Option<f64>,
+}
+
+/// Clock ticks a second in `/proc/<pid>/stat` (`USER_HZ`): 100 on every Linux
+/// architecture that matters here; asking `sysconf` would take `unsafe`.
+const USER_HZ: f64 = 100.0;
+
+impl ProcessStats {
+    fn read() -> ProcessStats {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        // Fields after the command name, which is in parentheses and may hold spaces:
+        // [0] is field 3 (state), so utime (14) is [11], stime [12], starttime (22) [19].
+        let fields: Vec<&str> = stat
+            .as_deref()
+            .and_then(|s| s.rsplit_once(')'))
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        let boot_time = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        ProcessStats {
+            resident_bytes: std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                })
+                .map(|kib| kib * 1024),
+            open_fds: std::fs::read_dir("/proc/self/fd")
+                .ok()
+                // Less the descriptor read_dir itself holds open.
+                .map(|d| d.count().saturating_sub(1) as u64),
+            cpu_seconds: field(11)
+                .zip(field(12))
+                .map(|(u, s)| (u + s) as f64 / USER_HZ),
+            start_time_seconds: field(19)
+                .zip(boot_time)
+                .map(|(ticks, boot)| boot as f64 + ticks as f64 / USER_HZ),
+        }
+    }
+}
+
+fn render_process(out: &mut String, s: &ProcessStats) {
+    let families = [
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            s.resident_bytes.map(|v| v.to_string()),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            s.open_fds.map(|v| v.to_string()),
+        ),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+            s.cpu_seconds.map(float),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+            s.start_time_seconds.map(float),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        if let Some(v) = value {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let _ = writeln!(out, "{name} {v}");
+        }
+    }
 }
 
 fn labelled(
@@ -372,7 +472,43 @@ mod tests {
                 );
             }
         }
-        assert_eq!(typed.len(), 19);
+        // 19 runner families, build_info and the four process families (on Linux).
+        let process = usize::from(cfg!(target_os = "linux")) * 4;
+        assert_eq!(typed.len(), 20 + process, "{typed:?}");
+    }
+
+    #[test]
+    fn process_figures_and_build_info() {
+        let text = render_metrics(&MetricsSnapshot::default());
+        let line = format!(
+            "configurapi_ws_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == line), "{text}");
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        let value = |name: &str| -> f64 {
+            let l = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+            l.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(value("process_resident_memory_bytes") > 1024.0 * 1024.0);
+        // stdin, stdout, stderr at least.
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        // Started in the past, and after 2020.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let started = value("process_start_time_seconds");
+        assert!(
+            started > 1_577_836_800.0 && started <= now + 1.0,
+            "{started}"
+        );
     }
 
     #[test]

@@ -78,11 +78,24 @@ impl RunnerMetrics {
         }
     }
 
-    /// Latency of an event named `name` (an unknown name counts as [`UNMATCHED`]) that
-    /// was answered with `status`.
-    pub(super) fn record(&self, name: &str, took: Duration, status: u16) {
-        let i = self.labels.get(name).copied().unwrap_or(self.unmatched);
+    /// Latency of an event named `name` that was answered with `status`, labelled with
+    /// the route that handled it: the one 3.3.1 step 2 picks (by name, else by method,
+    /// else `catchall`), [`UNMATCHED`] when none did.
+    pub(super) fn record(&self, name: &str, method: &str, took: Duration, status: u16) {
+        let i = self
+            .labels
+            .get(name)
+            .or_else(|| self.labels.get(method))
+            .or_else(|| self.labels.get("catchall"))
+            .copied()
+            .unwrap_or(self.unmatched);
         self.latency[i].1.observe(took);
+        self.record_status(status);
+    }
+
+    /// An answer that ran no route (a message that could not be decoded): counted by
+    /// status only, so `responses_total` adds up to the frames sent.
+    pub(super) fn record_status(&self, status: u16) {
         match self.responses.get(usize::from(status)) {
             Some(n) => {
                 n.fetch_add(1, Ordering::Relaxed);
@@ -173,10 +186,11 @@ mod tests {
             Duration::from_secs(20),
         ];
         for d in took {
-            metrics.record("echo", d, 200);
+            metrics.record("echo", "get", d, 200);
         }
-        metrics.record("made-up", took[1], 501);
-        metrics.record(UNMATCHED, took[0], 4000);
+        metrics.record("made-up", "get", took[1], 501);
+        metrics.record(UNMATCHED, "get", took[0], 4000);
+        metrics.record_status(400);
         let mut m = MetricsSnapshot::default();
         metrics.fill(&mut m);
 
@@ -191,7 +205,28 @@ mod tests {
         ]
         .into();
         assert_eq!(m.handler_latency, want);
-        let want: BTreeMap<u16, u64> = [(200, 3), (501, 1), (4000, 1)].into();
+        let want: BTreeMap<u16, u64> = [(200, 3), (400, 1), (501, 1), (4000, 1)].into();
         assert_eq!(m.responses_by_status, want);
+    }
+
+    #[test]
+    fn latency_is_labelled_with_the_route_that_handled_the_event() {
+        let config = "api:\n  events:\n    - name: echo\n      policies: [echoHandler]\n    - name: post\n      policies: [echoHandler]\n    - name: catchall\n      policies: [echoHandler]\n";
+        let service = Service::from_str(config, "test", registry()).unwrap();
+        let metrics = RunnerMetrics::new(&service);
+        let d = Duration::from_millis(1);
+        metrics.record("echo", "post", d, 200);
+        // No route by name: by method, else catchall (3.3.1 step 2).
+        metrics.record("made-up", "post", d, 200);
+        metrics.record("made-up", "get", d, 200);
+        metrics.record("other", "get", d, 200);
+        let mut m = MetricsSnapshot::default();
+        metrics.fill(&mut m);
+        let counts: BTreeMap<&str, u64> = m
+            .handler_latency
+            .iter()
+            .map(|(k, h)| (k.as_str(), h.count))
+            .collect();
+        assert_eq!(counts, [("catchall", 2), ("echo", 1), ("post", 1)].into());
     }
 }

@@ -21,7 +21,7 @@ use metrics::RunnerMetrics;
 use push::Push;
 
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
@@ -241,6 +241,15 @@ impl Inner {
                 let (err, message_id) = *e;
                 // 6.6: a request that cannot be decoded is a SyntaxError: 400.
                 let response = ErrorResponse::from_error(&err, 400).to_response();
+                // Every answer frame is counted and logged, this one included.
+                inner.metrics.record_status(400);
+                access_line(conn, "", 400, Duration::ZERO);
+                // A client mistake: below error (docs/operations.md#logs).
+                log::debug!(
+                    "{}: undecodable message: {}",
+                    conn.connection_id,
+                    err.message()
+                );
                 return Some(Reply::Frame(envelope::encode(
                     &response,
                     message_id.as_ref(),
@@ -260,7 +269,7 @@ impl Inner {
         };
         match inner.service.start(&mut event, inner.resume(), done) {
             Started::Finished(result) => {
-                Some(inner.outcome(&mut event, result, message_id.flatten(), started))
+                Some(inner.outcome(conn, &mut event, result, message_id.flatten(), started))
             }
             Started::Suspended => None,
         }
@@ -271,6 +280,7 @@ impl Inner {
     #[inline(always)]
     fn outcome(
         &self,
+        conn: &ConnShared,
         event: &mut Event,
         result: Result<(), HandlerError>,
         message_id: Option<Value>,
@@ -281,8 +291,14 @@ impl Inner {
             // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
             Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
         };
-        self.metrics
-            .record(&event.name, started.elapsed(), response.status_code);
+        let took = started.elapsed();
+        self.metrics.record(
+            &event.name,
+            &event.request.method,
+            took,
+            response.status_code,
+        );
+        access_line(conn, &event.name, response.status_code, took);
         match response.take_stream() {
             Some(stream) => {
                 let mut headers = response.headers;
@@ -297,6 +313,22 @@ impl Inner {
             }
             None => Reply::Frame(envelope::encode(&response, message_id.as_ref())),
         }
+    }
+}
+
+/// The access line of one answered message (`--access-log`, docs/operations.md#logs).
+/// `event` is empty for a message that could not be decoded.
+#[inline]
+fn access_line(conn: &ConnShared, event: &str, status: u16, took: Duration) {
+    if crate::logging::access_enabled() {
+        log::info!(
+            target: crate::logging::ACCESS_TARGET,
+            conn = conn.connection_id.as_str(),
+            event = event,
+            status = status,
+            latency_ms = (took.as_secs_f64() * 1e6).round() / 1000.0;
+            "handled"
+        );
     }
 }
 
@@ -321,7 +353,7 @@ impl Finish for Answer {
             started,
         } = self;
         inner
-            .outcome(&mut event, result, message_id, started)
+            .outcome(&conn, &mut event, result, message_id, started)
             .send(conn);
     }
 }

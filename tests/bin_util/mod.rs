@@ -32,9 +32,15 @@ impl Bin {
     /// Start with `--host 127.0.0.1 --port 0` and `args`; returns once it logged where
     /// the WebSocket listener is, with that address.
     pub fn start(args: &[&str]) -> (Bin, SocketAddr) {
+        Bin::start_with_env(args, &[])
+    }
+
+    /// [`Bin::start`] with these environment variables set as well.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> (Bin, SocketAddr) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

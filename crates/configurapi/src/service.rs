@@ -710,8 +710,18 @@ impl Service {
                 .unwrap_or_default(),
         };
         if run.level.allows(Level::Error) {
-            log::error!(
+            // 3.5.1's error channel; its severity says whose fault it is: a 4xx (a bad
+            // payload) or an event no route takes (the 501 of 3.3.1, found in the main
+            // stage before any route ran) is the client's and must not page anyone.
+            let unrouted = matches!(run.stage, Stage::Main) && run.main.is_none();
+            let severity = if event.response.status_code < 500 || unrouted {
+                log::Level::Warn
+            } else {
+                log::Level::Error
+            };
+            log::log!(
                 target: "configurapi",
+                severity,
                 "{} - {} - Failed to handle {}: {}",
                 event.id,
                 event.correlation_id,

@@ -1,0 +1,299 @@
+//! The runner's logger (docs/operations.md#logs): one line per record on stderr, as
+//! text or as a JSON object, with an RFC 3339 UTC timestamp, filtered per target the
+//! way `RUST_LOG` filters (`configurapi_runner_ws=debug,mio=warn`). The access line
+//! (one per handled message) has a switch of its own, `--access-log`.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+/// The target of the access lines, so a filter can name them too.
+pub const ACCESS_TARGET: &str = "configurapi_runner_ws::access";
+
+/// `--access-log`: on unless turned off (checked before the line is built).
+static ACCESS: AtomicBool = AtomicBool::new(true);
+
+/// True when an access line would be written.
+#[inline]
+pub fn access_enabled() -> bool {
+    ACCESS.load(Ordering::Relaxed) && log::log_enabled!(target: ACCESS_TARGET, Level::Info)
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-12-05T01:30:20.123Z INFO  target: message key=value`.
+    Text,
+    /// One JSON object a line: `ts`, `level`, `target`, `msg` and the record's fields.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("--log-format: '{s}' is not one of text, json")),
+        }
+    }
+}
+
+/// A level filter per target prefix, the longest prefix winning (the `RUST_LOG`
+/// convention, without regular expressions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    default: LevelFilter,
+    /// (target prefix, level), longest prefix first.
+    targets: Vec<(String, LevelFilter)>,
+}
+
+impl Filter {
+    /// `--log-level` with `RUST_LOG`-style directives over it: `level`, `target=level`
+    /// or `target` (all levels), comma-separated. A directive that does not parse is
+    /// an error naming it, so a typo is not silently ignored.
+    pub fn new(default: LevelFilter, directives: Option<&str>) -> Result<Filter, String> {
+        let mut f = Filter {
+            default,
+            targets: Vec::new(),
+        };
+        for d in directives.unwrap_or("").split(',').map(str::trim) {
+            if d.is_empty() {
+                continue;
+            }
+            let level = |v: &str| {
+                v.parse::<LevelFilter>()
+                    .map_err(|_| format!("RUST_LOG: '{d}': '{v}' is not a log level"))
+            };
+            match d.split_once('=') {
+                Some((target, v)) => f.targets.push((target.to_string(), level(v)?)),
+                None => match d.parse::<LevelFilter>() {
+                    Ok(l) => f.default = l,
+                    Err(_) => f.targets.push((d.to_string(), LevelFilter::Trace)),
+                },
+            }
+        }
+        f.targets.sort_by_key(|(t, _)| std::cmp::Reverse(t.len()));
+        Ok(f)
+    }
+
+    fn level_for(&self, target: &str) -> LevelFilter {
+        self.targets
+            .iter()
+            .find(|(t, _)| {
+                target.starts_with(t.as_str())
+                    && (target.len() == t.len() || target[t.len()..].starts_with("::"))
+            })
+            .map_or(self.default, |&(_, l)| l)
+    }
+
+    /// The most verbose level any target gets (for `log::set_max_level`).
+    fn max(&self) -> LevelFilter {
+        self.targets
+            .iter()
+            .map(|&(_, l)| l)
+            .fold(self.default, Ord::max)
+    }
+}
+
+struct StderrLogger {
+    filter: Filter,
+    format: LogFormat,
+}
+
+static LOGGER: OnceLock<StderrLogger> = OnceLock::new();
+
+/// Installs the logger unless the program has one already (a program embedding the
+/// runner may bring its own); the level and access switch apply either way.
+pub fn install(filter: Filter, format: LogFormat, access: bool) {
+    ACCESS.store(access, Ordering::Relaxed);
+    log::set_max_level(filter.max());
+    let logger = LOGGER.get_or_init(|| StderrLogger { filter, format });
+    let _ = log::set_logger(logger);
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+        meta.level() <= self.filter.level_for(meta.target())
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format_line(self.format, SystemTime::now(), record);
+        // One write per line, so lines from threads do not interleave.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// One log line, with its newline.
+fn format_line(format: LogFormat, now: SystemTime, record: &Record<'_>) -> String {
+    let ts = rfc3339(now);
+    let mut fields = Fields(Vec::new());
+    let _ = record.key_values().visit(&mut fields);
+    match format {
+        LogFormat::Text => {
+            let mut s = format!(
+                "{ts} {:<5} {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            );
+            for (k, v) in &fields.0 {
+                match v {
+                    serde_json::Value::String(v) => {
+                        let _ = write!(s, " {k}={v:?}");
+                    }
+                    v => {
+                        let _ = write!(s, " {k}={v}");
+                    }
+                }
+            }
+            s.push('\n');
+            s
+        }
+        LogFormat::Json => {
+            let mut o = serde_json::Map::new();
+            o.insert("ts".into(), ts.into());
+            o.insert("level".into(), record.level().as_str().into());
+            o.insert("target".into(), record.target().into());
+            o.insert("msg".into(), record.args().to_string().into());
+            for (k, v) in fields.0 {
+                // The four keys above are the line's own; a field cannot replace them.
+                o.entry(k).or_insert(v);
+            }
+            let mut s = serde_json::Value::Object(o).to_string();
+            s.push('\n');
+            s
+        }
+    }
+}
+
+/// A record's key-values as JSON values (numbers and booleans kept as such).
+struct Fields(Vec<(String, serde_json::Value)>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for Fields {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let v = if let Some(n) = value.to_u64() {
+            n.into()
+        } else if let Some(n) = value.to_i64() {
+            n.into()
+        } else if let Some(b) = value.to_bool() {
+            b.into()
+        } else if let Some(x) = value.to_f64() {
+            serde_json::Number::from_f64(x).map_or_else(|| value.to_string().into(), Into::into)
+        } else {
+            value.to_string().into()
+        };
+        self.0.push((key.as_str().to_string(), v));
+        Ok(())
+    }
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds: `2026-12-05T01:30:20.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, day) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let at = |s: u64, ms: u64| {
+            rfc3339(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms))
+        };
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        // 2000-02-29 (a leap day of a century leap year) 12:34:56.789.
+        assert_eq!(at(951_827_696, 789), "2000-02-29T12:34:56.789Z");
+        // 2026-12-05T01:30:20Z, and the last second of a year.
+        assert_eq!(at(1_796_434_220, 5), "2026-12-05T01:30:20.005Z");
+        assert_eq!(at(1_767_225_599, 999), "2025-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn filters_take_the_longest_matching_target() {
+        let f = Filter::new(
+            LevelFilter::Info,
+            Some("mio=warn, configurapi_runner_ws=debug,configurapi_runner_ws::access=off"),
+        )
+        .unwrap();
+        assert_eq!(f.level_for("mio::poll"), LevelFilter::Warn);
+        assert_eq!(
+            f.level_for("configurapi_runner_ws::reactor"),
+            LevelFilter::Debug
+        );
+        assert_eq!(f.level_for(ACCESS_TARGET), LevelFilter::Off);
+        // A prefix matches whole path segments only.
+        assert_eq!(f.level_for("mioxyz"), LevelFilter::Info);
+        assert_eq!(f.level_for("rustls"), LevelFilter::Info);
+        assert_eq!(f.max(), LevelFilter::Debug);
+        let f = Filter::new(LevelFilter::Info, Some("error,rustls")).unwrap();
+        assert_eq!(f.level_for("configurapi"), LevelFilter::Error);
+        assert_eq!(f.level_for("rustls::conn"), LevelFilter::Trace);
+        assert!(Filter::new(LevelFilter::Info, Some("mio=loud"))
+            .unwrap_err()
+            .contains("mio=loud"));
+    }
+
+    #[test]
+    fn json_lines_carry_the_record_and_its_fields() {
+        let record = Record::builder()
+            .level(Level::Warn)
+            .target("t")
+            .args(format_args!("hello \"x\""))
+            .key_values(&[("status", 404u64)])
+            .build();
+        let line = format_line(LogFormat::Json, UNIX_EPOCH, &record);
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["target"], "t");
+        assert_eq!(v["msg"], "hello \"x\"");
+        assert_eq!(v["status"], 404);
+        let text = format_line(LogFormat::Text, UNIX_EPOCH, &record);
+        assert_eq!(
+            text,
+            "1970-01-01T00:00:00.000Z WARN  t: hello \"x\" status=404\n"
+        );
+    }
+}
