@@ -78,15 +78,11 @@ impl RunnerMetrics {
         }
     }
 
-    /// Latency of an event named `name` that was answered with `status`, labelled with
-    /// the route that handled it: the one 3.3.1 step 2 picks (by name, else by method,
-    /// else `catchall`), [`UNMATCHED`] when none did.
-    pub(super) fn record(&self, name: &str, method: &str, took: Duration, status: u16) {
-        let i = self
-            .labels
-            .get(name)
-            .or_else(|| self.labels.get(method))
-            .or_else(|| self.labels.get("catchall"))
+    /// Latency of an event answered with `status`, labelled with the route that handled
+    /// it ([`Service::route_name`]), [`UNMATCHED`] when none did.
+    pub(super) fn record(&self, route: Option<&str>, took: Duration, status: u16) {
+        let i = route
+            .and_then(|r| self.labels.get(r))
             .copied()
             .unwrap_or(self.unmatched);
         self.latency[i].1.observe(took);
@@ -186,10 +182,10 @@ mod tests {
             Duration::from_secs(20),
         ];
         for d in took {
-            metrics.record("echo", "get", d, 200);
+            metrics.record(service.route_name("echo", "get"), d, 200);
         }
-        metrics.record("made-up", "get", took[1], 501);
-        metrics.record(UNMATCHED, "get", took[0], 4000);
+        metrics.record(service.route_name("made-up", "get"), took[1], 501);
+        metrics.record(service.route_name(UNMATCHED, "get"), took[0], 4000);
         metrics.record_status(400);
         let mut m = MetricsSnapshot::default();
         metrics.fill(&mut m);
@@ -215,11 +211,11 @@ mod tests {
         let service = Service::from_str(config, "test", registry()).unwrap();
         let metrics = RunnerMetrics::new(&service);
         let d = Duration::from_millis(1);
-        metrics.record("echo", "post", d, 200);
+        metrics.record(service.route_name("echo", "post"), d, 200);
         // No route by name: by method, else catchall (3.3.1 step 2).
-        metrics.record("made-up", "post", d, 200);
-        metrics.record("made-up", "get", d, 200);
-        metrics.record("other", "get", d, 200);
+        metrics.record(service.route_name("made-up", "post"), d, 200);
+        metrics.record(service.route_name("made-up", "get"), d, 200);
+        metrics.record(service.route_name("other", "get"), d, 200);
         let mut m = MetricsSnapshot::default();
         metrics.fill(&mut m);
         let counts: BTreeMap<&str, u64> = m

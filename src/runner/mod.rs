@@ -293,8 +293,7 @@ impl Inner {
         };
         let took = started.elapsed();
         self.metrics.record(
-            &event.name,
-            &event.request.method,
+            self.service.route_name(&event.name, &event.method),
             took,
             response.status_code,
         );

@@ -414,15 +414,26 @@ impl Service {
         names
     }
 
+    /// The name of the route 3.3.1 step 2 picks for an event of this name and method
+    /// (runners label metrics with it): `None` when no route handles it.
+    pub fn route_name(&self, name: &str, method: &str) -> Option<&str> {
+        self.pick(name, method).map(|(name, _)| name)
+    }
+
     /// The route 3.3.1 step 2 picks: by name, else by method, else `catchall`.
     // Called twice per message (is_nonblocking, drive): a call frame was a tenth of it.
     #[inline(always)]
     fn lookup(&self, name: &str, method: &str) -> Option<usize> {
+        self.pick(name, method).map(|(_, at)| at)
+    }
+
+    #[inline(always)]
+    fn pick(&self, name: &str, method: &str) -> Option<(&str, usize)> {
         self.by_name
-            .get(name)
-            .or_else(|| self.by_name.get(method))
-            .or_else(|| self.by_name.get("catchall"))
-            .copied()
+            .get_key_value(name)
+            .or_else(|| self.by_name.get_key_value(method))
+            .or_else(|| self.by_name.get_key_value("catchall"))
+            .map(|(name, &at)| (name.as_str(), at))
     }
 
     /// Runs the pipeline for one event (3.3), blocking the calling thread while a
