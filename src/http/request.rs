@@ -72,7 +72,9 @@ impl HttpParser {
     }
 
     /// Whether the parser has stopped: after a request without keep-alive, or an error.
-    /// Input fed after that is discarded; the server closes after its answer.
+    /// Input fed after that is discarded; the server closes after its answer. Only the
+    /// fuzz target and the tests ask.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
     }

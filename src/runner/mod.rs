@@ -16,7 +16,9 @@ mod push;
 mod stream;
 mod timer;
 
-pub(crate) use message::{decode_message, merge_params, Decoded};
+#[cfg(feature = "fuzzing")]
+pub(crate) use message::decode_message;
+pub(crate) use message::{merge_params, Decoded};
 use metrics::RunnerMetrics;
 use push::Push;
 
