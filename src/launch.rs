@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -137,11 +137,7 @@ impl Cli {
             args.server.mode = Mode::Echo;
             "raw echo".to_string()
         } else {
-            let token = args
-                .management_token
-                .clone()
-                .or_else(crate::postback::token);
-            let (service, source, host) = self.load_service(&args, token)?;
+            let (service, source, host) = self.load_service(&args)?;
             *lock(&js_host) = host;
             let opts = RunnerOptions {
                 postback_base: args.postback_base.clone(),
@@ -172,10 +168,7 @@ impl Cli {
             };
             args.server.management = Some(MgmtConfig {
                 listen: std::net::SocketAddr::new(args.management_host, mgmt_port),
-                token: args
-                    .management_token
-                    .clone()
-                    .or_else(crate::postback::token),
+                token: management_token(&args),
                 tls,
                 ..MgmtConfig::default()
             });
@@ -215,23 +208,10 @@ impl Cli {
     fn load_service(
         self,
         args: &RunArgs,
-        token: Option<String>,
     ) -> Result<(Service, String, Option<JsHost>), (u8, String)> {
-        let path = args.config_path.as_deref();
-        let local = Path::new(crate::configurapi::config::DEFAULT_CONFIG_PATH);
-        let path = match path {
-            Some(p) => Some(p),
-            None if local.exists() => Some(local),
-            None => None,
-        };
-        let loaded = match path {
+        let loaded = match config_file(args) {
             Some(p) => {
-                let js = crate::jshost::JsOptions {
-                    node: args.node.clone(),
-                    timeout: args.handler_timeout,
-                    token,
-                };
-                return crate::jshost::load_service(p, self.registry, &js)
+                return crate::jshost::load_service(&p, self.registry, &js_options(args))
                     .map(|l| (l.service, format!("config {}", p.display()), l.host))
                     .map_err(|e| (2, e));
             }
@@ -246,6 +226,33 @@ impl Cli {
         loaded
             .map(|(s, source)| (s, source, None))
             .map_err(|e| (2, e.to_string()))
+    }
+}
+
+/// The config file served: `--config`, else `./config.yaml` when it exists, else none
+/// (the built-in config).
+fn config_file(args: &RunArgs) -> Option<PathBuf> {
+    let local = Path::new(crate::configurapi::config::DEFAULT_CONFIG_PATH);
+    match &args.config_path {
+        Some(p) => Some(p.clone()),
+        None if local.exists() => Some(local.to_path_buf()),
+        None => None,
+    }
+}
+
+/// The management token: `--management-token`, else the environment's.
+fn management_token(args: &RunArgs) -> Option<String> {
+    args.management_token
+        .clone()
+        .or_else(crate::postback::token)
+}
+
+/// How the JS host is started (it hands the token to `wsPostbackFunction`).
+fn js_options(args: &RunArgs) -> crate::jshost::JsOptions {
+    crate::jshost::JsOptions {
+        node: args.node.clone(),
+        timeout: args.handler_timeout,
+        token: management_token(args),
     }
 }
 
@@ -264,20 +271,8 @@ fn reloader(
     js_host: Arc<Mutex<Option<JsHost>>>,
 ) -> crate::Reloader {
     let tls_files = args.tls_files.clone();
-    let local = Path::new(crate::configurapi::config::DEFAULT_CONFIG_PATH);
-    let config = match &args.config_path {
-        Some(p) => Some(p.clone()),
-        None if local.exists() => Some(local.to_path_buf()),
-        None => None,
-    };
-    let js = crate::jshost::JsOptions {
-        node: args.node.clone(),
-        timeout: args.handler_timeout,
-        token: args
-            .management_token
-            .clone()
-            .or_else(crate::postback::token),
-    };
+    let config = config_file(args);
+    let js = js_options(args);
     let grace = args.handler_timeout;
     crate::Reloader(Arc::new(move || {
         let mut done = Vec::new();
