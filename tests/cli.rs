@@ -3,7 +3,7 @@
 //! lines on stderr, and the `post` subcommand's usage errors. Output is read through
 //! a channel with a deadline, so a hung binary fails the test instead of hanging it.
 
-mod util;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 
 use serde_json::{json, Value};
-use util::DEADLINE;
+use support::DEADLINE;
 
 const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
 

@@ -4,10 +4,7 @@
 //! Nothing sleeps to synchronise: reads have deadlines, and states are waited for
 //! (healthz says 503, the process has exited) with a generous deadline.
 
-mod bin_util;
-mod management_util;
-mod runner_util;
-mod util;
+mod support;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,14 +13,14 @@ use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bin_util::{addr_after, free_port, Bin, Scratch};
 use configurapi_runner_ws::configurapi::{Context, Event, Handler, HandlerError};
 use configurapi_runner_ws::runner::RunnerOptions;
 use configurapi_runner_ws::ServerConfig;
-use management_util::{mgmt_config, read_response, MgmtServer};
-use runner_util::{gate, start_runner, test_config, Ws};
 use serde_json::{json, Value};
-use util::{read_frame, read_http_head, upgrade_request, wait_held, DEADLINE};
+use support::{
+    addr_after, free_port, gate, mgmt_config, read_frame, read_http_head, read_response,
+    start_runner, test_config, upgrade_request, wait_held, Bin, MgmtServer, Scratch, Ws, DEADLINE,
+};
 
 const APP: &str = r#"
 api:
@@ -58,7 +55,7 @@ fn s9_5_a_request_running_at_shutdown_is_answered_then_1001_then_on_disconnect()
     let (bye_tx, bye) = channel();
     let bye_tx = Mutex::new(bye_tx);
     let f = Arc::clone(&finished);
-    let srv = MgmtServer::start(
+    let srv = mgmt_server(
         APP,
         move |r| {
             r.register(
@@ -268,13 +265,13 @@ fn s9_5_sigterm_answers_the_running_request_then_closes_and_exits_0() {
 fn s9_5_requests_suspended_on_a_timer_at_shutdown_are_all_answered_before_their_1001() {
     let yaml = "api:\n  events:\n    - name: wait\n      policies:\n        - delayHandler: [300]\n        - echoHandler\n";
     let srv = start_runner(yaml, |_| {}, test_config(), RunnerOptions::default());
-    let mut conns: Vec<Ws> = (0..5).map(|_| runner_util::connect(&srv)).collect();
+    let mut conns: Vec<Ws> = (0..5).map(|_| support::connect(&srv)).collect();
     for (i, ws) in conns.iter_mut().enumerate() {
         for j in 0..3 {
             ws.send(&json!({"name": "wait", "payload": j, "headers": {"message-id": format!("{i}-{j}")}}));
         }
     }
-    runner_util::wait_until(&srv, "all 15 requests are suspended", |s| {
+    support::wait_until(&srv, "all 15 requests are suspended", |s| {
         s.handle.stats().unwrap().waiting == 15
     });
     srv.handle.shutdown().unwrap();

@@ -141,6 +141,25 @@ impl Runner {
         }
     }
 
+    /// Wait until at least `n` log lines contain `needle`.
+    fn wait_log_count(&self, needle: &str, n: usize) {
+        let (lines, cv) = &*self.log;
+        let until = Instant::now() + DEADLINE;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            let seen = lines.iter().filter(|l| l.contains(needle)).count();
+            if seen >= n {
+                return;
+            }
+            let now = Instant::now();
+            assert!(
+                now < until && lines.last().is_none_or(|l| l != "<eof>"),
+                "{seen} of {n} log lines with {needle:?}"
+            );
+            lines = cv.wait_timeout(lines, until - now).unwrap().0;
+        }
+    }
+
     fn count_log(&self, needle: &str) -> usize {
         let lines = self.log.0.lock().unwrap();
         lines.iter().filter(|l| l.contains(needle)).count()
@@ -777,34 +796,65 @@ fn a_thousand_concurrent_js_waits_answer_together_without_new_threads() {
     const PER_CONN: usize = 20;
     let mut clients: Vec<Client> = (0..CONNS).map(|_| r.connect("")).collect();
     let started = Instant::now();
-    for c in clients.iter_mut() {
+    for (n, c) in clients.iter_mut().enumerate() {
         for i in 0..PER_CONN {
-            let msg = json!({"name": "wait", "headers": {"message-id": i}});
+            // `tell` makes the handler log when its wait starts and ends, so the log
+            // shows how many waits were in progress at once.
+            let msg = json!({
+                "name": "wait",
+                "params": {"tell": format!("c{n}m{i}")},
+                "headers": {"message-id": i.to_string()}
+            });
             c.ws.write(Message::text(msg.to_string())).unwrap();
         }
         c.ws.flush().unwrap();
     }
-    let mut slowest = Duration::ZERO;
-    let mut fastest = Duration::MAX;
     for c in clients.iter_mut() {
-        for _ in 0..PER_CONN {
-            let f = c.recv();
-            assert_eq!(f["body"], "waited", "{f}");
-            let took = started.elapsed();
-            slowest = slowest.max(took);
-            fastest = fastest.min(took);
+        // Waits on one connection may end in any order: each is answered once.
+        let mut ids: Vec<String> = (0..PER_CONN)
+            .map(|_| {
+                let f = c.recv();
+                assert_eq!(f["body"], "waited", "{f}");
+                f["headers"]["message-id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        ids.sort_by_key(|id| id.parse::<usize>().unwrap_or(usize::MAX));
+        let want: Vec<String> = (0..PER_CONN).map(|i| i.to_string()).collect();
+        assert_eq!(ids, want);
+    }
+    let took = started.elapsed();
+    let after = threads_of(r.child.id());
+    // The handler logs "finished" right before it answers, and every answer is in.
+    let finished = CONNS * PER_CONN;
+    r.wait_log_count("wait finished: c", finished);
+    // The most waits in progress at one moment, from the order of the log lines (one
+    // Node process writes them, so their order is the order the waits started and
+    // ended).
+    let (mut now, mut most) = (0usize, 0usize);
+    for line in r.log.0.lock().unwrap().iter() {
+        if line.contains("wait started: c") {
+            now += 1;
+            most = most.max(now);
+        } else if line.contains("wait finished: c") {
+            now = now.saturating_sub(1);
         }
     }
-    let after = threads_of(r.child.id());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     eprintln!(
-        "1,000 JS waits of 200 ms: first answer at {} ms, last at {} ms; runner threads {before} -> {after}",
-        fastest.as_millis(),
-        slowest.as_millis()
+        "1,000 JS waits of 200 ms: all answered after {} ms, at most {most} at once; \
+         runner threads {before} -> {after}",
+        took.as_millis()
     );
-    // Issue 13's bar. Waiting serially on the workers would take 1,000 x 200 ms / cores.
+    // Issue 13's behaviour: a waiting JS handler holds no worker, so the waits overlap.
+    // Held on the workers, at most one per core (the default pool) would be in progress;
+    // the bar is far above that and far below the 1,000 sent, so load on the machine
+    // cannot decide it. (Speed is measured by the benchmarks, not here.)
     assert!(
-        slowest < Duration::from_millis(600),
-        "last answer after {slowest:?}"
+        most >= 100.max(4 * cores),
+        "at most {most} waits were in progress at once ({cores} cores)"
     );
     assert!(after <= before, "threads grew from {before} to {after}");
 }

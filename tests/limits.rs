@@ -2,7 +2,7 @@
 //! coalescing under a ping flood, the management connection cap, and shedding when
 //! the process runs out of file descriptors (docs/limits.md).
 
-mod util;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use configurapi_runner_ws::reactor::MgmtConfig;
 use configurapi_runner_ws::{Outgoing, ServerConfig};
-use util::{
+use support::{
     client_frame, echo_round_trip, expect_close, read_frame, read_http_head, wait_stats,
     TestServer, DEADLINE,
 };
@@ -85,7 +85,7 @@ fn over_queued_cap_past_grace_closes_with_1008_and_frees_the_queue() {
         got < sent,
         "some frames were dropped ({got} of {sent} arrived)"
     );
-    util::read_to_eof(&mut s);
+    support::read_to_eof(&mut s);
     drop(s);
     wait_stats(&srv, "the slot to be freed", |st| st.open == 0);
     echo_round_trip(&srv);
@@ -134,7 +134,7 @@ fn unread_ping_flood_is_answered_by_coalesced_pongs() {
         payload[..4].copy_from_slice(&i.to_be_bytes());
         bytes.extend_from_slice(&client_frame(0x89, &payload));
     }
-    let handshake_bytes = util::upgrade_request("/").len() as u64;
+    let handshake_bytes = support::upgrade_request("/").len() as u64;
     let total = handshake_bytes + bytes.len() as u64;
     // The server reads everything: its queue never reaches the high-water mark.
     s.write_all(&bytes).unwrap();
@@ -240,7 +240,7 @@ impl LimitedServer {
             .expect("spawn the server");
         // The log is read on a thread (which keeps draining it, so the server never
         // blocks on a full pipe); each line is awaited with the deadline.
-        let lines = util::lines_of(child.stderr.take().unwrap());
+        let lines = support::lines_of(child.stderr.take().unwrap());
         let mut log = String::new();
         let addr = loop {
             let line = match lines.recv_timeout(DEADLINE) {
@@ -282,7 +282,7 @@ fn try_upgrade(addr: &str) -> (TcpStream, bool) {
     // A shed connection is answered and closed at accept, before its request is read:
     // the write may meet the reset that the close of an unread socket sends. The 503
     // was on its way first and is read below all the same.
-    let _ = s.write_all(util::upgrade_request("/").as_bytes());
+    let _ = s.write_all(support::upgrade_request("/").as_bytes());
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {

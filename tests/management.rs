@@ -7,9 +7,7 @@
 //! Nothing sleeps to synchronise: reads have deadlines, and waiting for a timeout to
 //! fire is a blocking read that must end in EOF before its deadline.
 
-mod management_util;
-mod runner_util;
-mod util;
+mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::process::Command;
@@ -19,10 +17,8 @@ use std::time::{Duration, Instant};
 
 use configurapi_runner_ws::configurapi::{Context, Event, HandlerError, Identity};
 use configurapi_runner_ws::postback::{postback, PostbackError, PostbackMessage};
-use management_util::*;
-use runner_util::{recorder, test_config, Ws};
 use serde_json::{json, Map, Value};
-use util::{read_frame, read_http_head, wait_output_within, OutputWithin, DEADLINE};
+use support::*;
 
 const APP: &str = r#"
 import:
@@ -39,7 +35,7 @@ api:
 "#;
 
 fn app() -> MgmtServer {
-    MgmtServer::simple(APP, mgmt_config(None))
+    mgmt_simple(APP, mgmt_config(None))
 }
 
 /// The idle timeout `mgmt_config` sets.
@@ -259,7 +255,7 @@ api:
       policies:
         - headerHandler: [connection-id]
 "#;
-    let srv = MgmtServer::start(
+    let srv = mgmt_server(
         YAML,
         |r| {
             r.register(
@@ -370,7 +366,7 @@ fn healthz_answers_200_ok() {
 fn healthz_answers_503_while_shutting_down() {
     // A close timeout far beyond the test, so the server stays in its shutdown until
     // the client answers the close.
-    let srv = MgmtServer::start(
+    let srv = mgmt_server(
         APP,
         |_| {},
         runner_config_with_close_timeout(DEADLINE * 3),
@@ -449,7 +445,7 @@ fn metrics_from_curl_parse_as_prometheus_text_after_traffic() {
     bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let head = read_http_head(&mut bad);
     assert!(head.starts_with("HTTP/1.1 426 "), "{head}");
-    util::read_to_eof(&mut bad);
+    support::read_to_eof(&mut bad);
     drop(bad);
     // The refused socket is freed once the server reads our FIN.
     let deadline = Instant::now() + DEADLINE;
@@ -462,7 +458,7 @@ fn metrics_from_curl_parse_as_prometheus_text_after_traffic() {
     }
 
     let out = curl()
-        .args(["-s", &format!("http://{}/metrics", srv.mgmt)])
+        .args(["-s", &format!("http://{}/metrics", srv.mgmt())])
         .output_within_deadline()
         .unwrap();
     assert!(out.status.success(), "curl failed: {out:?}");
@@ -578,7 +574,7 @@ fn any_other_route_is_501_with_the_cores_error_response() {
 
 #[test]
 fn with_a_token_a_request_without_authorization_is_401() {
-    let srv = MgmtServer::simple(APP, mgmt_config(Some("s3cret")));
+    let srv = mgmt_simple(APP, mgmt_config(Some("s3cret")));
     for target in ["/@connections", "/healthz", "/metrics", "/nothing"] {
         let r = srv.get(target);
         assert_eq!(r.status, 401, "{target}");
@@ -589,7 +585,7 @@ fn with_a_token_a_request_without_authorization_is_401() {
 
 #[test]
 fn with_a_token_a_wrong_token_is_401_and_the_right_one_passes() {
-    let srv = MgmtServer::simple(APP, mgmt_config(Some("s3cret")));
+    let srv = mgmt_simple(APP, mgmt_config(Some("s3cret")));
     for auth in [
         "Bearer s3cre",
         "Bearer s3cret2",
@@ -623,7 +619,7 @@ fn with_a_token_a_wrong_token_is_401_and_the_right_one_passes() {
 fn small_body_server() -> MgmtServer {
     let mut m = mgmt_config(None);
     m.limits.max_body = 64;
-    MgmtServer::simple(APP, m)
+    mgmt_simple(APP, m)
 }
 
 #[test]
@@ -904,7 +900,7 @@ api:
 "#;
     let (tx, rx) = channel();
     let tx = Mutex::new(tx);
-    let srv = MgmtServer::start(
+    let srv = mgmt_server(
         YAML,
         move |r| {
             r.register(
@@ -944,7 +940,10 @@ api:
     let (url, result) = rx.recv_timeout(DEADLINE).expect("the postback ran");
     assert_eq!(result, Ok(()));
     let ids: Vec<String> = serde_json::from_value(srv.get("/@connections").json()).unwrap();
-    assert_eq!(url, format!("http://{}/@connections/{}", srv.mgmt, ids[0]));
+    assert_eq!(
+        url,
+        format!("http://{}/@connections/{}", srv.mgmt(), ids[0])
+    );
     let late = frames
         .iter()
         .find(|f| f["statusCode"] == 202)
@@ -967,7 +966,7 @@ api:
         - record
 "#;
     let (h, rx) = recorder();
-    let srv = MgmtServer::start(
+    let srv = mgmt_server(
         YAML,
         |r| {
             r.register("record", h);
@@ -1053,7 +1052,7 @@ fn the_post_subcommand_exits_1_for_a_gone_connection() {
 #[test]
 fn the_post_subcommand_exits_2_for_a_usage_error() {
     let srv = app();
-    let url = format!("http://{}/@connections/x", srv.mgmt);
+    let url = format!("http://{}/@connections/x", srv.mgmt());
     for args in [
         vec!["post"],
         vec!["post", &url],
@@ -1161,7 +1160,7 @@ fn docs_curl_examples_print_their_status_lines() {
     let examples = doc_examples(doc);
     assert!(examples.len() >= 15, "found {} examples", examples.len());
     let open = app();
-    let guarded = MgmtServer::simple(APP, mgmt_config(Some("s3cret")));
+    let guarded = mgmt_simple(APP, mgmt_config(Some("s3cret")));
     let mut clients = Vec::new();
     for ex in &examples {
         let srv = if ex.section == "Access control" {
@@ -1176,7 +1175,7 @@ fn docs_curl_examples_print_their_status_lines() {
             clients.push(ws);
             cmd = cmd.replace("$ID", &id);
         }
-        let addr = srv.mgmt.to_string();
+        let addr = srv.mgmt().to_string();
         let cmd = cmd
             .replace("127.0.0.1:9100", &addr)
             .replace("localhost:9100", &addr);
@@ -1239,7 +1238,7 @@ fn curl_with_expect_100_continue_posts_a_large_body() {
             "POST",
             "--data-binary",
             &body,
-            &format!("http://{}/@connections/{id}", srv.mgmt),
+            &format!("http://{}/@connections/{id}", srv.mgmt()),
             "--max-time",
             "10",
         ])
@@ -1309,7 +1308,7 @@ fn a_body_that_trickles_in_is_closed_by_the_timeout() {
 #[test]
 fn a_postback_to_a_token_guarded_server_carries_the_token() {
     let (h, rx) = recorder();
-    let srv = MgmtServer::start(
+    let srv = mgmt_server(
         "api:\n  events:\n    - name: record\n      policies:\n        - record\n",
         |r| {
             r.register("record", h);
@@ -1379,7 +1378,7 @@ fn a_pipelined_request_gets_its_own_time_to_arrive() {
     // so both are answered, while together they pass it: B must not inherit A's start.
     let mut m = mgmt_config(None);
     m.idle_timeout = Duration::from_secs(3);
-    let srv = MgmtServer::simple(APP, m);
+    let srv = mgmt_simple(APP, m);
     let mut s = srv.raw_mgmt();
     s.write_all(b"GET /healthz HTTP/1.1\r\n").unwrap();
     pause_reading(&mut s, Duration::from_millis(1800));
@@ -1426,8 +1425,8 @@ api:
         - headerHandler: [connection-id]
 "#;
     let (rec, rx) = recorder();
-    let (gate, g) = runner_util::gate();
-    let srv = MgmtServer::start(
+    let (gate, g) = support::gate();
+    let srv = mgmt_server(
         YAML,
         |r| {
             r.register("record", rec);
@@ -1470,7 +1469,7 @@ api:
         - headerHandler: [connection-id]
 "#;
     let (rec, rx) = recorder();
-    let srv = MgmtServer::start(
+    let srv = mgmt_server(
         YAML,
         |r| {
             r.register("record", rec);
@@ -1551,7 +1550,7 @@ fn postback_url_and_postbacks_work_on_an_ipv6_management_listener() {
     let (h, rx) = recorder();
     let mut m = mgmt_config(None);
     m.listen = "[::1]:0".parse().unwrap();
-    let srv = MgmtServer::start(
+    let srv = mgmt_server(
         "api:\n  events:\n    - name: record\n      policies:\n        - record\n",
         |r| {
             r.register("record", h);
@@ -1562,7 +1561,7 @@ fn postback_url_and_postbacks_work_on_an_ipv6_management_listener() {
     let mut ws = srv.ws();
     let url = postback_url(&mut ws, &rx);
     assert!(
-        url.starts_with(&format!("http://[::1]:{}/@connections/", srv.mgmt.port())),
+        url.starts_with(&format!("http://[::1]:{}/@connections/", srv.mgmt().port())),
         "{url}"
     );
     let out = post_cmd()
@@ -1602,7 +1601,7 @@ fn a_client_that_half_closes_after_its_request_gets_the_answer() {
 fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
     let srv = app();
     let (mut ws, id) = srv.ws_with_id();
-    let url = format!("http://{}/post_@connection?id={id}", srv.mgmt);
+    let url = format!("http://{}/post_@connection?id={id}", srv.mgmt());
     let r = postback(
         &url,
         &PostbackMessage {
@@ -1622,7 +1621,7 @@ fn the_postback_client_and_post_subcommand_reach_the_query_alias() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(ws.recv()["body"], "plain text");
     // A post without an id is a 400, reported as a status error (exit 1).
-    let url = format!("http://{}/post_@connection", srv.mgmt);
+    let url = format!("http://{}/post_@connection", srv.mgmt());
     let r = postback(
         &url,
         &PostbackMessage {

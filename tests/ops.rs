@@ -4,16 +4,14 @@
 //!
 //! Nothing sleeps: stderr lines and socket reads are waited for with a deadline.
 
-mod bin_util;
-mod util;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use bin_util::{free_port, Bin, Scratch};
 use serde_json::{json, Value};
-use util::DEADLINE;
+use support::{free_port, Bin, Scratch, DEADLINE};
 
 const APP: &str = r#"
 api:

@@ -2,20 +2,17 @@
 //! on the runner binary, with clients connected throughout. (The certificate case is
 //! in tests/tls.rs, beside its certificate helpers.)
 
-mod bin_util;
-mod management_util;
-mod runner_util;
-mod util;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
 
-use bin_util::{addr_after, free_port, Bin, Scratch};
-use management_util::read_response;
-use runner_util::Ws;
 use serde_json::{json, Value};
-use util::{read_http_head, upgrade_request, DEADLINE};
+use support::{
+    addr_after, free_port, read_http_head, read_response, upgrade_request, Bin, Scratch, Ws,
+    DEADLINE,
+};
 
 const V1: &str = r#"
 api:

@@ -2,8 +2,7 @@
 //! pipeline, and a thousand of them wait at once on the default worker pool, over real
 //! sockets. The tests of this file run one at a time (timing figures are reported).
 
-mod runner_util;
-mod util;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,9 +13,8 @@ use std::time::{Duration, Instant};
 use configurapi_runner_ws::configurapi::{Completion, Context, Event, HandlerError, Payload};
 use configurapi_runner_ws::runner::RunnerOptions;
 use configurapi_runner_ws::ServerConfig;
-use runner_util::*;
 use serde_json::{json, Value};
-use util::*;
+use support::*;
 
 const APP: &str = r#"
 api:

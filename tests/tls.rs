@@ -5,8 +5,7 @@
 //! reader that never reads, on_connect rejection, non-TLS bytes, a stalled handshake,
 //! and the start-up errors for bad certificate files.
 
-mod bin_util;
-mod util;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,11 +22,11 @@ use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
 use configurapi_runner_ws::{Handle, Mode, Server, ServerConfig, TlsSettings};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
-use tungstenite::Message;
-use util::{
+use support::{
     assert_peak_within, client_frame, read_frame, read_http_head, upgrade_request,
     wait_handle_stats, wait_held, OutputWithin, DEADLINE,
 };
+use tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
 
@@ -638,7 +637,7 @@ api:
     let url = |id: &str| {
         format!(
             "https://localhost:{}/@connections/{id}",
-            srv.mgmt.unwrap().port()
+            srv.mgmt().unwrap().port()
         )
     };
     let post = |extra: &[&str], id: &str| {
@@ -689,14 +688,14 @@ fn management_api_over_https_when_enabled() {
     let srv = WssServer::start(pki, cfg);
     let mut ws = srv.client();
     echo_round(&mut ws, "open");
-    let mut s = srv.tls_to(srv.mgmt.unwrap());
+    let mut s = srv.tls_to(srv.mgmt().unwrap());
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let answer = String::from_utf8(read_to_end(&mut s)).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(answer.trim_end().ends_with("ok"), "{answer}");
     // Keep-alive: two requests on one TLS connection.
-    let mut s = srv.tls_to(srv.mgmt.unwrap());
+    let mut s = srv.tls_to(srv.mgmt().unwrap());
     for _ in 0..2 {
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
@@ -714,7 +713,7 @@ fn management_api_over_https_when_enabled() {
         s.read_exact(&mut body).unwrap();
     }
     // Plain HTTP on the HTTPS port gets no HTTP answer.
-    let mut tcp = TcpStream::connect(srv.mgmt.unwrap()).unwrap();
+    let mut tcp = TcpStream::connect(srv.mgmt().unwrap()).unwrap();
     tcp.set_read_timeout(Some(DEADLINE)).unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
@@ -813,7 +812,7 @@ fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = util::lines_of(child.stderr.take().unwrap());
+    let lines = support::lines_of(child.stderr.take().unwrap());
     let mut warned = false;
     let mut serving = false;
     while let Ok(line) = lines.recv_timeout(DEADLINE) {
@@ -858,7 +857,7 @@ fn echoes(s: &mut Tls, text: &str) {
 fn sighup_serves_a_renewed_certificate_to_the_next_client_and_keeps_the_connected_ones() {
     let old = Pki::ecdsa();
     let (cert, key) = (old.cert.clone(), old.key.clone());
-    let (mut bin, _) = bin_util::Bin::start(&[
+    let (mut bin, _) = support::Bin::start(&[
         "--echo",
         "--secure-port",
         "0",
@@ -868,7 +867,7 @@ fn sighup_serves_a_renewed_certificate_to_the_next_client_and_keeps_the_connecte
         cert.to_str().unwrap(),
     ]);
     let line = bin.wait_line("secure listener on wss://");
-    let secure = bin_util::addr_after(&line, "wss://");
+    let secure = support::addr_after(&line, "wss://");
     let upgrade = |mut s: Tls| {
         s.write_all(upgrade_request("/").as_bytes()).unwrap();
         assert!(read_http_head(&mut s).starts_with("HTTP/1.1 101 "));

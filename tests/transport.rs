@@ -1,15 +1,15 @@
 //! The transport over real loopback sockets: upgrade, echo, handshake errors, close
 //! handshake, protocol errors, timeouts and the generation check on connection ids.
 
-mod util;
+mod support;
 
 use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
 use configurapi_runner_ws::{Outgoing, ServerConfig};
+use support::*;
 use tungstenite::Message;
-use util::*;
 
 #[test]
 fn echoes_text_and_binary_from_empty_to_sixteen_mib() {

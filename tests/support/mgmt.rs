@@ -1,33 +1,23 @@
-//! Helpers for the management API's integration tests: a Configurapi runner with the
-//! management listener on (both on port 0), a raw HTTP/1.1 client with deadlines, and
-//! WebSocket clients of the same server.
-#![allow(dead_code)]
+//! The management API from the outside: its test settings, a raw HTTP/1.1 client with
+//! deadlines, and clients of the runner beside it.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::TcpStream;
 use std::time::Duration;
 
-use configurapi_runner_ws::configurapi::{HandlerRegistry, Service};
+use configurapi_runner_ws::configurapi::HandlerRegistry;
 use configurapi_runner_ws::reactor::MgmtConfig;
-use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
-use configurapi_runner_ws::{Handle, Mode, Reloaded, Reloader, Server, ServerConfig};
+use configurapi_runner_ws::ServerConfig;
 use serde_json::{json, Value};
 
-use crate::runner_util::{status_from_params, test_config, Ws};
-use crate::util::{read_http_head, upgrade_request, DEADLINE};
+use super::client::{tcp, Ws};
+use super::frames::{read_http_head, read_to_eof};
+use super::runner::test_config;
+use super::server::TestServer;
 
-/// A runner serving WebSockets and the management API from one reactor.
-pub struct MgmtServer {
-    pub handle: Handle,
-    /// The WebSocket listener.
-    pub addr: SocketAddr,
-    /// The management listener.
-    pub mgmt: SocketAddr,
-    join: Option<JoinHandle<std::io::Result<()>>>,
-}
+/// The management tests' name for the one server wrapper.
+pub type MgmtServer = TestServer;
 
 /// Management settings for tests: loopback, port 0, the given token, and an idle
 /// timeout short enough to wait for.
@@ -40,73 +30,30 @@ pub fn mgmt_config(token: Option<&str>) -> MgmtConfig {
     }
 }
 
-impl MgmtServer {
-    /// A runner for `yaml` (built-ins, ws pack, `statusFromParamsHandler` and whatever
-    /// `reg` adds) with `mcfg` as its management API.
-    pub fn start(
-        yaml: &str,
-        reg: impl FnOnce(&mut HandlerRegistry),
-        cfg: ServerConfig,
-        mcfg: MgmtConfig,
-    ) -> MgmtServer {
-        let mut registry = runner::registry();
-        registry.register("statusFromParamsHandler", status_from_params);
-        reg(&mut registry);
-        let service =
-            Service::from_str(yaml, "test.yaml", registry.clone()).expect("test config loads");
-        let runner = Arc::new(Runner::new(service, RunnerOptions::default()));
-        // POST /@reload builds the service from the same YAML again.
-        let (again, yaml) = (Arc::clone(&runner), yaml.to_string());
-        let reload = Reloader(Arc::new(move || {
-            let service = Service::from_str(&yaml, "test.yaml", registry.clone())
-                .map_err(|e| e.to_string())?;
-            again.reload(service);
-            Ok(Reloaded {
-                tls: None,
-                summary: "config test.yaml".to_string(),
-            })
-        }));
-        let server = Server::bind(ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            mode: Mode::App(runner),
-            management: Some(mcfg),
-            reload: cfg.reload.clone().or(Some(reload)),
-            ..cfg
-        })
-        .expect("bind");
-        let addr = server.local_addr();
-        let mgmt = server.management_addr().expect("management is on");
-        let (handle, join) = server.spawn();
-        MgmtServer {
-            handle,
-            addr,
-            mgmt,
-            join: Some(join),
-        }
-    }
+/// A runner for `yaml` (built-ins, ws pack, the test handlers and whatever `reg` adds)
+/// with `mcfg` as its management API; `POST /@reload` builds the service from the same
+/// YAML again.
+pub fn mgmt_server(
+    yaml: &str,
+    reg: impl FnOnce(&mut HandlerRegistry),
+    cfg: ServerConfig,
+    mcfg: MgmtConfig,
+) -> TestServer {
+    TestServer::builder(cfg)
+        .runner(yaml, reg)
+        .management(mcfg)
+        .start()
+}
 
-    /// `yaml` with the test defaults and `mcfg`.
-    pub fn simple(yaml: &str, mcfg: MgmtConfig) -> MgmtServer {
-        MgmtServer::start(yaml, |_| {}, test_config(), mcfg)
-    }
+/// `yaml` with the test defaults and `mcfg`.
+pub fn mgmt_simple(yaml: &str, mcfg: MgmtConfig) -> TestServer {
+    mgmt_server(yaml, |_| {}, test_config(), mcfg)
+}
 
-    /// A raw TCP connection to the WebSocket listener, with deadlines.
-    pub fn raw_ws(&self) -> TcpStream {
-        stream(self.addr)
-    }
-
+impl TestServer {
     /// A raw TCP connection to the management listener, with deadlines.
     pub fn raw_mgmt(&self) -> TcpStream {
-        stream(self.mgmt)
-    }
-
-    /// A WebSocket client that finished the upgrade on `/`.
-    pub fn ws(&self) -> Ws {
-        let mut s = self.raw_ws();
-        s.write_all(upgrade_request("/").as_bytes()).unwrap();
-        let head = read_http_head(&mut s);
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        Ws { s }
+        tcp(self.mgmt())
     }
 
     /// A connected client and its connection-id, asked through the `connectionId`
@@ -120,8 +67,8 @@ impl MgmtServer {
         (ws, id)
     }
 
-    /// One request on a new connection (with `Host` and `Connection: close` added
-    /// after `extra` header lines, each ending in CRLF).
+    /// One management request on a new connection (with `Host` and `Connection: close`
+    /// added after `extra` header lines, each ending in CRLF).
     pub fn call(&self, method: &str, target: &str, extra: &str, body: &[u8]) -> HttpResponse {
         let mut s = self.raw_mgmt();
         let mut req = format!(
@@ -139,27 +86,10 @@ impl MgmtServer {
         r
     }
 
-    /// `GET target` on a new connection.
+    /// Management `GET target` on a new connection.
     pub fn get(&self, target: &str) -> HttpResponse {
         self.call("GET", target, "", b"")
     }
-}
-
-impl Drop for MgmtServer {
-    fn drop(&mut self) {
-        let _ = self.handle.shutdown();
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
-    }
-}
-
-fn stream(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.set_write_timeout(Some(DEADLINE)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s
 }
 
 /// An HTTP answer as read from the wire.
@@ -231,7 +161,7 @@ pub fn read_response(s: &mut TcpStream, head_only: bool) -> HttpResponse {
 
 /// The server closes the connection (EOF or reset) before the deadline.
 pub fn expect_eof(s: &mut TcpStream) {
-    let rest = crate::util::read_to_eof(s);
+    let rest = read_to_eof(s);
     assert!(
         rest.is_empty(),
         "unexpected bytes before EOF: {:?}",
@@ -241,7 +171,7 @@ pub fn expect_eof(s: &mut TcpStream) {
 
 /// Send `req` on a new management connection and read the answer, which must close
 /// the connection.
-pub fn hostile(srv: &MgmtServer, req: &[u8]) -> HttpResponse {
+pub fn hostile(srv: &TestServer, req: &[u8]) -> HttpResponse {
     let mut s = srv.raw_mgmt();
     s.write_all(req).unwrap();
     let r = read_response(&mut s, false);

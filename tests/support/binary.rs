@@ -1,15 +1,19 @@
-//! The runner binary under test: started with flags, its stderr lines on a channel,
-//! signals sent with `kill`, its exit status waited for with a deadline.
-#![allow(dead_code)]
+//! The runner binary as a child process: started with flags, its stderr lines on a
+//! channel, signals sent with `kill`, its exit status and output waited for with a
+//! deadline; and scratch folders for its files.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crate::util::DEADLINE;
+use super::wait::DEADLINE;
+
+/// The runner binary's path.
+pub const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
 
 /// The runner binary; killed if a test fails before it exits.
 pub struct Bin {
@@ -37,7 +41,7 @@ impl Bin {
 
     /// [`Bin::start`] with these environment variables set as well.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> (Bin, SocketAddr) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+        let mut child = Command::new(BIN)
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
             .envs(env.iter().copied())
@@ -152,4 +156,74 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// `Command::output` with the test deadline: a child that has not exited by then is
+/// killed and the test fails naming it, instead of hanging. Stdin is closed, as with
+/// `output`.
+pub trait OutputWithin {
+    fn output_within_deadline(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for std::process::Command {
+    fn output_within_deadline(&mut self) -> std::io::Result<std::process::Output> {
+        let what = format!("{self:?}");
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        wait_output_within(child, &what)
+    }
+}
+
+/// `Child::wait_with_output` with the test deadline (see [`OutputWithin`]).
+pub fn wait_output_within(
+    mut child: std::process::Child,
+    what: &str,
+) -> std::io::Result<std::process::Output> {
+    fn drain(r: Option<impl Read + Send + 'static>) -> JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut v);
+            }
+            v
+        })
+    }
+    let out = drain(child.stdout.take());
+    let err = drain(child.stderr.take());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {DEADLINE:?}");
+        }
+        // Polling the child's exit (std has no wait with a timeout).
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    })
+}
+
+/// Lines of a child's output, read on a thread, so each can be awaited with a
+/// deadline: `lines.recv_timeout(DEADLINE)`.
+pub fn lines_of(r: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(r).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
