@@ -18,8 +18,9 @@ use configurapi_runner_ws::runner::RunnerOptions;
 use configurapi_runner_ws::ServerConfig;
 use serde_json::{json, Value};
 use support::{
-    addr_after, free_port, gate, mgmt_config, read_frame, read_http_head, read_response,
-    start_runner, test_config, upgrade_request, wait_held, Bin, MgmtServer, Scratch, Ws, DEADLINE,
+    addr_after, free_port, gate, mgmt_config, mgmt_server, read_frame, read_http_head,
+    read_response, start_runner, test_config, upgrade_request, wait_held, Bin, MgmtServer, Scratch,
+    Ws, DEADLINE,
 };
 
 const APP: &str = r#"

@@ -8,273 +8,38 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use configurapi_runner_ws::configurapi::Service;
 use configurapi_runner_ws::reactor::MgmtConfig;
 use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
-use configurapi_runner_ws::{Handle, Mode, Server, ServerConfig, TlsSettings};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, ServerName};
+use configurapi_runner_ws::{Mode, ServerConfig};
+use rcgen::KeyPair;
 use support::{
-    assert_peak_within, client_frame, read_frame, read_http_head, upgrade_request,
-    wait_handle_stats, wait_held, OutputWithin, DEADLINE,
+    assert_peak_within, client_frame, expect_close, fixture, read_frame, read_http_head,
+    read_to_eof, tls_connect, upgrade_request, wait_handle_stats, wait_held, OutputWithin, Pki,
+    Stream, TestServer, Tls, Transport, BIN, DEADLINE,
 };
 use tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
-
-fn fixture(name: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read_to_string(p).unwrap()
-}
-
-/// A fresh temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "wss-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A test CA and a server certificate for `localhost` signed by it.
-struct Pki {
-    dir: TempDir,
-    ca_der: CertificateDer<'static>,
-    /// The CA alone, PEM: what `post --cacert` trusts.
-    ca_pem: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Pki {
-    /// `leaf_key_pkcs8`: the server key rcgen signs with; `key_file`: what goes in the
-    /// key file (the same key, possibly in another format).
-    fn new(leaf_key: KeyPair, key_file: &str, expired: bool) -> Pki {
-        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "wss test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2001, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2002, 1, 1);
-        }
-        let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
-        let dir = TempDir::new();
-        let cert = dir.write("chain.pem", &(leaf.pem() + &ca_cert.pem()));
-        let key = dir.write("key.pem", key_file);
-        let ca_pem = dir.write("ca.pem", &ca_cert.pem());
-        Pki {
-            dir,
-            ca_der: ca_cert.der().clone(),
-            ca_pem,
-            cert,
-            key,
-        }
-    }
-
-    fn ecdsa() -> Pki {
-        let k = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let pem = k.serialize_pem();
-        Pki::new(k, &pem, false)
-    }
-
-    fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        configurapi_runner_ws::tls::load(&self.cert, &self.key)
-            .unwrap()
-            .server_config
-    }
-
-    fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca_der.clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Arc::new(cfg)
-    }
-}
-
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
-
-struct WssServer {
-    handle: Handle,
-    plain: SocketAddr,
-    secure: SocketAddr,
-    mgmt: Option<SocketAddr>,
-    client_cfg: Arc<rustls::ClientConfig>,
-    join: Option<JoinHandle<std::io::Result<()>>>,
-    _pki: Pki,
-}
-
-impl WssServer {
-    fn start(pki: Pki, mut cfg: ServerConfig) -> WssServer {
-        cfg.listen = "127.0.0.1:0".parse().unwrap();
-        cfg.tls = Some(TlsSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            server_config: pki.server_config(),
-        });
-        let server = Server::bind(cfg).expect("bind");
-        let plain = server.local_addr();
-        let secure = server.secure_addr().expect("secure listener");
-        let mgmt = server.management_addr();
-        let (handle, join) = server.spawn();
-        WssServer {
-            handle,
-            plain,
-            secure,
-            mgmt,
-            client_cfg: pki.client_config(),
-            join: Some(join),
-            _pki: pki,
-        }
-    }
-
-    fn echo(cfg: ServerConfig) -> WssServer {
-        WssServer::start(Pki::ecdsa(), cfg)
-    }
-
-    fn tcp(&self) -> TcpStream {
-        let s = TcpStream::connect(self.secure).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        s.set_write_timeout(Some(DEADLINE)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
-    /// A TLS stream to `addr` that finished the TLS handshake.
-    fn tls_to(&self, addr: SocketAddr) -> Tls {
-        let tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(DEADLINE)).unwrap();
-        let conn = rustls::ClientConnection::new(
-            self.client_cfg.clone(),
-            ServerName::try_from("localhost").unwrap(),
-        )
-        .unwrap();
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        while s.conn.is_handshaking() {
-            s.conn.complete_io(&mut s.sock).expect("TLS handshake");
-        }
-        s
-    }
-
-    /// A TLS stream that finished the TLS handshake.
-    fn tls(&self) -> Tls {
-        let conn = rustls::ClientConnection::new(
-            self.client_cfg.clone(),
-            ServerName::try_from("localhost").unwrap(),
-        )
-        .unwrap();
-        let mut s = rustls::StreamOwned::new(conn, self.tcp());
-        while s.conn.is_handshaking() {
-            s.conn.complete_io(&mut s.sock).expect("TLS handshake");
-        }
-        assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
-        s
-    }
-
-    fn client(&self) -> tungstenite::WebSocket<Tls> {
-        let url = format!("wss://localhost:{}/", self.secure.port());
-        let (ws, resp) = tungstenite::client(url, self.tls()).expect("wss handshake");
-        assert_eq!(resp.status().as_u16(), 101);
-        ws
-    }
-
-    /// A TLS stream that completed the upgrade.
-    fn upgraded(&self, extra: &str) -> Tls {
-        let mut s = self.tls();
-        let req = upgrade_request("/").replace("\r\n\r\n", &format!("\r\n{extra}\r\n"));
-        s.write_all(req.as_bytes()).unwrap();
-        let head = read_http_head(&mut s);
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        s
-    }
-}
-
-impl Drop for WssServer {
-    fn drop(&mut self) {
-        let _ = self.handle.shutdown();
-        if let Some(j) = self.join.take() {
-            let _ = j.join();
-        }
-    }
-}
-
-/// Read until the stream ends (close_notify, EOF or a reset); panics at the deadline.
-fn read_to_end(s: &mut impl Read) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return out,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::UnexpectedEof
-                        | std::io::ErrorKind::InvalidData
-                ) =>
-            {
-                return out
-            }
-            Err(e) => panic!("the server did not end the connection: {e}"),
-        }
-    }
-}
-
-fn expect_close(s: &mut Tls, code: u16) {
-    let (b0, payload) = read_frame(s);
-    assert_eq!(b0, 0x88, "expected a close frame, got {b0:#x} {payload:?}");
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), code);
-    read_to_end(s);
-}
-
-fn echo_round(ws: &mut tungstenite::WebSocket<Tls>, tag: &str) {
+/// One echo round trip with tungstenite.
+fn echo_round(ws: &mut tungstenite::WebSocket<Stream>, tag: &str) {
     ws.send(Message::text(tag.to_string())).unwrap();
     assert_eq!(ws.read().unwrap(), Message::text(tag.to_string()));
 }
 
+/// An echo server (`cfg`) with a TLS listener and a fresh test certificate.
+fn wss(cfg: ServerConfig) -> TestServer {
+    TestServer::builder(cfg).transport(Transport::Tls).start()
+}
+
 #[test]
 fn wss_echoes_text_and_binary_from_empty_to_sixteen_mib() {
-    let srv = WssServer::echo(ServerConfig::default());
-    let mut ws = srv.client();
+    let srv = wss(ServerConfig::default());
+    let mut ws = srv.ws_client();
     for len in [
         0usize,
         1,
@@ -325,21 +90,23 @@ fn every_key_type_and_format_serves_wss() {
         ("Ed25519 PKCS#8", ed, ed_pem),
     ];
     for (what, key, key_file) in cases {
-        let srv = WssServer::start(Pki::new(key, &key_file, false), ServerConfig::default());
-        let mut ws = srv.client();
+        let srv = TestServer::builder(ServerConfig::default())
+            .pki(Pki::new(key, &key_file, false))
+            .start();
+        let mut ws = srv.ws_client();
         echo_round(&mut ws, what);
     }
 }
 
 #[test]
 fn plain_port_keeps_serving_beside_the_secure_one() {
-    let srv = WssServer::echo(ServerConfig::default());
+    let srv = wss(ServerConfig::default());
     let (mut plain, _) = tungstenite::client(
-        format!("ws://{}/", srv.plain),
-        TcpStream::connect(srv.plain).unwrap(),
+        format!("ws://{}/", srv.addr),
+        TcpStream::connect(srv.addr).unwrap(),
     )
     .unwrap();
-    let mut secure = srv.client();
+    let mut secure = srv.ws_client();
     plain.send(Message::text("plain")).unwrap();
     echo_round(&mut secure, "secure");
     assert_eq!(plain.read().unwrap(), Message::text("plain"));
@@ -347,9 +114,9 @@ fn plain_port_keeps_serving_beside_the_secure_one() {
 
 #[test]
 fn codec_paths_over_tls_fragments_pings_close_codes_and_bad_utf8() {
-    let srv = WssServer::echo(ServerConfig::default());
+    let srv = wss(ServerConfig::default());
     // Fragments with a ping in between, each in its own TLS record.
-    let mut s = srv.upgraded("");
+    let mut s = srv.upgraded_with("").0;
     for f in [
         client_frame(0x01, b"Hel"),
         client_frame(0x89, b"ping!"),
@@ -375,7 +142,7 @@ fn codec_paths_over_tls_fragments_pings_close_codes_and_bad_utf8() {
     expect_close(&mut s, 4000);
 
     // Invalid UTF-8 fails the connection with 1007.
-    let mut s = srv.upgraded("");
+    let mut s = srv.upgraded_with("").0;
     s.write_all(&client_frame(
         0x81,
         &[0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xFF],
@@ -384,14 +151,14 @@ fn codec_paths_over_tls_fragments_pings_close_codes_and_bad_utf8() {
     expect_close(&mut s, 1007);
 
     // A protocol error (unmasked frame) fails it with 1002.
-    let mut s = srv.upgraded("");
+    let mut s = srv.upgraded_with("").0;
     s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
     expect_close(&mut s, 1002);
 }
 
 #[test]
 fn first_offered_subprotocol_is_echoed_over_tls() {
-    let srv = WssServer::echo(ServerConfig::default());
+    let srv = wss(ServerConfig::default());
     let mut s = srv.tls();
     let req = upgrade_request("/").replace(
         "\r\n\r\n",
@@ -414,9 +181,9 @@ fn reader_that_never_reads_is_bounded_over_tls() {
         low_water: 64 << 10,
         ..Default::default()
     };
-    let srv = WssServer::echo(cfg);
-    let s = srv.upgraded("");
-    let raw = s.sock.try_clone().unwrap();
+    let srv = wss(cfg);
+    let s = srv.upgraded_with("").0;
+    let raw = s.sock().try_clone().unwrap();
     // The writer owns the TLS stream and writes until the socket fails: once the server
     // stops reading, its write blocks until the socket is shut down below.
     let writer = std::thread::spawn(move || {
@@ -468,8 +235,8 @@ api:
         workers: 2,
         ..Default::default()
     };
-    let srv = WssServer::start(Pki::ecdsa(), cfg);
-    let mut s = srv.upgraded("");
+    let srv = TestServer::builder(cfg).pki(Pki::ecdsa()).start();
+    let mut s = srv.upgraded_with("").0;
     let (b0, payload) = read_frame(&mut s);
     assert_eq!(b0, 0x88);
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
@@ -478,7 +245,7 @@ api:
 
 #[test]
 fn plain_http_and_garbage_on_the_tls_port_end_without_a_hang() {
-    let srv = WssServer::echo(ServerConfig::default());
+    let srv = wss(ServerConfig::default());
     for (bytes, alert) in [
         // Not a TLS record: a decode_error alert, then the close.
         (upgrade_request("/").into_bytes(), true),
@@ -490,10 +257,10 @@ fn plain_http_and_garbage_on_the_tls_port_end_without_a_hang() {
             false,
         ),
     ] {
-        let mut s = srv.tcp();
+        let mut s = srv.raw_secure();
         s.write_all(&bytes).unwrap();
         let start = Instant::now();
-        let answer = read_to_end(&mut s);
+        let answer = read_to_eof(&mut s);
         assert!(start.elapsed() < Duration::from_secs(5));
         if alert {
             // A TLS alert record (content type 21, fatal, decode_error), then the close.
@@ -503,7 +270,7 @@ fn plain_http_and_garbage_on_the_tls_port_end_without_a_hang() {
         }
     }
     // The server still serves after that.
-    echo_round(&mut srv.client(), "still here");
+    echo_round(&mut srv.ws_client(), "still here");
 }
 
 #[test]
@@ -512,12 +279,12 @@ fn client_that_stalls_mid_handshake_is_dropped_by_the_timeout() {
         handshake_timeout: Duration::from_millis(300),
         ..Default::default()
     };
-    let srv = WssServer::echo(cfg);
-    let mut s = srv.tcp();
+    let srv = wss(cfg);
+    let mut s = srv.raw_secure();
     // The start of a ClientHello record, then nothing.
     s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
     let start = Instant::now();
-    read_to_end(&mut s);
+    read_to_eof(&mut s);
     assert!(start.elapsed() < Duration::from_secs(5));
     let stats = srv.handle.stats().unwrap();
     assert_eq!(stats.handshake_timeouts, 1);
@@ -622,8 +389,8 @@ api:
         }),
         ..Default::default()
     };
-    let srv = WssServer::start(pki, cfg);
-    let mut ws = srv.client();
+    let srv = TestServer::builder(cfg).pki(pki).start();
+    let mut ws = srv.ws_client();
     ws.send(Message::text(r#"{"name":"connectionId"}"#))
         .unwrap();
     let id = match ws.read().unwrap() {
@@ -634,12 +401,7 @@ api:
         other => panic!("unexpected {other:?}"),
     };
     // The certificate names localhost, so the URL does too.
-    let url = |id: &str| {
-        format!(
-            "https://localhost:{}/@connections/{id}",
-            srv.mgmt().unwrap().port()
-        )
-    };
+    let url = |id: &str| format!("https://localhost:{}/@connections/{id}", srv.mgmt().port());
     let post = |extra: &[&str], id: &str| {
         let out = Command::new(BIN)
             .arg("post")
@@ -685,17 +447,17 @@ fn management_api_over_https_when_enabled() {
         }),
         ..Default::default()
     };
-    let srv = WssServer::start(pki, cfg);
-    let mut ws = srv.client();
+    let srv = TestServer::builder(cfg).pki(pki).start();
+    let mut ws = srv.ws_client();
     echo_round(&mut ws, "open");
-    let mut s = srv.tls_to(srv.mgmt().unwrap());
+    let mut s = tls_connect(srv.mgmt(), srv.tls_client_config()).unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
-    let answer = String::from_utf8(read_to_end(&mut s)).unwrap();
+    let answer = String::from_utf8(read_to_eof(&mut s)).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
     assert!(answer.trim_end().ends_with("ok"), "{answer}");
     // Keep-alive: two requests on one TLS connection.
-    let mut s = srv.tls_to(srv.mgmt().unwrap());
+    let mut s = tls_connect(srv.mgmt(), srv.tls_client_config()).unwrap();
     for _ in 0..2 {
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .unwrap();
@@ -713,11 +475,11 @@ fn management_api_over_https_when_enabled() {
         s.read_exact(&mut body).unwrap();
     }
     // Plain HTTP on the HTTPS port gets no HTTP answer.
-    let mut tcp = TcpStream::connect(srv.mgmt().unwrap()).unwrap();
+    let mut tcp = TcpStream::connect(srv.mgmt()).unwrap();
     tcp.set_read_timeout(Some(DEADLINE)).unwrap();
     tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
-    let answer = read_to_end(&mut tcp);
+    let answer = read_to_eof(&mut tcp);
     assert!(answer.is_empty() || answer[0] == 0x15, "{answer:?}");
 }
 
@@ -740,8 +502,8 @@ fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
         low_water: 64 << 10,
         ..Default::default()
     };
-    let srv = WssServer::start(Pki::ecdsa(), cfg);
-    let mut s = srv.upgraded("");
+    let srv = TestServer::builder(cfg).pki(Pki::ecdsa()).start();
+    let mut s = srv.upgraded_with("").0;
     s.write_all(&client_frame(
         0x81,
         br#"{"name":"big","headers":{"message-id":"big"}}"#,
@@ -762,7 +524,7 @@ fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
         "most of the stream waits for the reader"
     );
     let mut chunks = 0;
-    let mut read_one = |s: &mut Tls| -> bool {
+    let mut read_one = |s: &mut Stream| -> bool {
         let (b0, payload) = read_frame(s);
         assert_eq!(b0, 0x81);
         let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
@@ -833,19 +595,6 @@ fn binary_with_an_expired_certificate_warns_naming_the_file_and_serves() {
     assert!(serving, "the server did not start");
 }
 
-/// A TLS stream to `addr` trusting what `cfg` trusts, after the TLS handshake.
-fn tls_client(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Result<Tls, std::io::Error> {
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(DEADLINE)).unwrap();
-    let conn =
-        rustls::ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, tcp);
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock)?;
-    }
-    Ok(s)
-}
-
 /// One echo round trip on an upgraded stream.
 fn echoes(s: &mut Tls, text: &str) {
     s.write_all(&client_frame(0x81, text.as_bytes())).unwrap();
@@ -873,7 +622,7 @@ fn sighup_serves_a_renewed_certificate_to_the_next_client_and_keeps_the_connecte
         assert!(read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
         s
     };
-    let mut before = upgrade(tls_client(secure, old.client_config()).unwrap());
+    let mut before = upgrade(tls_connect(secure, old.client_config()).unwrap());
     echoes(&mut before, "before");
 
     // Renew: a new key and certificate (from a new CA) over the same files.
@@ -884,10 +633,10 @@ fn sighup_serves_a_renewed_certificate_to_the_next_client_and_keeps_the_connecte
     let line = bin.wait_line("reloaded: ");
     assert!(line.contains(cert.to_str().unwrap()), "{line}");
     // The next client is served the renewed certificate (it trusts only the new CA)...
-    let mut after = upgrade(tls_client(secure, renewed.client_config()).expect("renewed"));
+    let mut after = upgrade(tls_connect(secure, renewed.client_config()).expect("renewed"));
     echoes(&mut after, "after");
     // ... and one that trusts only the old CA is refused.
-    assert!(tls_client(secure, old.client_config()).is_err());
+    assert!(tls_connect(secure, old.client_config()).is_err());
     // The client connected before is still served.
     echoes(&mut before, "still here");
 
@@ -896,7 +645,7 @@ fn sighup_serves_a_renewed_certificate_to_the_next_client_and_keeps_the_connecte
     bin.signal("HUP");
     let line = bin.wait_line("reload failed");
     assert!(line.contains(key.to_str().unwrap()), "{line}");
-    let mut third = upgrade(tls_client(secure, renewed.client_config()).expect("kept"));
+    let mut third = upgrade(tls_connect(secure, renewed.client_config()).expect("kept"));
     echoes(&mut third, "third");
     echoes(&mut before, "before, still");
     echoes(&mut after, "after, still");
