@@ -18,9 +18,8 @@ use configurapi_runner_ws::runner::RunnerOptions;
 use configurapi_runner_ws::ServerConfig;
 use serde_json::{json, Value};
 use support::{
-    addr_after, free_port, gate, mgmt_config, mgmt_server, read_frame, read_http_head,
-    read_response, start_runner, test_config, upgrade_request, wait_held, Bin, MgmtServer, Scratch,
-    Ws, DEADLINE,
+    gate, http_call, mgmt_config, mgmt_server, read_frame, read_http_head, start_runner,
+    test_config, upgrade_request, wait_held, ws_client, Bin, MgmtServer, Scratch, Ws, DEADLINE,
 };
 
 const APP: &str = r#"
@@ -158,34 +157,13 @@ fn s9_5_a_stream_running_at_shutdown_completes_before_the_1001() {
 fn start_bin(config: &str, extra: &[&str]) -> (Bin, SocketAddr, SocketAddr) {
     let dir = Scratch::new("drain");
     let path = dir.write("config.yaml", config);
-    let port = free_port();
-    let mut args = vec![
-        "--config",
-        path.to_str().unwrap(),
-        "--management-port",
-        &port,
-    ];
+    let mut args = vec!["--config", path.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let (mut bin, addr) = Bin::start(&args);
-    let mgmt = addr_after(&bin.wait_line("management API on http://"), "http://");
-    (bin, addr, mgmt)
-}
-
-fn ws_client(addr: SocketAddr) -> Ws {
-    let s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut s = s;
-    s.write_all(upgrade_request("/").as_bytes()).unwrap();
-    assert!(read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
-    Ws { s }
+    Bin::start_with_management(&args)
 }
 
 fn healthz(mgmt: SocketAddr) -> u16 {
-    let mut s = std::net::TcpStream::connect(mgmt).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    read_response(&mut s, false).status
+    http_call(mgmt, "GET", "/healthz", "", b"").status
 }
 
 const SLOW_BIN: &str = r#"

@@ -5,14 +5,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::SocketAddr;
 
 use serde_json::{json, Value};
-use support::{
-    addr_after, free_port, read_http_head, read_response, upgrade_request, Bin, Scratch, Ws,
-    DEADLINE,
-};
+use support::{http_call, ws_client, Bin, Scratch, Ws};
 
 const V1: &str = r#"
 api:
@@ -40,14 +36,6 @@ api:
       policies: [noSuchHandler]
 "#;
 
-fn ws_client(addr: SocketAddr) -> Ws {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.write_all(upgrade_request("/").as_bytes()).unwrap();
-    assert!(read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
-    Ws { s }
-}
-
 /// The status `name` is answered with on this connection.
 fn status_of(ws: &mut Ws, name: &str) -> Value {
     let r = ws.request(&json!({"name": name, "payload": name, "headers": {"message-id": name}}));
@@ -57,19 +45,11 @@ fn status_of(ws: &mut Ws, name: &str) -> Value {
 
 /// The binary serving the config at `path`, management API on (with `token`).
 fn start(path: &std::path::Path, token: Option<&str>) -> (Bin, SocketAddr, SocketAddr) {
-    let port = free_port();
-    let mut args = vec![
-        "--config",
-        path.to_str().unwrap(),
-        "--management-port",
-        &port,
-    ];
+    let mut args = vec!["--config", path.to_str().unwrap()];
     if let Some(t) = token {
         args.extend_from_slice(&["--management-token", t]);
     }
-    let (mut bin, addr) = Bin::start(&args);
-    let mgmt = addr_after(&bin.wait_line("management API on http://"), "http://");
-    (bin, addr, mgmt)
+    Bin::start_with_management(&args)
 }
 
 #[test]
@@ -121,16 +101,10 @@ fn sighup_switches_to_a_changed_config_and_keeps_the_old_one_when_broken_without
 
 /// `method target` with `Connection: close` and an optional bearer token.
 fn call(mgmt: SocketAddr, method: &str, target: &str, token: Option<&str>) -> (u16, Value) {
-    let mut s = std::net::TcpStream::connect(mgmt).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let r = read_response(&mut s, false);
+    let r = http_call(mgmt, method, target, &auth, b"");
     let body = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     (r.status, body)
 }

@@ -1,27 +1,23 @@
 //! WSS over the secure listener: a test CA and server certificates made with rcgen, a
 //! rustls client over std sockets, tungstenite or raw frames on top. Covers the key
-//! types and formats, echo from 0 bytes to 16 MiB, the codec paths Autobahn would
-//! exercise (fragments, ping/pong, close codes, invalid UTF-8), backpressure with a
-//! reader that never reads, on_connect rejection, non-TLS bytes, a stalled handshake,
-//! and the start-up errors for bad certificate files.
+//! types and formats, on_connect rejection, non-TLS bytes, a stalled handshake, the
+//! start-up errors for bad certificate files, and certificate reloads. The codec and
+//! backpressure tests run over both transports from one body each (tests/transport.rs,
+//! tests/runner.rs).
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use configurapi_runner_ws::configurapi::Service;
 use configurapi_runner_ws::reactor::MgmtConfig;
-use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
-use configurapi_runner_ws::{Mode, ServerConfig};
+use configurapi_runner_ws::ServerConfig;
 use rcgen::KeyPair;
 use support::{
-    assert_peak_within, client_frame, expect_close, fixture, read_frame, read_http_head,
-    read_to_eof, tls_connect, upgrade_request, wait_handle_stats, wait_held, OutputWithin, Pki,
-    Stream, TestServer, Tls, Transport, BIN, DEADLINE,
+    client_frame, fixture, read_frame, read_http_head, read_to_eof, tls_connect, upgrade_request,
+    OutputWithin, Pki, Stream, TestServer, Tls, Transport, BIN, DEADLINE,
 };
 use tungstenite::Message;
 
@@ -34,32 +30,6 @@ fn echo_round(ws: &mut tungstenite::WebSocket<Stream>, tag: &str) {
 /// An echo server (`cfg`) with a TLS listener and a fresh test certificate.
 fn wss(cfg: ServerConfig) -> TestServer {
     TestServer::builder(cfg).transport(Transport::Tls).start()
-}
-
-#[test]
-fn wss_echoes_text_and_binary_from_empty_to_sixteen_mib() {
-    let srv = wss(ServerConfig::default());
-    let mut ws = srv.ws_client();
-    for len in [
-        0usize,
-        1,
-        125,
-        126,
-        16383,
-        16384,
-        16385,
-        65536,
-        1 << 20,
-        16 << 20,
-    ] {
-        let text = "x".repeat(len);
-        ws.send(Message::text(text.clone())).unwrap();
-        assert_eq!(ws.read().unwrap(), Message::text(text));
-        let bin: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-        ws.send(Message::binary(bin.clone())).unwrap();
-        assert_eq!(ws.read().unwrap(), Message::binary(bin));
-    }
-    ws.close(None).unwrap();
 }
 
 #[test]
@@ -113,112 +83,6 @@ fn plain_port_keeps_serving_beside_the_secure_one() {
 }
 
 #[test]
-fn codec_paths_over_tls_fragments_pings_close_codes_and_bad_utf8() {
-    let srv = wss(ServerConfig::default());
-    // Fragments with a ping in between, each in its own TLS record.
-    let mut s = srv.upgraded_with("").0;
-    for f in [
-        client_frame(0x01, b"Hel"),
-        client_frame(0x89, b"ping!"),
-        client_frame(0x80, "lo €".as_bytes()),
-    ] {
-        s.write_all(&f).unwrap();
-        s.flush().unwrap();
-    }
-    assert_eq!(read_frame(&mut s), (0x8A, b"ping!".to_vec()));
-    assert_eq!(read_frame(&mut s), (0x81, "Hello €".as_bytes().to_vec()));
-    // Many frames in one TLS record.
-    let mut batch = Vec::new();
-    for i in 0..100u8 {
-        batch.extend(client_frame(0x82, &[i; 3]));
-    }
-    s.write_all(&batch).unwrap();
-    for i in 0..100u8 {
-        assert_eq!(read_frame(&mut s), (0x82, vec![i; 3]));
-    }
-    // The peer's close code is answered.
-    s.write_all(&client_frame(0x88, &[0x0F, 0xA0, b'b', b'y', b'e']))
-        .unwrap();
-    expect_close(&mut s, 4000);
-
-    // Invalid UTF-8 fails the connection with 1007.
-    let mut s = srv.upgraded_with("").0;
-    s.write_all(&client_frame(
-        0x81,
-        &[0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xFF],
-    ))
-    .unwrap();
-    expect_close(&mut s, 1007);
-
-    // A protocol error (unmasked frame) fails it with 1002.
-    let mut s = srv.upgraded_with("").0;
-    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
-    expect_close(&mut s, 1002);
-}
-
-#[test]
-fn first_offered_subprotocol_is_echoed_over_tls() {
-    let srv = wss(ServerConfig::default());
-    let mut s = srv.tls();
-    let req = upgrade_request("/").replace(
-        "\r\n\r\n",
-        "\r\nSec-WebSocket-Protocol: graphql-ws, chat\r\n\r\n",
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let head = read_http_head(&mut s);
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    assert!(
-        head.contains("Sec-WebSocket-Protocol: graphql-ws\r\n"),
-        "{head}"
-    );
-}
-
-#[test]
-fn reader_that_never_reads_is_bounded_over_tls() {
-    const HIGH: usize = 256 << 10;
-    let cfg = ServerConfig {
-        high_water: HIGH,
-        low_water: 64 << 10,
-        ..Default::default()
-    };
-    let srv = wss(cfg);
-    let s = srv.upgraded_with("").0;
-    let raw = s.sock().try_clone().unwrap();
-    // The writer owns the TLS stream and writes until the socket fails: once the server
-    // stops reading, its write blocks until the socket is shut down below.
-    let writer = std::thread::spawn(move || {
-        let mut s = s;
-        let frame = client_frame(0x82, &vec![7u8; 64 << 10]);
-        let mut sent = 0usize;
-        while s.write_all(&frame).is_ok() {
-            sent += frame.len();
-            if sent >= 512 << 20 {
-                break;
-            }
-        }
-        sent
-    });
-    // The echoes fill the kernel's buffers, then the queue passes high water and the
-    // server stops reading this peer: a read pause, counted.
-    wait_handle_stats(&srv.handle, "a read pause", |st| st.read_pauses > 0);
-    raw.shutdown(std::net::Shutdown::Both).unwrap();
-    let sent = writer.join().unwrap();
-    assert!(
-        sent < 512 << 20,
-        "the server kept reading a peer that never reads ({sent} bytes)"
-    );
-    // Over the whole run: paused at high water; one read batch (8 x 64 KiB) may
-    // overshoot it, and rustls holds at most one buffer of records (64 KiB plus record
-    // overhead).
-    let peak = assert_peak_within(&srv.handle, (HIGH + 8 * (64 << 10) + (80 << 10)) as u64)
-        .queued_bytes_peak;
-    assert!(
-        peak > HIGH as u64,
-        "the queue never passed high water ({peak})"
-    );
-}
-
-#[test]
 fn on_connect_rejection_closes_with_1008_over_tls() {
     let yaml = r#"
 import: [configurapi-handler-http]
@@ -228,14 +92,14 @@ api:
       policies:
         - setResponseHandler: [403, denied]
 "#;
-    let service = Service::from_str(yaml, "test.yaml", runner::registry()).unwrap();
-    let runner = Runner::new(service, RunnerOptions::default());
     let cfg = ServerConfig {
-        mode: Mode::App(Arc::new(runner)),
         workers: 2,
         ..Default::default()
     };
-    let srv = TestServer::builder(cfg).pki(Pki::ecdsa()).start();
+    let srv = TestServer::builder(cfg)
+        .runner(yaml, |_| {})
+        .transport(Transport::Tls)
+        .start();
     let mut s = srv.upgraded_with("").0;
     let (b0, payload) = read_frame(&mut s);
     assert_eq!(b0, 0x88);
@@ -378,9 +242,7 @@ api:
       policies:
         - headerHandler: [connection-id]
 "#;
-    let service = Service::from_str(yaml, "test.yaml", runner::registry()).unwrap();
     let cfg = ServerConfig {
-        mode: Mode::App(Arc::new(Runner::new(service, RunnerOptions::default()))),
         workers: 2,
         management: Some(MgmtConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -389,7 +251,10 @@ api:
         }),
         ..Default::default()
     };
-    let srv = TestServer::builder(cfg).pki(pki).start();
+    let srv = TestServer::builder(cfg)
+        .runner(yaml, |_| {})
+        .pki(pki)
+        .start();
     let mut ws = srv.ws_client();
     ws.send(Message::text(r#"{"name":"connectionId"}"#))
         .unwrap();
@@ -481,77 +346,6 @@ fn management_api_over_https_when_enabled() {
         .unwrap();
     let answer = read_to_eof(&mut tcp);
     assert!(answer.is_empty() || answer[0] == 0x15, "{answer:?}");
-}
-
-#[test]
-fn stream_to_a_slow_reader_stays_within_the_memory_bound_over_tls() {
-    // 1600 chunks of 16 KiB (25 MiB) to a reader that reads nothing at first, then a
-    // little at a time.
-    const COUNT: usize = 1600;
-    const CHUNK: usize = 16384;
-    const HIGH: usize = 256 << 10;
-    let yaml = format!(
-        "api:\n  events:\n    - name: big\n      policies:\n        - streamHandler: [{COUNT}, {CHUNK}]\n"
-    );
-    let service = Service::from_str(&yaml, "test.yaml", runner::registry()).unwrap();
-    let runner = Runner::new(service, RunnerOptions::default());
-    let cfg = ServerConfig {
-        mode: Mode::App(Arc::new(runner)),
-        workers: 2,
-        high_water: HIGH,
-        low_water: 64 << 10,
-        ..Default::default()
-    };
-    let srv = TestServer::builder(cfg).pki(Pki::ecdsa()).start();
-    let mut s = srv.upgraded_with("").0;
-    s.write_all(&client_frame(
-        0x81,
-        br#"{"name":"big","headers":{"message-id":"big"}}"#,
-    ))
-    .unwrap();
-    s.flush().unwrap();
-    // High water + one chunk frame (CHUNK + 512 covers its envelope and header) + the
-    // TLS record overhead of one flush (22 bytes per record of at most 16 KiB): the
-    // queue's count includes the records rustls holds, and a flush moves bytes from the
-    // queue into records, so only the overhead adds to it.
-    let bound = (HIGH + CHUNK + 512 + 2048) as u64;
-    // Held means a producer waits and the queue is over the low-water mark (below it the
-    // producer is woken): a flush after the producer parked may move the queue under
-    // high water into the kernel and records, so high water itself is not the condition.
-    let held = wait_held(&srv.handle, bound, 64 << 10);
-    assert!(
-        held.bytes_out < (COUNT * CHUNK) as u64 / 4,
-        "most of the stream waits for the reader"
-    );
-    let mut chunks = 0;
-    let mut read_one = |s: &mut Stream| -> bool {
-        let (b0, payload) = read_frame(s);
-        assert_eq!(b0, 0x81);
-        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        if v["headers"]["x-stream"] == "chunk" {
-            assert_eq!(v["body"].as_str().unwrap().len(), CHUNK);
-            chunks += 1;
-            true
-        } else {
-            assert_eq!(v["headers"]["x-stream"], "done", "{v}");
-            false
-        }
-    };
-    // Read a little at a time, each time until the producer is held again.
-    for cycle in 0..6 {
-        for _ in 0..(cycle + 1) * 30 {
-            assert!(read_one(&mut s), "the stream ended early");
-        }
-        wait_held(&srv.handle, bound, 0);
-    }
-    while read_one(&mut s) {}
-    assert_eq!(chunks, COUNT);
-    // Over the whole run, not only at the holds.
-    let peak = assert_peak_within(&srv.handle, bound).queued_bytes_peak;
-    assert!(
-        peak >= HIGH as u64,
-        "the queue never reached high water ({peak})"
-    );
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! The transport over real loopback sockets: upgrade, echo, handshake errors, close
 //! handshake, protocol errors, timeouts and the generation check on connection ids.
+//! The tests of what a client sees on the wire run over plain TCP and over TLS (the
+//! `wss_`/`_over_tls` twins), one body each.
 
 mod support;
 
@@ -11,30 +13,79 @@ use configurapi_runner_ws::{Outgoing, ServerConfig};
 use support::*;
 use tungstenite::Message;
 
-#[test]
-fn echoes_text_and_binary_from_empty_to_sixteen_mib() {
-    let srv = TestServer::echo();
-    let mut ws = srv.client();
-    for len in [0usize, 1, 125, 126, 65535, 65536, 1 << 20, 16 << 20] {
+/// An echo server (`cfg`) serving `t`: the TLS one has a fresh test certificate.
+fn server(t: Transport, cfg: ServerConfig) -> TestServer {
+    TestServer::builder(cfg).transport(t).start()
+}
+
+// Each body below runs over plain TCP and over TLS: two tests, one body.
+
+fn echoes_from_empty_to_sixteen_mib(t: Transport) {
+    let srv = server(t, ServerConfig::default());
+    let mut ws = srv.ws_client();
+    for len in [
+        0usize,
+        1,
+        125,
+        126,
+        16383,
+        16384,
+        16385,
+        65535,
+        65536,
+        1 << 20,
+        16 << 20,
+    ] {
         let text = "x".repeat(len);
         ws.send(Message::text(text.clone())).unwrap();
         assert_eq!(ws.read().unwrap(), Message::text(text));
-        let bin: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let bin: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
         ws.send(Message::binary(bin.clone())).unwrap();
         assert_eq!(ws.read().unwrap(), Message::binary(bin));
+    }
+    ws.close(None).unwrap();
+}
+
+#[test]
+fn echoes_text_and_binary_from_empty_to_sixteen_mib() {
+    echoes_from_empty_to_sixteen_mib(Transport::Plain);
+}
+
+#[test]
+fn wss_echoes_text_and_binary_from_empty_to_sixteen_mib() {
+    echoes_from_empty_to_sixteen_mib(Transport::Tls);
+}
+
+fn fragments_with_a_ping_between_and_many_frames_in_one_write(t: Transport) {
+    let srv = server(t, ServerConfig::default());
+    let (mut s, _) = srv.upgraded_with("");
+    // Fragments with a ping in between, each in its own write (over TLS, its own
+    // record).
+    for f in [
+        client_frame(0x01, b"Hel"),
+        client_frame(0x89, b"ping!"),
+        client_frame(0x80, "lo €".as_bytes()),
+    ] {
+        s.write_all(&f).unwrap();
+        s.flush().unwrap();
+    }
+    assert_eq!(read_frame(&mut s), (0x8A, b"ping!".to_vec()));
+    assert_eq!(read_frame(&mut s), (0x81, "Hello €".as_bytes().to_vec()));
+    // Many frames in one write (one TLS record).
+    let mut batch = Vec::new();
+    for i in 0..100u8 {
+        batch.extend(client_frame(0x82, &[i; 3]));
+    }
+    s.write_all(&batch).unwrap();
+    s.flush().unwrap();
+    for i in 0..100u8 {
+        assert_eq!(read_frame(&mut s), (0x82, vec![i; 3]));
     }
 }
 
 #[test]
 fn fragmented_message_is_reassembled_and_echoed_whole() {
-    let srv = TestServer::echo();
-    let mut s = srv.upgraded();
-    let mut bytes = client_frame(0x01, b"Hel");
-    bytes.extend(client_frame(0x89, b"ping!"));
-    bytes.extend(client_frame(0x80, "lo €".as_bytes()));
-    s.write_all(&bytes).unwrap();
-    assert_eq!(read_frame(&mut s), (0x8A, b"ping!".to_vec()));
-    assert_eq!(read_frame(&mut s), (0x81, "Hello €".as_bytes().to_vec()));
+    fragments_with_a_ping_between_and_many_frames_in_one_write(Transport::Plain);
 }
 
 #[test]
@@ -67,20 +118,23 @@ fn frames_pipelined_with_the_handshake_are_kept() {
     assert_eq!(read_frame(&mut s), (0x82, b"two".to_vec()));
 }
 
-#[test]
-fn first_offered_subprotocol_is_echoed_in_the_handshake() {
-    let srv = TestServer::echo();
-    let mut s = srv.raw();
-    let req = upgrade_request("/").replace(
-        "\r\n\r\n",
-        "\r\nSec-WebSocket-Protocol: graphql-ws, chat\r\n\r\n",
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let head = read_http_head(&mut s);
+fn first_offered_subprotocol_is_echoed(t: Transport) {
+    let srv = server(t, ServerConfig::default());
+    let (_, head) = srv.upgraded_with("Sec-WebSocket-Protocol: graphql-ws, chat\r\n");
     assert!(
         head.contains("Sec-WebSocket-Protocol: graphql-ws\r\n"),
         "{head}"
     );
+}
+
+#[test]
+fn first_offered_subprotocol_is_echoed_in_the_handshake() {
+    first_offered_subprotocol_is_echoed(Transport::Plain);
+}
+
+#[test]
+fn first_offered_subprotocol_is_echoed_over_tls() {
+    first_offered_subprotocol_is_echoed(Transport::Tls);
 }
 
 /// Send `req`, expect the status line, the extra header if any, and a close by the server.
@@ -154,30 +208,59 @@ fn garbage_request_is_400() {
     expect_rejection(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 400, None);
 }
 
-#[test]
-fn client_close_is_answered_with_the_same_code_then_tcp_closes() {
-    let srv = TestServer::echo();
-    let mut s = srv.upgraded();
+fn client_close_is_answered_with_its_code(t: Transport) {
+    let srv = server(t, ServerConfig::default());
+    let (mut s, _) = srv.upgraded_with("");
     let mut payload = 4000u16.to_be_bytes().to_vec();
     payload.extend_from_slice(b"bye");
     s.write_all(&client_frame(0x88, &payload)).unwrap();
+    s.flush().unwrap();
     expect_close(&mut s, 4000);
 }
 
 #[test]
-fn unmasked_client_frame_is_closed_with_1002() {
-    let srv = TestServer::echo();
-    let mut s = srv.upgraded();
+fn client_close_is_answered_with_the_same_code_then_tcp_closes() {
+    client_close_is_answered_with_its_code(Transport::Plain);
+}
+
+fn unmasked_client_frame_closes_1002(t: Transport) {
+    let srv = server(t, ServerConfig::default());
+    let (mut s, _) = srv.upgraded_with("");
     s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    s.flush().unwrap();
     expect_close(&mut s, 1002);
 }
 
 #[test]
+fn unmasked_client_frame_is_closed_with_1002() {
+    unmasked_client_frame_closes_1002(Transport::Plain);
+}
+
+fn invalid_utf8_closes_1007(t: Transport) {
+    let srv = server(t, ServerConfig::default());
+    // In a first fragment, and in a whole message.
+    for frame in [
+        client_frame(0x01, b"ok\xC0\xAF"),
+        client_frame(0x81, &[0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xFF]),
+    ] {
+        let (mut s, _) = srv.upgraded_with("");
+        s.write_all(&frame).unwrap();
+        s.flush().unwrap();
+        expect_close(&mut s, 1007);
+    }
+}
+
+#[test]
 fn invalid_utf8_text_is_closed_with_1007() {
-    let srv = TestServer::echo();
-    let mut s = srv.upgraded();
-    s.write_all(&client_frame(0x01, b"ok\xC0\xAF")).unwrap();
-    expect_close(&mut s, 1007);
+    invalid_utf8_closes_1007(Transport::Plain);
+}
+
+#[test]
+fn codec_paths_over_tls_fragments_pings_close_codes_and_bad_utf8() {
+    fragments_with_a_ping_between_and_many_frames_in_one_write(Transport::Tls);
+    client_close_is_answered_with_its_code(Transport::Tls);
+    invalid_utf8_closes_1007(Transport::Tls);
+    unmasked_client_frame_closes_1002(Transport::Tls);
 }
 
 #[test]
@@ -295,23 +378,23 @@ fn shutdown_closes_open_connections_with_1001() {
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
 }
 
-#[test]
-fn peer_that_never_reads_stops_being_read_at_the_high_water_mark() {
+fn peer_that_never_reads_is_paused_at_high_water(t: Transport) {
     const HIGH: usize = 256 << 10;
     let cfg = ServerConfig {
         high_water: HIGH,
         low_water: 64 << 10,
         ..Default::default()
     };
-    let srv = TestServer::start(cfg);
-    let s = srv.upgraded();
-    let mut w = s.try_clone().unwrap();
-    // The writer writes until the socket fails: once the server stops reading, its
-    // write blocks until the socket is shut down below.
+    let srv = server(t, cfg);
+    let (s, _) = srv.upgraded_with("");
+    let raw = s.sock().try_clone().unwrap();
+    // The writer owns the stream and writes until the socket fails: once the server
+    // stops reading, its write blocks until the socket is shut down below.
     let writer = std::thread::spawn(move || {
+        let mut s = s;
         let frame = client_frame(0x82, &vec![7u8; 64 << 10]);
         let mut sent = 0usize;
-        while w.write_all(&frame).is_ok() {
+        while s.write_all(&frame).is_ok() {
             sent += frame.len();
             if sent >= 512 << 20 {
                 break;
@@ -322,20 +405,35 @@ fn peer_that_never_reads_stops_being_read_at_the_high_water_mark() {
     // The echoes fill the kernel's buffers, then the queue passes high water and the
     // server stops reading this peer: a read pause, counted.
     wait_stats(&srv, "a read pause", |st| st.read_pauses > 0);
-    s.shutdown(std::net::Shutdown::Both).unwrap();
+    raw.shutdown(std::net::Shutdown::Both).unwrap();
     let sent = writer.join().unwrap();
     assert!(
         sent < 512 << 20,
         "the server kept reading a peer that never reads ({sent} bytes)"
     );
     // Over the whole run: paused at high water; one read batch (at most 8 x 64 KiB
-    // reads) may overshoot it.
+    // reads) may overshoot it, and over TLS rustls holds at most one buffer of records
+    // (64 KiB plus record overhead).
+    let slack = match t {
+        Transport::Plain => 1024,
+        Transport::Tls => 80 << 10,
+    };
     let peak =
-        assert_peak_within(&srv.handle, (HIGH + 8 * (64 << 10) + 1024) as u64).queued_bytes_peak;
+        assert_peak_within(&srv.handle, (HIGH + 8 * (64 << 10) + slack) as u64).queued_bytes_peak;
     assert!(
         peak > HIGH as u64,
         "the queue never passed high water ({peak})"
     );
+}
+
+#[test]
+fn peer_that_never_reads_stops_being_read_at_the_high_water_mark() {
+    peer_that_never_reads_is_paused_at_high_water(Transport::Plain);
+}
+
+#[test]
+fn reader_that_never_reads_is_bounded_over_tls() {
+    peer_that_never_reads_is_paused_at_high_water(Transport::Tls);
 }
 
 #[test]

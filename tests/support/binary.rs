@@ -68,6 +68,17 @@ impl Bin {
         (bin, addr)
     }
 
+    /// [`Bin::start`] with the management API on a free port as well; the WebSocket
+    /// and management addresses.
+    pub fn start_with_management(args: &[&str]) -> (Bin, SocketAddr, SocketAddr) {
+        let port = free_port();
+        let mut all = vec!["--management-port", &port];
+        all.extend_from_slice(args);
+        let (mut bin, addr) = Bin::start(&all);
+        let mgmt = addr_after(&bin.wait_line("management API on http://"), "http://");
+        (bin, addr, mgmt)
+    }
+
     /// The next line (after those already matched) that contains `what`.
     pub fn wait_line(&mut self, what: &str) -> String {
         let deadline = Instant::now() + DEADLINE;

@@ -70,26 +70,38 @@ impl TestServer {
     /// One management request on a new connection (with `Host` and `Connection: close`
     /// added after `extra` header lines, each ending in CRLF).
     pub fn call(&self, method: &str, target: &str, extra: &str, body: &[u8]) -> HttpResponse {
-        let mut s = self.raw_mgmt();
-        let mut req = format!(
-            "{method} {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n"
-        )
-        .into_bytes();
-        if !body.is_empty() || method == "POST" {
-            req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-        }
-        req.extend_from_slice(b"\r\n");
-        req.extend_from_slice(body);
-        s.write_all(&req).unwrap();
-        let r = read_response(&mut s, method == "HEAD");
-        expect_eof(&mut s);
-        r
+        http_call(self.mgmt(), method, target, extra, body)
     }
 
     /// Management `GET target` on a new connection.
     pub fn get(&self, target: &str) -> HttpResponse {
         self.call("GET", target, "", b"")
     }
+}
+
+/// One HTTP request to `addr` on a new connection (with `Host` and `Connection: close`
+/// added after `extra` header lines, each ending in CRLF), the answer read, and the
+/// server's close awaited: a management listener in-process or in the binary.
+pub fn http_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    extra: &str,
+    body: &[u8],
+) -> HttpResponse {
+    let mut s = tcp(addr);
+    let mut req =
+        format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n")
+            .into_bytes();
+    if !body.is_empty() || method == "POST" {
+        req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    s.write_all(&req).unwrap();
+    let r = read_response(&mut s, method == "HEAD");
+    expect_eof(&mut s);
+    r
 }
 
 /// An HTTP answer as read from the wire.

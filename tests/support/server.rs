@@ -31,7 +31,7 @@ pub struct TestServer {
     join: Option<JoinHandle<std::io::Result<()>>>,
 }
 
-/// What [`TestServer`] to start. Every listener binds port 0 on loopback.
+/// What [`TestServer`] to start. The WebSocket listeners bind port 0 on loopback.
 pub struct Builder {
     cfg: ServerConfig,
     app: Option<App>,
@@ -70,7 +70,7 @@ impl Builder {
         self
     }
 
-    /// The management API on, with these settings (its listener moved to port 0). A
+    /// The management API on, with these settings (see [`super::mgmt::mgmt_config`]). A
     /// runner also gets a reloader that builds the service from the same YAML again,
     /// unless `cfg.reload` has one.
     pub fn management(mut self, mcfg: MgmtConfig) -> Self {
@@ -121,8 +121,7 @@ impl Builder {
             }
             cfg.mode = Mode::App(runner);
         }
-        if let Some(mut mcfg) = mgmt {
-            mcfg.listen = "127.0.0.1:0".parse().unwrap();
+        if let Some(mcfg) = mgmt {
             cfg.management = Some(mcfg);
         }
         if transport == Transport::Tls && pki.is_none() {
