@@ -234,9 +234,9 @@ fn s9_5_sigterm_answers_the_running_request_then_closes_and_exits_0() {
     assert_eq!(bin.exit_code(), Some(0));
     bin.wait_line("stopped");
     assert!(
-        !bin.seen.iter().any(|l| l.contains("shutdown timeout")),
+        !bin.seen().iter().any(|l| l.contains("shutdown timeout")),
         "{:?}",
-        bin.seen
+        bin.seen()
     );
 }
 

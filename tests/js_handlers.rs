@@ -2,14 +2,16 @@
 //! sockets: the runner binary serves tests/fixtures/js-app. Every test skips with a
 //! message on stderr when `node` is not on PATH (`.ci/run` installs it, so CI runs them).
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::{free_port, Bin, BIN};
 use tungstenite::{Message, WebSocket};
 
 /// Every wait gives up after this long: a hang fails the test.
@@ -42,25 +44,28 @@ fn fixture(file: &str) -> PathBuf {
         .join(file)
 }
 
-/// The runner's stderr lines, `<eof>` last once it closed.
-type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
-
-/// The runner binary, its stderr collected line by line.
+/// The runner binary serving a JS app, and its WebSocket address; its stderr is
+/// collected by [`Bin`] (`wait_log`, `count_log`, `seen`).
 struct Runner {
-    child: Child,
+    bin: Bin,
     addr: SocketAddr,
-    log: Log,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+impl std::ops::Deref for Runner {
+    type Target = Bin;
+    fn deref(&self) -> &Bin {
+        &self.bin
+    }
 }
 
-fn spawn_runner(config: &Path, extra: &[&str]) -> (Child, Log) {
+impl std::ops::DerefMut for Runner {
+    fn deref_mut(&mut self) -> &mut Bin {
+        &mut self.bin
+    }
+}
+
+/// The binary serving `config` on free ports, with the JS tests' deadline.
+fn spawn_runner(config: &Path, extra: &[&str]) -> Bin {
     // Two workers unless the test sets its own flags (the machine's core count must
     // not decide what a test sees).
     let workers: &[&str] = if extra.contains(&"--defaults") {
@@ -73,96 +78,28 @@ fn spawn_runner(config: &Path, extra: &[&str]) -> (Child, Log) {
         .copied()
         .filter(|a| *a != "--defaults")
         .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
-        .arg("--config")
-        .arg(config)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(workers)
-        .args(["--management-port", &free_port().to_string()])
-        .args(&extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the runner");
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            sink.0.lock().unwrap().push(line);
-            sink.1.notify_all();
-        }
-        sink.0.lock().unwrap().push("<eof>".into());
-        sink.1.notify_all();
-    });
-    (child, log)
+    let mut bin = Bin::spawn(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(workers)
+            .args(["--management-port", &free_port()])
+            .args(&extra),
+    );
+    bin.deadline = DEADLINE;
+    bin
 }
 
 impl Runner {
     fn start(config: &Path, extra: &[&str]) -> Runner {
-        let (child, log) = spawn_runner(config, extra);
-        let mut runner = Runner {
-            child,
-            addr: "127.0.0.1:1".parse().unwrap(),
-            log,
-        };
-        let line = runner.wait_log("listening on ws://");
-        let addr = line
-            .split("ws://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("address in the listening line");
-        runner.addr = addr.parse().unwrap();
-        runner
+        let mut bin = spawn_runner(config, extra);
+        let addr = bin.listening();
+        Runner { bin, addr }
     }
 
     fn app(extra: &[&str]) -> Runner {
         Runner::start(&fixture("config.yaml"), extra)
-    }
-
-    /// The first log line containing `needle`, waiting for it.
-    fn wait_log(&self, needle: &str) -> String {
-        let (lines, cv) = &*self.log;
-        let until = Instant::now() + DEADLINE;
-        let mut lines = lines.lock().unwrap();
-        loop {
-            if let Some(l) = lines.iter().find(|l| l.contains(needle)) {
-                return l.clone();
-            }
-            let now = Instant::now();
-            assert!(
-                now < until && lines.last().is_none_or(|l| l != "<eof>"),
-                "no log line with {needle:?}; the log:\n{}",
-                lines.join("\n")
-            );
-            lines = cv.wait_timeout(lines, until - now).unwrap().0;
-        }
-    }
-
-    /// Wait until at least `n` log lines contain `needle`.
-    fn wait_log_count(&self, needle: &str, n: usize) {
-        let (lines, cv) = &*self.log;
-        let until = Instant::now() + DEADLINE;
-        let mut lines = lines.lock().unwrap();
-        loop {
-            let seen = lines.iter().filter(|l| l.contains(needle)).count();
-            if seen >= n {
-                return;
-            }
-            let now = Instant::now();
-            assert!(
-                now < until && lines.last().is_none_or(|l| l != "<eof>"),
-                "{seen} of {n} log lines with {needle:?}"
-            );
-            lines = cv.wait_timeout(lines, until - now).unwrap().0;
-        }
-    }
-
-    fn count_log(&self, needle: &str) -> usize {
-        let lines = self.log.0.lock().unwrap();
-        lines.iter().filter(|l| l.contains(needle)).count()
     }
 
     fn connect(&self, query: &str) -> Client {
@@ -183,13 +120,6 @@ impl Runner {
                 .collect(),
             Err(_) => Vec::new(),
         }
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -499,7 +429,7 @@ fn s9_6_a_host_crash_mid_call_answers_500_then_the_host_restarts() {
     let r = Runner::app(&[]);
     let mut c = r.connect("");
     let before = r.host_pids();
-    let threads_before = threads_of(r.child.id());
+    let threads_before = r.threads();
     let e = c.ask("exit", json!({}));
     assert_eq!(e["statusCode"], 500, "{e}");
     assert_eq!(e["headers"]["message-id"], "exit");
@@ -517,11 +447,11 @@ fn s9_6_a_host_crash_mid_call_answers_500_then_the_host_restarts() {
     // The dead host's reader, writer and stderr threads are gone, the new ones took
     // their place (they end as the old pipes close: wait for that, not for a time).
     let until = Instant::now() + DEADLINE;
-    while threads_of(r.child.id()) != threads_before {
+    while r.threads() != threads_before {
         assert!(
             Instant::now() < until,
             "threads {threads_before} before the crash, {} after",
-            threads_of(r.child.id())
+            r.threads()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -558,15 +488,10 @@ fn s9_6_a_call_that_never_settles_answers_504_at_its_deadline() {
 #[test]
 fn node_that_cannot_start_is_a_one_line_start_up_error() {
     // No node needed: the point is its absence.
-    let (mut child, log) = spawn_runner(&fixture("config.yaml"), &["--node", "/nonexistent/node"]);
-    let status = child.wait().unwrap();
+    let mut bin = spawn_runner(&fixture("config.yaml"), &["--node", "/nonexistent/node"]);
+    let status = bin.child.wait().unwrap();
     assert_eq!(status.code(), Some(2));
-    let (lines, cv) = &*log;
-    let mut lines = lines.lock().unwrap();
-    let until = Instant::now() + DEADLINE;
-    while lines.last().is_none_or(|l| l != "<eof>") && Instant::now() < until {
-        lines = cv.wait_timeout(lines, DEADLINE).unwrap().0;
-    }
+    let lines = bin.all_lines();
     let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{lines:?}");
     let e = errors[0];
@@ -623,8 +548,7 @@ fn s9_5_on_shutdown_an_in_flight_js_call_is_answered_then_1001_then_the_host_sto
     let status = r.child.wait().unwrap();
     assert!(status.success(), "{status}");
     r.wait_log("stopped");
-    let (lines, _) = &*r.log;
-    let lines = lines.lock().unwrap();
+    let lines = r.seen();
     let finished = lines.iter().position(|l| l.contains("wait finished: w1"));
     let stopped = lines.iter().position(|l| l.ends_with(" stopped"));
     assert!(
@@ -670,7 +594,7 @@ fn start_node_peer() -> Option<NodePeer> {
     );
     let mut child = Command::new("node")
         .arg(peers.join("node-configurapi-runner.js"))
-        .arg(port.to_string())
+        .arg(&port)
         .arg(fixture("config.yaml"))
         .current_dir(fixture(""))
         .env("NODE_PATH", node_path)
@@ -687,7 +611,7 @@ fn start_node_peer() -> Option<NodePeer> {
     std::thread::spawn(move || lines.for_each(drop));
     Some(NodePeer {
         child,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        addr: SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())),
     })
 }
 
@@ -774,16 +698,6 @@ fn the_app_answers_the_same_envelopes_as_under_the_node_configurapi_runner() {
     }
 }
 
-/// The runner process's thread count (`Threads:` in /proc/PID/status).
-fn threads_of(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("a Threads line")
-}
-
 #[test]
 fn a_thousand_concurrent_js_waits_answer_together_without_new_threads() {
     require_node!();
@@ -791,7 +705,7 @@ fn a_thousand_concurrent_js_waits_answer_together_without_new_threads() {
     let r = Runner::app(&["--defaults"]);
     let mut warm = r.connect("");
     assert_eq!(warm.ask("wait", json!({}))["body"], "waited");
-    let before = threads_of(r.child.id());
+    let before = r.threads();
     const CONNS: usize = 50;
     const PER_CONN: usize = 20;
     let mut clients: Vec<Client> = (0..CONNS).map(|_| r.connect("")).collect();
@@ -826,7 +740,7 @@ fn a_thousand_concurrent_js_waits_answer_together_without_new_threads() {
         assert_eq!(ids, want);
     }
     let took = started.elapsed();
-    let after = threads_of(r.child.id());
+    let after = r.threads();
     // The handler logs "finished" right before it answers, and every answer is in.
     let finished = CONNS * PER_CONN;
     r.wait_log_count("wait finished: c", finished);
@@ -834,7 +748,7 @@ fn a_thousand_concurrent_js_waits_answer_together_without_new_threads() {
     // Node process writes them, so their order is the order the waits started and
     // ended).
     let (mut now, mut most) = (0usize, 0usize);
-    for line in r.log.0.lock().unwrap().iter() {
+    for line in r.seen().iter() {
         if line.contains("wait started: c") {
             now += 1;
             most = most.max(now);
@@ -887,15 +801,10 @@ impl Drop for TempApp {
 
 /// Start the runner expecting a start-up failure: exit 2 and one `error:` line.
 fn start_up_error(config: &Path) -> String {
-    let (mut child, log) = spawn_runner(config, &[]);
-    let status = child.wait().unwrap();
+    let mut bin = spawn_runner(config, &[]);
+    let status = bin.child.wait().unwrap();
     assert_eq!(status.code(), Some(2));
-    let (lines, cv) = &*log;
-    let mut lines = lines.lock().unwrap();
-    let until = Instant::now() + DEADLINE;
-    while lines.last().is_none_or(|l| l != "<eof>") && Instant::now() < until {
-        lines = cv.wait_timeout(lines, DEADLINE).unwrap().0;
-    }
+    let lines = bin.all_lines();
     let errors: Vec<&String> = lines.iter().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{lines:?}");
     errors[0].clone()
@@ -1068,8 +977,7 @@ fn a_js_on_start_runs_before_serving_and_its_failure_stops_start_up() {
     );
     let r = Runner::start(&good.config(), &[]);
     let booted = r.wait_log("booted on_start");
-    let (lines, _) = &*r.log;
-    let lines = lines.lock().unwrap().clone();
+    let lines = r.seen();
     let at = |needle: &str| lines.iter().position(|l| l.contains(needle));
     assert!(at("booted on_start") < at("listening on"), "{booted}");
     drop(r);

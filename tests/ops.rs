@@ -128,7 +128,7 @@ fn json_logs_have_timestamps_access_lines_and_client_mistakes_below_error() {
     // Every line so far is one JSON object with the four keys and a UTC timestamp;
     // only the server's fault (the 500) is an error.
     let mut failures = BTreeMap::new();
-    for line in &bin.seen {
+    for line in &bin.seen() {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         let ts = v["ts"].as_str().unwrap();
         assert!(is_rfc3339_utc(ts), "{line}");
@@ -151,7 +151,7 @@ fn json_logs_have_timestamps_access_lines_and_client_mistakes_below_error() {
         ("bad".to_string(), "WARN".to_string()),
     ]
     .into();
-    assert_eq!(failures, want, "{:#?}", bin.seen);
+    assert_eq!(failures, want, "{:#?}", bin.seen());
 }
 
 #[test]
@@ -265,13 +265,13 @@ fn text_logs_follow_rust_log_and_access_log_off() {
     bin.signal("TERM");
     bin.wait_line("stopped");
     assert_eq!(bin.exit_code(), Some(0));
-    for line in &bin.seen {
+    for line in &bin.seen() {
         assert!(is_rfc3339_utc(&line[..24]), "{line}");
         assert!(!line.contains("Failed to handle nope"), "{line}");
         assert!(!line.contains("handled"), "{line}");
     }
     assert!(bin
-        .seen
+        .seen()
         .iter()
         .any(|l| l.contains(" INFO  configurapi_runner_ws")));
 }

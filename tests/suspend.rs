@@ -4,9 +4,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -48,16 +46,6 @@ fn open_files_limit() -> u64 {
 /// This process's thread count.
 fn threads() -> usize {
     threads_of("/proc/self/status")
-}
-
-/// The `Threads:` figure of a /proc status file.
-fn threads_of(path: &str) -> usize {
-    let status = std::fs::read_to_string(path).expect("a /proc status file");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("a Threads line")
 }
 
 /// A runner with the default server settings (workers = cores) and default options.
@@ -129,13 +117,7 @@ fn report(what: &str, took: &mut [Duration]) {
 
 /// Upgrades a connection to `addr` on `/`.
 fn connect_to(addr: &str) -> Ws {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.set_write_timeout(Some(DEADLINE)).unwrap();
-    s.set_nodelay(true).unwrap();
-    s.write_all(upgrade_request("/").as_bytes()).unwrap();
-    assert!(read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
-    Ws { s }
+    ws_client(addr.parse().expect("a socket address"))
 }
 
 /// Opens `n` connections and checks the route works (which also starts the timer
@@ -150,75 +132,31 @@ fn open(addr: &str, n: usize) -> Vec<Ws> {
 /// The runner binary with default flags, serving `yaml` (on a free port, no
 /// management listener).
 struct Binary {
-    child: Child,
+    bin: Bin,
     addr: String,
-    _dir: TempDir,
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _dir: Scratch,
 }
 
 impl Binary {
     fn start(yaml: &str) -> Binary {
-        let dir = std::env::temp_dir().join(format!("suspend-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join("config.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
-            .args(["--config", config.to_str().unwrap()])
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--management-port",
-                "0",
-            ])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn the runner");
-        let mut err = child.stderr.take().unwrap();
-        let mut log = Vec::new();
-        let mut b = [0u8; 256];
-        let addr = loop {
-            let n = err.read(&mut b).expect("runner log");
-            assert!(n > 0, "runner exited: {}", String::from_utf8_lossy(&log));
-            log.extend_from_slice(&b[..n]);
-            let text = String::from_utf8_lossy(&log);
-            if let Some(rest) = text.split("listening on ws://").nth(1) {
-                if let Some(end) = rest.find(|c: char| c.is_whitespace() || c == '/') {
-                    break rest[..end].to_string();
-                }
-            }
-        };
-        // Keep draining the log so the runner never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = err.read_to_end(&mut sink);
-        });
+        let dir = Scratch::new("suspend-test");
+        let config = dir.write("config.yaml", yaml);
+        let (bin, addr) = Bin::start(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--management-port",
+            "0",
+        ]);
         Binary {
-            child,
-            addr,
-            _dir: TempDir(dir),
+            bin,
+            addr: addr.to_string(),
+            _dir: dir,
         }
     }
 
     /// The runner process's thread count.
     fn threads(&self) -> usize {
-        threads_of(&format!("/proc/{}/status", self.child.id()))
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.bin.threads()
     }
 }
 

@@ -6,7 +6,8 @@ use std::io::{BufRead, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,14 +16,22 @@ use super::wait::DEADLINE;
 /// The runner binary's path.
 pub const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
 
-/// The runner binary; killed if a test fails before it exits.
+/// The runner binary's stderr lines as read so far, `<eof>` last once it closed, and a
+/// condition variable signalled at each line.
+type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// The line pushed after the child's last one, when its stderr closes.
+const EOF: &str = "<eof>";
+
+/// The runner binary; killed if a test fails before it exits. Its stderr is read on a
+/// thread (so it never blocks on a full pipe) into a log that tests wait on.
 pub struct Bin {
     pub child: Child,
-    lines: Receiver<String>,
-    /// Every stderr line read so far.
-    pub seen: Vec<String>,
+    log: Log,
     /// Lines before this index have been looked at by `wait_line`.
     cursor: usize,
+    /// How long a wait for a line may take.
+    pub deadline: Duration,
 }
 
 impl Drop for Bin {
@@ -41,30 +50,12 @@ impl Bin {
 
     /// [`Bin::start`] with these environment variables set as well.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> (Bin, SocketAddr) {
-        let mut child = Command::new(BIN)
-            .args(["--host", "127.0.0.1", "--port", "0"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                if tx.send(line.unwrap_or_default()).is_err() {
-                    return;
-                }
-            }
-        });
-        let mut bin = Bin {
-            child,
-            lines,
-            seen: Vec::new(),
-            cursor: 0,
-        };
-        let line = bin.wait_line("listening on ws://");
-        let addr = addr_after(&line, "ws://");
+            .envs(env.iter().copied());
+        let mut bin = Bin::spawn(&mut cmd);
+        let addr = bin.listening();
         (bin, addr)
     }
 
@@ -79,25 +70,108 @@ impl Bin {
         (bin, addr, mgmt)
     }
 
+    /// Spawn `cmd` (the binary with whatever flags) with stderr collected; stdin and
+    /// stdout are closed.
+    pub fn spawn(cmd: &mut Command) -> Bin {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the runner binary");
+        let stderr = child.stderr.take().unwrap();
+        let log: Log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.0.lock().unwrap().push(line);
+                sink.1.notify_all();
+            }
+            sink.0.lock().unwrap().push(EOF.into());
+            sink.1.notify_all();
+        });
+        Bin {
+            child,
+            log,
+            cursor: 0,
+            deadline: DEADLINE,
+        }
+    }
+
+    /// The WebSocket listener's address, once the binary logged it.
+    pub fn listening(&mut self) -> SocketAddr {
+        let line = self.wait_line("listening on ws://");
+        addr_after(&line, "ws://")
+    }
+
+    /// Wait (with the deadline) until the log holds a line for which `found` answers,
+    /// and return the answer; fails naming `what` if the binary's stderr ends first.
+    fn wait_log_for<T>(&self, what: &str, mut found: impl FnMut(&[String]) -> Option<T>) -> T {
+        let (lines, cv) = &*self.log;
+        let until = Instant::now() + self.deadline;
+        let mut lines = lines.lock().unwrap();
+        loop {
+            if let Some(t) = found(&lines) {
+                return t;
+            }
+            let now = Instant::now();
+            assert!(
+                now < until && lines.last().is_none_or(|l| l != EOF),
+                "no log line with {what:?}; the log:\n{}",
+                lines.join("\n")
+            );
+            lines = cv.wait_timeout(lines, until - now).unwrap().0;
+        }
+    }
+
     /// The next line (after those already matched) that contains `what`.
     pub fn wait_line(&mut self, what: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            while self.cursor < self.seen.len() {
-                self.cursor += 1;
-                if self.seen[self.cursor - 1].contains(what) {
-                    return self.seen[self.cursor - 1].clone();
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| {
-                panic!(
-                    "no log line with {what:?}; so far:\n{}",
-                    self.seen.join("\n")
-                )
-            });
-            self.seen.push(line);
-        }
+        let from = self.cursor;
+        let (at, line) = self.wait_log_for(what, |lines| {
+            lines[from.min(lines.len())..]
+                .iter()
+                .position(|l| l.contains(what) && l != EOF)
+                .map(|i| (from + i, lines[from + i].clone()))
+        });
+        self.cursor = at + 1;
+        line
+    }
+
+    /// The first line of the whole log that contains `what`, waiting for it.
+    pub fn wait_log(&self, what: &str) -> String {
+        self.wait_log_for(what, |lines| {
+            lines
+                .iter()
+                .find(|l| l.contains(what) && *l != EOF)
+                .cloned()
+        })
+    }
+
+    /// Wait until at least `n` lines contain `what`.
+    pub fn wait_log_count(&self, what: &str, n: usize) {
+        self.wait_log_for(&format!("{n} x {what}"), |lines| {
+            (lines.iter().filter(|l| l.contains(what)).count() >= n).then_some(())
+        })
+    }
+
+    /// How many lines so far contain `what`.
+    pub fn count_log(&self, what: &str) -> usize {
+        self.seen().iter().filter(|l| l.contains(what)).count()
+    }
+
+    /// Every stderr line read so far.
+    pub fn seen(&self) -> Vec<String> {
+        let lines = self.log.0.lock().unwrap();
+        lines.iter().filter(|l| *l != EOF).cloned().collect()
+    }
+
+    /// Every stderr line, once stderr closed (the binary exited), waiting for that.
+    pub fn all_lines(&self) -> Vec<String> {
+        self.wait_log_for("the end of stderr", |lines| {
+            (lines.last().is_some_and(|l| l == EOF)).then_some(())
+        });
+        self.seen()
     }
 
     /// Send `sig` (a name such as `TERM` or `HUP`) with `kill`.
@@ -111,7 +185,7 @@ impl Bin {
 
     /// The exit status, waiting for it with a deadline.
     pub fn exit_code(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = Instant::now() + self.deadline;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
@@ -120,6 +194,22 @@ impl Bin {
             std::thread::yield_now();
         }
     }
+
+    /// The binary's thread count (`Threads:` in /proc/PID/status).
+    pub fn threads(&self) -> usize {
+        threads_of(&format!("/proc/{}/status", self.child.id()))
+    }
+}
+
+/// The `Threads:` figure of a /proc status file (`/proc/self/status` for this
+/// process).
+pub fn threads_of(path: &str) -> usize {
+    let status = std::fs::read_to_string(path).expect("a /proc status file");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a Threads line")
 }
 
 /// The address after `scheme` in a log line (`... on ws://127.0.0.1:1234 (...)`).
