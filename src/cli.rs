@@ -476,21 +476,13 @@ fn resolve_host(label: &str, v: &str) -> Result<IpAddr, String> {
         .ok_or_else(|| format!("{label}: '{v}' resolves to no address"))
 }
 
-/// `16MiB`, `64KiB`, `1024`, `2M`.
+/// `16MiB`, `64KiB`, `1024`, `2M` (the `units` crate's sizes), more than 0.
 pub fn parse_size(flag: &str, v: &str) -> Result<usize, String> {
-    let err = || format!("{flag}: '{v}' is not a size (bytes, or a number with KiB, MiB, GiB)");
-    let t = v.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: usize = num.parse().map_err(|_| err())?;
-    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        _ => return Err(err()),
-    };
-    let size = n.checked_mul(mult).ok_or_else(err)?;
+    let size = units::size(v)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            format!("{flag}: '{v}' is not a size (bytes, or a number with KiB, MiB, GiB)")
+        })?;
     if size == 0 {
         return Err(format!("{flag}: must be greater than 0"));
     }
@@ -506,18 +498,10 @@ pub fn parse_count(flag: &str, v: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("{flag}: '{v}' is not a positive number"))
 }
 
-/// `10`, `10s`, `500ms`, `2m`.
+/// `10`, `10s`, `500ms`, `2m`, `1.5s` (the `units` crate's durations).
 pub fn parse_duration(flag: &str, v: &str) -> Result<Duration, String> {
-    let err = || format!("{flag}: '{v}' is not a duration (seconds, or a number with ms, s, m)");
-    let t = v.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| err())?;
-    Ok(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(err)?),
-        _ => return Err(err()),
+    units::duration(v).ok_or_else(|| {
+        format!("{flag}: '{v}' is not a duration (seconds, or a number with ms, s, m)")
     })
 }
 

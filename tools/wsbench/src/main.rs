@@ -112,37 +112,6 @@ impl Growth {
     }
 }
 
-/// A duration: seconds, or a number with ms, s or m.
-fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let (n, mult) = if let Some(n) = v.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (v, 1.0)
-    };
-    let secs = n.trim().parse::<f64>().ok()? * mult;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-fn parse_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (n, unit) = v.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let mult = match unit {
-        "" => 1,
-        "K" | "KiB" => 1 << 10,
-        "M" | "MiB" => 1 << 20,
-        "G" | "GiB" => 1 << 30,
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let scenario = it
@@ -208,11 +177,11 @@ fn parse_args() -> Result<Args, String> {
             "--payload" => a.payload = val()?,
             "--duration" => {
                 let v = val()?;
-                duration = Some(parse_duration(&v).ok_or_else(|| bad("--duration", &v))?)
+                duration = Some(units::duration(&v).ok_or_else(|| bad("--duration", &v))?)
             }
             "--warmup" => {
                 let v = val()?;
-                warmup = Some(parse_duration(&v).ok_or_else(|| bad("--warmup", &v))?)
+                warmup = Some(units::duration(&v).ok_or_else(|| bad("--warmup", &v))?)
             }
             "--pid" => {
                 let v = val()?;
@@ -223,7 +192,7 @@ fn parse_args() -> Result<Args, String> {
             "--slow-reader" => a.slow_reader = true,
             "--read-rate" => {
                 let v = val()?;
-                a.read_rate = parse_size(&v)
+                a.read_rate = units::size(&v)
                     .filter(|&r| r > 0)
                     .ok_or_else(|| bad("--read-rate", &v))?
             }
@@ -233,13 +202,13 @@ fn parse_args() -> Result<Args, String> {
             }
             "--sample" => {
                 let v = val()?;
-                a.sample = parse_duration(&v)
+                a.sample = units::duration(&v)
                     .filter(|d| !d.is_zero())
                     .ok_or_else(|| bad("--sample", &v))?
             }
             "--think" => {
                 let v = val()?;
-                a.think = parse_duration(&v).ok_or_else(|| bad("--think", &v))?
+                a.think = units::duration(&v).ok_or_else(|| bad("--think", &v))?
             }
             "--slow-readers" => {
                 let v = val()?;
@@ -247,7 +216,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--reply-timeout" => {
                 let v = val()?;
-                a.reply_timeout = parse_duration(&v)
+                a.reply_timeout = units::duration(&v)
                     .filter(|d| !d.is_zero())
                     .ok_or_else(|| bad("--reply-timeout", &v))?
             }
@@ -261,7 +230,7 @@ fn parse_args() -> Result<Args, String> {
                             .filter(|p: &f64| *p >= 0.0)
                             .ok_or_else(|| bad("--max-growth", &v))?,
                     ),
-                    None => Growth::Bytes(parse_size(&v).ok_or_else(|| bad("--max-growth", &v))?),
+                    None => Growth::Bytes(units::size(&v).ok_or_else(|| bad("--max-growth", &v))?),
                 }
             }
             other => return Err(format!("unknown option '{other}'")),
