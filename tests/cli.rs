@@ -5,115 +5,34 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::{json, Value};
-use support::DEADLINE;
+use support::{Bin, Scratch, BIN, DEADLINE};
 
-const BIN: &str = env!("CARGO_BIN_EXE_configurapi-runner-ws");
-
-/// A folder of its own, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("cli-tests-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("app/schemas")).unwrap();
-        Scratch(dir)
-    }
-
-    fn write(&self, rel: &str, text: &str) {
-        std::fs::write(self.0.join(rel), text).unwrap();
-    }
+/// A folder of its own with `app/schemas/` in it, removed when dropped.
+fn scratch(name: &str) -> Scratch {
+    let dir = Scratch::new(&format!("cli-tests-{name}"));
+    std::fs::create_dir_all(dir.0.join("app/schemas")).unwrap();
+    dir
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The binary with `args`, in `cwd`; killed when dropped (a test that fails leaves
+/// nothing behind).
+fn spawn(args: &[&str], cwd: &Path) -> Bin {
+    spawn_env(args, &[], cwd)
 }
 
-/// The binary, running; killed when dropped (a test that fails leaves nothing behind).
-struct Runner {
-    child: Child,
-    stderr: Receiver<String>,
-}
-
-impl Runner {
-    fn spawn(args: &[&str], cwd: &Path) -> Runner {
-        Runner::spawn_env(args, &[], cwd)
-    }
-
-    /// With these environment variables set as well.
-    fn spawn_env(args: &[&str], vars: &[(&str, &str)], cwd: &Path) -> Runner {
-        let mut child = Command::new(BIN)
+/// [`spawn`] with these environment variables set as well.
+fn spawn_env(args: &[&str], vars: &[(&str, &str)], cwd: &Path) -> Bin {
+    Bin::spawn(
+        Command::new(BIN)
             .args(args)
             .envs(vars.iter().copied())
-            .current_dir(cwd)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pipe = child.stderr.take().unwrap();
-        let (tx, stderr) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                if tx.send(line.unwrap_or_default()).is_err() {
-                    return;
-                }
-            }
-        });
-        Runner { child, stderr }
-    }
-
-    /// The next stderr line that `pred` accepts; fails after the deadline.
-    fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        loop {
-            match self.stderr.recv_timeout(DEADLINE) {
-                Ok(line) if pred(&line) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("no stderr line {what} ({e:?})"),
-            }
-        }
-    }
-
-    /// The WebSocket address from the start-up line.
-    fn ws_addr(&self) -> String {
-        let line = self.wait_line("saying where it listens", |l| {
-            l.contains("listening on ws://")
-        });
-        line.split("ws://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .to_string()
-    }
-
-    /// Every stderr line until the process closes it (exits), and the exit status.
-    fn finish(mut self) -> (Option<i32>, Vec<String>) {
-        let mut lines = Vec::new();
-        loop {
-            match self.stderr.recv_timeout(DEADLINE) {
-                Ok(line) => lines.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("the binary did not exit: {lines:?}"),
-            }
-        }
-        let status = self.child.wait().unwrap();
-        (status.code(), lines)
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+            .current_dir(cwd),
+    )
 }
 
 /// The flags every run here uses: a free port on loopback, no management listener.
@@ -126,10 +45,10 @@ const QUIET: [&str; 6] = [
     "0",
 ];
 
-fn run_with_config(dir: &Path, config: &str) -> Runner {
+fn run_with_config(dir: &Path, config: &str) -> Bin {
     let mut args = QUIET.to_vec();
     args.extend(["--config", config]);
-    Runner::spawn(&args, dir)
+    spawn(&args, dir)
 }
 
 fn client(addr: &str) -> tungstenite::WebSocket<TcpStream> {
@@ -153,7 +72,7 @@ fn request(ws: &mut tungstenite::WebSocket<TcpStream>, msg: Value) -> Value {
 
 #[test]
 fn every_missing_handler_is_one_error_line_with_routes_and_imports_and_exit_2() {
-    let dir = Scratch::new("missing");
+    let dir = scratch("missing");
     dir.write(
         "app/config.yaml",
         r#"
@@ -183,7 +102,7 @@ api:
 
 #[test]
 fn a_missing_schema_file_stops_startup_naming_the_file_and_route() {
-    let dir = Scratch::new("no-schema");
+    let dir = scratch("no-schema");
     dir.write(
         "app/config.yaml",
         "import: [configurapi-handler-json]\napi:\n  events:\n    - name: post_v1_datum\n      policies: [validateJsonRequestHandler]\n",
@@ -202,7 +121,7 @@ fn a_missing_schema_file_stops_startup_naming_the_file_and_route() {
 
 #[test]
 fn schemas_are_read_beside_the_config_whatever_the_working_directory() {
-    let dir = Scratch::new("schema");
+    let dir = scratch("schema");
     dir.write(
         "app/schemas/post_v1_datum.json",
         r#"{"type": "object", "required": ["name"]}"#,
@@ -217,8 +136,8 @@ fn schemas_are_read_beside_the_config_whatever_the_working_directory() {
         (dir.0.clone(), "app/config.yaml".to_string()),
         (std::env::temp_dir(), absolute.display().to_string()),
     ] {
-        let runner = run_with_config(&cwd, &config);
-        let mut ws = client(&runner.ws_addr());
+        let mut runner = run_with_config(&cwd, &config);
+        let mut ws = client(&runner.listening().to_string());
         let ok = request(
             &mut ws,
             json!({"name": "post_v1_datum", "payload": {"name": "n"}, "headers": {"message-id": "1"}}),
@@ -234,7 +153,7 @@ fn schemas_are_read_beside_the_config_whatever_the_working_directory() {
 
 #[test]
 fn the_logging_pack_writes_a_request_and_a_response_line_per_message() {
-    let dir = Scratch::new("logging");
+    let dir = scratch("logging");
     dir.write(
         "app/config.yaml",
         r#"
@@ -250,14 +169,14 @@ api:
         - setResponseHandler: [418, short and stout]
 "#,
     );
-    let runner = run_with_config(&dir.0, "app/config.yaml");
-    let mut ws = client(&runner.ws_addr());
+    let mut runner = run_with_config(&dir.0, "app/config.yaml");
+    let mut ws = client(&runner.listening().to_string());
     let answer = request(
         &mut ws,
         json!({"name": "teapot", "method": "post", "headers": {"message-id": "m-1", "correlation-id": "corr-7"}}),
     );
     assert_eq!(answer["statusCode"], 418, "{answer}");
-    let req = runner.wait_line("from logRequestHandler", |l| {
+    let req = runner.wait_line_where("from logRequestHandler", |l| {
         l.contains(" - corr-7 - Request ")
     });
     assert!(
@@ -265,7 +184,7 @@ api:
         "{req}"
     );
     assert!(req.ends_with(" - corr-7 - Request teapot post"), "{req}");
-    let resp = runner.wait_line("from logResponseHandler", |l| {
+    let resp = runner.wait_line_where("from logResponseHandler", |l| {
         l.contains(" - corr-7 - Response ")
     });
     assert!(
@@ -290,7 +209,7 @@ fn post_usage_errors_are_one_line_with_exit_2_and_post_help_succeeds() {
         &["post", "http://h/"],
         &["post", "--bogus", "a", "b"],
     ] {
-        let (code, lines) = Runner::spawn(args, &here).finish();
+        let (code, lines) = spawn(args, &here).finish();
         assert_eq!(code, Some(2), "{args:?}: {lines:?}");
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].starts_with("error: post: "), "{lines:?}");
@@ -374,10 +293,10 @@ fn port_of(addr: &str) -> u16 {
 
 #[test]
 fn every_flag_can_come_from_the_environment_and_flags_win() {
-    let dir = Scratch::new("env");
+    let dir = scratch("env");
     // The variables pick the port, host and echo mode; --host on the command line
     // wins over CONFIGURAPI_HOST (a name that could not be listened on).
-    let runner = Runner::spawn_env(
+    let mut runner = spawn_env(
         &["--host", "127.0.0.1"],
         &[
             ("PORT", "0"),
@@ -387,20 +306,20 @@ fn every_flag_can_come_from_the_environment_and_flags_win() {
         ],
         &dir.0,
     );
-    let addr = runner.ws_addr();
+    let addr = runner.listening().to_string();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     echo_once(&addr);
 }
 
 #[test]
 fn a_bad_environment_variable_is_one_line_naming_it_with_exit_2() {
-    let dir = Scratch::new("env-bad");
+    let dir = scratch("env-bad");
     for (var, value) in [
         ("CONFIGURAPI_MAX_MESSAGE_SIZE", "lots"),
         ("PORT", "eighty"),
         ("CONFIGURAPI_ECHO", "maybe"),
     ] {
-        let (code, lines) = Runner::spawn_env(&[], &[(var, value)], &dir.0).finish();
+        let (code, lines) = spawn_env(&[], &[(var, value)], &dir.0).finish();
         assert_eq!(code, Some(2), "{var}: {lines:?}");
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(
@@ -421,8 +340,8 @@ fn help_names_the_environment_variables() {
 
 #[test]
 fn host_localhost_is_resolved_and_listened_on() {
-    let dir = Scratch::new("localhost");
-    let runner = Runner::spawn(
+    let dir = scratch("localhost");
+    let mut runner = spawn(
         &[
             "--echo",
             "--port",
@@ -434,19 +353,19 @@ fn host_localhost_is_resolved_and_listened_on() {
         ],
         &dir.0,
     );
-    let addr = runner.ws_addr();
+    let addr = runner.listening().to_string();
     echo_once(&addr);
 }
 
 #[test]
 fn the_ipv6_wildcard_listens_dual_stack() {
-    let dir = Scratch::new("dual-stack");
+    let dir = scratch("dual-stack");
     // Without IPv6 on the machine `::` cannot be bound at all: say so and skip.
     if std::net::TcpListener::bind("[::]:0").is_err() {
         eprintln!("SKIPPED the_ipv6_wildcard_listens_dual_stack: no IPv6 on this machine");
         return;
     }
-    let runner = Runner::spawn(
+    let mut runner = spawn(
         &[
             "--echo",
             "--port",
@@ -458,7 +377,7 @@ fn the_ipv6_wildcard_listens_dual_stack() {
         ],
         &dir.0,
     );
-    let addr = runner.ws_addr();
+    let addr = runner.listening().to_string();
     assert!(addr.starts_with("[::]:"), "{addr}");
     let port = port_of(&addr);
     echo_once(&format!("127.0.0.1:{port}"));

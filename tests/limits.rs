@@ -6,14 +6,14 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use configurapi_runner_ws::reactor::MgmtConfig;
 use configurapi_runner_ws::{Outgoing, ServerConfig};
 use support::{
-    client_frame, echo_round_trip, expect_close, read_frame, read_http_head, wait_stats,
-    TestServer, DEADLINE,
+    client_frame, echo_round_trip, expect_close, read_frame, read_http_head, wait_stats, Bin,
+    TestServer, BIN, DEADLINE,
 };
 
 fn capped(max_queued: usize, grace: Duration) -> ServerConfig {
@@ -221,56 +221,29 @@ fn management_connections_are_capped() {
 
 /// The server binary with a small descriptor limit: a shell sets it and execs.
 struct LimitedServer {
-    child: Child,
+    bin: Bin,
     addr: String,
 }
 
 impl LimitedServer {
     fn start(nofile: u32) -> LimitedServer {
-        let bin = env!("CARGO_BIN_EXE_configurapi-runner-ws");
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -n {nofile} && exec \"$0\" --echo --host 127.0.0.1 --port 0 --log-level info"
-            ))
-            .arg(bin)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn the server");
-        // The log is read on a thread (which keeps draining it, so the server never
-        // blocks on a full pipe); each line is awaited with the deadline.
-        let lines = support::lines_of(child.stderr.take().unwrap());
-        let mut log = String::new();
-        let addr = loop {
-            let line = match lines.recv_timeout(DEADLINE) {
-                Ok(line) => line,
-                Err(e) => panic!("no \"listening on\" from the server ({e}): {log}"),
-            };
-            log.push_str(&line);
-            log.push('\n');
-            if let Some(rest) = line.split("listening on ws://").nth(1) {
-                let end = rest
-                    .find(|c: char| c.is_whitespace() || c == '/')
-                    .unwrap_or(rest.len());
-                break rest[..end].to_string();
-            }
-        };
-        LimitedServer { child, addr }
+        let mut bin = Bin::spawn(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "ulimit -n {nofile} && exec \"$0\" --echo --host 127.0.0.1 --port 0 --log-level info"
+                ))
+                .arg(BIN),
+        );
+        let addr = bin.listening().to_string();
+        LimitedServer { bin, addr }
     }
 
     fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.bin.child.id())).unwrap();
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = after.split_whitespace().collect();
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    }
-}
-
-impl Drop for LimitedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -127,15 +127,28 @@ impl Bin {
 
     /// The next line (after those already matched) that contains `what`.
     pub fn wait_line(&mut self, what: &str) -> String {
+        self.wait_line_where(what, |l| l.contains(what))
+    }
+
+    /// The next line (after those already matched) that `pred` accepts; `what` names
+    /// it in the failure.
+    pub fn wait_line_where(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let from = self.cursor;
         let (at, line) = self.wait_log_for(what, |lines| {
             lines[from.min(lines.len())..]
                 .iter()
-                .position(|l| l.contains(what) && l != EOF)
+                .position(|l| l != EOF && pred(l))
                 .map(|i| (from + i, lines[from + i].clone()))
         });
         self.cursor = at + 1;
         line
+    }
+
+    /// Wait for the binary to exit (with the deadline): its exit code and every stderr
+    /// line.
+    pub fn finish(&mut self) -> (Option<i32>, Vec<String>) {
+        let lines = self.all_lines();
+        (self.exit_code(), lines)
     }
 
     /// The first line of the whole log that contains `what`, waiting for it.
