@@ -256,18 +256,8 @@ fn try_upgrade(addr: &str) -> (TcpStream, bool) {
     // the write may meet the reset that the close of an unread socket sends. The 503
     // was on its way first and is read below all the same.
     let _ = s.write_all(support::upgrade_request("/").as_bytes());
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(0) => break,
-            Ok(_) => head.push(b[0]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => panic!("no answer to the upgrade: {e}"),
-        }
-    }
-    let head = String::from_utf8_lossy(&head);
+    // A reset after the answer ends the head (read_http_head stops there).
+    let head = read_http_head(&mut s);
     if head.starts_with("HTTP/1.1 101 ") {
         return (s, true);
     }

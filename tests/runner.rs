@@ -1230,6 +1230,7 @@ fn slow_reader_holds_the_stream(t: Transport) {
     );
 }
 
+// Written out, not `over_both!`: tests/contract_refs.rs reads the `s6_4_5` name after `fn`.
 #[test]
 fn s6_4_5_a_slow_reader_holds_the_stream_at_high_water_and_it_resumes() {
     slow_reader_holds_the_stream(Transport::Plain);

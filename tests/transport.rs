@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use configurapi_runner_ws::{Outgoing, ServerConfig};
+use support::over_both;
 use support::*;
 use tungstenite::Message;
 
@@ -18,7 +19,8 @@ fn server(t: Transport, cfg: ServerConfig) -> TestServer {
     TestServer::builder(cfg).transport(t).start()
 }
 
-// Each body below runs over plain TCP and over TLS: two tests, one body.
+// Each body below runs over plain TCP and over TLS: two tests, one body (`over_both!`,
+// or for the codec paths one TLS test calling the plain tests' bodies).
 
 fn echoes_from_empty_to_sixteen_mib(t: Transport) {
     let srv = server(t, ServerConfig::default());
@@ -46,15 +48,7 @@ fn echoes_from_empty_to_sixteen_mib(t: Transport) {
     ws.close(None).unwrap();
 }
 
-#[test]
-fn echoes_text_and_binary_from_empty_to_sixteen_mib() {
-    echoes_from_empty_to_sixteen_mib(Transport::Plain);
-}
-
-#[test]
-fn wss_echoes_text_and_binary_from_empty_to_sixteen_mib() {
-    echoes_from_empty_to_sixteen_mib(Transport::Tls);
-}
+over_both!(echoes_from_empty_to_sixteen_mib: echoes_text_and_binary_from_empty_to_sixteen_mib, wss_echoes_text_and_binary_from_empty_to_sixteen_mib);
 
 fn fragments_with_a_ping_between_and_many_frames_in_one_write(t: Transport) {
     let srv = server(t, ServerConfig::default());
@@ -127,15 +121,7 @@ fn first_offered_subprotocol_is_echoed(t: Transport) {
     );
 }
 
-#[test]
-fn first_offered_subprotocol_is_echoed_in_the_handshake() {
-    first_offered_subprotocol_is_echoed(Transport::Plain);
-}
-
-#[test]
-fn first_offered_subprotocol_is_echoed_over_tls() {
-    first_offered_subprotocol_is_echoed(Transport::Tls);
-}
+over_both!(first_offered_subprotocol_is_echoed: first_offered_subprotocol_is_echoed_in_the_handshake, first_offered_subprotocol_is_echoed_over_tls);
 
 /// Send `req`, expect the status line, the extra header if any, and a close by the server.
 fn expect_rejection(req: &[u8], status: u16, header: Option<&str>) {
@@ -208,14 +194,20 @@ fn garbage_request_is_400() {
     expect_rejection(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 400, None);
 }
 
-fn client_close_is_answered_with_its_code(t: Transport) {
+/// Over `t`, the server's close frame (with `code`) after `bytes`, then the end of the
+/// connection.
+fn closes_after(t: Transport, bytes: &[u8], code: u16) {
     let srv = server(t, ServerConfig::default());
     let (mut s, _) = srv.upgraded_with("");
+    s.write_all(bytes).unwrap();
+    s.flush().unwrap();
+    expect_close(&mut s, code);
+}
+
+fn client_close_is_answered_with_its_code(t: Transport) {
     let mut payload = 4000u16.to_be_bytes().to_vec();
     payload.extend_from_slice(b"bye");
-    s.write_all(&client_frame(0x88, &payload)).unwrap();
-    s.flush().unwrap();
-    expect_close(&mut s, 4000);
+    closes_after(t, &client_frame(0x88, &payload), 4000);
 }
 
 #[test]
@@ -224,11 +216,7 @@ fn client_close_is_answered_with_the_same_code_then_tcp_closes() {
 }
 
 fn unmasked_client_frame_closes_1002(t: Transport) {
-    let srv = server(t, ServerConfig::default());
-    let (mut s, _) = srv.upgraded_with("");
-    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
-    s.flush().unwrap();
-    expect_close(&mut s, 1002);
+    closes_after(t, &[0x81, 0x02, b'h', b'i'], 1002);
 }
 
 #[test]
@@ -237,17 +225,10 @@ fn unmasked_client_frame_is_closed_with_1002() {
 }
 
 fn invalid_utf8_closes_1007(t: Transport) {
-    let srv = server(t, ServerConfig::default());
     // In a first fragment, and in a whole message.
-    for frame in [
-        client_frame(0x01, b"ok\xC0\xAF"),
-        client_frame(0x81, &[0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xFF]),
-    ] {
-        let (mut s, _) = srv.upgraded_with("");
-        s.write_all(&frame).unwrap();
-        s.flush().unwrap();
-        expect_close(&mut s, 1007);
-    }
+    closes_after(t, &client_frame(0x01, b"ok\xC0\xAF"), 1007);
+    let bad = [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xFF];
+    closes_after(t, &client_frame(0x81, &bad), 1007);
 }
 
 #[test]
@@ -426,15 +407,7 @@ fn peer_that_never_reads_is_paused_at_high_water(t: Transport) {
     );
 }
 
-#[test]
-fn peer_that_never_reads_stops_being_read_at_the_high_water_mark() {
-    peer_that_never_reads_is_paused_at_high_water(Transport::Plain);
-}
-
-#[test]
-fn reader_that_never_reads_is_bounded_over_tls() {
-    peer_that_never_reads_is_paused_at_high_water(Transport::Tls);
-}
+over_both!(peer_that_never_reads_is_paused_at_high_water: peer_that_never_reads_stops_being_read_at_the_high_water_mark, reader_that_never_reads_is_bounded_over_tls);
 
 #[test]
 fn busy_port_is_a_one_line_error_naming_the_port() {

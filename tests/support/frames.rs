@@ -28,6 +28,8 @@ pub fn read_http_head(s: &mut impl Read) -> String {
             Ok(_) => head.push(b[0]),
             // A signal during a read with a timeout is EINTR even with SA_RESTART.
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            // A reset ends the head as EOF does: the caller sees what came before it.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
             Err(e) => panic!("reading the response head: {e}"),
         }
     }

@@ -25,6 +25,25 @@ pub mod runner;
 pub mod server;
 pub mod wait;
 
+/// Two tests, one body: `over_both!(body: plain_name, tls_name)` defines `#[test] fn
+/// plain_name` running `body(Transport::Plain)` and `#[test] fn tls_name` running
+/// `body(Transport::Tls)`.
+#[allow(unused_macros)]
+macro_rules! over_both {
+    ($body:ident: $plain:ident, $tls:ident) => {
+        #[test]
+        fn $plain() {
+            $body(support::Transport::Plain);
+        }
+
+        #[test]
+        fn $tls() {
+            $body(support::Transport::Tls);
+        }
+    };
+}
+pub(crate) use over_both;
+
 pub use binary::*;
 pub use certs::*;
 pub use client::*;
