@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
-use support::{Bin, Scratch, BIN, DEADLINE};
+use support::{ask_text, tungstenite_at, Bin, Scratch, BIN, DEADLINE};
 
 /// A folder of its own with `app/schemas/` in it, removed when dropped.
 fn scratch(name: &str) -> Scratch {
@@ -52,22 +52,11 @@ fn run_with_config(dir: &Path, config: &str) -> Bin {
 }
 
 fn client(addr: &str) -> tungstenite::WebSocket<TcpStream> {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), s).unwrap();
-    ws
+    tungstenite_at(addr.parse().expect("a socket address"), "/")
 }
 
 fn request(ws: &mut tungstenite::WebSocket<TcpStream>, msg: Value) -> Value {
-    ws.send(tungstenite::Message::text(msg.to_string()))
-        .unwrap();
-    loop {
-        match ws.read().unwrap() {
-            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    ask_text(ws, &msg.to_string())
 }
 
 #[test]

@@ -48,15 +48,6 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Poll `cond` until it holds; fail after `DEADLINE`.
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
 fn wait_open(srv: &TestServer, n: u64) {
     wait_stats(srv, &format!("{n} connections to be open"), |s| s.open == n);
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{free_port, Bin, BIN};
+use support::{free_port, recv_json, tungstenite_at, Bin, BIN};
 use tungstenite::{Message, WebSocket};
 
 /// Every wait gives up after this long: a hang fails the test.
@@ -103,11 +103,7 @@ impl Runner {
     }
 
     fn connect(&self, query: &str) -> Client {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        let url = format!("ws://{}/{query}", self.addr);
-        let (ws, _) = tungstenite::client(url, s).expect("ws handshake");
-        Client { ws }
+        client_at(self.addr, query)
     }
 
     fn host_pids(&self) -> Vec<String> {
@@ -133,13 +129,7 @@ impl Client {
     }
 
     fn recv(&mut self) -> Value {
-        loop {
-            match self.ws.read().expect("a frame before the deadline") {
-                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
+        recv_json(&mut self.ws)
     }
 
     /// Send `{name, params, payload?}` with message-id = name, read the next frame.
@@ -615,10 +605,10 @@ fn start_node_peer() -> Option<NodePeer> {
     })
 }
 
-fn client_at(addr: SocketAddr) -> Client {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}/"), s).expect("ws handshake");
+/// A client of `addr` with the JS tests' read deadline; `query` follows the `/`.
+fn client_at(addr: SocketAddr, query: &str) -> Client {
+    let ws = tungstenite_at(addr, &format!("/{query}"));
+    ws.get_ref().set_read_timeout(Some(DEADLINE)).unwrap();
     Client { ws }
 }
 
@@ -669,7 +659,7 @@ fn the_app_answers_the_same_envelopes_as_under_the_node_configurapi_runner() {
     };
     let r = Runner::app(&[]);
     let mut ours = r.connect("");
-    let mut theirs = client_at(peer.addr);
+    let mut theirs = client_at(peer.addr, "");
     let mut msgs = vec![
         json!({"name": "sync", "params": {"who": "bob"}, "query": {"q": "1"}}),
         json!({"name": "async", "payload": {"a": [1, 2.5, null]}}),

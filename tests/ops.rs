@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use serde_json::{json, Value};
-use support::{free_port, Bin, Scratch, DEADLINE};
+use support::{ask_text, free_port, tungstenite_at, Bin, Scratch, DEADLINE};
 
 const APP: &str = r#"
 api:
@@ -25,24 +25,8 @@ api:
         - throwHandler: ["bad input", 422]
 "#;
 
-type Client = tungstenite::WebSocket<TcpStream>;
-
-fn client(addr: SocketAddr) -> Client {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    tungstenite::client(format!("ws://{addr}/"), s).unwrap().0
-}
-
-/// Send `text` and return the answer envelope.
-fn ask(ws: &mut Client, text: &str) -> Value {
-    ws.send(tungstenite::Message::text(text)).unwrap();
-    loop {
-        match ws.read().unwrap() {
-            tungstenite::Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+fn client(addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
+    tungstenite_at(addr, "/")
 }
 
 /// `GET /metrics` on the management port: the samples, `name{labels}` to value.
@@ -106,7 +90,7 @@ fn json_logs_have_timestamps_access_lines_and_client_mistakes_below_error() {
     let mut ws = client(addr);
     let statuses: Vec<u64> = MESSAGES
         .iter()
-        .map(|m| ask(&mut ws, m)["statusCode"].as_u64().unwrap())
+        .map(|m| ask_text(&mut ws, m)["statusCode"].as_u64().unwrap())
         .collect();
     assert_eq!(statuses, [200, 400, 501, 501, 500, 422]);
 
@@ -171,7 +155,7 @@ fn response_counters_add_up_to_the_answers_the_client_received() {
     let mut received: BTreeMap<u64, u64> = BTreeMap::new();
     // Twice over, so that a count of one cannot pass by luck.
     for m in MESSAGES.iter().chain(MESSAGES.iter()) {
-        let status = ask(&mut ws, m)["statusCode"].as_u64().unwrap();
+        let status = ask_text(&mut ws, m)["statusCode"].as_u64().unwrap();
         *received.entry(status).or_default() += 1;
     }
     assert_eq!(received.values().sum::<u64>(), 12);
@@ -241,8 +225,14 @@ fn text_logs_follow_rust_log_and_access_log_off() {
         )],
     );
     let mut ws = client(addr);
-    assert_eq!(ask(&mut ws, r#"{"name":"nope"}"#)["statusCode"], json!(501));
-    assert_eq!(ask(&mut ws, r#"{"name":"boom"}"#)["statusCode"], json!(500));
+    assert_eq!(
+        ask_text(&mut ws, r#"{"name":"nope"}"#)["statusCode"],
+        json!(501)
+    );
+    assert_eq!(
+        ask_text(&mut ws, r#"{"name":"boom"}"#)["statusCode"],
+        json!(500)
+    );
     // The connection's open and close lines carry its id and the close code.
     let open = bin.wait_line("connection open");
     assert!(

@@ -324,14 +324,7 @@ fn stale_conn_id_is_never_delivered_to_the_client_in_the_reused_slot() {
     expect_close(&mut a, 1000);
     drop(a);
     // Wait (with a deadline) until the reactor has freed A's slot.
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while !srv.handle.connections().unwrap().is_empty() || srv.handle.stats().unwrap().open != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "connection A never went away"
-        );
-        std::thread::yield_now();
-    }
+    wait_all_gone(&srv);
     let mut b = srv.upgraded();
     let ids = srv.handle.connections().unwrap();
     assert_eq!(ids.len(), 1);
@@ -512,11 +505,7 @@ fn past_max_connections_the_upgrade_is_503_with_retry_after_and_room_comes_back(
         .unwrap();
     expect_close(&mut a, 1000);
     drop(a);
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while srv.handle.stats().unwrap().open != 0 {
-        assert!(std::time::Instant::now() < deadline, "A never went away");
-        std::thread::yield_now();
-    }
+    wait_stats(&srv, "A gone", |st| st.open == 0);
     let mut c = srv.upgraded();
     c.write_all(&client_frame(0x81, b"c")).unwrap();
     assert_eq!(read_frame(&mut c), (0x81, b"c".to_vec()));

@@ -192,3 +192,32 @@ pub fn ws_client(addr: SocketAddr) -> Ws {
     upgrade_on(&mut s, "/", "");
     Ws { s }
 }
+
+/// A tungstenite client of `ws://{addr}{target}` over plain TCP, with read and write
+/// deadlines, that finished the handshake.
+pub fn tungstenite_at(addr: SocketAddr, target: &str) -> tungstenite::WebSocket<TcpStream> {
+    let url = format!("ws://{addr}{target}");
+    let (ws, resp) = tungstenite::client(url, tcp(addr)).expect("ws handshake");
+    assert_eq!(resp.status().as_u16(), 101);
+    ws
+}
+
+/// The next text frame as JSON, past pings and pongs; any other frame fails the test.
+pub fn recv_json(ws: &mut tungstenite::WebSocket<impl Read + Write>) -> Value {
+    loop {
+        match ws.read().expect("a frame before the deadline") {
+            tungstenite::Message::Text(t) => {
+                return serde_json::from_str(t.as_str())
+                    .unwrap_or_else(|e| panic!("frame is not JSON ({e}): {t:?}"))
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Send `text` as a text frame and read the next JSON frame.
+pub fn ask_text(ws: &mut tungstenite::WebSocket<impl Read + Write>, text: &str) -> Value {
+    ws.send(tungstenite::Message::text(text)).unwrap();
+    recv_json(ws)
+}
