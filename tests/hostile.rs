@@ -764,15 +764,7 @@ fn reset_in_the_middle_of_a_frame_frees_the_connection() {
 fn reset_mid_frame_while_a_job_runs_drops_and_counts_the_late_reply() {
     let _serial = serial();
     let yaml = "api:\n  events:\n    - name: hold\n      policies: [gateHandler]\n    - name: echo\n      policies: [echoHandler]\n";
-    let (gate_handler, gate) = gate();
-    let srv = start_runner(
-        yaml,
-        |r| {
-            r.register("gateHandler", gate_handler);
-        },
-        test_config(),
-        RunnerOptions::default(),
-    );
+    let (srv, gate) = gated_runner(yaml);
     let mut ws = connect(&srv);
     ws.send(&json!({"name": "hold", "headers": {"message-id": "late"}}));
     gate.wait_entered();

@@ -402,15 +402,7 @@ api:
         - workerOnlyHandler
         - echoHandler
 "#;
-    let (gate_handler, gate) = gate();
-    let srv = start_runner(
-        yaml,
-        |r| {
-            r.register("gateHandler", gate_handler);
-        },
-        test_config(),
-        RunnerOptions::default(),
-    );
+    let (srv, gate) = gated_runner(yaml);
     let mut ws = connect(&srv);
     ws.send(&json!({"name": "slow", "headers": {"message-id": "slow"}}));
     gate.wait_entered();
@@ -1482,15 +1474,7 @@ api:
     - name: whoami
       policies: [whoamiHandler]
 "#;
-    let (handler, gate) = gate();
-    let srv = start_runner(
-        yaml,
-        |r| {
-            r.register("gateHandler", handler);
-        },
-        test_config(),
-        RunnerOptions::default(),
-    );
+    let (srv, gate) = gated_runner(yaml);
     let mut s = srv.raw();
     // The messages go in the same write as the upgrade request.
     let mut bytes = support::upgrade_request("/?user=ann").into_bytes();
@@ -1584,15 +1568,7 @@ api:
     - name: echo
       policies: [echoHandler]
 "#;
-    let (handler, gate) = gate();
-    let srv = start_runner(
-        yaml,
-        |r| {
-            r.register("gateHandler", handler);
-        },
-        test_config(),
-        RunnerOptions::default(),
-    );
+    let (srv, gate) = gated_runner(yaml);
     // The 101 arrives while on_connect is still waiting at the gate.
     let (mut ws, head) = connect_with(&srv, "/", "Sec-WebSocket-Protocol: graphql-ws, chat\r\n");
     gate.wait_entered();
@@ -2182,15 +2158,7 @@ api:
     - name: echo
       policies: [echoHandler]
 "#;
-    let (gate_handler, gate) = gate();
-    let srv = start_runner(
-        yaml,
-        |r| {
-            r.register("gateHandler", gate_handler);
-        },
-        test_config(),
-        RunnerOptions::default(),
-    );
+    let (srv, gate) = gated_runner(yaml);
     let mut s = srv.raw();
     std::io::Write::write_all(&mut s, support::upgrade_request("/").as_bytes()).unwrap();
     assert!(support::read_http_head(&mut s).starts_with("HTTP/1.1 101 "));

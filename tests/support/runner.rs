@@ -153,3 +153,18 @@ pub fn connect_with(srv: &TestServer, target: &str, extra_headers: &str) -> (Ws,
 pub fn connect(srv: &TestServer) -> Ws {
     connect_with(srv, "/", "").0
 }
+
+/// A runner for `yaml` with the test defaults and a `gateHandler` that waits at the
+/// returned gate.
+pub fn gated_runner(yaml: &str) -> (TestServer, Gate) {
+    let (handler, gate) = gate();
+    let srv = super::server::start_runner(
+        yaml,
+        |r| {
+            r.register("gateHandler", handler);
+        },
+        test_config(),
+        configurapi_runner_ws::runner::RunnerOptions::default(),
+    );
+    (srv, gate)
+}
