@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use configurapi_runner_ws::reactor::MgmtConfig;
 use configurapi_runner_ws::{Outgoing, ServerConfig};
 use support::{
-    client_frame, echo_round_trip, expect_close, read_frame, read_http_head, wait_stats, Bin,
+    client_frame, echo_round_trip, expect_close, read_frame, read_http_head, tcp, wait_stats, Bin,
     TestServer, BIN, DEADLINE,
 };
 
@@ -173,11 +173,7 @@ fn management_connections_are_capped() {
         ..ServerConfig::default()
     });
     let mgmt = srv.management_addr();
-    let connect = || {
-        let s = TcpStream::connect(mgmt).unwrap();
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
-        s
-    };
+    let connect = || tcp(mgmt);
     let mut held: Vec<TcpStream> = (0..4).map(|_| connect()).collect();
     let mut over = connect();
     let mut answer = String::new();

@@ -7,11 +7,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use serde_json::{json, Value};
-use support::{ask_text, free_port, tungstenite_at, Bin, Scratch, DEADLINE};
+use support::{ask_text, free_port, http_call, tungstenite_at, Bin, Scratch};
 
 const APP: &str = r#"
 api:
@@ -31,14 +30,10 @@ fn client(addr: SocketAddr) -> tungstenite::WebSocket<TcpStream> {
 
 /// `GET /metrics` on the management port: the samples, `name{labels}` to value.
 fn metrics(port: &str) -> BTreeMap<String, f64> {
-    let mut s = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    let body = text.split_once("\r\n\r\n").unwrap().1;
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let r = http_call(addr, "GET", "/metrics", "", b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.text();
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {

@@ -2066,19 +2066,10 @@ fn s6_1_1_a_failing_on_start_aborts_startup_before_listening() {
 
 #[test]
 fn s6_1_1_the_binary_serves_the_embedded_default_config_and_stops_on_sigterm() {
-    use std::io::BufRead;
     // No --config and no ./config.yaml: the embedded default config.
-    let dir = scratch_dir("default");
-    /// Kills the child if the test fails before it exits.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Reap(
-        std::process::Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+    let dir = Scratch::new("rtests-default");
+    let mut bin = Bin::spawn(
+        std::process::Command::new(BIN)
             .args([
                 "--port",
                 "0",
@@ -2087,65 +2078,22 @@ fn s6_1_1_the_binary_serves_the_embedded_default_config_and_stops_on_sigterm() {
                 "--management-port",
                 "0",
             ])
-            .current_dir(&dir)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .current_dir(&dir.0),
     );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, lines) = channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            if tx.send(line.unwrap_or_default()).is_err() {
-                return;
-            }
-        }
-    });
-    let listening = loop {
-        let line = lines
-            .recv_timeout(DEADLINE)
-            .expect("the binary logs where it listens");
-        if line.contains("listening on ws://") {
-            break line;
-        }
-    };
+    let listening = bin.wait_line("listening on ws://");
     assert!(listening.contains("built-in default config"), "{listening}");
-    let addr = listening
-        .split("ws://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_string();
-    let s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    let mut s = s;
-    std::io::Write::write_all(&mut s, support::upgrade_request("/").as_bytes()).unwrap();
-    assert!(support::read_http_head(&mut s).starts_with("HTTP/1.1 101 "));
-    let mut ws = Ws { s };
+    let mut ws = ws_client(addr_after(&listening, "ws://"));
     assert_eq!(
         ws.request(&json!({"name": "echo", "payload": [1], "headers": {"message-id": "bin"}})),
         json!({"statusCode": 200, "headers": {"message-id": "bin"}, "body": [1]})
     );
     // SIGTERM: a graceful shutdown closes the client with 1001, then the process
     // exits with 0.
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    bin.signal("TERM");
     let (b0, payload) = read_frame(&mut ws.s);
     assert_eq!((b0, &payload[..2]), (0x88, &1001u16.to_be_bytes()[..]));
     ws.answer_close();
-    let deadline = Instant::now() + DEADLINE;
-    let code = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "the binary did not exit");
-        std::thread::yield_now();
-    };
-    assert_eq!(code, Some(0));
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(bin.exit_code(), Some(0));
 }
 
 #[test]
