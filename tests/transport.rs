@@ -123,75 +123,139 @@ fn first_offered_subprotocol_is_echoed(t: Transport) {
 
 over_both!(first_offered_subprotocol_is_echoed: first_offered_subprotocol_is_echoed_in_the_handshake, first_offered_subprotocol_is_echoed_over_tls);
 
-/// Send `req`, expect the status line, the extra header if any, and a close by the server.
-fn expect_rejection(req: &[u8], status: u16, header: Option<&str>) {
-    let srv = TestServer::echo();
-    let mut s = srv.raw();
+/// The refused upgrades: a name, the request, the status and a header the answer must
+/// hold.
+fn rejections() -> Vec<(&'static str, Vec<u8>, u16, Option<&'static str>)> {
+    let upgrade = upgrade_request("/");
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    vec![
+        (
+            "without key",
+            upgrade
+                .replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "")
+                .into_bytes(),
+            400,
+            None,
+        ),
+        (
+            "malformed key",
+            upgrade
+                .replace("dGhlIHNhbXBsZSBub25jZQ==", "not-base64-16-bytes")
+                .into_bytes(),
+            400,
+            None,
+        ),
+        (
+            "version 8",
+            upgrade.replace("Version: 13", "Version: 8").into_bytes(),
+            426,
+            Some("Sec-WebSocket-Version: 13\r\n"),
+        ),
+        (
+            "POST",
+            upgrade.replace("GET", "POST").into_bytes(),
+            405,
+            None,
+        ),
+        (
+            "no upgrade",
+            b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
+            426,
+            None,
+        ),
+        (
+            "over 16 KiB",
+            format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(17 * 1024)).into_bytes(),
+            431,
+            None,
+        ),
+        (
+            "over 100 lines",
+            upgrade
+                .replace("\r\n\r\n", &format!("\r\n{many}\r\n"))
+                .into_bytes(),
+            431,
+            None,
+        ),
+        (
+            "garbage",
+            b"\x16\x03\x01\x02\x00garbage\r\n\r\n".to_vec(),
+            400,
+            None,
+        ),
+    ]
+}
+
+/// Over `t`, send the request of the rejection `name`; expect its status line, its
+/// header if any, and a close by the server.
+fn expect_rejection(t: Transport, name: &str) {
+    let (_, req, status, header) = rejections()
+        .into_iter()
+        .find(|r| r.0 == name)
+        .expect("a rejection case");
+    let srv = server(t, ServerConfig::default());
+    let mut s = srv.connect();
     // The server may answer before it has read everything; a failed write is fine.
-    let _ = s.write_all(req);
+    let _ = s.write_all(&req).and_then(|()| s.flush());
     let head = read_http_head(&mut s);
     assert!(
         head.starts_with(&format!("HTTP/1.1 {status} ")),
-        "wanted {status}, got {head:?}"
+        "{name}: wanted {status}, got {head:?}"
     );
-    assert!(head.contains("Connection: close\r\n"));
+    assert!(head.contains("Connection: close\r\n"), "{name}: {head}");
     if let Some(h) = header {
-        assert!(head.contains(h), "{head}");
+        assert!(head.contains(h), "{name}: {head}");
     }
     read_to_eof(&mut s);
     let stats = srv.handle.stats().unwrap();
-    assert_eq!(stats.handshakes_rejected.get(&status), Some(&1));
+    assert_eq!(stats.handshakes_rejected.get(&status), Some(&1), "{name}");
 }
 
 #[test]
 fn handshake_without_key_is_400() {
-    let req = upgrade_request("/").replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
-    expect_rejection(req.as_bytes(), 400, None);
+    expect_rejection(Transport::Plain, "without key");
 }
 
 #[test]
 fn handshake_with_malformed_key_is_400() {
-    let req = upgrade_request("/").replace("dGhlIHNhbXBsZSBub25jZQ==", "not-base64-16-bytes");
-    expect_rejection(req.as_bytes(), 400, None);
+    expect_rejection(Transport::Plain, "malformed key");
 }
 
 #[test]
 fn handshake_with_version_other_than_13_is_426_naming_13() {
-    let req = upgrade_request("/").replace("Version: 13", "Version: 8");
-    expect_rejection(req.as_bytes(), 426, Some("Sec-WebSocket-Version: 13\r\n"));
+    expect_rejection(Transport::Plain, "version 8");
 }
 
 #[test]
 fn handshake_with_post_is_405() {
-    let req = upgrade_request("/").replace("GET", "POST");
-    expect_rejection(req.as_bytes(), 405, None);
+    expect_rejection(Transport::Plain, "POST");
 }
 
 #[test]
 fn plain_http_request_without_upgrade_is_426() {
-    expect_rejection(
-        b"GET /index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
-        426,
-        None,
-    );
+    expect_rejection(Transport::Plain, "no upgrade");
 }
 
 #[test]
 fn handshake_headers_over_16_kib_are_431() {
-    let req = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "a".repeat(17 * 1024));
-    expect_rejection(req.as_bytes(), 431, None);
+    expect_rejection(Transport::Plain, "over 16 KiB");
 }
 
 #[test]
 fn handshake_with_over_100_header_lines_is_431() {
-    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let req = upgrade_request("/").replace("\r\n\r\n", &format!("\r\n{many}\r\n"));
-    expect_rejection(req.as_bytes(), 431, None);
+    expect_rejection(Transport::Plain, "over 100 lines");
 }
 
 #[test]
 fn garbage_request_is_400() {
-    expect_rejection(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 400, None);
+    expect_rejection(Transport::Plain, "garbage");
+}
+
+#[test]
+fn handshake_rejections_are_answered_over_tls() {
+    for (name, ..) in rejections() {
+        expect_rejection(Transport::Tls, name);
+    }
 }
 
 /// Over `t`, the server's close frame (with `code`) after `bytes`, then the end of the
@@ -272,17 +336,18 @@ fn silent_client_is_dropped_by_the_handshake_timeout() {
     assert_eq!(srv.handle.stats().unwrap().handshake_timeouts, 1);
 }
 
-#[test]
-fn idle_peer_is_pinged_then_closed_with_1001() {
+fn idle_peer_is_pinged_then_closed(t: Transport) {
     let cfg = ServerConfig {
         idle_timeout: Duration::from_millis(300),
         ..Default::default()
     };
-    let srv = TestServer::start(cfg);
-    let mut s = srv.upgraded();
+    let srv = server(t, cfg);
+    let (mut s, _) = srv.upgraded_with("");
     assert_eq!(read_frame(&mut s), (0x89, vec![]));
     expect_close(&mut s, 1001);
 }
+
+over_both!(idle_peer_is_pinged_then_closed: idle_peer_is_pinged_then_closed_with_1001, idle_peer_is_pinged_then_closed_with_1001_over_tls);
 
 #[test]
 fn answering_pings_keeps_an_idle_connection_open() {
@@ -342,15 +407,16 @@ fn stale_conn_id_is_never_delivered_to_the_client_in_the_reused_slot() {
     assert_eq!(srv.handle.stats().unwrap().stale_dropped, 1);
 }
 
-#[test]
-fn shutdown_closes_open_connections_with_1001() {
-    let srv = TestServer::echo();
-    let mut s = srv.upgraded();
+fn shutdown_closes_with_1001(t: Transport) {
+    let srv = server(t, ServerConfig::default());
+    let (mut s, _) = srv.upgraded_with("");
     srv.handle.shutdown().unwrap();
     let (b0, payload) = read_frame(&mut s);
     assert_eq!(b0, 0x88);
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
 }
+
+over_both!(shutdown_closes_with_1001: shutdown_closes_open_connections_with_1001, shutdown_closes_open_connections_with_1001_over_tls);
 
 fn peer_that_never_reads_is_paused_at_high_water(t: Transport) {
     const HIGH: usize = 256 << 10;
@@ -466,22 +532,27 @@ fn server_survives_a_peer_that_vanishes_mid_frame_and_serves_the_next_client() {
     assert_eq!(ws.read().unwrap(), Message::text("alive"));
 }
 
-#[test]
-fn many_small_reads_of_a_large_message_are_echoed() {
-    let srv = TestServer::echo();
-    let mut s = srv.upgraded();
+fn many_small_writes_of_a_large_message_are_echoed(t: Transport) {
+    let srv = server(t, ServerConfig::default());
+    let (mut s, _) = srv.upgraded_with("");
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let frame = client_frame(0x82, &payload);
+    // Each piece its own write (over TLS, its own record): the server reads the message
+    // in many small reads.
     for piece in frame.chunks(1000) {
         s.write_all(piece).unwrap();
+        s.flush().unwrap();
     }
     let (b0, got) = read_frame(&mut s);
     assert_eq!(b0, 0x82);
     assert_eq!(got, payload);
     // Nothing more was sent: the next frame is the answer to a ping sent now.
     s.write_all(&client_frame(0x89, b"after")).unwrap();
+    s.flush().unwrap();
     assert_eq!(read_frame(&mut s), (0x8A, b"after".to_vec()));
 }
+
+over_both!(many_small_writes_of_a_large_message_are_echoed: many_small_reads_of_a_large_message_are_echoed, many_small_reads_of_a_large_message_are_echoed_over_tls);
 
 #[test]
 fn past_max_connections_the_upgrade_is_503_with_retry_after_and_room_comes_back() {
