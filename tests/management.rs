@@ -1005,7 +1005,7 @@ fn a_postback_to_a_closed_connection_is_gone() {
 }
 
 fn post_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+    Command::new(BIN)
 }
 
 #[test]

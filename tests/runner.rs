@@ -2032,25 +2032,16 @@ fn the_embedded_default_config_serves_echo_ping_and_stream() {
 
 // ---------------------------------------------------------------- the binary (6.1.1)
 
-/// A directory of its own for a test that runs the binary.
-fn scratch_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rtests-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn s6_1_1_a_failing_on_start_aborts_startup_before_listening() {
-    let dir = scratch_dir("on-start");
-    std::fs::write(
-        dir.join("config.yaml"),
+    let dir = Scratch::new("rtests-on-start");
+    dir.write(
+        "config.yaml",
         "api:\n  events:\n    - name: on_start\n      policies:\n        - throwHandler: [cannot start]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+    );
+    let out = std::process::Command::new(BIN)
         .args(["--port", "0"])
-        .current_dir(&dir)
+        .current_dir(&dir.0)
         .output_within_deadline()
         .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
@@ -2061,7 +2052,6 @@ fn s6_1_1_a_failing_on_start_aborts_startup_before_listening() {
             .any(|l| l.starts_with("error: ") && l.contains("cannot start")),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -472,7 +472,7 @@ over_both!(peer_that_never_reads_is_paused_at_high_water: peer_that_never_reads_
 fn busy_port_is_a_one_line_error_naming_the_port() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+    let out = Command::new(BIN)
         .args(["--echo", "--port", &port])
         .output_within_deadline()
         .unwrap();
@@ -489,7 +489,7 @@ fn bad_flag_is_a_one_line_error_with_exit_code_2() {
         &["--port", "nope"],
         &["--max-message-size", "-1"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+        let out = Command::new(BIN)
             .args(args)
             .output_within_deadline()
             .unwrap();
@@ -502,7 +502,7 @@ fn bad_flag_is_a_one_line_error_with_exit_code_2() {
 
 #[test]
 fn help_lists_the_options() {
-    let out = Command::new(env!("CARGO_BIN_EXE_configurapi-runner-ws"))
+    let out = Command::new(BIN)
         .arg("--help")
         .output_within_deadline()
         .unwrap();
