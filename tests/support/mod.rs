@@ -13,6 +13,9 @@
 //! - [`wait`]: the test deadline and waits for an observable state;
 //! - [`certs`]: a test CA and server certificates made with rcgen.
 //!
+//! A test of what a client sees on the wire is one body taking a [`Transport`], run by
+//! two tests: `over_both!(body: plain_name, tls_name)`.
+//!
 //! Every binary uses a different part, so unused items are expected.
 #![allow(dead_code, unused_imports)]
 
