@@ -89,7 +89,7 @@ fn s9_5_a_request_running_at_shutdown_is_answered_then_1001_then_on_disconnect()
     assert_eq!(wait_healthz_503(&srv), "shutting down\n");
     assert_eq!(srv.get("/metrics").status, 200);
     // New upgrades: 503 with Retry-After while the listener stays up.
-    let mut late = srv.raw_ws();
+    let mut late = srv.raw();
     late.write_all(upgrade_request("/").as_bytes()).unwrap();
     let head = read_http_head(&mut late);
     assert!(head.starts_with("HTTP/1.1 503 "), "{head}");

@@ -172,7 +172,7 @@ fn management_connections_are_capped() {
         }),
         ..ServerConfig::default()
     });
-    let mgmt = srv.management_addr();
+    let mgmt = srv.mgmt();
     let connect = || tcp(mgmt);
     let mut held: Vec<TcpStream> = (0..4).map(|_| connect()).collect();
     let mut over = connect();

@@ -441,7 +441,7 @@ fn metrics_from_curl_parse_as_prometheus_text_after_traffic() {
     let unknown = ws.request(&json!({"name": "nope"}));
     assert_eq!(unknown["statusCode"], 501, "{unknown}");
     // A refused upgrade: no Upgrade header.
-    let mut bad = srv.raw_ws();
+    let mut bad = srv.raw();
     bad.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let head = read_http_head(&mut bad);
     assert!(head.starts_with("HTTP/1.1 426 "), "{head}");

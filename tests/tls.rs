@@ -63,7 +63,7 @@ fn every_key_type_and_format_serves_wss() {
         let srv = TestServer::builder(ServerConfig::default())
             .pki(Pki::new(key, &key_file, false))
             .start();
-        let mut ws = srv.ws_client();
+        let mut ws = srv.client();
         echo_round(&mut ws, what);
     }
 }
@@ -76,7 +76,7 @@ fn plain_port_keeps_serving_beside_the_secure_one() {
         TcpStream::connect(srv.addr).unwrap(),
     )
     .unwrap();
-    let mut secure = srv.ws_client();
+    let mut secure = srv.client();
     plain.send(Message::text("plain")).unwrap();
     echo_round(&mut secure, "secure");
     assert_eq!(plain.read().unwrap(), Message::text("plain"));
@@ -134,7 +134,7 @@ fn plain_http_and_garbage_on_the_tls_port_end_without_a_hang() {
         }
     }
     // The server still serves after that.
-    echo_round(&mut srv.ws_client(), "still here");
+    echo_round(&mut srv.client(), "still here");
 }
 
 #[test]
@@ -255,7 +255,7 @@ api:
         .runner(yaml, |_| {})
         .pki(pki)
         .start();
-    let mut ws = srv.ws_client();
+    let mut ws = srv.client();
     ws.send(Message::text(r#"{"name":"connectionId"}"#))
         .unwrap();
     let id = match ws.read().unwrap() {
@@ -313,7 +313,7 @@ fn management_api_over_https_when_enabled() {
         ..Default::default()
     };
     let srv = TestServer::builder(cfg).pki(pki).start();
-    let mut ws = srv.ws_client();
+    let mut ws = srv.client();
     echo_round(&mut ws, "open");
     let mut s = tls_connect(srv.mgmt(), srv.tls_client_config()).unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")

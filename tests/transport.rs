@@ -24,7 +24,7 @@ fn server(t: Transport, cfg: ServerConfig) -> TestServer {
 
 fn echoes_from_empty_to_sixteen_mib(t: Transport) {
     let srv = server(t, ServerConfig::default());
-    let mut ws = srv.ws_client();
+    let mut ws = srv.client();
     for len in [
         0usize,
         1,

@@ -149,9 +149,9 @@ pub fn connect_with(srv: &TestServer, target: &str, extra_headers: &str) -> (Ws,
     (Ws { s }, head)
 }
 
-/// Upgrade on `/`.
+/// Upgrade on `/` (the runner tests' name for [`TestServer::ws`]).
 pub fn connect(srv: &TestServer) -> Ws {
-    connect_with(srv, "/", "").0
+    srv.ws()
 }
 
 /// A runner for `yaml` with the test defaults and a `gateHandler` that waits at the

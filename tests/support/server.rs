@@ -173,13 +173,8 @@ impl TestServer {
     }
 
     /// The management listener's address (the config must turn it on).
-    pub fn management_addr(&self) -> SocketAddr {
-        self.mgmt.expect("management API configured")
-    }
-
-    /// Short for [`TestServer::management_addr`].
     pub fn mgmt(&self) -> SocketAddr {
-        self.management_addr()
+        self.mgmt.expect("management API configured")
     }
 
     /// The TLS listener's address.
@@ -187,18 +182,9 @@ impl TestServer {
         self.secure.expect("a TLS listener")
     }
 
-    pub fn url(&self) -> String {
-        format!("ws://{}/", self.addr)
-    }
-
     /// A raw TCP connection to the plain listener, with read/write deadlines.
     pub fn raw(&self) -> TcpStream {
         tcp(self.addr)
-    }
-
-    /// A raw TCP connection to the plain WebSocket listener (management tests' name).
-    pub fn raw_ws(&self) -> TcpStream {
-        self.raw()
     }
 
     /// A raw TCP connection to the TLS listener (no TLS spoken yet).
@@ -242,17 +228,10 @@ impl TestServer {
         s
     }
 
-    /// A tungstenite client over the plain listener that finished the handshake.
-    pub fn client(&self) -> tungstenite::WebSocket<TcpStream> {
-        let (ws, resp) = tungstenite::client(self.url(), self.raw()).expect("ws handshake");
-        assert_eq!(resp.status().as_u16(), 101);
-        ws
-    }
-
-    /// A tungstenite client over the server's transport.
-    pub fn ws_client(&self) -> tungstenite::WebSocket<Stream> {
+    /// A tungstenite client over the server's transport that finished the handshake.
+    pub fn client(&self) -> tungstenite::WebSocket<Stream> {
         let url = match self.transport {
-            Transport::Plain => self.url(),
+            Transport::Plain => format!("ws://{}/", self.addr),
             Transport::Tls => format!("wss://localhost:{}/", self.secure_addr().port()),
         };
         let (ws, resp) = tungstenite::client(url, self.connect()).expect("ws handshake");
