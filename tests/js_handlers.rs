@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{free_port, recv_json, tungstenite_at, Bin, BIN};
+use support::{free_port, recv_json, tungstenite_at, Bin, Scratch, BIN};
 use tungstenite::{Message, WebSocket};
 
 /// Every wait gives up after this long: a hang fails the test.
@@ -493,26 +493,20 @@ fn node_that_cannot_start_is_a_one_line_start_up_error() {
 #[test]
 fn s9_1_no_node_process_when_the_config_names_no_js_handler() {
     require_node!();
-    let dir = std::env::temp_dir().join(format!("js-unused-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("handlers")).unwrap();
-    std::fs::write(
-        dir.join("handlers/unused.js"),
-        "module.exports = function unusedHandler() {};\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("config.yaml"),
+    let app = TempApp::new(
+        "unused",
         "api:\n  events:\n    - name: echo\n      policies:\n        - echoHandler\n",
-    )
-    .unwrap();
-    let r = Runner::start(&dir.join("config.yaml"), &[]);
+        &[(
+            "unused.js",
+            "module.exports = function unusedHandler() {};\n",
+        )],
+    );
+    let r = Runner::start(&app.config(), &[]);
     r.wait_log("names none of them: no Node process");
     assert!(r.host_pids().is_empty(), "{:?}", r.host_pids());
     let mut c = r.connect("");
     c.send(json!({"name": "echo", "payload": "hi"}));
     assert_eq!(c.recv()["body"], "hi");
-    drop(r);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -763,29 +757,32 @@ fn a_thousand_concurrent_js_waits_answer_together_without_new_threads() {
     assert!(after <= before, "threads grew from {before} to {after}");
 }
 
-/// A throwaway app folder: `config.yaml` and `handlers/` files.
-struct TempApp(PathBuf);
+/// A throwaway app folder: `config.yaml` and `handlers/` files; removed on drop.
+struct TempApp(Scratch);
 
 impl TempApp {
     fn new(tag: &str, config: &str, handlers: &[(&str, &str)]) -> TempApp {
-        let dir = std::env::temp_dir().join(format!("js-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("handlers")).unwrap();
-        std::fs::write(dir.join("config.yaml"), config).unwrap();
+        let dir = Scratch::new(&format!("js-{tag}"));
+        std::fs::create_dir_all(dir.0.join("handlers")).unwrap();
+        dir.write("config.yaml", config);
         for (name, text) in handlers {
-            std::fs::write(dir.join("handlers").join(name), text).unwrap();
+            dir.write(&format!("handlers/{name}"), text);
         }
         TempApp(dir)
     }
 
-    fn config(&self) -> PathBuf {
-        self.0.join("config.yaml")
+    /// `rel` in the app folder.
+    fn path(&self, rel: &str) -> PathBuf {
+        self.0 .0.join(rel)
     }
-}
 
-impl Drop for TempApp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn config(&self) -> PathBuf {
+        self.path("config.yaml")
+    }
+
+    /// Write `handlers/<name>`.
+    fn handler(&self, name: &str, text: &str) {
+        self.0.write(&format!("handlers/{name}"), text);
     }
 }
 
@@ -875,7 +872,7 @@ fn s9_6_a_host_that_keeps_failing_answers_503_then_serves_again_once_it_starts()
     let r = Runner::start(&app.config(), &["--handler-timeout", "2s"]);
     let mut c = r.connect("");
     assert_eq!(c.ask("ok", json!({}))["body"], "ok");
-    std::fs::write(app.0.join("broken"), "").unwrap();
+    std::fs::write(app.path("broken"), "").unwrap();
     assert_eq!(c.ask("exit", json!({}))["statusCode"], 500);
     // Restarts fail (100 ms doubling); after five in a row calls answer 503 at once.
     let until = Instant::now() + DEADLINE;
@@ -897,7 +894,7 @@ fn s9_6_a_host_that_keeps_failing_answers_503_then_serves_again_once_it_starts()
     let line = r.wait_log("node exited before it was ready");
     assert!(line.contains("exit status: 7"), "{line}");
     // Fixed: a later restart succeeds and the same connection is served again.
-    std::fs::remove_file(app.0.join("broken")).unwrap();
+    std::fs::remove_file(app.path("broken")).unwrap();
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let f = c.ask("ok", json!({}));
@@ -987,9 +984,11 @@ fn a_js_on_start_runs_before_serving_and_its_failure_stops_start_up() {
 #[test]
 fn sighup_starts_a_new_js_host_and_stops_the_old_one_after_its_call_in_flight() {
     require_node!();
-    let dir = std::env::temp_dir().join(format!("js-reload-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("handlers")).unwrap();
+    let app = TempApp::new(
+        "reload",
+        "api:\n  events:\n    - name: greet\n      policies: [greetHandler]\n    - name: slow\n      policies:\n        - slowHandler: [1000]\n",
+        &[],
+    );
     let version = |v: &str| {
         let js = format!(
             "module.exports = {{\n\
@@ -1000,15 +999,10 @@ fn sighup_starts_a_new_js_host_and_stops_the_old_one_after_its_call_in_flight() 
              }},\n\
              }};\n"
         );
-        std::fs::write(dir.join("handlers/h.js"), js).unwrap();
+        app.handler("h.js", &js);
     };
     version("v1");
-    std::fs::write(
-        dir.join("config.yaml"),
-        "api:\n  events:\n    - name: greet\n      policies: [greetHandler]\n    - name: slow\n      policies:\n        - slowHandler: [1000]\n",
-    )
-    .unwrap();
-    let r = Runner::start(&dir.join("config.yaml"), &[]);
+    let r = Runner::start(&app.config(), &[]);
     let mut c = r.connect("");
     assert_eq!(c.ask("greet", json!({}))["body"], "v1");
     let old = r.host_pids();
@@ -1039,6 +1033,4 @@ fn sighup_starts_a_new_js_host_and_stops_the_old_one_after_its_call_in_flight() 
     }
     assert_eq!(r.host_pids().len(), 1, "{:?}", r.host_pids());
     assert_eq!(c.ask("greet", json!({}))["body"], "v2");
-    drop(r);
-    let _ = std::fs::remove_dir_all(dir);
 }
