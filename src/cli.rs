@@ -16,6 +16,7 @@ configurapi-runner-ws: a WebSocket runner for Configurapi
 USAGE:
     configurapi-runner-ws [OPTIONS]
     configurapi-runner-ws post URL [--status N] [--header K:V]... BODY
+    configurapi-runner-ws healthcheck [--url URL]   (exit 0 when /healthz answers 200)
 
 OPTIONS:
     --port N                  WebSocket port [default: 8000; 0 picks a free port]
@@ -92,6 +93,10 @@ pub enum Command {
     Post(Box<crate::postback::PostArgs>),
     /// `post --help`.
     PostHelp,
+    /// `healthcheck`: GET `/healthz`, exit 0 on 200 (a container's `HEALTHCHECK`).
+    Healthcheck(Box<crate::healthcheck::HealthArgs>),
+    /// `healthcheck --help`.
+    HealthcheckHelp,
 }
 
 /// Settings for a server run.
@@ -325,6 +330,16 @@ where
                     Ok(Some(args)) => Ok(Command::Post(Box::new(args))),
                     Ok(None) => Ok(Command::PostHelp),
                     Err(e) => Err(format!("post: {e}")),
+                };
+            }
+            Value(v) if first && v == "healthcheck" => {
+                let rest: Vec<std::ffi::OsString> =
+                    p.raw_args().map_err(|e| e.to_string())?.collect();
+                let env = |name: &str| env(name).and_then(|v| v.into_string().ok());
+                return match crate::healthcheck::parse_args(rest, env) {
+                    Ok(Some(args)) => Ok(Command::Healthcheck(Box::new(args))),
+                    Ok(None) => Ok(Command::HealthcheckHelp),
+                    Err(e) => Err(format!("healthcheck: {e}")),
                 };
             }
             Value(v) => return Err(format!("unexpected argument '{}'", v.to_string_lossy())),

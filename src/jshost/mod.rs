@@ -390,6 +390,14 @@ fn spawn_with_bridge(shared: &Arc<Shared>) -> Result<HostInfo, String> {
     if let Some(t) = &opts.token {
         cmd.env(crate::mgmt::TOKEN_ENV, t);
     }
+    // wsPostbackFunction's https:// postback-urls (--management-tls) reach a listener
+    // serving this certificate; Node trusts it only when told (unless the operator
+    // chose the variable's value already).
+    if let Some(ca) = crate::postback::cacert() {
+        if std::env::var_os("NODE_EXTRA_CA_CERTS").is_none() {
+            cmd.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+    }
     let mut child = cmd
         .arg(&shared.bridge_path)
         .arg(&opts.handlers_dir)
