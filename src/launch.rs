@@ -119,6 +119,8 @@ impl Cli {
         match self.serve(*args) {
             Ok(()) => {
                 log::info!("stopped");
+                // Every queued line reaches stderr before the process ends.
+                crate::logging::flush();
                 ExitCode::SUCCESS
             }
             Err((code, message)) => fail(code, &message),
@@ -328,6 +330,8 @@ fn reloader(
 
 /// Prints `error: <message>` and returns the exit status.
 fn fail(code: u8, message: &str) -> ExitCode {
+    // The log lines before it come first (a no-op before the logger is installed).
+    crate::logging::flush();
     eprintln!("error: {message}");
     ExitCode::from(code)
 }
@@ -360,6 +364,7 @@ fn shutdown_on_signals(
                     let _ = handle.shutdown();
                 } else {
                     log::warn!("signal {sig} again: exiting now, without draining");
+                    crate::logging::flush();
                     std::process::exit(128 + sig);
                 }
             }

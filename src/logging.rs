@@ -2,12 +2,19 @@
 //! text or as a JSON object, with an RFC 3339 UTC timestamp, filtered per target the
 //! way `RUST_LOG` filters (`configurapi_runner_ws=debug,mio=warn`). The access line
 //! (one per handled message) has a switch of its own, `--access-log`.
+//!
+//! Lines are formatted on the thread that logs and written by a thread of their own
+//! ([`Writer`]): a `write(2)` per line on the reactor thread cost about 30% of the
+//! messages per second with the access line on. The queue is bounded; when stderr
+//! does not keep up, lines are dropped and counted rather than stalling the reactor
+//! (docs/operations.md#logs).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -103,17 +110,162 @@ impl Filter {
 struct StderrLogger {
     filter: Filter,
     format: LogFormat,
+    /// The writer thread's queue; `None` when the thread could not start (lines are
+    /// then written where they are logged).
+    writer: Option<Writer>,
 }
 
 static LOGGER: OnceLock<StderrLogger> = OnceLock::new();
+
+/// Lines queued for the writer thread at most (about 3 MiB of access lines).
+pub const QUEUE_LINES: usize = 16 * 1024;
+
+/// How long a flush (at exit) waits for queued lines to reach stderr.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
+
+/// Lines dropped because the queue was full, not yet reported.
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Lines dropped since start (reported or not).
+static DROPPED_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines dropped since start because stderr did not keep up with them.
+pub fn dropped_lines() -> u64 {
+    DROPPED_TOTAL.load(Ordering::Relaxed)
+}
+
+enum Msg {
+    Line(String),
+    /// Write and flush everything queued before it, then answer.
+    Flush(mpsc::Sender<()>),
+}
+
+/// The queue to the writer thread, which writes lines through a buffer and flushes it
+/// whenever the queue runs empty: a burst becomes a few large writes, a quiet server
+/// still shows each line at once.
+struct Writer {
+    tx: SyncSender<Msg>,
+}
+
+impl Writer {
+    fn start(format: LogFormat) -> Option<Writer> {
+        Writer::spawn(format, std::io::stderr(), QUEUE_LINES)
+    }
+
+    fn spawn(
+        format: LogFormat,
+        out: impl std::io::Write + Send + 'static,
+        queue: usize,
+    ) -> Option<Writer> {
+        let (tx, rx) = mpsc::sync_channel(queue);
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || write_lines(rx, format, out))
+            .ok()?;
+        Some(Writer { tx })
+    }
+
+    /// Queues a line; a full queue drops it (counted) instead of waiting: a stalled
+    /// stderr (a pipe nobody reads) must not stall the reactor, which logs.
+    fn send(&self, line: String) {
+        match self.tx.try_send(Msg::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
+            }
+            // The writer thread is gone (it never exits while the process runs).
+            Err(TrySendError::Disconnected(Msg::Line(line))) => {
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Waits (up to [`FLUSH_WAIT`]) until every line queued so far is on stderr.
+    fn flush(&self) {
+        let deadline = Instant::now() + FLUSH_WAIT;
+        let (ack_tx, ack) = mpsc::channel();
+        let mut msg = Msg::Flush(ack_tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    // The queue is full: the writer is busy or stderr is stalled.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return,
+            }
+        }
+        let _ = ack.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// The writer thread: lines into a buffer, flushed when the queue is empty; dropped
+/// lines reported in a line of their own once there is room again.
+fn write_lines(rx: Receiver<Msg>, format: LogFormat, out: impl std::io::Write) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut next = rx.recv().ok();
+    while let Some(msg) = next {
+        match msg {
+            Msg::Line(line) => {
+                let _ = out.write_all(line.as_bytes());
+            }
+            Msg::Flush(ack) => {
+                report_dropped(&mut out, format);
+                let _ = out.flush();
+                let _ = ack.send(());
+            }
+        }
+        next = match rx.try_recv() {
+            Ok(m) => Some(m),
+            Err(_) => {
+                report_dropped(&mut out, format);
+                let _ = out.flush();
+                rx.recv().ok()
+            }
+        };
+    }
+    let _ = out.flush();
+}
+
+fn report_dropped(out: &mut impl std::io::Write, format: LogFormat) {
+    let n = DROPPED.swap(0, Ordering::Relaxed);
+    if n == 0 {
+        return;
+    }
+    let line = format_line(
+        format,
+        SystemTime::now(),
+        &Record::builder()
+            .level(Level::Warn)
+            .target("configurapi_runner_ws::logging")
+            .args(format_args!(
+                "{n} log lines dropped: stderr did not keep up (the queue was full)"
+            ))
+            .build(),
+    );
+    let _ = out.write_all(line.as_bytes());
+}
 
 /// Installs the logger unless the program has one already (a program embedding the
 /// runner may bring its own); the level and access switch apply either way.
 pub fn install(filter: Filter, format: LogFormat, access: bool) {
     ACCESS.store(access, Ordering::Relaxed);
     log::set_max_level(filter.max());
-    let logger = LOGGER.get_or_init(|| StderrLogger { filter, format });
+    let logger = LOGGER.get_or_init(|| StderrLogger {
+        filter,
+        format,
+        writer: Writer::start(format),
+    });
     let _ = log::set_logger(logger);
+}
+
+/// Writes out every line logged so far (waiting a few seconds at most, should stderr
+/// be stalled): before the process exits, and before a line printed straight to
+/// stderr, so it comes after them.
+pub fn flush() {
+    log::logger().flush();
 }
 
 impl Log for StderrLogger {
@@ -126,11 +278,20 @@ impl Log for StderrLogger {
             return;
         }
         let line = format_line(self.format, SystemTime::now(), record);
-        // One write per line, so lines from threads do not interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        match &self.writer {
+            Some(w) => w.send(line),
+            // One write per line, so lines from threads do not interleave.
+            None => {
+                let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            }
+        }
     }
 
-    fn flush(&self) {}
+    fn flush(&self) {
+        if let Some(w) = &self.writer {
+            w.flush();
+        }
+    }
 }
 
 /// One log line, with its newline.
@@ -272,6 +433,66 @@ mod tests {
         assert!(Filter::new(LevelFilter::Info, Some("mio=loud"))
             .unwrap_err()
             .contains("mio=loud"));
+    }
+
+    /// A stderr that blocks until `open` is sent, and says when a write first waits.
+    struct Gated {
+        out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        entered: Option<mpsc::Sender<()>>,
+        open: Receiver<()>,
+    }
+
+    impl std::io::Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(e) = self.entered.take() {
+                let _ = e.send(());
+                let _ = self.open.recv();
+            }
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_stderr_drops_and_counts_lines_and_a_flush_writes_the_rest() {
+        let out = std::sync::Arc::default();
+        let (entered_tx, entered) = mpsc::channel();
+        let (open_tx, open) = mpsc::channel();
+        let gated = Gated {
+            out: std::sync::Arc::clone(&out),
+            entered: Some(entered_tx),
+            open,
+        };
+        let w = Writer::spawn(LogFormat::Text, gated, 4).unwrap();
+        let before = dropped_lines();
+        w.send("first\n".into());
+        // The writer thread now waits inside its write: the queue fills, then drops.
+        entered.recv_timeout(Duration::from_secs(60)).unwrap();
+        for i in 0..4 {
+            w.send(format!("queued {i}\n"));
+        }
+        for _ in 0..3 {
+            w.send("dropped\n".into());
+        }
+        assert_eq!(dropped_lines() - before, 3);
+        open_tx.send(()).unwrap();
+        w.flush();
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            &lines[..5],
+            ["first", "queued 0", "queued 1", "queued 2", "queued 3"],
+            "{text}"
+        );
+        assert_eq!(lines.len(), 6, "{text}");
+        assert!(
+            lines[5].contains(" WARN  configurapi_runner_ws::logging: 3 log lines dropped"),
+            "{text}"
+        );
+        assert!(!text.contains("dropped\n"), "{text}");
     }
 
     #[test]
