@@ -3,17 +3,16 @@
 //! way `RUST_LOG` filters (`configurapi_runner_ws=debug,mio=warn`). The access line
 //! (one per handled message) has a switch of its own, `--access-log`.
 //!
-//! Lines are formatted on the thread that logs and written by a thread of their own
-//! ([`Writer`]): a `write(2)` per line on the reactor thread cost about 30% of the
-//! messages per second with the access line on. The queue is bounded; when stderr
-//! does not keep up, lines are dropped and counted rather than stalling the reactor
-//! (docs/operations.md#logs).
+//! Lines are formatted on the thread that logs and written in batches by a thread of
+//! their own ([`Writer`]): a `write(2)` per line on the reactor thread cost about 30%
+//! of the messages per second with the access line on. The queue is bounded; when
+//! stderr does not keep up, lines are dropped and counted rather than stalling the
+//! reactor (docs/operations.md#logs).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::OnceLock;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -117,8 +116,16 @@ struct StderrLogger {
 
 static LOGGER: OnceLock<StderrLogger> = OnceLock::new();
 
-/// Lines queued for the writer thread at most (about 3 MiB of access lines).
-pub const QUEUE_LINES: usize = 16 * 1024;
+/// Bytes of lines queued for the writer thread at most (some 20,000 access lines).
+pub const QUEUE_BYTES: usize = 4 << 20;
+
+/// Queued bytes past which the writer is woken before its linger is over.
+const WAKE_BYTES: usize = 64 << 10;
+
+/// After writing, the writer waits this long for more lines before it sleeps, and
+/// nothing wakes it meanwhile: on a busy node one wake and one `write` per interval,
+/// instead of a wake (and, on a shared core, a switch) per line.
+const LINGER: Duration = Duration::from_millis(5);
 
 /// How long a flush (at exit) waits for queued lines to reach stderr.
 const FLUSH_WAIT: Duration = Duration::from_secs(5);
@@ -133,100 +140,130 @@ pub fn dropped_lines() -> u64 {
     DROPPED_TOTAL.load(Ordering::Relaxed)
 }
 
-enum Msg {
-    Line(String),
-    /// Write and flush everything queued before it, then answer.
-    Flush(mpsc::Sender<()>),
+/// What the loggers and the writer thread share.
+#[derive(Default)]
+struct Queue {
+    lines: Vec<String>,
+    bytes: usize,
+    /// Lines queued since start, and of those, written (and flushed) so far.
+    pushed: u64,
+    written: u64,
+    /// The writer sleeps until woken (nothing queued when it last looked).
+    idle: bool,
+    /// A flush waits: write now, linger or not.
+    flush_wanted: bool,
 }
 
-/// The queue to the writer thread, which writes lines through a buffer and flushes it
-/// whenever the queue runs empty: a burst becomes a few large writes, a quiet server
-/// still shows each line at once.
+/// The queue to the writer thread, which writes batches of lines through a buffer
+/// and flushes after each: a burst becomes a few large writes, a quiet server still
+/// shows each line at once.
 struct Writer {
-    tx: SyncSender<Msg>,
+    state: Arc<(Mutex<Queue>, Condvar, Condvar)>,
+    max_bytes: usize,
+}
+
+fn lock_queue(m: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Writer {
     fn start(format: LogFormat) -> Option<Writer> {
-        Writer::spawn(format, std::io::stderr(), QUEUE_LINES)
+        Writer::spawn(format, std::io::stderr(), QUEUE_BYTES)
     }
 
     fn spawn(
         format: LogFormat,
         out: impl std::io::Write + Send + 'static,
-        queue: usize,
+        max_bytes: usize,
     ) -> Option<Writer> {
-        let (tx, rx) = mpsc::sync_channel(queue);
+        let state = Arc::new((Mutex::new(Queue::default()), Condvar::new(), Condvar::new()));
+        let shared = Arc::clone(&state);
         std::thread::Builder::new()
             .name("log-writer".into())
-            .spawn(move || write_lines(rx, format, out))
+            .spawn(move || write_lines(&shared, format, out))
             .ok()?;
-        Some(Writer { tx })
+        Some(Writer { state, max_bytes })
     }
 
     /// Queues a line; a full queue drops it (counted) instead of waiting: a stalled
     /// stderr (a pipe nobody reads) must not stall the reactor, which logs.
     fn send(&self, line: String) {
-        match self.tx.try_send(Msg::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                DROPPED.fetch_add(1, Ordering::Relaxed);
-                DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
-            }
-            // The writer thread is gone (it never exits while the process runs).
-            Err(TrySendError::Disconnected(Msg::Line(line))) => {
-                let _ = std::io::stderr().write_all(line.as_bytes());
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        let (queue, work, _) = &*self.state;
+        let mut q = lock_queue(queue);
+        if q.bytes + line.len() > self.max_bytes {
+            drop(q);
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            DROPPED_TOTAL.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.bytes += line.len();
+        q.lines.push(line);
+        q.pushed += 1;
+        if q.idle || q.bytes >= WAKE_BYTES {
+            q.idle = false;
+            work.notify_one();
         }
     }
 
     /// Waits (up to [`FLUSH_WAIT`]) until every line queued so far is on stderr.
     fn flush(&self) {
+        let (queue, work, done) = &*self.state;
         let deadline = Instant::now() + FLUSH_WAIT;
-        let (ack_tx, ack) = mpsc::channel();
-        let mut msg = Msg::Flush(ack_tx);
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    // The queue is full: the writer is busy or stderr is stalled.
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return,
+        let mut q = lock_queue(queue);
+        let target = q.pushed;
+        q.flush_wanted = true;
+        q.idle = false;
+        work.notify_one();
+        while q.written < target {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
             }
+            q = done
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        let _ = ack.recv_timeout(deadline.saturating_duration_since(Instant::now()));
     }
 }
 
-/// The writer thread: lines into a buffer, flushed when the queue is empty; dropped
-/// lines reported in a line of their own once there is room again.
-fn write_lines(rx: Receiver<Msg>, format: LogFormat, out: impl std::io::Write) {
+/// The writer thread: takes every queued line at once, writes them and flushes, then
+/// lingers; dropped lines are reported in a line of their own with the next batch.
+fn write_lines(
+    state: &(Mutex<Queue>, Condvar, Condvar),
+    format: LogFormat,
+    out: impl std::io::Write,
+) {
+    let (queue, work, done) = state;
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut next = rx.recv().ok();
-    while let Some(msg) = next {
-        match msg {
-            Msg::Line(line) => {
-                let _ = out.write_all(line.as_bytes());
-            }
-            Msg::Flush(ack) => {
-                report_dropped(&mut out, format);
-                let _ = out.flush();
-                let _ = ack.send(());
-            }
+    let mut batch = Vec::new();
+    let mut q = lock_queue(queue);
+    loop {
+        if q.lines.is_empty() && !q.flush_wanted && DROPPED.load(Ordering::Relaxed) == 0 {
+            q.idle = true;
+            q = work.wait(q).unwrap_or_else(|e| e.into_inner());
+            continue;
         }
-        next = match rx.try_recv() {
-            Ok(m) => Some(m),
-            Err(_) => {
-                report_dropped(&mut out, format);
-                let _ = out.flush();
-                rx.recv().ok()
-            }
-        };
+        std::mem::swap(&mut q.lines, &mut batch);
+        q.bytes = 0;
+        q.flush_wanted = false;
+        let upto = q.pushed;
+        drop(q);
+        for line in batch.drain(..) {
+            let _ = out.write_all(line.as_bytes());
+        }
+        report_dropped(&mut out, format);
+        let _ = out.flush();
+        q = lock_queue(queue);
+        q.written = upto;
+        done.notify_all();
+        if q.lines.is_empty() && !q.flush_wanted {
+            q = work
+                .wait_timeout(q, LINGER)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
-    let _ = out.flush();
 }
 
 fn report_dropped(out: &mut impl std::io::Write, format: LogFormat) {
@@ -395,7 +432,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::sync::mpsc;
 
     #[test]
     fn timestamps_are_rfc3339_utc() {
@@ -439,7 +476,7 @@ mod tests {
     struct Gated {
         out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
         entered: Option<mpsc::Sender<()>>,
-        open: Receiver<()>,
+        open: mpsc::Receiver<()>,
     }
 
     impl std::io::Write for Gated {
@@ -466,7 +503,8 @@ mod tests {
             entered: Some(entered_tx),
             open,
         };
-        let w = Writer::spawn(LogFormat::Text, gated, 4).unwrap();
+        // Room for four 9-byte lines.
+        let w = Writer::spawn(LogFormat::Text, gated, 40).unwrap();
         let before = dropped_lines();
         w.send("first\n".into());
         // The writer thread now waits inside its write: the queue fills, then drops.
