@@ -334,26 +334,19 @@ impl Log for StderrLogger {
 /// One log line, with its newline.
 fn format_line(format: LogFormat, now: SystemTime, record: &Record<'_>) -> String {
     let ts = rfc3339(now);
-    let mut fields = Fields(Vec::new());
-    let _ = record.key_values().visit(&mut fields);
     match format {
         LogFormat::Text => {
-            let mut s = format!(
+            // Straight into the line: no JSON values in between (this runs for every
+            // access line, on the thread that answered).
+            let mut s = String::with_capacity(128);
+            let _ = write!(
+                s,
                 "{ts} {:<5} {}: {}",
                 record.level(),
                 record.target(),
                 record.args()
             );
-            for (k, v) in &fields.0 {
-                match v {
-                    serde_json::Value::String(v) => {
-                        let _ = write!(s, " {k}={v:?}");
-                    }
-                    v => {
-                        let _ = write!(s, " {k}={v}");
-                    }
-                }
-            }
+            let _ = record.key_values().visit(&mut TextFields(&mut s));
             s.push('\n');
             s
         }
@@ -363,6 +356,8 @@ fn format_line(format: LogFormat, now: SystemTime, record: &Record<'_>) -> Strin
             o.insert("level".into(), record.level().as_str().into());
             o.insert("target".into(), record.target().into());
             o.insert("msg".into(), record.args().to_string().into());
+            let mut fields = Fields(Vec::new());
+            let _ = record.key_values().visit(&mut fields);
             for (k, v) in fields.0 {
                 // The four keys above are the line's own; a field cannot replace them.
                 o.entry(k).or_insert(v);
@@ -371,6 +366,34 @@ fn format_line(format: LogFormat, now: SystemTime, record: &Record<'_>) -> Strin
             s.push('\n');
             s
         }
+    }
+}
+
+/// A record's key-values appended as ` key=value` (strings quoted and escaped, numbers
+/// and booleans as they are, as in JSON).
+struct TextFields<'a>(&'a mut String);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for TextFields<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let s = &mut *self.0;
+        let _ = if let Some(n) = value.to_u64() {
+            write!(s, " {key}={n}")
+        } else if let Some(n) = value.to_i64() {
+            write!(s, " {key}={n}")
+        } else if let Some(b) = value.to_bool() {
+            write!(s, " {key}={b}")
+        } else if let Some(n) = value.to_f64().and_then(serde_json::Number::from_f64) {
+            write!(s, " {key}={n}")
+        } else if let Some(v) = value.to_borrowed_str() {
+            write!(s, " {key}={v:?}")
+        } else {
+            write!(s, " {key}={:?}", value.to_string())
+        };
+        Ok(())
     }
 }
 
@@ -541,6 +564,26 @@ mod tests {
             .args(format_args!("hello \"x\""))
             .key_values(&[("status", 404u64)])
             .build();
+        let kvs: [(&str, log::kv::Value<'_>); 3] = [
+            ("conn", "a \"b\"".into()),
+            ("latency_ms", 0.082f64.into()),
+            ("ok", true.into()),
+        ];
+        let rich = Record::builder()
+            .level(Level::Info)
+            .target("t")
+            .args(format_args!("handled"))
+            .key_values(&kvs)
+            .build();
+        assert_eq!(
+            format_line(LogFormat::Text, UNIX_EPOCH, &rich),
+            "1970-01-01T00:00:00.000Z INFO  t: handled conn=\"a \\\"b\\\"\" latency_ms=0.082 ok=true\n"
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&format_line(LogFormat::Json, UNIX_EPOCH, &rich)).unwrap();
+        assert_eq!(v["conn"], "a \"b\"");
+        assert_eq!(v["latency_ms"], 0.082);
+        assert_eq!(v["ok"], true);
         let line = format_line(LogFormat::Json, UNIX_EPOCH, &record);
         assert!(line.ends_with('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
