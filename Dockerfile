@@ -34,9 +34,9 @@ USER 10001:10001
 # The WebSocket port binds every address; the management API stays on 127.0.0.1 (the
 # HEALTHCHECK below runs inside the container). To publish it, set
 # CONFIGURAPI_MANAGEMENT_HOST=0.0.0.0 and a CONFIGURAPI_MANAGEMENT_TOKEN.
-ENV CONFIGURAPI_HOST=0.0.0.0 \
-    CONFIGURAPI_PORT=8000 \
-    CONFIGURAPI_MANAGEMENT_PORT=9100
+# The ports are the defaults (8000, 9100); not set here, so a platform's PORT still
+# counts (CONFIGURAPI_PORT would win over it).
+ENV CONFIGURAPI_HOST=0.0.0.0
 # 8000 ws://, 8443 wss:// (with CONFIGURAPI_KEY and CONFIGURAPI_CERT), 9100 management.
 EXPOSE 8000 8443 9100
 
