@@ -25,7 +25,8 @@ RUN if [ "$INSTALL_NODE" = true ]; then \
       && apt-get install -y --no-install-recommends nodejs \
       && rm -rf /var/lib/apt/lists/*; \
     fi \
- && useradd --system --uid 10001 --user-group --no-create-home --home-dir /app configurapi \
+ && groupadd --system --gid 10001 configurapi \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /app configurapi \
  && mkdir -p /app
 COPY --from=build /configurapi-runner-ws /usr/local/bin/configurapi-runner-ws
 WORKDIR /app
