@@ -44,9 +44,10 @@ pub fn reloading() {
 }
 
 /// CLOCK_MONOTONIC now, in microseconds. std's `Instant` is that clock on Linux but
-/// keeps it private, and reading it through libc would be the crate's first `unsafe`
-/// for one number; the `Debug` form of an `Instant` shows the `tv_sec` and `tv_nsec`
-/// fields, so they are read from there (None should the form ever change).
+/// keeps it private, and reading it through libc would be new `unsafe` code (which the
+/// project does not add) for one number; the `Debug` form of an `Instant` shows the
+/// `tv_sec` and `tv_nsec` fields, so they are read from there (None should the form
+/// ever change; the unit test would say so).
 fn monotonic_usec() -> Option<u64> {
     if !cfg!(target_os = "linux") {
         return None;
