@@ -137,3 +137,33 @@ fn healthcheck_exits_0_on_200_and_1_when_the_node_is_not_serving() {
         2
     );
 }
+
+#[test]
+fn healthcheck_exits_1_with_the_503_while_the_node_drains() {
+    use std::io::Write;
+    let mgmt = free_port();
+    // A client that never answers the server's close keeps the drain going until
+    // --close-timeout, long enough to ask.
+    let (mut bin, addr) = Bin::start(&[
+        "--management-port",
+        &mgmt,
+        "--close-timeout",
+        "60s",
+        "--shutdown-timeout",
+        "60s",
+    ]);
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(DEADLINE)).unwrap();
+    client
+        .write_all(util::upgrade_request("/").as_bytes())
+        .unwrap();
+    let head = util::read_http_head(&mut client);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let env = [("CONFIGURAPI_MANAGEMENT_PORT", mgmt.as_str())];
+    assert_eq!(healthcheck(&[], &env).0, 0);
+    bin.signal("TERM");
+    bin.wait_line("draining");
+    let (code, err) = healthcheck(&[], &env);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("answered 503"), "{err}");
+}
