@@ -16,6 +16,7 @@ configurapi-runner-ws: a WebSocket runner for Configurapi
 USAGE:
     configurapi-runner-ws [OPTIONS]
     configurapi-runner-ws post URL [--status N] [--header K:V]... BODY
+    configurapi-runner-ws healthcheck [--url URL]   (exit 0 when /healthz answers 200)
 
 OPTIONS:
     --port N                  WebSocket port [default: 8000; 0 picks a free port]
@@ -92,6 +93,10 @@ pub enum Command {
     Post(Box<crate::postback::PostArgs>),
     /// `post --help`.
     PostHelp,
+    /// `healthcheck`: GET `/healthz`, exit 0 on 200 (a container's `HEALTHCHECK`).
+    Healthcheck(Box<crate::healthcheck::HealthArgs>),
+    /// `healthcheck --help`.
+    HealthcheckHelp,
 }
 
 /// Settings for a server run.
@@ -311,7 +316,9 @@ where
         }
         Ok(())
     };
-    let mut given = std::collections::HashSet::new();
+    // Each option given, with what set it (the flag, or the variable), so an error
+    // about two options names where each came from.
+    let mut given = std::collections::HashMap::<String, String>::new();
     let mut first = true;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         let flag = match arg {
@@ -325,6 +332,16 @@ where
                     Ok(Some(args)) => Ok(Command::Post(Box::new(args))),
                     Ok(None) => Ok(Command::PostHelp),
                     Err(e) => Err(format!("post: {e}")),
+                };
+            }
+            Value(v) if first && v == "healthcheck" => {
+                let rest: Vec<std::ffi::OsString> =
+                    p.raw_args().map_err(|e| e.to_string())?.collect();
+                let env = |name: &str| env(name).and_then(|v| v.into_string().ok());
+                return match crate::healthcheck::parse_args(rest, env) {
+                    Ok(Some(args)) => Ok(Command::Healthcheck(Box::new(args))),
+                    Ok(None) => Ok(Command::HealthcheckHelp),
+                    Err(e) => Err(format!("healthcheck: {e}")),
                 };
             }
             Value(v) => return Err(format!("unexpected argument '{}'", v.to_string_lossy())),
@@ -341,7 +358,7 @@ where
             "-V" | "--version" => return Ok(Command::Version),
             f => {
                 apply(f, f, &mut value)?;
-                given.insert(f.to_string());
+                given.insert(f.to_string(), f.to_string());
             }
         }
     }
@@ -357,44 +374,73 @@ where
         }
     };
     for (flag, takes_value) in usage_options() {
-        if given.contains(flag) {
+        if given.contains_key(flag) {
             continue;
         }
         let name = env_var(flag);
         let Some(v) = from_env(&name)? else { continue };
-        given.insert(flag.to_string());
+        given.insert(flag.to_string(), name.clone());
         if takes_value {
             apply(flag, &name, &mut || Ok(v.clone()))?;
         } else if parse_switch(&name, &v)? {
             apply(flag, &name, &mut || Err(format!("{name} takes no value")))?;
         }
     }
-    if !given.contains("--port") {
+    if !given.contains_key("--port") {
         if let Some(v) = from_env("PORT")? {
             apply("--port", "PORT", &mut || Ok(v.clone()))?;
         }
     }
+    // What set an option: the flag, its variable, or (not given) the flag's default.
+    let by = |flag: &'static str| -> String { given.get(flag).map_or(flag, String::as_str).into() };
     server.limits.max_frame = max_frame.unwrap_or(server.limits.max_message as u64);
     if server.limits.max_frame > server.limits.max_message as u64 {
-        return Err("--max-frame-size must not exceed --max-message-size".into());
+        return Err(format!(
+            "{} must not exceed {}",
+            by("--max-frame-size"),
+            by("--max-message-size")
+        ));
     }
     if server.low_water > server.high_water {
-        return Err("--low-water must not exceed --high-water".into());
+        return Err(format!(
+            "{} must not exceed {}",
+            by("--low-water"),
+            by("--high-water")
+        ));
     }
     if server.max_queued < server.high_water {
-        return Err("--max-queued must not be below --high-water".into());
+        return Err(format!(
+            "{} must not be below {}",
+            by("--max-queued"),
+            by("--high-water")
+        ));
     }
-    if server.handshake_timeout.is_zero() || server.close_timeout.is_zero() {
-        return Err("--handshake-timeout and --close-timeout must be greater than 0".into());
+    for (flag, d) in [
+        ("--handshake-timeout", server.handshake_timeout),
+        ("--close-timeout", server.close_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(format!("{} must be greater than 0", by(flag)));
+        }
     }
     let tls_files = match (key, cert) {
         (Some(k), Some(c)) => Some((k, c)),
         (None, None) => None,
-        (Some(_), None) => return Err("--key needs --cert as well (TLS needs both)".into()),
-        (None, Some(_)) => return Err("--cert needs --key as well (TLS needs both)".into()),
+        (Some(_), None) => {
+            return Err(format!(
+                "{} needs --cert as well (TLS needs both)",
+                by("--key")
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(format!(
+                "{} needs --key as well (TLS needs both)",
+                by("--cert")
+            ))
+        }
     };
     if management_tls && tls_files.is_none() {
-        return Err("--management-tls needs --key and --cert".into());
+        return Err(format!("{} needs --key and --cert", by("--management-tls")));
     }
     server.listen = SocketAddr::new(host, port);
     Ok(Command::Run(Box::new(RunArgs {
@@ -663,6 +709,49 @@ mod tests {
             parse_with_env(["post", "http://h/@connections/x", "{}"], env),
             Ok(Command::Post(_))
         ));
+    }
+
+    #[test]
+    fn errors_about_two_options_name_the_variables_that_set_them() {
+        let err = |args: &[&str], vars: &[(&str, &str)]| env_run(args, vars).unwrap_err();
+        assert_eq!(
+            err(
+                &["--max-message-size", "1MiB"],
+                &[("CONFIGURAPI_MAX_FRAME_SIZE", "2MiB")]
+            ),
+            "CONFIGURAPI_MAX_FRAME_SIZE must not exceed --max-message-size"
+        );
+        assert_eq!(
+            err(&[], &[("CONFIGURAPI_LOW_WATER", "4MiB")]),
+            "CONFIGURAPI_LOW_WATER must not exceed --high-water"
+        );
+        assert_eq!(
+            err(
+                &["--max-queued", "1MiB"],
+                &[("CONFIGURAPI_HIGH_WATER", "2MiB")]
+            ),
+            "--max-queued must not be below CONFIGURAPI_HIGH_WATER"
+        );
+        assert_eq!(
+            err(&[], &[("CONFIGURAPI_CLOSE_TIMEOUT", "0")]),
+            "CONFIGURAPI_CLOSE_TIMEOUT must be greater than 0"
+        );
+        assert_eq!(
+            err(&["--handshake-timeout", "0"], &[]),
+            "--handshake-timeout must be greater than 0"
+        );
+        assert_eq!(
+            err(&[], &[("CONFIGURAPI_KEY", "k.pem")]),
+            "CONFIGURAPI_KEY needs --cert as well (TLS needs both)"
+        );
+        assert_eq!(
+            err(&["--cert", "c.pem"], &[]),
+            "--cert needs --key as well (TLS needs both)"
+        );
+        assert_eq!(
+            err(&[], &[("CONFIGURAPI_MANAGEMENT_TLS", "on")]),
+            "CONFIGURAPI_MANAGEMENT_TLS needs --key and --cert"
+        );
     }
 
     #[test]

@@ -96,6 +96,16 @@ impl Cli {
                     Err(e) => fail(e.exit_code, &e.to_string()),
                 };
             }
+            Ok(Command::HealthcheckHelp) => {
+                print!("{}", crate::healthcheck::HEALTHCHECK_USAGE);
+                return ExitCode::SUCCESS;
+            }
+            Ok(Command::Healthcheck(h)) => {
+                return match crate::healthcheck::run(&h) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err((code, e)) => fail(code, &format!("healthcheck: {e}")),
+                };
+            }
             Err(e) => return fail(2, &e),
         };
         let filter = match crate::logging::Filter::new(
@@ -109,6 +119,8 @@ impl Cli {
         match self.serve(*args) {
             Ok(()) => {
                 log::info!("stopped");
+                // Every queued line reaches stderr before the process ends.
+                crate::logging::flush();
                 ExitCode::SUCCESS
             }
             Err((code, message)) => fail(code, &message),
@@ -130,6 +142,11 @@ impl Cli {
             });
         }
 
+        if let (true, Some((_, cert))) = (args.management_tls, &args.tls_files) {
+            // The postback-urls are https:// to the management listener: handlers'
+            // postbacks (Rust and JS, whose host starts below) trust what it serves.
+            crate::postback::set_cacert(cert.clone());
+        }
         let js_host: Arc<Mutex<Option<JsHost>>> = Arc::default();
         let mut runner = None;
         let registry = self.registry.clone();
@@ -189,6 +206,8 @@ impl Cli {
         if let Some(addr) = server.management_addr() {
             log::info!("management API on {management_scheme}://{addr}");
         }
+        // Every listener is bound and listening: connections queue until the loop runs.
+        crate::sdnotify::notify("READY=1\nSTATUS=serving");
         let handler_timeout = args.handler_timeout;
         let ran = server.run();
         if let Some(host) = lock(&js_host).take() {
@@ -311,6 +330,8 @@ fn reloader(
 
 /// Prints `error: <message>` and returns the exit status.
 fn fail(code: u8, message: &str) -> ExitCode {
+    // The log lines before it come first (a no-op before the logger is installed).
+    crate::logging::flush();
     eprintln!("error: {message}");
     ExitCode::from(code)
 }
@@ -331,12 +352,19 @@ fn shutdown_on_signals(
                 if sig == SIGHUP {
                     // The reactor logs the outcome (one line either way).
                     log::info!("signal {sig}: reloading");
-                    let _ = handle.reload();
+                    crate::sdnotify::reloading();
+                    let status = match handle.reload() {
+                        Ok(Ok(_)) => "serving",
+                        _ => "serving (the last reload failed: see the log)",
+                    };
+                    crate::sdnotify::notify(&format!("READY=1\nSTATUS={status}"));
                 } else if signalled.set(Instant::now()).is_ok() {
                     log::info!("signal {sig}: draining (a second signal exits at once)");
+                    crate::sdnotify::notify("STOPPING=1\nSTATUS=draining");
                     let _ = handle.shutdown();
                 } else {
                     log::warn!("signal {sig} again: exiting now, without draining");
+                    crate::logging::flush();
                     std::process::exit(128 + sig);
                 }
             }

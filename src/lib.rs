@@ -24,6 +24,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod healthcheck;
 pub use configurapi;
 pub mod conn;
 pub(crate) mod envelope;
@@ -39,6 +40,7 @@ pub mod mgmt;
 pub mod postback;
 pub mod reactor;
 pub mod runner;
+pub mod sdnotify;
 pub mod tls;
 pub(crate) mod work;
 pub mod ws;

@@ -116,11 +116,13 @@ impl From<io::Error> for PostbackError {
     }
 }
 
-/// Send `message` to `url` with the default options (5 s timeouts) and the
-/// management token of [`token`], so handlers' postbacks pass the check.
+/// Send `message` to `url` with the default options (5 s timeouts), the management
+/// token of [`token`], so handlers' postbacks pass the check, and the CA of
+/// [`set_cacert`], so they reach an `https://` postback-url (`--management-tls`).
 pub fn postback(url: &str, message: &PostbackMessage) -> Result<(), PostbackError> {
     let opts = PostbackOptions {
         token: token(),
+        cacert: cacert(),
         ..PostbackOptions::default()
     };
     postback_with(url, message, &opts)
@@ -130,6 +132,23 @@ pub fn postback(url: &str, message: &PostbackMessage) -> Result<(), PostbackErro
 /// rather than written into the environment: `std::env::set_var` races with threads
 /// reading the environment.
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The CA file [`postback`] trusts for `https://` URLs (see [`set_cacert`]).
+static CACERT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Sets the PEM file of certificates [`postback`] trusts for `https://` URLs; the
+/// first call wins. With `--management-tls` the CLI sets it to `--cert`: the
+/// postback-urls it hands out point at its own management API, which serves that
+/// chain (a self-signed certificate is its own anchor; a CA-issued one verifies
+/// through the intermediates in the file).
+pub fn set_cacert(path: std::path::PathBuf) {
+    let _ = CACERT.set(path);
+}
+
+/// The file given to [`set_cacert`], if any.
+pub fn cacert() -> Option<std::path::PathBuf> {
+    CACERT.get().cloned()
+}
 
 /// Sets the management token [`postback`] sends; the first call wins. Call it before
 /// handlers run.
@@ -155,6 +174,26 @@ pub fn postback_with(
 ) -> Result<(), PostbackError> {
     let url = HttpUrl::parse(url)?;
     let body = message.to_json();
+    match request(&url, "POST", Some(&body), opts)? {
+        (200..=299, _) => Ok(()),
+        (410, _) => Err(PostbackError::Gone),
+        (s, body) => Err(PostbackError::Status(s, body)),
+    }
+}
+
+/// `GET url` with these options (the `healthcheck` subcommand): the status, and the
+/// body of a non-2xx answer.
+pub(crate) fn get(url: &str, opts: &PostbackOptions) -> Result<(u16, String), PostbackError> {
+    request(&HttpUrl::parse(url)?, "GET", None, opts)
+}
+
+/// One request on a fresh connection (`Connection: close`): `body` is sent as JSON.
+fn request(
+    url: &HttpUrl,
+    method: &str,
+    body: Option<&[u8]>,
+    opts: &PostbackOptions,
+) -> Result<(u16, String), PostbackError> {
     // Checked before connecting, so a missing CA is a usage error, not a network one.
     let tls = match (url.tls, &opts.cacert) {
         (false, _) => None,
@@ -165,7 +204,7 @@ pub fn postback_with(
         }
         (true, Some(ca)) => Some(crate::tls::client_config(ca).map_err(PostbackError::Tls)?),
     };
-    let tcp = connect(&url, opts)?;
+    let tcp = connect(url, opts)?;
     tcp.set_read_timeout(Some(opts.io_timeout))?;
     tcp.set_write_timeout(Some(opts.io_timeout))?;
     let _ = tcp.set_nodelay(true);
@@ -194,22 +233,23 @@ pub fn postback_with(
         Some(t) => format!("Authorization: Bearer {t}\r\n"),
         None => String::new(),
     };
+    let content = match body {
+        Some(b) => format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ),
+        None => String::new(),
+    };
     let mut req = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\nUser-Agent: configurapi-runner-ws/{}\r\n{auth}\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {}\r\n{content}Connection: close\r\nUser-Agent: configurapi-runner-ws/{}\r\n{auth}\r\n",
         url.target,
         url.host_header(),
-        body.len(),
         env!("CARGO_PKG_VERSION"),
     )
     .into_bytes();
-    req.extend_from_slice(&body);
+    req.extend_from_slice(body.unwrap_or_default());
     stream.write_all(&req)?;
-    let (status, body) = read_response(&mut stream, opts.max_error_body)?;
-    match status {
-        200..=299 => Ok(()),
-        410 => Err(PostbackError::Gone),
-        s => Err(PostbackError::Status(s, body)),
-    }
+    read_response(&mut stream, opts.max_error_body)
 }
 
 /// A plain or TLS stream to the management server.

@@ -359,6 +359,63 @@ fn push_and_postback_from_a_handler_reach_the_client() {
     assert_eq!(reply["body"], "posted");
 }
 
+/// A CA and a leaf for localhost and 127.0.0.1 signed by it, the chain (leaf, CA) and
+/// the key written in `dir`: what `--cert` and `--key` take.
+fn tls_chain(dir: &Path) -> (PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    // Names of their own: rcgen's default one on both would make the leaf look
+    // self-signed (issuer = subject).
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "postback test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let leaf = params.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path) = (dir.join("chain.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, leaf.pem() + &ca.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+#[test]
+fn a_js_postback_reaches_the_client_over_https_with_management_tls() {
+    require_node!();
+    let dir = std::env::temp_dir().join(format!(
+        "js-https-postback-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = tls_chain(&dir);
+    let r = Runner::app(&[
+        "--management-tls",
+        "--key",
+        key.to_str().unwrap(),
+        "--cert",
+        cert.to_str().unwrap(),
+        "--secure-port",
+        "0",
+    ]);
+    let mut c = r.connect("");
+    // The postback-url is https:// to the management listener; wsPostbackFunction
+    // trusts the chain the runner serves (NODE_EXTRA_CA_CERTS from --cert).
+    c.send(json!({"name": "postback", "headers": {"message-id": "pb"}}));
+    let posted = c.recv();
+    assert_eq!(posted["headers"]["message-id"], "postback-1", "{posted}");
+    assert_eq!(posted["body"], json!({"via": "postback"}));
+    let reply = c.recv();
+    assert_eq!(reply["statusCode"], 202, "{reply}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn require_finds_the_apps_own_node_modules_and_emit_logs() {
     require_node!();

@@ -94,6 +94,8 @@ fn sighup_switches_to_a_changed_config_and_keeps_the_old_one_when_broken_without
     bin.signal("HUP");
     let line = bin.wait_line("reload failed");
     assert!(line.contains("noSuchHandler"), "{line}");
+    // A server-side fault the operator must see: logged at error (#14 item 3).
+    assert!(line.contains(" ERROR "), "{line}");
     assert_eq!(status_of(&mut ws, "b"), 200);
     assert_eq!(status_of(&mut late, "c"), 501);
     assert!(bin.child.try_wait().unwrap().is_none(), "the runner exited");

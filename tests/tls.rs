@@ -302,6 +302,71 @@ api:
 }
 
 #[test]
+fn a_handlers_postback_to_an_https_postback_url_trusts_the_set_cacert_chain() {
+    use configurapi_runner_ws::configurapi::{Context, Event, HandlerError};
+    use configurapi_runner_ws::postback::{self, PostbackError, PostbackMessage};
+    let pki = Pki::ecdsa();
+    let (tx, urls) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    let mut registry = runner::registry();
+    registry.register(
+        "urlHandler",
+        move |e: &mut Event,
+              _: &[serde_json::Value],
+              _: &mut Context|
+              -> Result<(), HandlerError> {
+            let url = e.request.headers["postback-url"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            tx.lock().unwrap().send(url).unwrap();
+            Ok(())
+        },
+    );
+    let yaml = "api:\n  events:\n    - name: url\n      policies: [urlHandler]\n";
+    let service = Service::from_str(yaml, "test.yaml", registry).unwrap();
+    let cfg = ServerConfig {
+        mode: Mode::App(Arc::new(Runner::new(service, RunnerOptions::default()))),
+        workers: 2,
+        management: Some(MgmtConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls: Some(pki.server_config()),
+            ..MgmtConfig::default()
+        }),
+        ..Default::default()
+    };
+    let chain = pki.cert.clone();
+    let srv = WssServer::start(pki, cfg);
+    let mut ws = srv.client();
+    ws.send(Message::text(r#"{"name":"url"}"#)).unwrap();
+    let url = urls.recv_timeout(DEADLINE).expect("the handler ran");
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // The certificate names localhost.
+    let url = url.replace("https://127.0.0.1:", "https://localhost:");
+    let message =
+        PostbackMessage::new(200, Default::default(), serde_json::json!({"via": "https"}));
+    // Nothing to trust yet: refused before connecting.
+    assert!(matches!(
+        postback::postback(&url, &message),
+        Err(PostbackError::Tls(_))
+    ));
+    // What the CLI does with --management-tls: trust the served chain (--cert).
+    postback::set_cacert(chain);
+    postback::postback(&url, &message).expect("delivered over https");
+    let mut bodies = Vec::new();
+    while bodies.len() < 2 {
+        if let Message::Text(t) = ws.read().unwrap() {
+            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+            bodies.push(v["body"].clone());
+        }
+    }
+    assert!(
+        bodies.contains(&serde_json::json!({"via": "https"})),
+        "{bodies:?}"
+    );
+}
+
+#[test]
 fn management_api_over_https_when_enabled() {
     let pki = Pki::ecdsa();
     let cfg = ServerConfig {

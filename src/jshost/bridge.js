@@ -152,8 +152,25 @@ function wsPostbackFunction(url, response) {
     const headers = { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) };
     const token = process.env.CONFIGURAPI_MANAGEMENT_TOKEN;
     if (token) headers.Authorization = `Bearer ${token}`;
-    const lib = url.startsWith('https:') ? https : http;
-    const req = lib.request(url, { method: 'POST', headers }, (res) => {
+    const secure = url.startsWith('https:');
+    const lib = secure ? https : http;
+    const options = { method: 'POST', headers };
+    // With --management-tls the runner hands over the certificate its management API
+    // serves: trusted beside Node's roots (and NODE_EXTRA_CA_CERTS'), read per call so
+    // a reloaded certificate is seen.
+    const ownCa = process.env.CONFIGURAPI_BRIDGE_POSTBACK_CA;
+    if (secure && ownCa) {
+      const ca = [...require('tls').rootCertificates];
+      for (const file of [ownCa, process.env.NODE_EXTRA_CA_CERTS]) {
+        try {
+          if (file) ca.push(fs.readFileSync(file, 'utf8'));
+        } catch (_) {
+          // An unreadable extra file only narrows what is trusted.
+        }
+      }
+      options.ca = ca;
+    }
+    const req = lib.request(url, options, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { text += d; });

@@ -40,6 +40,9 @@ use crate::configurapi::{
 /// The bridge script, written to a temp file while a host process starts.
 const BRIDGE: &str = include_str!("bridge.js");
 
+/// The variable that hands the bridge the CA file of https:// postbacks.
+const POSTBACK_CA_ENV: &str = "CONFIGURAPI_BRIDGE_POSTBACK_CA";
+
 /// The default `--handler-timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -389,6 +392,12 @@ fn spawn_with_bridge(shared: &Arc<Shared>) -> Result<HostInfo, String> {
     let mut cmd = Command::new(&opts.node);
     if let Some(t) = &opts.token {
         cmd.env(crate::mgmt::TOKEN_ENV, t);
+    }
+    // wsPostbackFunction's https:// postback-urls (--management-tls) reach a listener
+    // serving this certificate: the bridge trusts it beside Node's own roots.
+    // (NODE_EXTRA_CA_CERTS would do, but it is often set already, to one file only.)
+    if let Some(ca) = crate::postback::cacert() {
+        cmd.env(POSTBACK_CA_ENV, ca);
     }
     let mut child = cmd
         .arg(&shared.bridge_path)

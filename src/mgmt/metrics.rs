@@ -178,6 +178,12 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
             "Connections answered 503 and closed at accept: out of file descriptors, or over the management connection cap.",
             m.connections_shed,
         ),
+        (
+            "log_lines_dropped_total",
+            "counter",
+            "Log lines dropped because stderr did not keep up (docs/operations.md#logs).",
+            crate::logging::dropped_lines(),
+        ),
     ];
     for (name, kind, help, value) in scalars {
         let _ = writeln!(out, "# HELP {p}{name} {help}");
@@ -472,9 +478,9 @@ mod tests {
                 );
             }
         }
-        // 19 runner families, build_info and the four process families (on Linux).
+        // 20 runner families, build_info and the four process families (on Linux).
         let process = usize::from(cfg!(target_os = "linux")) * 4;
-        assert_eq!(typed.len(), 20 + process, "{typed:?}");
+        assert_eq!(typed.len(), 21 + process, "{typed:?}");
     }
 
     #[test]
