@@ -4,14 +4,12 @@
 //!
 //! Nothing sleeps to synchronise: datagrams and exits are waited for with a deadline.
 
-mod bin_util;
-mod util;
+mod support;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 
-use bin_util::{free_port, Bin, Scratch};
-use util::DEADLINE;
+use support::{free_port, Bin, Scratch, DEADLINE};
 
 /// The next datagram on `sock`, as text.
 fn recv(sock: &UnixDatagram) -> String {
@@ -155,9 +153,9 @@ fn healthcheck_exits_1_with_the_503_while_the_node_drains() {
     let mut client = std::net::TcpStream::connect(addr).unwrap();
     client.set_read_timeout(Some(DEADLINE)).unwrap();
     client
-        .write_all(util::upgrade_request("/").as_bytes())
+        .write_all(support::upgrade_request("/").as_bytes())
         .unwrap();
-    let head = util::read_http_head(&mut client);
+    let head = support::read_http_head(&mut client);
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     let env = [("CONFIGURAPI_MANAGEMENT_PORT", mgmt.as_str())];
     assert_eq!(healthcheck(&[], &env).0, 0);

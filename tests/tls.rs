@@ -308,35 +308,35 @@ fn a_handlers_postback_to_an_https_postback_url_trusts_the_set_cacert_chain() {
     let pki = Pki::ecdsa();
     let (tx, urls) = std::sync::mpsc::channel();
     let tx = std::sync::Mutex::new(tx);
-    let mut registry = runner::registry();
-    registry.register(
-        "urlHandler",
-        move |e: &mut Event,
-              _: &[serde_json::Value],
-              _: &mut Context|
-              -> Result<(), HandlerError> {
-            let url = e.request.headers["postback-url"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            tx.lock().unwrap().send(url).unwrap();
-            Ok(())
-        },
-    );
     let yaml = "api:\n  events:\n    - name: url\n      policies: [urlHandler]\n";
-    let service = Service::from_str(yaml, "test.yaml", registry).unwrap();
-    let cfg = ServerConfig {
-        mode: Mode::App(Arc::new(Runner::new(service, RunnerOptions::default()))),
-        workers: 2,
-        management: Some(MgmtConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            tls: Some(pki.server_config()),
-            ..MgmtConfig::default()
-        }),
-        ..Default::default()
-    };
     let chain = pki.cert.clone();
-    let srv = WssServer::start(pki, cfg);
+    let srv = TestServer::builder(ServerConfig {
+        workers: 2,
+        ..Default::default()
+    })
+    .runner(yaml, move |registry| {
+        registry.register(
+            "urlHandler",
+            move |e: &mut Event,
+                  _: &[serde_json::Value],
+                  _: &mut Context|
+                  -> Result<(), HandlerError> {
+                let url = e.request.headers["postback-url"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                tx.lock().unwrap().send(url).unwrap();
+                Ok(())
+            },
+        );
+    })
+    .management(MgmtConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls: Some(pki.server_config()),
+        ..MgmtConfig::default()
+    })
+    .pki(pki)
+    .start();
     let mut ws = srv.client();
     ws.send(Message::text(r#"{"name":"url"}"#)).unwrap();
     let url = urls.recv_timeout(DEADLINE).expect("the handler ran");
