@@ -22,6 +22,7 @@
 //! and [`handlers`] its built-in handler packs.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub use configurapi;
@@ -39,6 +40,7 @@ pub mod mgmt;
 pub mod postback;
 pub mod reactor;
 pub mod runner;
+pub mod stats;
 pub mod tls;
 pub(crate) mod work;
 pub mod ws;

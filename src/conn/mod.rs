@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{Mode, ServerConfig};
-use crate::reactor::stats::Stats;
 use crate::reactor::{Dispatch, Handle};
+use crate::stats::Stats;
 use crate::work::Job;
 use crate::ws::close_code;
 use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};

@@ -15,7 +15,7 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 use super::{Reactor, Shared, Stats, MGMT_BASE, MGMT_TIMER};
-use crate::config::{Mode, ServerConfig};
+use crate::config::{MgmtConfig, Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::{BufPool, WriteQueue};
 use crate::conn::{Conn, ConnId, Phase};
@@ -23,34 +23,6 @@ use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, Session};
 use crate::reactor::Handle;
 use crate::work::Job;
 use crate::ws::{close_code, Opcode};
-
-/// Management listener settings.
-#[derive(Debug, Clone)]
-pub struct MgmtConfig {
-    /// Where to listen (default 127.0.0.1:9100: loopback only, 6.7.6).
-    pub listen: SocketAddr,
-    /// When set, every request needs `Authorization: Bearer <token>` (else 401).
-    pub token: Option<String>,
-    /// Request limits (head 16 KiB / 100 headers, body 1 MiB).
-    pub limits: crate::http::Limits,
-    /// An idle keep-alive connection, or a request that stops arriving, is closed
-    /// after this long without a byte (default 10 s).
-    pub idle_timeout: Duration,
-    /// Serve HTTPS instead of HTTP (`--management-tls`: the WSS certificate).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-impl Default for MgmtConfig {
-    fn default() -> Self {
-        MgmtConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], crate::mgmt::DEFAULT_PORT)),
-            token: None,
-            limits: crate::http::Limits::default(),
-            idle_timeout: crate::mgmt::DEFAULT_IDLE_TIMEOUT,
-            tls: None,
-        }
-    }
-}
 
 /// One management connection.
 pub(super) struct MgmtConn {

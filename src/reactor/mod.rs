@@ -10,9 +10,11 @@
 //! asked for only while bytes are queued; slots are freed only after the whole event
 //! batch, so a token in the same batch never names a newer connection.
 
-pub mod app;
+/// The seam to the application, kept under its old path (`reactor::app`).
+pub use crate::app;
 pub mod mgmt;
-pub mod stats;
+/// The counters, kept under their old path (`reactor::stats::Stats`).
+pub use crate::stats;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -28,14 +30,14 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+pub use crate::app::{App, Dispatch};
+pub use crate::config::MgmtConfig;
 use crate::config::{Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::BufPool;
 use crate::conn::{Conn, ConnId, Phase, ReadOutcome, Shared};
 use crate::work::{Job, WorkerPool};
 use crate::ws::{close_code, Opcode};
-pub use app::{App, Dispatch};
-pub use mgmt::MgmtConfig;
 use mgmt::MgmtConn;
 use stats::Stats;
 
@@ -946,7 +948,8 @@ impl Reactor {
                 .is_some_and(|c| matches!(c.st.phase, Phase::Dead));
             if dead {
                 let mut conn = self.conns.remove(slot);
-                self.stats.fold_peaks(&conn.st);
+                self.stats
+                    .fold_peaks(conn.st.queued_peak, conn.st.head_peak, conn.st.message_peak);
                 conn.st.wq.clear(&mut self.pool);
                 self.stats.open -= 1;
             }
@@ -1060,7 +1063,7 @@ impl Reactor {
                             _ => c.dec.buffered_capacity(),
                         };
                         s.read_buffered_max = s.read_buffered_max.max(r as u64);
-                        s.fold_peaks(&c.st);
+                        s.fold_peaks(c.st.queued_peak, c.st.head_peak, c.st.message_peak);
                         if let Some(a) = &c.st.app {
                             s.producers_waiting += a.shared.waiting_producers() as u64;
                         }

@@ -2,7 +2,7 @@
 //!
 //! The reactor calls these on its own thread, so they must be quick: they copy what
 //! they need and return jobs, which the reactor hands to the worker pool. Results come
-//! back through the connection's [`Handle`](super::Handle) (deliver, accept, reject).
+//! back through the connection's [`Handle`](crate::reactor::Handle) (deliver, accept, reject).
 
 use std::sync::Arc;
 
@@ -26,8 +26,8 @@ pub enum Dispatch {
 /// What an application does with connections and messages.
 pub trait App: Send + Sync + 'static {
     /// A client finished the upgrade. `None` accepts it at once; `Some(job)` runs first
-    /// (on_connect), and the job must end with [`Handle::accept`](super::Handle::accept)
-    /// or [`Handle::reject`](super::Handle::reject). Messages that arrive meanwhile wait.
+    /// (on_connect), and the job must end with [`Handle::accept`](crate::reactor::Handle::accept)
+    /// or [`Handle::reject`](crate::reactor::Handle::reject). Messages that arrive meanwhile wait.
     /// Before accepting, the job calls [`ConnShared::claim_accepted`]; when that says
     /// the client has already gone, the reactor will not call `on_close`, and the job
     /// runs the close handling itself.
