@@ -32,9 +32,11 @@ pub(crate) mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
 pub use configurapi::handlers;
+pub mod harness;
 pub(crate) mod http;
 pub mod jshost;
 mod launch;
+pub mod link;
 pub mod logging;
 pub mod mgmt;
 pub mod postback;
@@ -46,5 +48,5 @@ pub(crate) mod work;
 pub mod ws;
 
 pub use config::{Mode, Reloaded, Reloader, ServerConfig, TlsSettings};
-pub use conn::ConnId;
+pub use link::ConnId;
 pub use reactor::{Handle, Outgoing, Server};

@@ -11,35 +11,48 @@
 //!                    Finishing: flush the queue, shutdown(Write), read to EOF, drop
 //! ```
 
-pub mod shared;
 pub mod transport;
 pub mod write_queue;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Mode, ServerConfig};
-use crate::reactor::{Dispatch, Handle};
+use crate::config::ServerConfig;
 use crate::stats::Stats;
-use crate::work::Job;
 use crate::ws::close_code;
 use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};
-use crate::ws::handshake::{self, HandshakeError};
-use shared::ConnShared;
+use crate::ws::handshake::{self, HandshakeError, UpgradeRequest};
 use transport::Transport;
 use write_queue::{BufPool, WriteQueue};
 
-/// A handle on a connection that can outlive it: the slab slot plus the generation the
-/// slot had when the connection was accepted. The reactor resolves it in one place
-/// (`Reactor::conn_mut`) and drops it when the generation no longer matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    /// Slab index, also the mio token.
-    pub slot: u32,
-    /// Unique per accepted connection.
-    pub gen: u32,
+pub use crate::link::ConnId;
+
+/// Where a connection reports what happened to it; the reactor implements it and
+/// passes the events on to the application (or echoes, in echo mode). `A` is the
+/// value the reactor keeps with the connection, which `conn` never looks into.
+pub trait Sink<A> {
+    /// The upgrade succeeded (the 101 is queued, the phase is `Open`).
+    fn upgraded(
+        &mut self,
+        st: &mut ConnState,
+        ext: &mut A,
+        req: &UpgradeRequest,
+        sh: &mut Shared<'_>,
+    );
+    /// A complete message arrived (`text`: valid UTF-8).
+    fn message(
+        &mut self,
+        st: &mut ConnState,
+        ext: &mut A,
+        text: bool,
+        payload: &[u8],
+        sh: &mut Shared<'_>,
+    );
+    /// Reading should stop for now for a reason of the receiver's own.
+    fn holds_reading(&self, ext: &A) -> bool;
 }
 
 /// Where the connection is in its life.
@@ -69,24 +82,8 @@ pub struct Shared<'a> {
     pub stats: &'a mut Stats,
     /// The time of this event batch.
     pub now: Instant,
-    /// The reactor's handle, for application connections.
-    pub handle: &'a Arc<Handle>,
-    /// Jobs this event produced, for the worker pool.
-    pub jobs: &'a mut Vec<Job>,
-}
-
-/// Application state of a connection (Configurapi mode).
-pub struct AppConn {
-    /// What worker threads share with the reactor.
-    pub shared: Arc<ConnShared>,
-    /// on_connect accepted it (or there is none).
-    pub accepted: bool,
-    /// It is in the reactor's registry of accepted connections.
-    pub registered: bool,
-    /// on_close has been dispatched.
-    pub closed_notified: bool,
-    /// Message jobs that arrived before acceptance (6.5.4).
-    pub waiting: Vec<Job>,
+    /// Set while the server drains (9.5): upgrades are refused.
+    pub draining: &'a AtomicBool,
 }
 
 /// Everything of a connection except its decoder, so a decoded message (which borrows
@@ -116,8 +113,8 @@ pub struct ConnState {
     pub read_paused: bool,
     /// Earliest timer entry this connection has in the reactor's heap.
     pub timer_armed: Option<Instant>,
-    /// Configurapi-mode state; `None` in echo mode and before the upgrade.
-    pub app: Option<AppConn>,
+    /// The name in log lines (the application's, e.g. the runner's connection-id).
+    pub label: Option<Arc<str>>,
     /// Since when the queue has been over `max_queued` (the grace period's start).
     pub over_cap_since: Option<Instant>,
     /// Pongs queued since the queue was last empty (see [`PONG_BURST`]).
@@ -135,12 +132,14 @@ pub struct ConnState {
     pub message_peak: usize,
 }
 
-/// A connection: codec plus state.
-pub struct Conn {
+/// A connection: codec plus state, plus the reactor's value `ext` for it.
+pub struct Conn<A> {
     /// Receiving half of the RFC 6455 codec.
     pub dec: Decoder,
     /// The rest.
     pub st: ConnState,
+    /// The reactor's (the application's) value; opaque here.
+    pub ext: A,
 }
 
 /// What a read pass ended with.
@@ -156,7 +155,7 @@ pub enum ReadOutcome {
 /// Reads per readable event before other connections get their turn.
 const READS_PER_EVENT: usize = 8;
 
-impl Conn {
+impl<A> Conn<A> {
     /// A freshly accepted connection.
     pub fn new(
         id: ConnId,
@@ -164,8 +163,10 @@ impl Conn {
         peer: SocketAddr,
         cfg: &ServerConfig,
         now: Instant,
-    ) -> Conn {
+        ext: A,
+    ) -> Conn<A> {
         Conn {
+            ext,
             dec: Decoder::new(cfg.limits),
             st: ConnState {
                 id,
@@ -180,7 +181,7 @@ impl Conn {
                 ping_outstanding: false,
                 read_paused: false,
                 timer_armed: None,
-                app: None,
+                label: None,
                 over_cap_since: None,
                 pongs_queued: 0,
                 deferred_pong: None,
@@ -199,9 +200,10 @@ impl Conn {
         rbuf: &mut [u8],
         peer_closed: bool,
         sh: &mut Shared<'_>,
+        sink: &mut impl Sink<A>,
     ) -> ReadOutcome {
         for _ in 0..READS_PER_EVENT {
-            if self.st.reading_blocked() || matches!(self.st.phase, Phase::Dead) {
+            if self.reading_blocked(sink) || matches!(self.st.phase, Phase::Dead) {
                 return ReadOutcome::Yielded;
             }
             let n = match self.st.sock.read(rbuf) {
@@ -214,7 +216,7 @@ impl Conn {
             sh.stats.bytes_in += n as u64;
             self.st.last_read = sh.now;
             self.st.ping_outstanding = false;
-            self.on_bytes(&mut rbuf[..n], sh);
+            self.on_bytes(&mut rbuf[..n], sh, sink);
             // The reassembly buffer only grows inside on_bytes and only shrinks when
             // the connection is idle, so noting it here misses no peak.
             self.st.message_peak = self.st.message_peak.max(self.dec.buffered_capacity());
@@ -234,7 +236,14 @@ impl Conn {
         ReadOutcome::Yielded
     }
 
-    fn on_bytes(&mut self, data: &mut [u8], sh: &mut Shared<'_>) {
+    /// Reading is paused: the write queue is over the high-water mark, or the sink
+    /// holds it (the runner, while enough messages wait for on_connect). The reactor
+    /// revisits the connection when the queue drains or the sink lets go.
+    pub fn reading_blocked(&self, sink: &impl Sink<A>) -> bool {
+        self.st.read_paused || sink.holds_reading(&self.ext)
+    }
+
+    fn on_bytes(&mut self, data: &mut [u8], sh: &mut Shared<'_>, sink: &mut impl Sink<A>) {
         match &mut self.st.phase {
             Phase::Handshake(buf) => {
                 let read = handshake::read_head(buf, data, &sh.cfg.handshake_limits);
@@ -246,7 +255,7 @@ impl Conn {
                         self.reject_handshake(HandshakeError::Overloaded, sh)
                     }
                     // 9.5: the listener stays up during a drain to say so.
-                    Ok(Some(_)) if sh.handle.is_draining() => {
+                    Ok(Some(_)) if sh.draining.load(Ordering::Relaxed) => {
                         self.reject_handshake(HandshakeError::Draining, sh)
                     }
                     Ok(Some((req, used))) => {
@@ -255,34 +264,17 @@ impl Conn {
                         self.st.note_queued();
                         sh.stats.handshakes_ok += 1;
                         self.st.set_phase(Phase::Open, sh.now);
-                        if let Mode::App(app) = &sh.cfg.mode {
-                            let shared = Arc::new(ConnShared::new(
-                                self.st.id,
-                                req.subprotocol.clone(),
-                                sh.handle.clone(),
-                                sh.cfg.high_water,
-                                sh.cfg.low_water,
-                            ));
-                            let on_connect = app.on_open(&shared, &req);
-                            self.st.app = Some(AppConn {
-                                shared,
-                                accepted: on_connect.is_none(),
-                                registered: false,
-                                closed_notified: false,
-                                waiting: Vec::new(),
-                            });
-                            sh.jobs.extend(on_connect);
-                        }
+                        sink.upgraded(&mut self.st, &mut self.ext, &req, sh);
                         log::debug!("{} {}: connection open", self.st.who(), self.st.peer);
                         if !rest.is_empty() {
                             // Frames pipelined with the handshake.
-                            self.on_frames(&mut rest, sh);
+                            self.on_frames(&mut rest, sh, sink);
                         }
                     }
                     Err(e) => self.reject_handshake(e, sh),
                 }
             }
-            Phase::Open | Phase::Closing => self.on_frames(data, sh),
+            Phase::Open | Phase::Closing => self.on_frames(data, sh, sink),
             // After the close handshake or a failure, input is read and dropped.
             Phase::Finishing { .. } | Phase::Dead => {}
         }
@@ -301,7 +293,7 @@ impl Conn {
         self.st.set_phase(Phase::Finishing { shut: false }, sh.now);
     }
 
-    fn on_frames(&mut self, data: &mut [u8], sh: &mut Shared<'_>) {
+    fn on_frames(&mut self, data: &mut [u8], sh: &mut Shared<'_>, sink: &mut impl Sink<A>) {
         let mut pos = 0;
         while pos < data.len() {
             if !matches!(self.st.phase, Phase::Open | Phase::Closing) {
@@ -311,7 +303,7 @@ impl Conn {
                 Ok((used, item)) => {
                     pos += used;
                     if let Some(item) = item {
-                        self.st.on_item(item, sh);
+                        self.st.on_item(item, &mut self.ext, sh, sink);
                     }
                 }
                 Err(e) => {
@@ -343,22 +335,7 @@ fn count_out(opcode: Opcode, stats: &mut Stats) {
 /// one pong each.
 pub const PONG_BURST: u8 = 16;
 
-/// Messages that may wait for on_connect (6.5.4) before the connection stops being
-/// read: a client cannot grow the server's memory while its on_connect is slow.
-pub const MAX_WAITING_MESSAGES: usize = 64;
-
 impl ConnState {
-    /// Reading is paused: the write queue is over the high-water mark, or on_connect
-    /// has not answered and enough messages wait for it. The reactor revisits the
-    /// connection when the queue drains or on_connect accepts.
-    pub fn reading_blocked(&self) -> bool {
-        self.read_paused
-            || self
-                .app
-                .as_ref()
-                .is_some_and(|a| !a.accepted && a.waiting.len() >= MAX_WAITING_MESSAGES)
-    }
-
     /// Bytes not yet on the wire: the write queue's plus what the transport holds
     /// (TLS records rustls made and the socket has not taken). Exact.
     #[inline]
@@ -388,7 +365,13 @@ impl ConnState {
         self.phase_since = now;
     }
 
-    fn on_item(&mut self, item: Incoming<'_>, sh: &mut Shared<'_>) {
+    fn on_item<A>(
+        &mut self,
+        item: Incoming<'_>,
+        ext: &mut A,
+        sh: &mut Shared<'_>,
+        sink: &mut impl Sink<A>,
+    ) {
         let closing = matches!(self.phase, Phase::Closing);
         match item {
             Incoming::Text(payload) | Incoming::Binary(payload) if !closing => {
@@ -398,23 +381,7 @@ impl ConnState {
                     Opcode::Binary
                 };
                 sh.stats.messages_in += 1;
-                match &sh.cfg.mode {
-                    Mode::Echo => self.send_frame(opcode, payload, sh),
-                    Mode::App(app) => {
-                        let Some(a) = self.app.as_mut() else { return };
-                        // Before acceptance the message must wait for on_connect, so it
-                        // cannot be answered inline.
-                        match app.on_message(&a.shared, opcode == Opcode::Text, payload, a.accepted)
-                        {
-                            Dispatch::Reply(frame) => {
-                                self.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
-                            }
-                            Dispatch::Later => {}
-                            Dispatch::Job(job) if a.accepted => sh.jobs.push(job),
-                            Dispatch::Job(job) => a.waiting.push(job),
-                        }
-                    }
-                }
+                sink.message(self, ext, opcode == Opcode::Text, payload, sh);
             }
             Incoming::Ping(payload) if !closing => self.answer_ping(payload, sh),
             Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_) | Incoming::Pong(_) => {}
@@ -514,9 +481,7 @@ impl ConnState {
     /// The connection-id the access lines show (`-` in echo mode), so a connection's
     /// open, access and close lines can be joined.
     fn who(&self) -> &str {
-        self.app
-            .as_ref()
-            .map_or("-", |a| a.shared.connection_id.as_str())
+        self.label.as_deref().unwrap_or("-")
     }
 
     /// Write what is queued. Ends the connection on a socket error; in `Finishing`, shuts

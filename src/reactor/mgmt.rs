@@ -4,7 +4,6 @@
 //! WebSocket events, and a slow or hostile management client costs the loop nothing
 //! more than any other socket.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,14 +13,12 @@ use mio::net::TcpListener;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::{Reactor, Shared, Stats, MGMT_BASE, MGMT_TIMER};
+use super::{Ext, Reactor, Shared, Stats, MGMT_BASE, MGMT_TIMER};
 use crate::config::{MgmtConfig, Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::{BufPool, WriteQueue};
-use crate::conn::{Conn, ConnId, Phase};
+use crate::conn::{Conn, Phase};
 use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, Session};
-use crate::reactor::Handle;
-use crate::work::Job;
 use crate::ws::{close_code, Opcode};
 
 /// One management connection.
@@ -52,13 +49,11 @@ impl MgmtConn {
 
 /// The routes' view of the reactor, for the length of one management event.
 struct Ctx<'a> {
-    conns: &'a mut Slab<Conn>,
-    registry: &'a HashMap<String, ConnId>,
+    conns: &'a mut Slab<Conn<Ext>>,
     cfg: &'a ServerConfig,
     pool: &'a mut BufPool,
     stats: &'a mut Stats,
-    handle: &'a Arc<Handle>,
-    jobs: &'a mut Vec<Job>,
+    draining: &'a std::sync::atomic::AtomicBool,
     token: Option<&'a str>,
     /// Suspended pipelines now (for `/metrics`).
     waiting: u64,
@@ -73,7 +68,10 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// The open, accepted connection with this connection-id.
     fn find(&self, id: &str) -> Option<usize> {
-        let cid = self.registry.get(id)?;
+        let Mode::App(app) = &self.cfg.mode else {
+            return None;
+        };
+        let cid = &app.find(id)?;
         let conn = self.conns.get(cid.slot as usize)?;
         (conn.st.id == *cid && matches!(conn.st.phase, Phase::Open)).then_some(cid.slot as usize)
     }
@@ -91,26 +89,20 @@ impl MgmtContext for Ctx<'_> {
     }
 
     fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.registry.keys().cloned().collect();
-        ids.sort_unstable();
-        ids
+        match &self.cfg.mode {
+            Mode::App(app) => app.keys(),
+            Mode::Echo => Vec::new(),
+        }
     }
 
     fn info(&self, id: &str) -> Option<ConnInfo> {
         let conn = &self.conns[self.find(id)?];
-        let app = conn.st.app.as_ref()?;
-        let identity_id = app
-            .shared
-            .identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|i| i.id.clone());
+        let (subprotocol, identity_id) = conn.ext.as_ref()?.conn.describe();
         Some(ConnInfo {
             connected_at: system_time(self.now, conn.st.connected_at),
             last_active_at: system_time(self.now, conn.st.last_read),
             source_ip: conn.st.peer.ip(),
-            subprotocol: app.shared.subprotocol.clone(),
+            subprotocol,
             identity_id,
         })
     }
@@ -139,8 +131,7 @@ impl MgmtContext for Ctx<'_> {
             pool: self.pool,
             stats: self.stats,
             now: self.now,
-            handle: self.handle,
-            jobs: self.jobs,
+            draining: self.draining,
         };
         self.conns[slot]
             .st
@@ -283,12 +274,10 @@ impl Reactor {
         }
         let mut ctx = Ctx {
             conns: &mut self.conns,
-            registry: &self.registry,
             cfg: &self.cfg,
             pool: &mut self.pool,
             stats: &mut self.stats,
-            handle: &self.handle,
-            jobs: &mut self.jobs,
+            draining: &self.handle.draining,
             token: mcfg.token.as_deref(),
             waiting: self.workers.as_ref().map_or(0, |w| w.waiting() as u64),
             shutting_down: self.shutdown_at.is_some(),
@@ -349,8 +338,7 @@ impl Reactor {
                     pool: &mut self.pool,
                     stats: &mut self.stats,
                     now,
-                    handle: &self.handle,
-                    jobs: &mut self.jobs,
+                    draining: &self.handle.draining,
                 };
                 conn.st.flush(&mut sh);
             }

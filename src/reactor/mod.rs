@@ -17,7 +17,7 @@ pub mod mgmt;
 pub use crate::stats;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,12 +31,15 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 pub use crate::app::{App, Dispatch};
+use crate::app::{AppConn, NoteVerdict};
 pub use crate::config::MgmtConfig;
 use crate::config::{Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::BufPool;
-use crate::conn::{Conn, ConnId, Phase, ReadOutcome, Shared};
+use crate::conn::{Conn, ConnId, ConnState, Phase, ReadOutcome, Shared, Sink};
+use crate::link::{Courier, Gone, Link};
 use crate::work::{Job, WorkerPool};
+use crate::ws::UpgradeRequest;
 use crate::ws::{close_code, Opcode};
 use mgmt::MgmtConn;
 use stats::Stats;
@@ -50,10 +53,98 @@ macro_rules! shared {
             pool: &mut $r.pool,
             stats: &mut $r.stats,
             now: $now,
-            handle: &$r.handle,
-            jobs: &mut $r.jobs,
+            draining: &$r.handle.draining,
         }
     };
+}
+
+/// The sink a connection reports its events to, built from disjoint fields of the
+/// reactor like `shared!`.
+macro_rules! events {
+    ($r:ident) => {
+        AppEvents {
+            app: match &$r.cfg.mode {
+                Mode::App(app) => Some(app),
+                Mode::Echo => None,
+            },
+            jobs: &mut $r.jobs,
+            courier: &$r.handle,
+        }
+    };
+}
+
+/// What the reactor keeps with a connection for the application (Configurapi mode,
+/// once upgraded): the generic cross-thread half and the application's own value.
+pub(crate) struct AppSlot {
+    link: Arc<Link>,
+    conn: Box<dyn AppConn>,
+    /// `on_close` has run.
+    closed: bool,
+}
+
+/// The reactor's value for each connection: `None` in echo mode and before the
+/// upgrade.
+pub(crate) type Ext = Option<AppSlot>;
+
+/// Passes a connection's events to the application (or echoes, in echo mode).
+struct AppEvents<'a> {
+    app: Option<&'a Arc<dyn App>>,
+    jobs: &'a mut Vec<Job>,
+    courier: &'a Arc<Handle>,
+}
+
+impl Sink<Ext> for AppEvents<'_> {
+    fn upgraded(
+        &mut self,
+        st: &mut ConnState,
+        ext: &mut Ext,
+        req: &UpgradeRequest,
+        sh: &mut Shared<'_>,
+    ) {
+        let Some(app) = self.app else { return };
+        let courier: Arc<dyn Courier> = self.courier.clone();
+        let link = Arc::new(Link::new(
+            st.id,
+            courier,
+            sh.cfg.high_water,
+            sh.cfg.low_water,
+        ));
+        let conn = app.on_open(Arc::clone(&link), req, self.jobs);
+        st.label = Some(conn.label());
+        *ext = Some(AppSlot {
+            link,
+            conn,
+            closed: false,
+        });
+    }
+
+    fn message(
+        &mut self,
+        st: &mut ConnState,
+        ext: &mut Ext,
+        text: bool,
+        payload: &[u8],
+        sh: &mut Shared<'_>,
+    ) {
+        match ext {
+            Some(a) => match a.conn.on_message(text, payload) {
+                Dispatch::Reply(frame) => {
+                    st.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
+                }
+                Dispatch::Later => {}
+                Dispatch::Job(job) => self.jobs.push(job),
+            },
+            None if self.app.is_none() => {
+                let opcode = if text { Opcode::Text } else { Opcode::Binary };
+                st.send_frame(opcode, payload, sh);
+            }
+            None => {}
+        }
+    }
+
+    fn holds_reading(&self, ext: &Ext) -> bool {
+        ext.as_ref().is_some_and(|a| a.conn.holds_reading())
+    }
 }
 
 /// Listen queue length asked for (the kernel caps it at `net.core.somaxconn`, 4096 on
@@ -171,8 +262,8 @@ enum Command {
         payload: Vec<u8>,
         transit: usize,
     },
-    Accept(ConnId),
-    Reject(ConnId),
+    /// A note for the application's value of a connection ([`Link::notify`]).
+    Note(ConnId, u32),
     /// A worker finished a job while the reactor held jobs it could not submit.
     Capacity,
     List(Sender<Vec<ConnId>>),
@@ -211,35 +302,6 @@ impl Handle {
             self.waker.wake().map_err(|_| Stopped)?;
         }
         Ok(())
-    }
-
-    /// Hand an encoded frame payload to the reactor for `to`. The caller has counted
-    /// `transit` bytes as in transit on the connection (see `ConnShared`).
-    pub(crate) fn deliver(
-        &self,
-        to: ConnId,
-        opcode: Opcode,
-        payload: Vec<u8>,
-        transit: usize,
-    ) -> Result<(), Stopped> {
-        self.command(Command::Deliver {
-            to,
-            opcode,
-            payload,
-            transit,
-        })
-    }
-
-    /// on_connect accepted the connection: it joins the registry and its waiting
-    /// messages are dispatched.
-    pub fn accept(&self, id: ConnId) -> Result<(), Stopped> {
-        self.command(Command::Accept(id))
-    }
-
-    /// on_connect rejected the connection: close it with 1008 "Policy Violation" and
-    /// drop its waiting messages.
-    pub fn reject(&self, id: ConnId) -> Result<(), Stopped> {
-        self.command(Command::Reject(id))
     }
 
     /// Queue a message for a connection. A connection that has gone (even if its slot
@@ -281,6 +343,29 @@ impl Handle {
     /// A shutdown has started: the server is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+}
+
+impl Courier for Handle {
+    /// The caller has counted `transit` bytes as in transit on the link.
+    fn deliver(
+        &self,
+        to: ConnId,
+        opcode: Opcode,
+        payload: Vec<u8>,
+        transit: usize,
+    ) -> Result<(), Gone> {
+        self.command(Command::Deliver {
+            to,
+            opcode,
+            payload,
+            transit,
+        })
+        .map_err(|_| Gone)
+    }
+
+    fn notify(&self, to: ConnId, note: u32) -> Result<(), Gone> {
+        self.command(Command::Note(to, note)).map_err(|_| Gone)
     }
 }
 
@@ -381,7 +466,6 @@ impl Server {
             jobs: Vec::new(),
             backlog: VecDeque::new(),
             stalled: Vec::new(),
-            registry: HashMap::new(),
             mgmt_listener,
             mgmt: Slab::new(),
             poll,
@@ -461,15 +545,13 @@ struct Reactor {
     backlog: VecDeque<Job>,
     /// Connections whose readiness was skipped while the backlog was non-empty.
     stalled: Vec<ConnId>,
-    /// Accepted application connections by `connection-id` (management, postback).
-    registry: HashMap<String, ConnId>,
     mgmt_listener: Option<TcpListener>,
     mgmt: Slab<MgmtConn>,
     poll: Poll,
     listener: Option<TcpListener>,
     /// The TLS (WSS) listener, when a key and certificate are set.
     secure_listener: Option<TcpListener>,
-    conns: Slab<Conn>,
+    conns: Slab<Conn<Ext>>,
     next_gen: u32,
     pool: BufPool,
     rbuf: Vec<u8>,
@@ -648,7 +730,7 @@ impl Reactor {
                 }
                 _ => Transport::Plain(sock),
             };
-            let mut conn = Conn::new(id, transport, peer, &self.cfg, now);
+            let mut conn = Conn::new(id, transport, peer, &self.cfg, now, None);
             conn.st.registered = Some(Interest::READABLE);
             entry.insert(conn);
             self.stats.accepted += 1;
@@ -695,10 +777,11 @@ impl Reactor {
             sh.stats.backlog_stalls += 1;
             self.stalled.push(conn.st.id);
         } else if readable {
-            match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh) {
+            let mut ev = events!(self);
+            match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh, &mut ev) {
                 ReadOutcome::WouldBlock => {}
                 ReadOutcome::Yielded => {
-                    if !conn.st.reading_blocked() {
+                    if !conn.reading_blocked(&ev) {
                         self.revisit.push(conn.st.id);
                     }
                 }
@@ -738,31 +821,16 @@ impl Reactor {
             conn.st.over_cap_since = None;
         }
         let queued = conn.st.queued();
-        if let Some(a) = conn.st.app.as_mut() {
-            let open = matches!(conn.st.phase, Phase::Open);
-            if open && a.accepted && !a.registered {
-                a.registered = true;
-                self.registry
-                    .insert(a.shared.connection_id.clone(), conn.st.id);
-            }
-            if open {
-                let resumed = a.shared.set_queued(queued);
+        if let Some(a) = conn.ext.as_mut() {
+            if matches!(conn.st.phase, Phase::Open) {
+                let resumed = a.link.set_queued(queued);
                 self.jobs.extend(resumed);
-            } else if !a.closed_notified {
-                // Leaves the registry first, then on_disconnect (6.5.6), once (8.11).
-                a.closed_notified = true;
-                if a.registered {
-                    self.registry.remove(&a.shared.connection_id);
-                }
-                // Parked stream producers are dropped: their streams end here.
-                drop(a.shared.mark_closed());
-                a.waiting.clear();
-                // An Accept may still be on its way: on_connect's claim decides.
-                if a.accepted || a.shared.accepted_before_close() {
-                    if let Mode::App(app) = &self.cfg.mode {
-                        self.jobs.extend(app.on_close(&a.shared));
-                    }
-                }
+            } else if !a.closed {
+                // The connection has ended for the application, once (8.11). Parked
+                // stream producers are dropped first: their streams end here.
+                a.closed = true;
+                drop(a.link.mark_closed());
+                self.jobs.extend(a.conn.on_close());
             }
         }
         match conn.st.wanted_interest() {
@@ -838,7 +906,7 @@ impl Reactor {
             .iter()
             .filter(|(_, c)| {
                 matches!(c.st.phase, Phase::Open)
-                    && c.st.app.as_ref().is_none_or(|a| a.shared.busy() == 0)
+                    && c.ext.as_ref().is_none_or(|a| a.link.busy() == 0)
             })
             .map(|(k, _)| k)
             .collect();
@@ -868,7 +936,7 @@ impl Reactor {
             let requests: usize = self
                 .conns
                 .iter()
-                .filter_map(|(_, c)| c.st.app.as_ref().map(|a| a.shared.busy()))
+                .filter_map(|(_, c)| c.ext.as_ref().map(|a| a.link.busy()))
                 .sum();
             log::warn!(
                 "shutdown timeout ({:?}) reached: exiting with {requests} requests still \
@@ -991,8 +1059,8 @@ impl Reactor {
                     };
                     let conn = &mut self.conns[slot];
                     if !matches!(conn.st.phase, Phase::Open) {
-                        if let Some(a) = &conn.st.app {
-                            a.shared.transit_arrived(transit);
+                        if let Some(a) = &conn.ext {
+                            a.link.transit_arrived(transit);
                         }
                         // Closing or finishing: the connection has ended for the
                         // application (on_disconnect is under way), so this is stale too.
@@ -1001,44 +1069,37 @@ impl Reactor {
                     }
                     conn.st
                         .send_frame_owned(&mut self.pool, &mut self.stats, opcode, payload);
-                    if let Some(a) = &conn.st.app {
+                    if let Some(a) = &conn.ext {
                         // Count the frame as queued before it stops counting as in
                         // transit: a producer looking in between would otherwise see
                         // it in neither and send past the high-water mark.
-                        self.jobs.extend(a.shared.set_queued(conn.st.queued()));
-                        a.shared.transit_arrived(transit);
+                        self.jobs.extend(a.link.set_queued(conn.st.queued()));
+                        a.link.transit_arrived(transit);
                     }
                     let mut sh = shared!(self, now);
                     conn.st.flush(&mut sh);
                     self.after_event(slot);
                 }
-                Command::Accept(id) => {
-                    let Some(slot) = self.resolve(id) else {
-                        continue;
-                    };
-                    if let Some(a) = self.conns[slot].st.app.as_mut() {
-                        if !a.closed_notified {
-                            a.accepted = true;
-                            self.jobs.append(&mut a.waiting);
-                            // Reading may have stopped while messages waited; with
-                            // edge-triggered polling nothing else would resume it.
-                            self.revisit.push(id);
-                        }
-                    }
-                    self.after_event(slot);
-                }
-                Command::Reject(id) => {
+                Command::Note(id, note) => {
                     let Some(slot) = self.resolve(id) else {
                         continue;
                     };
                     let conn = &mut self.conns[slot];
-                    if let Some(a) = conn.st.app.as_mut() {
-                        a.waiting.clear();
+                    let verdict = match conn.ext.as_mut() {
+                        Some(a) if !a.closed => a.conn.on_note(note, &mut self.jobs),
+                        _ => NoteVerdict::Nothing,
+                    };
+                    match verdict {
+                        NoteVerdict::Nothing => {}
+                        // Reading may have stopped while the application held it; with
+                        // edge-triggered polling nothing else would resume it.
+                        NoteVerdict::ResumeReading => self.revisit.push(id),
+                        NoteVerdict::Close(code, reason) => {
+                            let mut sh = shared!(self, now);
+                            conn.st.start_close(code, reason, &mut sh);
+                            conn.st.flush(&mut sh);
+                        }
                     }
-                    let mut sh = shared!(self, now);
-                    conn.st
-                        .start_close(close_code::POLICY_VIOLATION, "Policy Violation", &mut sh);
-                    conn.st.flush(&mut sh);
                     self.after_event(slot);
                 }
                 Command::Capacity => self.drain_backlog(),
@@ -1064,8 +1125,8 @@ impl Reactor {
                         };
                         s.read_buffered_max = s.read_buffered_max.max(r as u64);
                         s.fold_peaks(c.st.queued_peak, c.st.head_peak, c.st.message_peak);
-                        if let Some(a) = &c.st.app {
-                            s.producers_waiting += a.shared.waiting_producers() as u64;
+                        if let Some(a) = &c.ext {
+                            s.producers_waiting += a.link.waiting_producers() as u64;
                         }
                     }
                     let _ = reply.send(s);
