@@ -23,8 +23,9 @@ use std::time::Instant;
 use crate::config::ServerConfig;
 use crate::stats::Stats;
 use crate::ws::close_code;
-use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};
+use crate::ws::frame::{Decoder, Incoming, Opcode};
 use crate::ws::handshake::{self, HandshakeError, UpgradeRequest};
+use crate::ws::session::{ClosePayload, Idle, Session, Step};
 use transport::Transport;
 use write_queue::{BufPool, WriteQueue};
 
@@ -107,8 +108,8 @@ pub struct ConnState {
     pub last_read: Instant,
     /// When the phase last changed (handshake and close timeouts).
     pub phase_since: Instant,
-    /// A keep-alive ping is out and unanswered.
-    pub ping_outstanding: bool,
+    /// The WebSocket session: close handshake, ping/pong and idle policy (sans-IO).
+    pub session: Session,
     /// Reading is paused because the write queue is over the high-water mark.
     pub read_paused: bool,
     /// Earliest timer entry this connection has in the reactor's heap.
@@ -117,11 +118,6 @@ pub struct ConnState {
     pub label: Option<Arc<str>>,
     /// Since when the queue has been over `max_queued` (the grace period's start).
     pub over_cap_since: Option<Instant>,
-    /// Pongs queued since the queue was last empty (see [`PONG_BURST`]).
-    pub pongs_queued: u8,
-    /// The latest ping's payload, answered once the queue drains: pings beyond the
-    /// burst replace each other (RFC 6455 5.5.3) instead of growing the queue.
-    pub deferred_pong: Option<Box<[u8]>>,
     /// The most bytes [`ConnState::queued`] has held at once (a high-water mark, not a
     /// sample): noted at every push and after every flush, the only places it grows.
     pub queued_peak: usize,
@@ -178,13 +174,11 @@ impl<A> Conn<A> {
                 connected_at: now,
                 last_read: now,
                 phase_since: now,
-                ping_outstanding: false,
+                session: Session::new(),
                 read_paused: false,
                 timer_armed: None,
                 label: None,
                 over_cap_since: None,
-                pongs_queued: 0,
-                deferred_pong: None,
                 queued_peak: 0,
                 head_peak: 0,
                 message_peak: 0,
@@ -215,7 +209,7 @@ impl<A> Conn<A> {
             };
             sh.stats.bytes_in += n as u64;
             self.st.last_read = sh.now;
-            self.st.ping_outstanding = false;
+            self.st.session.on_read();
             self.on_bytes(&mut rbuf[..n], sh, sink);
             // The reassembly buffer only grows inside on_bytes and only shrinks when
             // the connection is idle, so noting it here misses no peak.
@@ -329,12 +323,6 @@ fn count_out(opcode: Opcode, stats: &mut Stats) {
     }
 }
 
-/// Pongs a connection may have queued at once. Pings past it while the peer is not
-/// taking its bytes are coalesced into one deferred pong, so a ping flood that is not
-/// read costs a bounded queue, while a burst of a few pings (Autobahn 2.10) still gets
-/// one pong each.
-pub const PONG_BURST: u8 = 16;
-
 impl ConnState {
     /// Bytes not yet on the wire: the write queue's plus what the transport holds
     /// (TLS records rustls made and the socket has not taken). Exact.
@@ -372,54 +360,34 @@ impl ConnState {
         sh: &mut Shared<'_>,
         sink: &mut impl Sink<A>,
     ) {
-        let closing = matches!(self.phase, Phase::Closing);
-        match item {
-            Incoming::Text(payload) | Incoming::Binary(payload) if !closing => {
-                let opcode = if matches!(item, Incoming::Text(_)) {
-                    Opcode::Text
-                } else {
-                    Opcode::Binary
-                };
+        match self.session.on_item(item, self.wq.is_empty()) {
+            Step::Message { text, payload } => {
                 sh.stats.messages_in += 1;
-                sink.message(self, ext, opcode == Opcode::Text, payload, sh);
+                sink.message(self, ext, text, payload, sh);
             }
-            Incoming::Ping(payload) if !closing => self.answer_ping(payload, sh),
-            Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_) | Incoming::Pong(_) => {}
-            Incoming::Close(code) => {
-                if !closing {
-                    // Answer once with the peer's code (RFC 6455 5.5.1), then close TCP.
-                    let (payload, n) = match code {
-                        Some((c, _)) => close_payload(c, ""),
-                        None => ([0u8; 125], 0),
-                    };
-                    self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
-                    self.note_queued();
-                    let code = code.map(|(c, _)| c).unwrap_or(1005);
-                    log::debug!(
-                        "{} {}: closed by the peer, code {code}",
-                        self.who(),
-                        self.peer
-                    );
-                    sh.stats.record_close_sent(code);
+            Step::Pong(payload) => {
+                self.wq.push_frame(sh.pool, Opcode::Pong, payload);
+                self.note_queued();
+            }
+            Step::PongDeferred { coalesced } => {
+                if coalesced {
+                    sh.stats.pongs_coalesced += 1;
                 }
+            }
+            Step::Ignore => {}
+            Step::AnswerClose(answer) => {
+                self.wq.push_frame(sh.pool, Opcode::Close, answer.bytes());
+                self.note_queued();
+                log::debug!(
+                    "{} {}: closed by the peer, code {}",
+                    self.who(),
+                    self.peer,
+                    answer.code
+                );
+                sh.stats.record_close_sent(answer.code);
                 self.set_phase(Phase::Finishing { shut: false }, sh.now);
             }
-        }
-    }
-
-    fn answer_ping(&mut self, payload: &[u8], sh: &mut Shared<'_>) {
-        if self.wq.is_empty() {
-            self.pongs_queued = 0;
-        }
-        if self.pongs_queued < PONG_BURST {
-            self.pongs_queued += 1;
-            self.wq.push_frame(sh.pool, Opcode::Pong, payload);
-            self.note_queued();
-        } else {
-            if self.deferred_pong.is_some() {
-                sh.stats.pongs_coalesced += 1;
-            }
-            self.deferred_pong = Some(payload.into());
+            Step::Closed => self.set_phase(Phase::Finishing { shut: false }, sh.now),
         }
     }
 
@@ -447,7 +415,8 @@ impl ConnState {
 
     /// Fail the connection: send a close frame with `code`, then finish.
     pub fn fail(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
-        self.send_close(code, reason, sh);
+        let close = self.session.fail(code, reason);
+        self.send_close(close, reason, sh);
         self.set_phase(Phase::Finishing { shut: false }, sh.now);
     }
 
@@ -456,19 +425,19 @@ impl ConnState {
     pub fn start_close(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
         match self.phase {
             Phase::Open => {
-                self.send_close(code, reason, sh);
-                self.set_phase(Phase::Closing, sh.now);
+                if let Some(close) = self.session.close(code, reason) {
+                    self.send_close(close, reason, sh);
+                    self.set_phase(Phase::Closing, sh.now);
+                }
             }
             Phase::Handshake(_) => self.set_phase(Phase::Dead, sh.now),
             _ => {}
         }
     }
 
-    fn send_close(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
-        // Nothing may follow a close frame.
-        self.deferred_pong = None;
-        let (payload, n) = close_payload(code, reason);
-        self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
+    fn send_close(&mut self, close: ClosePayload, reason: &str, sh: &mut Shared<'_>) {
+        let code = close.code;
+        self.wq.push_frame(sh.pool, Opcode::Close, close.bytes());
         self.note_queued();
         log::debug!(
             "{} {}: closing, code {code} {reason:?}",
@@ -493,7 +462,7 @@ impl ConnState {
         let mut before = self.wq.queued();
         let mut flushed = self.wq.flush(&mut self.sock, sh.pool);
         let pong = match flushed {
-            Ok(true) => self.deferred_pong.take(),
+            Ok(true) => self.session.take_deferred_pong(),
             _ => None,
         };
         if let Some(pong) = pong {
@@ -501,7 +470,6 @@ impl ConnState {
             sh.stats.bytes_out += before as u64;
             self.wq.push_frame(sh.pool, Opcode::Pong, &pong);
             self.note_queued();
-            self.pongs_queued = 1;
             before = self.wq.queued();
             flushed = self.wq.flush(&mut self.sock, sh.pool);
         }
@@ -549,15 +517,7 @@ impl ConnState {
     /// When the idle timer next needs the connection: the keep-alive ping, or the close
     /// once the ping went unanswered.
     fn idle_deadline(&self, cfg: &ServerConfig) -> Option<Instant> {
-        if cfg.idle_timeout.is_zero() {
-            return None;
-        }
-        let wait = if self.ping_outstanding {
-            cfg.idle_timeout
-        } else {
-            cfg.idle_timeout / 2
-        };
-        Some(self.last_read + wait)
+        self.session.idle_deadline(self.last_read, cfg.idle_timeout)
     }
 
     /// The hard cap on queued bytes (`max_queued`): a peer over it for the grace period,
@@ -606,13 +566,15 @@ impl ConnState {
                     Some(d) if d <= sh.now && matches!(self.phase, Phase::Open) => {}
                     _ => return,
                 }
-                if self.ping_outstanding {
-                    sh.stats.idle_timeouts += 1;
-                    self.start_close(close_code::GOING_AWAY, "idle timeout", sh);
-                } else {
-                    self.ping_outstanding = true;
-                    self.wq.push_frame(sh.pool, Opcode::Ping, b"");
-                    self.note_queued();
+                match self.session.on_idle() {
+                    Idle::Close => {
+                        sh.stats.idle_timeouts += 1;
+                        self.start_close(close_code::GOING_AWAY, "idle timeout", sh);
+                    }
+                    Idle::Ping => {
+                        self.wq.push_frame(sh.pool, Opcode::Ping, b"");
+                        self.note_queued();
+                    }
                 }
             }
             Phase::Closing | Phase::Finishing { .. } => self.set_phase(Phase::Dead, sh.now),
