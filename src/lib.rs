@@ -16,8 +16,12 @@
 //! ```
 //!
 //! Layers: [`ws`] is the sans-IO protocol (handshake, frames, masking, UTF-8, close
-//! codes); [`conn`] is one connection's phase machine and write queue; [`reactor`] owns
-//! the sockets, the slab, the timers and the cross-thread [`reactor::Handle`].
+//! codes, the close/ping session); [`conn`] is one connection's phases, transport and
+//! write queue, reporting what happened to a sink; [`reactor`] owns the sockets, the
+//! slab, the timers and the cross-thread [`reactor::Handle`], and passes connection
+//! events to an [`app::App`]. [`config`] and [`stats`] are plain data below both;
+//! [`link::Link`] is the cross-thread half of a connection. [`runner`] is the
+//! Configurapi application; [`harness`] drives it without a server.
 //! [`configurapi`] is the framework itself (config.yaml, events, the Service pipeline)
 //! and [`handlers`] its built-in handler packs.
 #![deny(missing_docs)]

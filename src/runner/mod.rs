@@ -1,7 +1,7 @@
 //! The Configurapi runner: WebSocket messages through the Service pipeline on the
 //! worker pool (semantics section 6).
 //!
-//! The reactor calls [`Runner`] (an [`App`](crate::reactor::App), in `app.rs`) on its own thread; each call copies what
+//! The reactor calls [`Runner`] (an [`App`](crate::app::App), in `app.rs`) on its own thread; each call copies what
 //! it needs and returns a job. Jobs build the Event (6.2), run `Service::start`, and
 //! send the answer back as one envelope frame (6.3) through the connection's
 //! [`Connection`](conn::Connection), or as a stream of chunk frames (6.4) paced by the connection's exact
@@ -70,7 +70,7 @@ impl Default for RunnerOptions {
     }
 }
 
-/// The runner: an [`App`](crate::reactor::App) serving a Configurapi [`Service`],
+/// The runner: an [`App`](crate::app::App) serving a Configurapi [`Service`],
 /// which [`Runner::reload`] replaces while it serves.
 #[derive(Clone)]
 pub struct Runner {
