@@ -145,38 +145,7 @@ impl MgmtContext for Ctx<'_> {
     }
 
     fn metrics(&self) -> MetricsSnapshot {
-        let s = &self.stats;
-        let mut m = MetricsSnapshot {
-            connections_open: s.open,
-            connections_total: s.accepted,
-            messages_in: s.messages_in,
-            messages_out: s.messages_out,
-            bytes_in: s.bytes_in,
-            bytes_out: s.bytes_out,
-            close_codes_sent: s.close_codes_sent.clone(),
-            stale_dropped: s.stale_dropped,
-            backpressure_closes: s.backpressure_closes,
-            pongs_coalesced: s.pongs_coalesced,
-            connections_shed: s.fd_shed + s.mgmt_refused,
-            handlers_waiting: self.waiting,
-            queued_bytes_peak: s.queued_bytes_peak,
-            read_buffered_peak: s.head_buffered_peak.max(s.message_buffered_peak),
-            handshakes_rejected: s
-                .handshakes_rejected_by_reason
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), *v))
-                .collect(),
-            ..MetricsSnapshot::default()
-        };
-        for (_, c) in self.conns.iter() {
-            let q = c.st.queued() as u64;
-            m.queued_bytes_sum += q;
-            m.queued_bytes_max = m.queued_bytes_max.max(q);
-            m.queued_bytes_peak = m.queued_bytes_peak.max(c.st.queued_peak as u64);
-            m.read_buffered_peak = m
-                .read_buffered_peak
-                .max(c.st.head_peak.max(c.st.message_peak) as u64);
-        }
+        let mut m = MetricsSnapshot::from(&super::snapshot(self.stats, self.conns, self.waiting));
         if let Mode::App(app) = &self.cfg.mode {
             app.fill_metrics(&mut m);
         }

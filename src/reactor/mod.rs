@@ -536,6 +536,29 @@ impl Server {
     }
 }
 
+/// The counters with the figures of this moment filled in (queued bytes, read
+/// buffers, the open connections' peaks, waiting producers, suspended pipelines): the
+/// one snapshot that `Handle::stats` and `/metrics` both read.
+fn snapshot(stats: &Stats, conns: &Slab<Conn<Ext>>, waiting: u64) -> Stats {
+    let mut s = stats.clone();
+    s.waiting = waiting;
+    for (_, c) in conns.iter() {
+        let q = c.st.queued() as u64;
+        s.queued_bytes_sum += q;
+        s.queued_bytes_max = s.queued_bytes_max.max(q);
+        let r = match &c.st.phase {
+            Phase::Handshake(head) => head.capacity(),
+            _ => c.dec.buffered_capacity(),
+        };
+        s.read_buffered_max = s.read_buffered_max.max(r as u64);
+        s.fold_peaks(c.st.queued_peak, c.st.head_peak, c.st.message_peak);
+        if let Some(a) = &c.ext {
+            s.producers_waiting += a.link.waiting_producers() as u64;
+        }
+    }
+    s
+}
+
 struct Reactor {
     handle: Arc<Handle>,
     workers: Option<WorkerPool>,
@@ -1113,23 +1136,8 @@ impl Reactor {
                     let _ = reply.send(ids);
                 }
                 Command::Stats(reply) => {
-                    let mut s = self.stats.clone();
-                    s.waiting = self.workers.as_ref().map_or(0, |w| w.waiting() as u64);
-                    for (_, c) in self.conns.iter() {
-                        let q = c.st.queued() as u64;
-                        s.queued_bytes_sum += q;
-                        s.queued_bytes_max = s.queued_bytes_max.max(q);
-                        let r = match &c.st.phase {
-                            Phase::Handshake(head) => head.capacity(),
-                            _ => c.dec.buffered_capacity(),
-                        };
-                        s.read_buffered_max = s.read_buffered_max.max(r as u64);
-                        s.fold_peaks(c.st.queued_peak, c.st.head_peak, c.st.message_peak);
-                        if let Some(a) = &c.ext {
-                            s.producers_waiting += a.link.waiting_producers() as u64;
-                        }
-                    }
-                    let _ = reply.send(s);
+                    let waiting = self.workers.as_ref().map_or(0, |w| w.waiting() as u64);
+                    let _ = reply.send(snapshot(&self.stats, &self.conns, waiting));
                 }
                 Command::Shutdown => self.begin_shutdown(now),
                 Command::Reload(reply) => {
