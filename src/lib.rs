@@ -38,7 +38,7 @@ pub mod fuzzing;
 pub use configurapi::handlers;
 pub mod harness;
 pub(crate) mod http;
-pub mod jshost;
+pub(crate) mod jshost;
 mod launch;
 pub mod link;
 pub mod logging;

@@ -43,7 +43,11 @@ impl App for Runner {
     }
 
     fn keys(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.registry().keys().map(|k| k.to_string()).collect();
+        let mut ids: Vec<String> = self
+            .registry()
+            .keys()
+            .map(|k| k.as_ref().to_owned())
+            .collect();
         ids.sort_unstable();
         ids
     }

@@ -61,7 +61,12 @@ impl Connection {
     pub fn new(link: Arc<Link>, subprotocol: Option<String>) -> Connection {
         Connection {
             link,
-            connection_id: uuid::Uuid::new_v4().to_string().into(),
+            // Encoded on the stack, then one allocation for the `Arc<str>`.
+            connection_id: Arc::from(
+                &*uuid::Uuid::new_v4()
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            ),
             subprotocol,
             identity: Mutex::new(None),
             accept: AtomicU8::new(AcceptState::Pending as u8),

@@ -153,7 +153,7 @@ impl Inner {
     fn inject_headers(&self, headers: &mut Map<String, Value>, conn: &Connection) {
         headers.insert(
             "connection-id".into(),
-            Value::String(conn.connection_id.to_string()),
+            Value::String(conn.connection_id.as_ref().to_owned()),
         );
         // The push-function is `Request::push`, outside the map: a client's value
         // must not pass for it. Without a postback base the header is absent (8.6).
