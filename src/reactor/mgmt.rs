@@ -248,7 +248,7 @@ impl Reactor {
             stats: &mut self.stats,
             draining: &self.handle.draining,
             token: mcfg.token.as_deref(),
-            waiting: self.workers.as_ref().map_or(0, |w| w.waiting() as u64),
+            waiting: self.work.waiting(),
             shutting_down: self.shutdown_at.is_some(),
             reloaded_tls: None,
             now,

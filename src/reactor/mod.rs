@@ -12,12 +12,13 @@
 
 /// The seam to the application, kept under its old path (`reactor::app`).
 pub use crate::app;
+mod jobs;
 pub mod mgmt;
 /// The counters, kept under their old path (`reactor::stats::Stats`).
 pub use crate::stats;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +42,7 @@ use crate::link::{Courier, Gone, Link};
 use crate::work::{Job, WorkerPool};
 use crate::ws::UpgradeRequest;
 use crate::ws::{close_code, Opcode};
+use jobs::Jobs;
 use mgmt::MgmtConn;
 use stats::Stats;
 
@@ -67,7 +69,7 @@ macro_rules! events {
                 Mode::App(app) => Some(app),
                 Mode::Echo => None,
             },
-            jobs: &mut $r.jobs,
+            jobs: &mut $r.work.pending,
             courier: &$r.handle,
         }
     };
@@ -462,10 +464,7 @@ impl Server {
         };
         let reactor = Reactor {
             handle: Arc::new(handle.clone()),
-            workers,
-            jobs: Vec::new(),
-            backlog: VecDeque::new(),
-            stalled: Vec::new(),
+            work: Jobs::new(workers),
             mgmt_listener,
             mgmt: Slab::new(),
             poll,
@@ -561,13 +560,8 @@ fn snapshot(stats: &Stats, conns: &Slab<Conn<Ext>>, waiting: u64) -> Stats {
 
 struct Reactor {
     handle: Arc<Handle>,
-    workers: Option<WorkerPool>,
-    /// Jobs produced by the current event, submitted after it.
-    jobs: Vec<Job>,
-    /// Jobs the full worker queue did not take. While any wait, no socket is read.
-    backlog: VecDeque<Job>,
-    /// Connections whose readiness was skipped while the backlog was non-empty.
-    stalled: Vec<ConnId>,
+    /// The worker pool, the jobs on their way to it and the backlog.
+    work: Jobs,
     mgmt_listener: Option<TcpListener>,
     mgmt: Slab<MgmtConn>,
     poll: Poll,
@@ -792,13 +786,12 @@ impl Reactor {
         if writable {
             conn.st.flush(&mut sh);
         }
-        let saturated =
-            !self.backlog.is_empty() || self.workers.as_ref().is_some_and(WorkerPool::waiting_full);
+        let saturated = self.work.saturated();
         if readable && saturated {
             // The workers are saturated, or too many pipelines wait: leave the bytes in
             // the kernel (TCP backpressure) and come back when room is reported.
             sh.stats.backlog_stalls += 1;
-            self.stalled.push(conn.st.id);
+            self.work.stall(conn.st.id);
         } else if readable {
             let mut ev = events!(self);
             match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh, &mut ev) {
@@ -847,13 +840,13 @@ impl Reactor {
         if let Some(a) = conn.ext.as_mut() {
             if matches!(conn.st.phase, Phase::Open) {
                 let resumed = a.link.set_queued(queued);
-                self.jobs.extend(resumed);
+                self.work.pending.extend(resumed);
             } else if !a.closed {
                 // The connection has ended for the application, once (8.11). Parked
                 // stream producers are dropped first: their streams end here.
                 a.closed = true;
                 drop(a.link.mark_closed());
-                self.jobs.extend(a.conn.on_close());
+                self.work.pending.extend(a.conn.on_close());
             }
         }
         match conn.st.wanted_interest() {
@@ -883,37 +876,7 @@ impl Reactor {
     }
 
     fn submit_jobs(&mut self) {
-        let Some(pool) = &self.workers else {
-            self.jobs.clear();
-            return;
-        };
-        for job in self.jobs.drain(..) {
-            if !self.backlog.is_empty() {
-                self.backlog.push_back(job);
-                continue;
-            }
-            if let Err(job) = pool.try_submit(job) {
-                self.backlog.push_back(job);
-            }
-        }
-        self.stats.backlog_peak = self.stats.backlog_peak.max(self.backlog.len() as u64);
-    }
-
-    /// A worker has room: move held jobs to the pool, and once none wait, read the
-    /// connections that were skipped meanwhile.
-    fn drain_backlog(&mut self) {
-        let Some(pool) = &self.workers else {
-            return;
-        };
-        while let Some(job) = self.backlog.pop_front() {
-            if let Err(job) = pool.try_submit(job) {
-                self.backlog.push_front(job);
-                return;
-            }
-        }
-        if !pool.waiting_full() {
-            self.revisit.append(&mut self.stalled);
-        }
+        self.work.submit(&mut self.stats);
     }
 
     /// One look at the drain (9.5): close with 1001 the open connections whose work
@@ -948,11 +911,9 @@ impl Reactor {
             .iter()
             .filter(|(_, c)| !matches!(c.st.phase, Phase::Handshake(_) | Phase::Dead))
             .count();
-        let jobs = self.workers.as_ref().map_or(0, WorkerPool::in_flight) + self.backlog.len();
+        let jobs = self.work.in_flight();
         if conns_left == 0 && jobs == 0 {
-            if let Some(pool) = &mut self.workers {
-                pool.shutdown(now); // nothing in flight: the threads leave and are joined
-            }
+            self.work.shutdown(now); // nothing in flight: the threads leave and are joined
             return true;
         }
         if self.shutdown_at.is_some_and(|d| now >= d) {
@@ -975,10 +936,7 @@ impl Reactor {
                     .start_close(close_code::GOING_AWAY, "server shutdown", &mut sh);
                 conn.st.flush(&mut sh);
             }
-            if let Some(pool) = &mut self.workers {
-                self.backlog.clear();
-                pool.shutdown(now);
-            }
+            self.work.shutdown(now);
             return true;
         }
         false
@@ -1096,7 +1054,9 @@ impl Reactor {
                         // Count the frame as queued before it stops counting as in
                         // transit: a producer looking in between would otherwise see
                         // it in neither and send past the high-water mark.
-                        self.jobs.extend(a.link.set_queued(conn.st.queued()));
+                        self.work
+                            .pending
+                            .extend(a.link.set_queued(conn.st.queued()));
                         a.link.transit_arrived(transit);
                     }
                     let mut sh = shared!(self, now);
@@ -1109,7 +1069,7 @@ impl Reactor {
                     };
                     let conn = &mut self.conns[slot];
                     let verdict = match conn.ext.as_mut() {
-                        Some(a) if !a.closed => a.conn.on_note(note, &mut self.jobs),
+                        Some(a) if !a.closed => a.conn.on_note(note, &mut self.work.pending),
                         _ => NoteVerdict::Nothing,
                     };
                     match verdict {
@@ -1125,7 +1085,7 @@ impl Reactor {
                     }
                     self.after_event(slot);
                 }
-                Command::Capacity => self.drain_backlog(),
+                Command::Capacity => self.work.drain_backlog(&mut self.revisit),
                 Command::List(reply) => {
                     let ids = self
                         .conns
@@ -1136,7 +1096,7 @@ impl Reactor {
                     let _ = reply.send(ids);
                 }
                 Command::Stats(reply) => {
-                    let waiting = self.workers.as_ref().map_or(0, |w| w.waiting() as u64);
+                    let waiting = self.work.waiting();
                     let _ = reply.send(snapshot(&self.stats, &self.conns, waiting));
                 }
                 Command::Shutdown => self.begin_shutdown(now),
