@@ -49,12 +49,7 @@ pub trait App: Send + Sync + 'static {
     /// A client finished the upgrade (the 101 is queued). Returns the application's
     /// value for the connection, which the reactor keeps until it closes, and jobs to
     /// run (for the runner: on_connect) into `jobs`.
-    fn on_open(
-        &self,
-        link: Arc<Link>,
-        req: &UpgradeRequest,
-        jobs: &mut Vec<Job>,
-    ) -> Box<dyn AppConn>;
+    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Box<dyn AppConn>;
 
     /// The connection the application knows by `key` (its own name for it, e.g. the
     /// runner's connection-id), for the management API.
@@ -106,6 +101,10 @@ pub trait AppConn: Send {
     fn holds_reading(&self) -> bool {
         false
     }
+
+    /// The connection's link, which the application's value holds (so the two share
+    /// one allocation); the reactor keeps its byte counts and closes it.
+    fn link(&self) -> &Link;
 
     /// The name in log lines (the runner's connection-id), so a connection's open,
     /// access and close lines can be joined.

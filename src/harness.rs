@@ -45,10 +45,15 @@ pub struct Harness {
 
 /// One connection opened through a [`Harness`].
 pub struct HarnessConn {
-    /// The generic half, as workers see it.
-    pub link: Arc<Link>,
     conn: Box<dyn AppConn>,
     closed: bool,
+}
+
+impl HarnessConn {
+    /// The generic half, as workers see it.
+    pub fn link(&self) -> &Link {
+        self.conn.link()
+    }
 }
 
 /// A text frame's payload handed back by [`Harness::message`] or a worker.
@@ -78,16 +83,10 @@ impl Harness {
         };
         let slot = self.next.fetch_add(1, Ordering::Relaxed);
         let courier: Arc<dyn Courier> = self.courier.clone();
-        let link = Arc::new(Link::new(
-            ConnId { slot, gen: 1 },
-            courier,
-            1 << 20,
-            256 << 10,
-        ));
+        let link = Link::new(ConnId { slot, gen: 1 }, courier, 1 << 20, 256 << 10);
         let mut jobs = Vec::new();
-        let conn = self.app.on_open(Arc::clone(&link), &req, &mut jobs);
+        let conn = self.app.on_open(link, &req, &mut jobs);
         let c = HarnessConn {
-            link,
             conn,
             closed: false,
         };
@@ -104,7 +103,7 @@ impl Harness {
     pub fn deliver_notes(&self, c: &mut HarnessConn, jobs: &mut Vec<Job>) -> Vec<NoteVerdict> {
         let notes: Vec<u32> = {
             let mut out = self.courier.0.lock().unwrap_or_else(|e| e.into_inner());
-            let id = c.link.id;
+            let id = c.link().id;
             let (mine, rest) = out.notes.drain(..).partition(|(to, _)| *to == id);
             out.notes = rest;
             mine.into_iter().map(|(_, n)| n).collect()
@@ -123,14 +122,14 @@ impl Harness {
     /// ones). Their bytes leave the link's in-transit count, as if written at once.
     pub fn frames(&self, c: &HarnessConn) -> Vec<Frame> {
         let mut out = self.courier.0.lock().unwrap_or_else(|e| e.into_inner());
-        let id = c.link.id;
+        let id = c.link().id;
         let (mine, rest) = out.frames.drain(..).partition(|(to, _, _)| *to == id);
         out.frames = rest;
         let mine: Vec<Frame> = mine.into_iter().map(|(_, o, p)| (o, p)).collect();
         let mut hdr = [0u8; crate::ws::frame::MAX_HEADER];
         for (o, p) in &mine {
             let n = crate::ws::frame::encode_header(&mut hdr, *o, p.len()) + p.len();
-            c.link.transit_arrived(n);
+            c.link().transit_arrived(n);
         }
         mine
     }
@@ -141,7 +140,7 @@ impl Harness {
         if std::mem::replace(&mut c.closed, true) {
             return None;
         }
-        drop(c.link.mark_closed());
+        drop(c.link().mark_closed());
         c.conn.on_close()
     }
 

@@ -70,14 +70,38 @@ pub struct Link {
     busy: AtomicUsize,
 }
 
-/// One unit of unfinished work on a connection (see [`Link::begin`]); dropping
-/// it ends the unit.
-pub struct Busy(Arc<Link>);
+/// What holds a [`Link`] inside it (the link itself, or the application's
+/// connection that embeds it: one allocation per connection, not two).
+pub trait HasLink: Send + Sync + 'static {
+    /// The link.
+    fn link(&self) -> &Link;
+}
+
+impl HasLink for Link {
+    fn link(&self) -> &Link {
+        self
+    }
+}
+
+/// One unit of unfinished work on a connection (see [`begin`]); dropping it ends
+/// the unit.
+pub struct Busy(Arc<dyn HasLink>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+        self.0.link().busy.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Work for the connection whose link `owner` holds starts: a drain waits for the
+/// guard to drop before it closes the connection. Taken before any frame of the work
+/// is sent, dropped after the last one was handed to the reactor, so the reactor
+/// (which reads the count before it takes its commands) never closes ahead of an
+/// answer on its way.
+pub fn begin<T: HasLink>(owner: &Arc<T>) -> Busy {
+    owner.link().busy.fetch_add(1, Ordering::SeqCst);
+    let owner: Arc<dyn HasLink> = owner.clone();
+    Busy(owner)
 }
 
 impl Link {
@@ -99,16 +123,7 @@ impl Link {
         }
     }
 
-    /// Work for this connection starts: a drain waits for the guard to drop before it
-    /// closes the connection. Taken before any frame of the work is sent, dropped after
-    /// the last one was handed to the reactor, so the reactor (which reads the count
-    /// before it takes its commands) never closes ahead of an answer on its way.
-    pub fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        Busy(Arc::clone(self))
-    }
-
-    /// Units of work under way (see [`Link::begin`]).
+    /// Units of work under way (see [`begin`]).
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::SeqCst)
     }

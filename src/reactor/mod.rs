@@ -76,9 +76,8 @@ macro_rules! events {
 }
 
 /// What the reactor keeps with a connection for the application (Configurapi mode,
-/// once upgraded): the generic cross-thread half and the application's own value.
+/// once upgraded): the application's value, which holds the connection's `Link`.
 pub(crate) struct AppSlot {
-    link: Arc<Link>,
     conn: Box<dyn AppConn>,
     /// `on_close` has run.
     closed: bool,
@@ -105,16 +104,10 @@ impl Sink<Ext> for AppEvents<'_> {
     ) {
         let Some(app) = self.app else { return };
         let courier: Arc<dyn Courier> = self.courier.clone();
-        let link = Arc::new(Link::new(
-            st.id,
-            courier,
-            sh.cfg.high_water,
-            sh.cfg.low_water,
-        ));
-        let conn = app.on_open(Arc::clone(&link), req, self.jobs);
+        let link = Link::new(st.id, courier, sh.cfg.high_water, sh.cfg.low_water);
+        let conn = app.on_open(link, req, self.jobs);
         st.label = Some(conn.label());
         *ext = Some(AppSlot {
-            link,
             conn,
             closed: false,
         });
@@ -552,7 +545,7 @@ fn snapshot(stats: &Stats, conns: &Slab<Conn<Ext>>, waiting: u64) -> Stats {
         s.read_buffered_max = s.read_buffered_max.max(r as u64);
         s.fold_peaks(c.st.queued_peak, c.st.head_peak, c.st.message_peak);
         if let Some(a) = &c.ext {
-            s.producers_waiting += a.link.waiting_producers() as u64;
+            s.producers_waiting += a.conn.link().waiting_producers() as u64;
         }
     }
     s
@@ -839,13 +832,13 @@ impl Reactor {
         let queued = conn.st.queued();
         if let Some(a) = conn.ext.as_mut() {
             if matches!(conn.st.phase, Phase::Open) {
-                let resumed = a.link.set_queued(queued);
+                let resumed = a.conn.link().set_queued(queued);
                 self.work.pending.extend(resumed);
             } else if !a.closed {
                 // The connection has ended for the application, once (8.11). Parked
                 // stream producers are dropped first: their streams end here.
                 a.closed = true;
-                drop(a.link.mark_closed());
+                drop(a.conn.link().mark_closed());
                 self.work.pending.extend(a.conn.on_close());
             }
         }
@@ -892,7 +885,7 @@ impl Reactor {
             .iter()
             .filter(|(_, c)| {
                 matches!(c.st.phase, Phase::Open)
-                    && c.ext.as_ref().is_none_or(|a| a.link.busy() == 0)
+                    && c.ext.as_ref().is_none_or(|a| a.conn.link().busy() == 0)
             })
             .map(|(k, _)| k)
             .collect();
@@ -920,7 +913,7 @@ impl Reactor {
             let requests: usize = self
                 .conns
                 .iter()
-                .filter_map(|(_, c)| c.ext.as_ref().map(|a| a.link.busy()))
+                .filter_map(|(_, c)| c.ext.as_ref().map(|a| a.conn.link().busy()))
                 .sum();
             log::warn!(
                 "shutdown timeout ({:?}) reached: exiting with {requests} requests still \
@@ -1041,7 +1034,7 @@ impl Reactor {
                     let conn = &mut self.conns[slot];
                     if !matches!(conn.st.phase, Phase::Open) {
                         if let Some(a) = &conn.ext {
-                            a.link.transit_arrived(transit);
+                            a.conn.link().transit_arrived(transit);
                         }
                         // Closing or finishing: the connection has ended for the
                         // application (on_disconnect is under way), so this is stale too.
@@ -1056,8 +1049,8 @@ impl Reactor {
                         // it in neither and send past the high-water mark.
                         self.work
                             .pending
-                            .extend(a.link.set_queued(conn.st.queued()));
-                        a.link.transit_arrived(transit);
+                            .extend(a.conn.link().set_queued(conn.st.queued()));
+                        a.conn.link().transit_arrived(transit);
                     }
                     let mut sh = shared!(self, now);
                     conn.st.flush(&mut sh);

@@ -14,12 +14,7 @@ use crate::work::Job;
 use crate::ws::UpgradeRequest;
 
 impl App for Runner {
-    fn on_open(
-        &self,
-        link: Arc<Link>,
-        req: &UpgradeRequest,
-        jobs: &mut Vec<Job>,
-    ) -> Box<dyn AppConn> {
+    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Box<dyn AppConn> {
         let conn = Arc::new(Connection::new(link, req.subprotocol.clone()));
         let inner = self.current();
         if !inner.has_on_connect {

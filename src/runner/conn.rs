@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::app::{AppConn, Dispatch, NoteVerdict};
 use crate::configurapi::Identity;
-use crate::link::{Busy, ConnId, Link};
+use crate::link::{self, Busy, ConnId, HasLink, Link};
 use crate::work::Job;
 
 /// Messages that may wait for on_connect (6.5.4) before the connection stops being
@@ -38,7 +38,8 @@ pub enum AcceptState {
 /// A Configurapi connection as handlers' jobs see it, from any thread.
 pub struct Connection {
     /// The transport's cross-thread half: sending, backpressure, drain accounting.
-    pub link: Arc<Link>,
+    /// Embedded: the reactor reaches it through [`AppConn::link`].
+    pub link: Link,
     /// The Configurapi `connection-id` (a UUID v4).
     pub connection_id: Arc<str>,
     /// The first subprotocol the client offered (echoed in the handshake).
@@ -56,9 +57,15 @@ impl Deref for Connection {
     }
 }
 
+impl HasLink for Connection {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+}
+
 impl Connection {
     /// A new connection with a fresh connection-id.
-    pub fn new(link: Arc<Link>, subprotocol: Option<String>) -> Connection {
+    pub fn new(link: Link, subprotocol: Option<String>) -> Connection {
         Connection {
             link,
             // Encoded on the stack, then one allocation for the `Arc<str>`.
@@ -73,9 +80,9 @@ impl Connection {
         }
     }
 
-    /// Work for this connection starts (see [`Link::begin`]).
-    pub fn begin(&self) -> Busy {
-        self.link.begin()
+    /// Work for this connection starts (see [`link::begin`]).
+    pub fn begin(self: &Arc<Self>) -> Busy {
+        link::begin(self)
     }
 
     /// on_connect accepted the connection (8.4). `true`: the reactor will dispatch
@@ -205,6 +212,10 @@ impl AppConn for RunnerConn {
         matches!(&self.stage, Stage::Pending(w) if w.len() >= MAX_WAITING_MESSAGES)
     }
 
+    fn link(&self) -> &Link {
+        &self.conn.link
+    }
+
     fn label(&self) -> Arc<str> {
         Arc::clone(&self.conn.connection_id)
     }
@@ -284,7 +295,7 @@ api:
         );
         assert_eq!(released.len(), 1, "the held message is released");
         let label = h.label(&c);
-        assert_eq!(runner.registry().get(&label).copied(), Some(c.link.id));
+        assert_eq!(runner.registry().get(&label).copied(), Some(c.link().id));
         for job in released {
             job();
         }
