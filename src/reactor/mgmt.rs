@@ -97,7 +97,7 @@ impl MgmtContext for Ctx<'_> {
 
     fn info(&self, id: &str) -> Option<ConnInfo> {
         let conn = &self.conns[self.find(id)?];
-        let (subprotocol, identity_id) = conn.ext.as_ref()?.conn.describe();
+        let (subprotocol, identity_id) = conn.ext.as_ref()?.describe();
         Some(ConnInfo {
             connected_at: system_time(self.now, conn.st.connected_at),
             last_active_at: system_time(self.now, conn.st.last_read),

@@ -75,17 +75,11 @@ macro_rules! events {
     };
 }
 
-/// What the reactor keeps with a connection for the application (Configurapi mode,
-/// once upgraded): the application's value, which holds the connection's `Link`.
-pub(crate) struct AppSlot {
-    conn: Box<dyn AppConn>,
-    /// `on_close` has run.
-    closed: bool,
-}
-
-/// The reactor's value for each connection: `None` in echo mode and before the
-/// upgrade.
-pub(crate) type Ext = Option<AppSlot>;
+/// The reactor's value for each connection: the application's (Configurapi mode, once
+/// upgraded), which holds the connection's `Link`; `None` in echo mode and before the
+/// upgrade. The link's closed flag says whether `on_close` has run: the two happen
+/// together, and a flag of its own would cost every connection a word.
+pub(crate) type Ext = Option<Box<dyn AppConn>>;
 
 /// Passes a connection's events to the application (or echoes, in echo mode).
 struct AppEvents<'a> {
@@ -107,10 +101,7 @@ impl Sink<Ext> for AppEvents<'_> {
         let link = Link::new(st.id, courier, sh.cfg.high_water, sh.cfg.low_water);
         let conn = app.on_open(link, req, self.jobs);
         st.label = Some(conn.label());
-        *ext = Some(AppSlot {
-            conn,
-            closed: false,
-        });
+        *ext = Some(conn);
     }
 
     fn message(
@@ -122,7 +113,7 @@ impl Sink<Ext> for AppEvents<'_> {
         sh: &mut Shared<'_>,
     ) {
         match ext {
-            Some(a) => match a.conn.on_message(text, payload) {
+            Some(a) => match a.on_message(text, payload) {
                 Dispatch::Reply(frame) => {
                     st.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
                 }
@@ -138,7 +129,7 @@ impl Sink<Ext> for AppEvents<'_> {
     }
 
     fn holds_reading(&self, ext: &Ext) -> bool {
-        ext.as_ref().is_some_and(|a| a.conn.holds_reading())
+        ext.as_ref().is_some_and(|a| a.holds_reading())
     }
 }
 
@@ -545,7 +536,7 @@ fn snapshot(stats: &Stats, conns: &Slab<Conn<Ext>>, waiting: u64) -> Stats {
         s.read_buffered_max = s.read_buffered_max.max(r as u64);
         s.fold_peaks(c.st.queued_peak, c.st.head_peak, c.st.message_peak);
         if let Some(a) = &c.ext {
-            s.producers_waiting += a.conn.link().waiting_producers() as u64;
+            s.producers_waiting += a.link().waiting_producers() as u64;
         }
     }
     s
@@ -832,14 +823,13 @@ impl Reactor {
         let queued = conn.st.queued();
         if let Some(a) = conn.ext.as_mut() {
             if matches!(conn.st.phase, Phase::Open) {
-                let resumed = a.conn.link().set_queued(queued);
+                let resumed = a.link().set_queued(queued);
                 self.work.pending.extend(resumed);
-            } else if !a.closed {
+            } else if !a.link().is_closed() {
                 // The connection has ended for the application, once (8.11). Parked
                 // stream producers are dropped first: their streams end here.
-                a.closed = true;
-                drop(a.conn.link().mark_closed());
-                self.work.pending.extend(a.conn.on_close());
+                drop(a.link().mark_closed());
+                self.work.pending.extend(a.on_close());
             }
         }
         match conn.st.wanted_interest() {
@@ -885,7 +875,7 @@ impl Reactor {
             .iter()
             .filter(|(_, c)| {
                 matches!(c.st.phase, Phase::Open)
-                    && c.ext.as_ref().is_none_or(|a| a.conn.link().busy() == 0)
+                    && c.ext.as_ref().is_none_or(|a| a.link().busy() == 0)
             })
             .map(|(k, _)| k)
             .collect();
@@ -913,7 +903,7 @@ impl Reactor {
             let requests: usize = self
                 .conns
                 .iter()
-                .filter_map(|(_, c)| c.ext.as_ref().map(|a| a.conn.link().busy()))
+                .filter_map(|(_, c)| c.ext.as_ref().map(|a| a.link().busy()))
                 .sum();
             log::warn!(
                 "shutdown timeout ({:?}) reached: exiting with {requests} requests still \
@@ -1034,7 +1024,7 @@ impl Reactor {
                     let conn = &mut self.conns[slot];
                     if !matches!(conn.st.phase, Phase::Open) {
                         if let Some(a) = &conn.ext {
-                            a.conn.link().transit_arrived(transit);
+                            a.link().transit_arrived(transit);
                         }
                         // Closing or finishing: the connection has ended for the
                         // application (on_disconnect is under way), so this is stale too.
@@ -1049,8 +1039,8 @@ impl Reactor {
                         // it in neither and send past the high-water mark.
                         self.work
                             .pending
-                            .extend(a.conn.link().set_queued(conn.st.queued()));
-                        a.conn.link().transit_arrived(transit);
+                            .extend(a.link().set_queued(conn.st.queued()));
+                        a.link().transit_arrived(transit);
                     }
                     let mut sh = shared!(self, now);
                     conn.st.flush(&mut sh);
@@ -1062,7 +1052,7 @@ impl Reactor {
                     };
                     let conn = &mut self.conns[slot];
                     let verdict = match conn.ext.as_mut() {
-                        Some(a) if !a.closed => a.conn.on_note(note, &mut self.work.pending),
+                        Some(a) if !a.link().is_closed() => a.on_note(note, &mut self.work.pending),
                         _ => NoteVerdict::Nothing,
                     };
                     match verdict {
