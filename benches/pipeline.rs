@@ -5,10 +5,10 @@
 //! mapping with singularisation) for the whole per-request core cost.
 //!
 //! `message_to_envelope_3_policies` is the whole inline path the reactor runs per
-//! JSON message: `Runner::on_message` (the `App` call the reactor makes) decodes
-//! the JSON envelope, builds the Event (connection headers, params), processes a
-//! 3-policy route of non-blocking handlers, records the metrics and encodes the
-//! reply envelope. The reactor is bound but never run: no socket is involved. Its
+//! JSON message: the runner's `AppConn::on_message` (the call the reactor makes)
+//! decodes the JSON envelope, builds the Event (connection headers, params), processes
+//! a 3-policy route of non-blocking handlers, records the metrics and encodes the
+//! reply envelope. Driven through `harness::Harness`: no server, no socket. Its
 //! instruction profile is in docs/profile.md ("Inline JSON path: profile";
 //! `tools/devtools/src/bin/inline_profile.rs` runs the same path for callgrind). Measured on the
 //! same machine, pinned to one core: 2.66 us per message (22,014 instructions).
@@ -18,11 +18,10 @@
 //! 2.87 us [2.85 us, 2.91 us]. Most of `Event::new` is singularising path
 //! segments; WebSocket events have an empty path and skip it.
 
+use configurapi_runner_ws::app::{App, Dispatch};
 use configurapi_runner_ws::configurapi::{Event, HandlerRegistry, Payload, Request, Service};
-use configurapi_runner_ws::conn::shared::ConnShared;
-use configurapi_runner_ws::reactor::{App, Dispatch};
+use configurapi_runner_ws::harness::Harness;
 use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
-use configurapi_runner_ws::{ConnId, Server, ServerConfig};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use serde_json::{json, Value};
 use std::hint::black_box;
@@ -86,28 +85,18 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-/// `Runner::on_message` with inline execution, as the reactor calls it per message.
+/// The runner's `on_message` with inline execution, as the reactor calls it per
+/// message, driven by the harness (no server).
 fn inline_message(c: &mut Criterion) {
-    // Bound, never run: it only provides the connection's reactor handle.
-    let server = Server::bind(ServerConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        workers: 1,
-        ..ServerConfig::default()
-    })
-    .expect("bind");
     let service = Service::from_str(WS_CONFIG, "bench.yaml", runner::registry()).expect("config");
     let runner = Runner::new(service, RunnerOptions::default());
     // As the CLI does: the management listener's URL is the postback base (8.6).
     runner.set_management_url("http://127.0.0.1:9100");
-    let conn = Arc::new(ConnShared::new(
-        ConnId { slot: 1, gen: 1 },
-        None,
-        Arc::new(server.handle()),
-        1 << 20,
-        256 << 10,
-    ));
+    let harness = Harness::new(Arc::new(runner));
+    let (mut conn, jobs) = harness.open("/", &[]);
+    assert!(jobs.is_empty(), "no on_connect route: accepted at once");
     // Sanity check outside the timing.
-    let Dispatch::Reply(frame) = runner.on_message(&conn, true, MESSAGE, true) else {
+    let Dispatch::Reply(frame) = harness.message(&mut conn, true, MESSAGE) else {
         panic!("the route should run inline");
     };
     let reply: Value = serde_json::from_slice(&frame).expect("envelope");
@@ -124,7 +113,7 @@ fn inline_message(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("message_to_envelope_3_policies", |b| {
         b.iter(
-            || match runner.on_message(&conn, true, black_box(MESSAGE), true) {
+            || match harness.message(&mut conn, true, black_box(MESSAGE)) {
                 Dispatch::Reply(frame) => frame,
                 Dispatch::Job(_) | Dispatch::Later => unreachable!(),
             },

@@ -1,11 +1,12 @@
-//! Server settings shared by the CLI, the library API and the tests.
+//! Server settings shared by the CLI, the library API and the tests: plain data below
+//! `conn/` and `reactor/`, which read it; it imports neither.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::reactor::{App, MgmtConfig};
+use crate::app::App;
 use crate::ws::{HandshakeLimits, Limits};
 
 /// What the server does with messages.
@@ -146,6 +147,34 @@ impl Default for ServerConfig {
             management: None,
             tls: None,
             reload: None,
+        }
+    }
+}
+
+/// Management listener settings.
+#[derive(Debug, Clone)]
+pub struct MgmtConfig {
+    /// Where to listen (default 127.0.0.1:9100: loopback only, 6.7.6).
+    pub listen: SocketAddr,
+    /// When set, every request needs `Authorization: Bearer <token>` (else 401).
+    pub token: Option<String>,
+    /// Request limits (head 16 KiB / 100 headers, body 1 MiB).
+    pub limits: crate::http::Limits,
+    /// An idle keep-alive connection, or a request that stops arriving, is closed
+    /// after this long without a byte (default 10 s).
+    pub idle_timeout: Duration,
+    /// Serve HTTPS instead of HTTP (`--management-tls`: the WSS certificate).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for MgmtConfig {
+    fn default() -> Self {
+        MgmtConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], crate::mgmt::DEFAULT_PORT)),
+            token: None,
+            limits: crate::http::Limits::default(),
+            idle_timeout: crate::mgmt::DEFAULT_IDLE_TIMEOUT,
+            tls: None,
         }
     }
 }

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::cli::{self, Command, RunArgs};
+use crate::config::MgmtConfig;
 use crate::configurapi::{HandlerRegistry, Service};
 use crate::jshost::JsHost;
-use crate::reactor::MgmtConfig;
 use crate::runner::{self, Runner, RunnerOptions};
 use crate::{Mode, Server};
 

@@ -16,12 +16,17 @@
 //! ```
 //!
 //! Layers: [`ws`] is the sans-IO protocol (handshake, frames, masking, UTF-8, close
-//! codes); [`conn`] is one connection's phase machine and write queue; [`reactor`] owns
-//! the sockets, the slab, the timers and the cross-thread [`reactor::Handle`].
+//! codes, the close/ping session); [`conn`] is one connection's phases, transport and
+//! write queue, reporting what happened to a sink; [`reactor`] owns the sockets, the
+//! slab, the timers and the cross-thread [`reactor::Handle`], and passes connection
+//! events to an [`app::App`]. [`config`] and [`stats`] are plain data below both;
+//! [`link::Link`] is the cross-thread half of a connection. [`runner`] is the
+//! Configurapi application; [`harness`] drives it without a server.
 //! [`configurapi`] is the framework itself (config.yaml, events, the Service pipeline)
 //! and [`handlers`] its built-in handler packs.
 #![deny(missing_docs)]
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod healthcheck;
@@ -32,19 +37,22 @@ pub(crate) mod envelope;
 #[doc(hidden)]
 pub mod fuzzing;
 pub use configurapi::handlers;
+pub mod harness;
 pub(crate) mod http;
-pub mod jshost;
+pub(crate) mod jshost;
 mod launch;
+pub mod link;
 pub mod logging;
 pub mod mgmt;
 pub mod postback;
 pub mod reactor;
 pub mod runner;
 pub mod sdnotify;
+pub mod stats;
 pub mod tls;
 pub(crate) mod work;
 pub mod ws;
 
 pub use config::{Mode, Reloaded, Reloader, ServerConfig, TlsSettings};
-pub use conn::ConnId;
+pub use link::ConnId;
 pub use reactor::{Handle, Outgoing, Server};

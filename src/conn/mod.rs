@@ -11,35 +11,49 @@
 //!                    Finishing: flush the queue, shutdown(Write), read to EOF, drop
 //! ```
 
-pub mod shared;
 pub mod transport;
 pub mod write_queue;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Mode, ServerConfig};
-use crate::reactor::stats::Stats;
-use crate::reactor::{Dispatch, Handle};
-use crate::work::Job;
+use crate::config::ServerConfig;
+use crate::stats::Stats;
 use crate::ws::close_code;
-use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};
-use crate::ws::handshake::{self, HandshakeError};
-use shared::ConnShared;
+use crate::ws::frame::{Decoder, Incoming, Opcode};
+use crate::ws::handshake::{self, HandshakeError, UpgradeRequest};
+use crate::ws::session::{ClosePayload, Idle, Session, Step};
 use transport::Transport;
 use write_queue::{BufPool, WriteQueue};
 
-/// A handle on a connection that can outlive it: the slab slot plus the generation the
-/// slot had when the connection was accepted. The reactor resolves it in one place
-/// (`Reactor::conn_mut`) and drops it when the generation no longer matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ConnId {
-    /// Slab index, also the mio token.
-    pub slot: u32,
-    /// Unique per accepted connection.
-    pub gen: u32,
+pub use crate::link::ConnId;
+
+/// Where a connection reports what happened to it; the reactor implements it and
+/// passes the events on to the application (or echoes, in echo mode). `A` is the
+/// value the reactor keeps with the connection, which `conn` never looks into.
+pub trait Sink<A> {
+    /// The upgrade succeeded (the 101 is queued, the phase is `Open`).
+    fn upgraded(
+        &mut self,
+        st: &mut ConnState,
+        ext: &mut A,
+        req: &UpgradeRequest,
+        sh: &mut Shared<'_>,
+    );
+    /// A complete message arrived (`text`: valid UTF-8).
+    fn message(
+        &mut self,
+        st: &mut ConnState,
+        ext: &mut A,
+        text: bool,
+        payload: &[u8],
+        sh: &mut Shared<'_>,
+    );
+    /// Reading should stop for now for a reason of the receiver's own.
+    fn holds_reading(&self, ext: &A) -> bool;
 }
 
 /// Where the connection is in its life.
@@ -69,24 +83,8 @@ pub struct Shared<'a> {
     pub stats: &'a mut Stats,
     /// The time of this event batch.
     pub now: Instant,
-    /// The reactor's handle, for application connections.
-    pub handle: &'a Arc<Handle>,
-    /// Jobs this event produced, for the worker pool.
-    pub jobs: &'a mut Vec<Job>,
-}
-
-/// Application state of a connection (Configurapi mode).
-pub struct AppConn {
-    /// What worker threads share with the reactor.
-    pub shared: Arc<ConnShared>,
-    /// on_connect accepted it (or there is none).
-    pub accepted: bool,
-    /// It is in the reactor's registry of accepted connections.
-    pub registered: bool,
-    /// on_close has been dispatched.
-    pub closed_notified: bool,
-    /// Message jobs that arrived before acceptance (6.5.4).
-    pub waiting: Vec<Job>,
+    /// Set while the server drains (9.5): upgrades are refused.
+    pub draining: &'a AtomicBool,
 }
 
 /// Everything of a connection except its decoder, so a decoded message (which borrows
@@ -110,21 +108,16 @@ pub struct ConnState {
     pub last_read: Instant,
     /// When the phase last changed (handshake and close timeouts).
     pub phase_since: Instant,
-    /// A keep-alive ping is out and unanswered.
-    pub ping_outstanding: bool,
+    /// The WebSocket session: close handshake, ping/pong and idle policy (sans-IO).
+    pub session: Session,
     /// Reading is paused because the write queue is over the high-water mark.
     pub read_paused: bool,
     /// Earliest timer entry this connection has in the reactor's heap.
     pub timer_armed: Option<Instant>,
-    /// Configurapi-mode state; `None` in echo mode and before the upgrade.
-    pub app: Option<AppConn>,
+    /// The name in log lines (the application's, e.g. the runner's connection-id).
+    pub label: Option<Arc<str>>,
     /// Since when the queue has been over `max_queued` (the grace period's start).
     pub over_cap_since: Option<Instant>,
-    /// Pongs queued since the queue was last empty (see [`PONG_BURST`]).
-    pub pongs_queued: u8,
-    /// The latest ping's payload, answered once the queue drains: pings beyond the
-    /// burst replace each other (RFC 6455 5.5.3) instead of growing the queue.
-    pub deferred_pong: Option<Box<[u8]>>,
     /// The most bytes [`ConnState::queued`] has held at once (a high-water mark, not a
     /// sample): noted at every push and after every flush, the only places it grows.
     pub queued_peak: usize,
@@ -135,12 +128,14 @@ pub struct ConnState {
     pub message_peak: usize,
 }
 
-/// A connection: codec plus state.
-pub struct Conn {
+/// A connection: codec plus state, plus the reactor's value `ext` for it.
+pub struct Conn<A> {
     /// Receiving half of the RFC 6455 codec.
     pub dec: Decoder,
     /// The rest.
     pub st: ConnState,
+    /// The reactor's (the application's) value; opaque here.
+    pub ext: A,
 }
 
 /// What a read pass ended with.
@@ -156,7 +151,7 @@ pub enum ReadOutcome {
 /// Reads per readable event before other connections get their turn.
 const READS_PER_EVENT: usize = 8;
 
-impl Conn {
+impl<A> Conn<A> {
     /// A freshly accepted connection.
     pub fn new(
         id: ConnId,
@@ -164,8 +159,10 @@ impl Conn {
         peer: SocketAddr,
         cfg: &ServerConfig,
         now: Instant,
-    ) -> Conn {
+        ext: A,
+    ) -> Conn<A> {
         Conn {
+            ext,
             dec: Decoder::new(cfg.limits),
             st: ConnState {
                 id,
@@ -177,13 +174,11 @@ impl Conn {
                 connected_at: now,
                 last_read: now,
                 phase_since: now,
-                ping_outstanding: false,
+                session: Session::new(),
                 read_paused: false,
                 timer_armed: None,
-                app: None,
+                label: None,
                 over_cap_since: None,
-                pongs_queued: 0,
-                deferred_pong: None,
                 queued_peak: 0,
                 head_peak: 0,
                 message_peak: 0,
@@ -199,9 +194,10 @@ impl Conn {
         rbuf: &mut [u8],
         peer_closed: bool,
         sh: &mut Shared<'_>,
+        sink: &mut impl Sink<A>,
     ) -> ReadOutcome {
         for _ in 0..READS_PER_EVENT {
-            if self.st.reading_blocked() || matches!(self.st.phase, Phase::Dead) {
+            if self.reading_blocked(sink) || matches!(self.st.phase, Phase::Dead) {
                 return ReadOutcome::Yielded;
             }
             let n = match self.st.sock.read(rbuf) {
@@ -213,8 +209,8 @@ impl Conn {
             };
             sh.stats.bytes_in += n as u64;
             self.st.last_read = sh.now;
-            self.st.ping_outstanding = false;
-            self.on_bytes(&mut rbuf[..n], sh);
+            self.st.session.on_read();
+            self.on_bytes(&mut rbuf[..n], sh, sink);
             // The reassembly buffer only grows inside on_bytes and only shrinks when
             // the connection is idle, so noting it here misses no peak.
             self.st.message_peak = self.st.message_peak.max(self.dec.buffered_capacity());
@@ -234,7 +230,14 @@ impl Conn {
         ReadOutcome::Yielded
     }
 
-    fn on_bytes(&mut self, data: &mut [u8], sh: &mut Shared<'_>) {
+    /// Reading is paused: the write queue is over the high-water mark, or the sink
+    /// holds it (the runner, while enough messages wait for on_connect). The reactor
+    /// revisits the connection when the queue drains or the sink lets go.
+    pub fn reading_blocked(&self, sink: &impl Sink<A>) -> bool {
+        self.st.read_paused || sink.holds_reading(&self.ext)
+    }
+
+    fn on_bytes(&mut self, data: &mut [u8], sh: &mut Shared<'_>, sink: &mut impl Sink<A>) {
         match &mut self.st.phase {
             Phase::Handshake(buf) => {
                 let read = handshake::read_head(buf, data, &sh.cfg.handshake_limits);
@@ -246,7 +249,7 @@ impl Conn {
                         self.reject_handshake(HandshakeError::Overloaded, sh)
                     }
                     // 9.5: the listener stays up during a drain to say so.
-                    Ok(Some(_)) if sh.handle.is_draining() => {
+                    Ok(Some(_)) if sh.draining.load(Ordering::Relaxed) => {
                         self.reject_handshake(HandshakeError::Draining, sh)
                     }
                     Ok(Some((req, used))) => {
@@ -255,34 +258,17 @@ impl Conn {
                         self.st.note_queued();
                         sh.stats.handshakes_ok += 1;
                         self.st.set_phase(Phase::Open, sh.now);
-                        if let Mode::App(app) = &sh.cfg.mode {
-                            let shared = Arc::new(ConnShared::new(
-                                self.st.id,
-                                req.subprotocol.clone(),
-                                sh.handle.clone(),
-                                sh.cfg.high_water,
-                                sh.cfg.low_water,
-                            ));
-                            let on_connect = app.on_open(&shared, &req);
-                            self.st.app = Some(AppConn {
-                                shared,
-                                accepted: on_connect.is_none(),
-                                registered: false,
-                                closed_notified: false,
-                                waiting: Vec::new(),
-                            });
-                            sh.jobs.extend(on_connect);
-                        }
+                        sink.upgraded(&mut self.st, &mut self.ext, &req, sh);
                         log::debug!("{} {}: connection open", self.st.who(), self.st.peer);
                         if !rest.is_empty() {
                             // Frames pipelined with the handshake.
-                            self.on_frames(&mut rest, sh);
+                            self.on_frames(&mut rest, sh, sink);
                         }
                     }
                     Err(e) => self.reject_handshake(e, sh),
                 }
             }
-            Phase::Open | Phase::Closing => self.on_frames(data, sh),
+            Phase::Open | Phase::Closing => self.on_frames(data, sh, sink),
             // After the close handshake or a failure, input is read and dropped.
             Phase::Finishing { .. } | Phase::Dead => {}
         }
@@ -301,7 +287,7 @@ impl Conn {
         self.st.set_phase(Phase::Finishing { shut: false }, sh.now);
     }
 
-    fn on_frames(&mut self, data: &mut [u8], sh: &mut Shared<'_>) {
+    fn on_frames(&mut self, data: &mut [u8], sh: &mut Shared<'_>, sink: &mut impl Sink<A>) {
         let mut pos = 0;
         while pos < data.len() {
             if !matches!(self.st.phase, Phase::Open | Phase::Closing) {
@@ -311,7 +297,7 @@ impl Conn {
                 Ok((used, item)) => {
                     pos += used;
                     if let Some(item) = item {
-                        self.st.on_item(item, sh);
+                        self.st.on_item(item, &mut self.ext, sh, sink);
                     }
                 }
                 Err(e) => {
@@ -337,28 +323,7 @@ fn count_out(opcode: Opcode, stats: &mut Stats) {
     }
 }
 
-/// Pongs a connection may have queued at once. Pings past it while the peer is not
-/// taking its bytes are coalesced into one deferred pong, so a ping flood that is not
-/// read costs a bounded queue, while a burst of a few pings (Autobahn 2.10) still gets
-/// one pong each.
-pub const PONG_BURST: u8 = 16;
-
-/// Messages that may wait for on_connect (6.5.4) before the connection stops being
-/// read: a client cannot grow the server's memory while its on_connect is slow.
-pub const MAX_WAITING_MESSAGES: usize = 64;
-
 impl ConnState {
-    /// Reading is paused: the write queue is over the high-water mark, or on_connect
-    /// has not answered and enough messages wait for it. The reactor revisits the
-    /// connection when the queue drains or on_connect accepts.
-    pub fn reading_blocked(&self) -> bool {
-        self.read_paused
-            || self
-                .app
-                .as_ref()
-                .is_some_and(|a| !a.accepted && a.waiting.len() >= MAX_WAITING_MESSAGES)
-    }
-
     /// Bytes not yet on the wire: the write queue's plus what the transport holds
     /// (TLS records rustls made and the socket has not taken). Exact.
     #[inline]
@@ -388,71 +353,41 @@ impl ConnState {
         self.phase_since = now;
     }
 
-    fn on_item(&mut self, item: Incoming<'_>, sh: &mut Shared<'_>) {
-        let closing = matches!(self.phase, Phase::Closing);
-        match item {
-            Incoming::Text(payload) | Incoming::Binary(payload) if !closing => {
-                let opcode = if matches!(item, Incoming::Text(_)) {
-                    Opcode::Text
-                } else {
-                    Opcode::Binary
-                };
+    fn on_item<A>(
+        &mut self,
+        item: Incoming<'_>,
+        ext: &mut A,
+        sh: &mut Shared<'_>,
+        sink: &mut impl Sink<A>,
+    ) {
+        match self.session.on_item(item, self.wq.is_empty()) {
+            Step::Message { text, payload } => {
                 sh.stats.messages_in += 1;
-                match &sh.cfg.mode {
-                    Mode::Echo => self.send_frame(opcode, payload, sh),
-                    Mode::App(app) => {
-                        let Some(a) = self.app.as_mut() else { return };
-                        // Before acceptance the message must wait for on_connect, so it
-                        // cannot be answered inline.
-                        match app.on_message(&a.shared, opcode == Opcode::Text, payload, a.accepted)
-                        {
-                            Dispatch::Reply(frame) => {
-                                self.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
-                            }
-                            Dispatch::Later => {}
-                            Dispatch::Job(job) if a.accepted => sh.jobs.push(job),
-                            Dispatch::Job(job) => a.waiting.push(job),
-                        }
-                    }
+                sink.message(self, ext, text, payload, sh);
+            }
+            Step::Pong(payload) => {
+                self.wq.push_frame(sh.pool, Opcode::Pong, payload);
+                self.note_queued();
+            }
+            Step::PongDeferred { coalesced } => {
+                if coalesced {
+                    sh.stats.pongs_coalesced += 1;
                 }
             }
-            Incoming::Ping(payload) if !closing => self.answer_ping(payload, sh),
-            Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_) | Incoming::Pong(_) => {}
-            Incoming::Close(code) => {
-                if !closing {
-                    // Answer once with the peer's code (RFC 6455 5.5.1), then close TCP.
-                    let (payload, n) = match code {
-                        Some((c, _)) => close_payload(c, ""),
-                        None => ([0u8; 125], 0),
-                    };
-                    self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
-                    self.note_queued();
-                    let code = code.map(|(c, _)| c).unwrap_or(1005);
-                    log::debug!(
-                        "{} {}: closed by the peer, code {code}",
-                        self.who(),
-                        self.peer
-                    );
-                    sh.stats.record_close_sent(code);
-                }
+            Step::Ignore => {}
+            Step::AnswerClose(answer) => {
+                self.wq.push_frame(sh.pool, Opcode::Close, answer.bytes());
+                self.note_queued();
+                log::debug!(
+                    "{} {}: closed by the peer, code {}",
+                    self.who(),
+                    self.peer,
+                    answer.code
+                );
+                sh.stats.record_close_sent(answer.code);
                 self.set_phase(Phase::Finishing { shut: false }, sh.now);
             }
-        }
-    }
-
-    fn answer_ping(&mut self, payload: &[u8], sh: &mut Shared<'_>) {
-        if self.wq.is_empty() {
-            self.pongs_queued = 0;
-        }
-        if self.pongs_queued < PONG_BURST {
-            self.pongs_queued += 1;
-            self.wq.push_frame(sh.pool, Opcode::Pong, payload);
-            self.note_queued();
-        } else {
-            if self.deferred_pong.is_some() {
-                sh.stats.pongs_coalesced += 1;
-            }
-            self.deferred_pong = Some(payload.into());
+            Step::Closed => self.set_phase(Phase::Finishing { shut: false }, sh.now),
         }
     }
 
@@ -480,7 +415,8 @@ impl ConnState {
 
     /// Fail the connection: send a close frame with `code`, then finish.
     pub fn fail(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
-        self.send_close(code, reason, sh);
+        let close = self.session.fail(code, reason);
+        self.send_close(close, reason, sh);
         self.set_phase(Phase::Finishing { shut: false }, sh.now);
     }
 
@@ -489,19 +425,19 @@ impl ConnState {
     pub fn start_close(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
         match self.phase {
             Phase::Open => {
-                self.send_close(code, reason, sh);
-                self.set_phase(Phase::Closing, sh.now);
+                if let Some(close) = self.session.close(code, reason) {
+                    self.send_close(close, reason, sh);
+                    self.set_phase(Phase::Closing, sh.now);
+                }
             }
             Phase::Handshake(_) => self.set_phase(Phase::Dead, sh.now),
             _ => {}
         }
     }
 
-    fn send_close(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
-        // Nothing may follow a close frame.
-        self.deferred_pong = None;
-        let (payload, n) = close_payload(code, reason);
-        self.wq.push_frame(sh.pool, Opcode::Close, &payload[..n]);
+    fn send_close(&mut self, close: ClosePayload, reason: &str, sh: &mut Shared<'_>) {
+        let code = close.code;
+        self.wq.push_frame(sh.pool, Opcode::Close, close.bytes());
         self.note_queued();
         log::debug!(
             "{} {}: closing, code {code} {reason:?}",
@@ -514,9 +450,7 @@ impl ConnState {
     /// The connection-id the access lines show (`-` in echo mode), so a connection's
     /// open, access and close lines can be joined.
     fn who(&self) -> &str {
-        self.app
-            .as_ref()
-            .map_or("-", |a| a.shared.connection_id.as_str())
+        self.label.as_deref().unwrap_or("-")
     }
 
     /// Write what is queued. Ends the connection on a socket error; in `Finishing`, shuts
@@ -528,7 +462,7 @@ impl ConnState {
         let mut before = self.wq.queued();
         let mut flushed = self.wq.flush(&mut self.sock, sh.pool);
         let pong = match flushed {
-            Ok(true) => self.deferred_pong.take(),
+            Ok(true) => self.session.take_deferred_pong(),
             _ => None,
         };
         if let Some(pong) = pong {
@@ -536,7 +470,6 @@ impl ConnState {
             sh.stats.bytes_out += before as u64;
             self.wq.push_frame(sh.pool, Opcode::Pong, &pong);
             self.note_queued();
-            self.pongs_queued = 1;
             before = self.wq.queued();
             flushed = self.wq.flush(&mut self.sock, sh.pool);
         }
@@ -584,15 +517,7 @@ impl ConnState {
     /// When the idle timer next needs the connection: the keep-alive ping, or the close
     /// once the ping went unanswered.
     fn idle_deadline(&self, cfg: &ServerConfig) -> Option<Instant> {
-        if cfg.idle_timeout.is_zero() {
-            return None;
-        }
-        let wait = if self.ping_outstanding {
-            cfg.idle_timeout
-        } else {
-            cfg.idle_timeout / 2
-        };
-        Some(self.last_read + wait)
+        self.session.idle_deadline(self.last_read, cfg.idle_timeout)
     }
 
     /// The hard cap on queued bytes (`max_queued`): a peer over it for the grace period,
@@ -641,13 +566,15 @@ impl ConnState {
                     Some(d) if d <= sh.now && matches!(self.phase, Phase::Open) => {}
                     _ => return,
                 }
-                if self.ping_outstanding {
-                    sh.stats.idle_timeouts += 1;
-                    self.start_close(close_code::GOING_AWAY, "idle timeout", sh);
-                } else {
-                    self.ping_outstanding = true;
-                    self.wq.push_frame(sh.pool, Opcode::Ping, b"");
-                    self.note_queued();
+                match self.session.on_idle() {
+                    Idle::Close => {
+                        sh.stats.idle_timeouts += 1;
+                        self.start_close(close_code::GOING_AWAY, "idle timeout", sh);
+                    }
+                    Idle::Ping => {
+                        self.wq.push_frame(sh.pool, Opcode::Ping, b"");
+                        self.note_queued();
+                    }
                 }
             }
             Phase::Closing | Phase::Finishing { .. } => self.set_phase(Phase::Dead, sh.now),

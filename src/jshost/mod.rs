@@ -20,7 +20,7 @@ mod load;
 mod pipe;
 
 pub use adapter::JsHandler;
-pub use load::{app_has_js, load_service, JsOptions, LoadedService};
+pub use load::{load_service, JsOptions};
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read};
@@ -224,11 +224,6 @@ impl JsHost {
         Ok((JsHost { shared }, info))
     }
 
-    /// The options the host was started with.
-    pub fn options(&self) -> &HostOptions {
-        &self.shared.opts
-    }
-
     /// Call the JS handler `name` with an event (`event`: the JSON text of the bridge's
     /// event object, see [`JsHandler`]) and the policy's parameters; `this.emit` lines
     /// show when `log_rank` (the policy's log level as ranked in 3.5.1) allows them.
@@ -296,19 +291,6 @@ impl JsHost {
         if first {
             self.shared.wake.notify_all();
         }
-    }
-
-    /// Calls in flight.
-    pub fn in_flight(&self) -> usize {
-        lock(&self.shared.state).pending.len()
-    }
-
-    /// The running process's id, if one runs.
-    pub fn pid(&self) -> Option<u32> {
-        let st = lock(&self.shared.state);
-        let p = st.proc.as_ref()?;
-        let child = p.child.lock().unwrap_or_else(|e| e.into_inner());
-        Some(child.id())
     }
 
     /// Wait (up to `grace`) for in-flight calls to finish, then stop the process: its

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::stats::Stats;
+
 /// Upper bounds, in seconds, of the handler latency histogram buckets (`+Inf` is implied).
 pub const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -79,6 +81,37 @@ pub struct MetricsSnapshot {
     pub connections_shed: u64,
     /// Refused upgrade handshakes, by reason label (e.g. `HandshakeError::reason`).
     pub handshakes_rejected: BTreeMap<String, u64>,
+}
+
+impl From<&Stats> for MetricsSnapshot {
+    /// The reactor's figures (a [`Stats`] snapshot with the live figures filled in);
+    /// the application adds its own (`App::fill_metrics`).
+    fn from(s: &Stats) -> MetricsSnapshot {
+        MetricsSnapshot {
+            connections_open: s.open,
+            connections_total: s.accepted,
+            messages_in: s.messages_in,
+            messages_out: s.messages_out,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            queued_bytes_sum: s.queued_bytes_sum,
+            queued_bytes_max: s.queued_bytes_max,
+            close_codes_sent: s.close_codes_sent.clone(),
+            stale_dropped: s.stale_dropped,
+            backpressure_closes: s.backpressure_closes,
+            pongs_coalesced: s.pongs_coalesced,
+            connections_shed: s.fd_shed + s.mgmt_refused,
+            handlers_waiting: s.waiting,
+            queued_bytes_peak: s.queued_bytes_peak,
+            read_buffered_peak: s.head_buffered_peak.max(s.message_buffered_peak),
+            handshakes_rejected: s
+                .handshakes_rejected_by_reason
+                .iter()
+                .map(|(k, v)| ((*k).to_string(), *v))
+                .collect(),
+            ..MetricsSnapshot::default()
+        }
+    }
 }
 
 /// Render a snapshot in the Prometheus text format: one `# HELP` and `# TYPE` line per

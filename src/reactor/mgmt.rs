@@ -4,7 +4,6 @@
 //! WebSocket events, and a slow or hostile management client costs the loop nothing
 //! more than any other socket.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,43 +13,13 @@ use mio::net::TcpListener;
 use mio::{Interest, Token};
 use slab::Slab;
 
-use super::{Reactor, Shared, Stats, MGMT_BASE, MGMT_TIMER};
-use crate::config::{Mode, ServerConfig};
+use super::{Ext, Reactor, Shared, Stats, MGMT_BASE, MGMT_TIMER};
+use crate::config::{MgmtConfig, Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::{BufPool, WriteQueue};
-use crate::conn::{Conn, ConnId, Phase};
+use crate::conn::{Conn, Phase};
 use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, Session};
-use crate::reactor::Handle;
-use crate::work::Job;
 use crate::ws::{close_code, Opcode};
-
-/// Management listener settings.
-#[derive(Debug, Clone)]
-pub struct MgmtConfig {
-    /// Where to listen (default 127.0.0.1:9100: loopback only, 6.7.6).
-    pub listen: SocketAddr,
-    /// When set, every request needs `Authorization: Bearer <token>` (else 401).
-    pub token: Option<String>,
-    /// Request limits (head 16 KiB / 100 headers, body 1 MiB).
-    pub limits: crate::http::Limits,
-    /// An idle keep-alive connection, or a request that stops arriving, is closed
-    /// after this long without a byte (default 10 s).
-    pub idle_timeout: Duration,
-    /// Serve HTTPS instead of HTTP (`--management-tls`: the WSS certificate).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-}
-
-impl Default for MgmtConfig {
-    fn default() -> Self {
-        MgmtConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], crate::mgmt::DEFAULT_PORT)),
-            token: None,
-            limits: crate::http::Limits::default(),
-            idle_timeout: crate::mgmt::DEFAULT_IDLE_TIMEOUT,
-            tls: None,
-        }
-    }
-}
 
 /// One management connection.
 pub(super) struct MgmtConn {
@@ -80,13 +49,11 @@ impl MgmtConn {
 
 /// The routes' view of the reactor, for the length of one management event.
 struct Ctx<'a> {
-    conns: &'a mut Slab<Conn>,
-    registry: &'a HashMap<String, ConnId>,
+    conns: &'a mut Slab<Conn<Ext>>,
     cfg: &'a ServerConfig,
     pool: &'a mut BufPool,
     stats: &'a mut Stats,
-    handle: &'a Arc<Handle>,
-    jobs: &'a mut Vec<Job>,
+    draining: &'a std::sync::atomic::AtomicBool,
     token: Option<&'a str>,
     /// Suspended pipelines now (for `/metrics`).
     waiting: u64,
@@ -101,7 +68,10 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// The open, accepted connection with this connection-id.
     fn find(&self, id: &str) -> Option<usize> {
-        let cid = self.registry.get(id)?;
+        let Mode::App(app) = &self.cfg.mode else {
+            return None;
+        };
+        let cid = &app.find(id)?;
         let conn = self.conns.get(cid.slot as usize)?;
         (conn.st.id == *cid && matches!(conn.st.phase, Phase::Open)).then_some(cid.slot as usize)
     }
@@ -119,26 +89,20 @@ impl MgmtContext for Ctx<'_> {
     }
 
     fn list(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.registry.keys().cloned().collect();
-        ids.sort_unstable();
-        ids
+        match &self.cfg.mode {
+            Mode::App(app) => app.keys(),
+            Mode::Echo => Vec::new(),
+        }
     }
 
     fn info(&self, id: &str) -> Option<ConnInfo> {
         let conn = &self.conns[self.find(id)?];
-        let app = conn.st.app.as_ref()?;
-        let identity_id = app
-            .shared
-            .identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|i| i.id.clone());
+        let (subprotocol, identity_id) = conn.ext.as_ref()?.describe();
         Some(ConnInfo {
             connected_at: system_time(self.now, conn.st.connected_at),
             last_active_at: system_time(self.now, conn.st.last_read),
             source_ip: conn.st.peer.ip(),
-            subprotocol: app.shared.subprotocol.clone(),
+            subprotocol,
             identity_id,
         })
     }
@@ -167,8 +131,7 @@ impl MgmtContext for Ctx<'_> {
             pool: self.pool,
             stats: self.stats,
             now: self.now,
-            handle: self.handle,
-            jobs: self.jobs,
+            draining: self.draining,
         };
         self.conns[slot]
             .st
@@ -182,38 +145,7 @@ impl MgmtContext for Ctx<'_> {
     }
 
     fn metrics(&self) -> MetricsSnapshot {
-        let s = &self.stats;
-        let mut m = MetricsSnapshot {
-            connections_open: s.open,
-            connections_total: s.accepted,
-            messages_in: s.messages_in,
-            messages_out: s.messages_out,
-            bytes_in: s.bytes_in,
-            bytes_out: s.bytes_out,
-            close_codes_sent: s.close_codes_sent.clone(),
-            stale_dropped: s.stale_dropped,
-            backpressure_closes: s.backpressure_closes,
-            pongs_coalesced: s.pongs_coalesced,
-            connections_shed: s.fd_shed + s.mgmt_refused,
-            handlers_waiting: self.waiting,
-            queued_bytes_peak: s.queued_bytes_peak,
-            read_buffered_peak: s.head_buffered_peak.max(s.message_buffered_peak),
-            handshakes_rejected: s
-                .handshakes_rejected_by_reason
-                .iter()
-                .map(|(k, v)| ((*k).to_string(), *v))
-                .collect(),
-            ..MetricsSnapshot::default()
-        };
-        for (_, c) in self.conns.iter() {
-            let q = c.st.queued() as u64;
-            m.queued_bytes_sum += q;
-            m.queued_bytes_max = m.queued_bytes_max.max(q);
-            m.queued_bytes_peak = m.queued_bytes_peak.max(c.st.queued_peak as u64);
-            m.read_buffered_peak = m
-                .read_buffered_peak
-                .max(c.st.head_peak.max(c.st.message_peak) as u64);
-        }
+        let mut m = MetricsSnapshot::from(&super::snapshot(self.stats, self.conns, self.waiting));
         if let Mode::App(app) = &self.cfg.mode {
             app.fill_metrics(&mut m);
         }
@@ -311,14 +243,12 @@ impl Reactor {
         }
         let mut ctx = Ctx {
             conns: &mut self.conns,
-            registry: &self.registry,
             cfg: &self.cfg,
             pool: &mut self.pool,
             stats: &mut self.stats,
-            handle: &self.handle,
-            jobs: &mut self.jobs,
+            draining: &self.handle.draining,
             token: mcfg.token.as_deref(),
-            waiting: self.workers.as_ref().map_or(0, |w| w.waiting() as u64),
+            waiting: self.work.waiting(),
             shutting_down: self.shutdown_at.is_some(),
             reloaded_tls: None,
             now,
@@ -377,8 +307,7 @@ impl Reactor {
                     pool: &mut self.pool,
                     stats: &mut self.stats,
                     now,
-                    handle: &self.handle,
-                    jobs: &mut self.jobs,
+                    draining: &self.handle.draining,
                 };
                 conn.st.flush(&mut sh);
             }

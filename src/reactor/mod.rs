@@ -10,12 +10,15 @@
 //! asked for only while bytes are queued; slots are freed only after the whole event
 //! batch, so a token in the same batch never names a newer connection.
 
-pub mod app;
+/// The seam to the application, kept under its old path (`reactor::app`).
+pub use crate::app;
+mod jobs;
 pub mod mgmt;
-pub mod stats;
+/// The counters, kept under their old path (`reactor::stats::Stats`).
+pub use crate::stats;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::BinaryHeap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,14 +31,18 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+pub use crate::app::{App, Dispatch};
+use crate::app::{AppConn, NoteVerdict};
+pub use crate::config::MgmtConfig;
 use crate::config::{Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::BufPool;
-use crate::conn::{Conn, ConnId, Phase, ReadOutcome, Shared};
+use crate::conn::{Conn, ConnId, ConnState, Phase, ReadOutcome, Shared, Sink};
+use crate::link::{Courier, Gone, Link};
 use crate::work::{Job, WorkerPool};
+use crate::ws::UpgradeRequest;
 use crate::ws::{close_code, Opcode};
-pub use app::{App, Dispatch};
-pub use mgmt::MgmtConfig;
+use jobs::Jobs;
 use mgmt::MgmtConn;
 use stats::Stats;
 
@@ -48,10 +55,82 @@ macro_rules! shared {
             pool: &mut $r.pool,
             stats: &mut $r.stats,
             now: $now,
-            handle: &$r.handle,
-            jobs: &mut $r.jobs,
+            draining: &$r.handle.draining,
         }
     };
+}
+
+/// The sink a connection reports its events to, built from disjoint fields of the
+/// reactor like `shared!`.
+macro_rules! events {
+    ($r:ident) => {
+        AppEvents {
+            app: match &$r.cfg.mode {
+                Mode::App(app) => Some(app),
+                Mode::Echo => None,
+            },
+            jobs: &mut $r.work.pending,
+            courier: &$r.handle,
+        }
+    };
+}
+
+/// The reactor's value for each connection: the application's (Configurapi mode, once
+/// upgraded), which holds the connection's `Link`; `None` in echo mode and before the
+/// upgrade. The link's closed flag says whether `on_close` has run: the two happen
+/// together, and a flag of its own would cost every connection a word.
+pub(crate) type Ext = Option<Box<dyn AppConn>>;
+
+/// Passes a connection's events to the application (or echoes, in echo mode).
+struct AppEvents<'a> {
+    app: Option<&'a Arc<dyn App>>,
+    jobs: &'a mut Vec<Job>,
+    courier: &'a Arc<Handle>,
+}
+
+impl Sink<Ext> for AppEvents<'_> {
+    fn upgraded(
+        &mut self,
+        st: &mut ConnState,
+        ext: &mut Ext,
+        req: &UpgradeRequest,
+        sh: &mut Shared<'_>,
+    ) {
+        let Some(app) = self.app else { return };
+        let courier: Arc<dyn Courier> = self.courier.clone();
+        let link = Link::new(st.id, courier, sh.cfg.high_water, sh.cfg.low_water);
+        let conn = app.on_open(link, req, self.jobs);
+        st.label = Some(conn.label());
+        *ext = Some(conn);
+    }
+
+    fn message(
+        &mut self,
+        st: &mut ConnState,
+        ext: &mut Ext,
+        text: bool,
+        payload: &[u8],
+        sh: &mut Shared<'_>,
+    ) {
+        match ext {
+            Some(a) => match a.on_message(text, payload) {
+                Dispatch::Reply(frame) => {
+                    st.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
+                }
+                Dispatch::Later => {}
+                Dispatch::Job(job) => self.jobs.push(job),
+            },
+            None if self.app.is_none() => {
+                let opcode = if text { Opcode::Text } else { Opcode::Binary };
+                st.send_frame(opcode, payload, sh);
+            }
+            None => {}
+        }
+    }
+
+    fn holds_reading(&self, ext: &Ext) -> bool {
+        ext.as_ref().is_some_and(|a| a.holds_reading())
+    }
 }
 
 /// Listen queue length asked for (the kernel caps it at `net.core.somaxconn`, 4096 on
@@ -169,8 +248,8 @@ enum Command {
         payload: Vec<u8>,
         transit: usize,
     },
-    Accept(ConnId),
-    Reject(ConnId),
+    /// A note for the application's value of a connection ([`Link::notify`]).
+    Note(ConnId, u32),
     /// A worker finished a job while the reactor held jobs it could not submit.
     Capacity,
     List(Sender<Vec<ConnId>>),
@@ -209,35 +288,6 @@ impl Handle {
             self.waker.wake().map_err(|_| Stopped)?;
         }
         Ok(())
-    }
-
-    /// Hand an encoded frame payload to the reactor for `to`. The caller has counted
-    /// `transit` bytes as in transit on the connection (see `ConnShared`).
-    pub(crate) fn deliver(
-        &self,
-        to: ConnId,
-        opcode: Opcode,
-        payload: Vec<u8>,
-        transit: usize,
-    ) -> Result<(), Stopped> {
-        self.command(Command::Deliver {
-            to,
-            opcode,
-            payload,
-            transit,
-        })
-    }
-
-    /// on_connect accepted the connection: it joins the registry and its waiting
-    /// messages are dispatched.
-    pub fn accept(&self, id: ConnId) -> Result<(), Stopped> {
-        self.command(Command::Accept(id))
-    }
-
-    /// on_connect rejected the connection: close it with 1008 "Policy Violation" and
-    /// drop its waiting messages.
-    pub fn reject(&self, id: ConnId) -> Result<(), Stopped> {
-        self.command(Command::Reject(id))
     }
 
     /// Queue a message for a connection. A connection that has gone (even if its slot
@@ -279,6 +329,29 @@ impl Handle {
     /// A shutdown has started: the server is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+}
+
+impl Courier for Handle {
+    /// The caller has counted `transit` bytes as in transit on the link.
+    fn deliver(
+        &self,
+        to: ConnId,
+        opcode: Opcode,
+        payload: Vec<u8>,
+        transit: usize,
+    ) -> Result<(), Gone> {
+        self.command(Command::Deliver {
+            to,
+            opcode,
+            payload,
+            transit,
+        })
+        .map_err(|_| Gone)
+    }
+
+    fn notify(&self, to: ConnId, note: u32) -> Result<(), Gone> {
+        self.command(Command::Note(to, note)).map_err(|_| Gone)
     }
 }
 
@@ -375,11 +448,7 @@ impl Server {
         };
         let reactor = Reactor {
             handle: Arc::new(handle.clone()),
-            workers,
-            jobs: Vec::new(),
-            backlog: VecDeque::new(),
-            stalled: Vec::new(),
-            registry: HashMap::new(),
+            work: Jobs::new(workers),
             mgmt_listener,
             mgmt: Slab::new(),
             poll,
@@ -450,24 +519,40 @@ impl Server {
     }
 }
 
+/// The counters with the figures of this moment filled in (queued bytes, read
+/// buffers, the open connections' peaks, waiting producers, suspended pipelines): the
+/// one snapshot that `Handle::stats` and `/metrics` both read.
+fn snapshot(stats: &Stats, conns: &Slab<Conn<Ext>>, waiting: u64) -> Stats {
+    let mut s = stats.clone();
+    s.waiting = waiting;
+    for (_, c) in conns.iter() {
+        let q = c.st.queued() as u64;
+        s.queued_bytes_sum += q;
+        s.queued_bytes_max = s.queued_bytes_max.max(q);
+        let r = match &c.st.phase {
+            Phase::Handshake(head) => head.capacity(),
+            _ => c.dec.buffered_capacity(),
+        };
+        s.read_buffered_max = s.read_buffered_max.max(r as u64);
+        s.fold_peaks(c.st.queued_peak, c.st.head_peak, c.st.message_peak);
+        if let Some(a) = &c.ext {
+            s.producers_waiting += a.link().waiting_producers() as u64;
+        }
+    }
+    s
+}
+
 struct Reactor {
     handle: Arc<Handle>,
-    workers: Option<WorkerPool>,
-    /// Jobs produced by the current event, submitted after it.
-    jobs: Vec<Job>,
-    /// Jobs the full worker queue did not take. While any wait, no socket is read.
-    backlog: VecDeque<Job>,
-    /// Connections whose readiness was skipped while the backlog was non-empty.
-    stalled: Vec<ConnId>,
-    /// Accepted application connections by `connection-id` (management, postback).
-    registry: HashMap<String, ConnId>,
+    /// The worker pool, the jobs on their way to it and the backlog.
+    work: Jobs,
     mgmt_listener: Option<TcpListener>,
     mgmt: Slab<MgmtConn>,
     poll: Poll,
     listener: Option<TcpListener>,
     /// The TLS (WSS) listener, when a key and certificate are set.
     secure_listener: Option<TcpListener>,
-    conns: Slab<Conn>,
+    conns: Slab<Conn<Ext>>,
     next_gen: u32,
     pool: BufPool,
     rbuf: Vec<u8>,
@@ -646,7 +731,7 @@ impl Reactor {
                 }
                 _ => Transport::Plain(sock),
             };
-            let mut conn = Conn::new(id, transport, peer, &self.cfg, now);
+            let mut conn = Conn::new(id, transport, peer, &self.cfg, now, None);
             conn.st.registered = Some(Interest::READABLE);
             entry.insert(conn);
             self.stats.accepted += 1;
@@ -685,18 +770,18 @@ impl Reactor {
         if writable {
             conn.st.flush(&mut sh);
         }
-        let saturated =
-            !self.backlog.is_empty() || self.workers.as_ref().is_some_and(WorkerPool::waiting_full);
+        let saturated = self.work.saturated();
         if readable && saturated {
             // The workers are saturated, or too many pipelines wait: leave the bytes in
             // the kernel (TCP backpressure) and come back when room is reported.
             sh.stats.backlog_stalls += 1;
-            self.stalled.push(conn.st.id);
+            self.work.stall(conn.st.id);
         } else if readable {
-            match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh) {
+            let mut ev = events!(self);
+            match conn.read_ready(&mut self.rbuf, peer_closed, &mut sh, &mut ev) {
                 ReadOutcome::WouldBlock => {}
                 ReadOutcome::Yielded => {
-                    if !conn.st.reading_blocked() {
+                    if !conn.reading_blocked(&ev) {
                         self.revisit.push(conn.st.id);
                     }
                 }
@@ -736,31 +821,15 @@ impl Reactor {
             conn.st.over_cap_since = None;
         }
         let queued = conn.st.queued();
-        if let Some(a) = conn.st.app.as_mut() {
-            let open = matches!(conn.st.phase, Phase::Open);
-            if open && a.accepted && !a.registered {
-                a.registered = true;
-                self.registry
-                    .insert(a.shared.connection_id.clone(), conn.st.id);
-            }
-            if open {
-                let resumed = a.shared.set_queued(queued);
-                self.jobs.extend(resumed);
-            } else if !a.closed_notified {
-                // Leaves the registry first, then on_disconnect (6.5.6), once (8.11).
-                a.closed_notified = true;
-                if a.registered {
-                    self.registry.remove(&a.shared.connection_id);
-                }
-                // Parked stream producers are dropped: their streams end here.
-                drop(a.shared.mark_closed());
-                a.waiting.clear();
-                // An Accept may still be on its way: on_connect's claim decides.
-                if a.accepted || a.shared.accepted_before_close() {
-                    if let Mode::App(app) = &self.cfg.mode {
-                        self.jobs.extend(app.on_close(&a.shared));
-                    }
-                }
+        if let Some(a) = conn.ext.as_mut() {
+            if matches!(conn.st.phase, Phase::Open) {
+                let resumed = a.link().set_queued(queued);
+                self.work.pending.extend(resumed);
+            } else if !a.link().is_closed() {
+                // The connection has ended for the application, once (8.11). Parked
+                // stream producers are dropped first: their streams end here.
+                drop(a.link().mark_closed());
+                self.work.pending.extend(a.on_close());
             }
         }
         match conn.st.wanted_interest() {
@@ -790,37 +859,7 @@ impl Reactor {
     }
 
     fn submit_jobs(&mut self) {
-        let Some(pool) = &self.workers else {
-            self.jobs.clear();
-            return;
-        };
-        for job in self.jobs.drain(..) {
-            if !self.backlog.is_empty() {
-                self.backlog.push_back(job);
-                continue;
-            }
-            if let Err(job) = pool.try_submit(job) {
-                self.backlog.push_back(job);
-            }
-        }
-        self.stats.backlog_peak = self.stats.backlog_peak.max(self.backlog.len() as u64);
-    }
-
-    /// A worker has room: move held jobs to the pool, and once none wait, read the
-    /// connections that were skipped meanwhile.
-    fn drain_backlog(&mut self) {
-        let Some(pool) = &self.workers else {
-            return;
-        };
-        while let Some(job) = self.backlog.pop_front() {
-            if let Err(job) = pool.try_submit(job) {
-                self.backlog.push_front(job);
-                return;
-            }
-        }
-        if !pool.waiting_full() {
-            self.revisit.append(&mut self.stalled);
-        }
+        self.work.submit(&mut self.stats);
     }
 
     /// One look at the drain (9.5): close with 1001 the open connections whose work
@@ -836,7 +875,7 @@ impl Reactor {
             .iter()
             .filter(|(_, c)| {
                 matches!(c.st.phase, Phase::Open)
-                    && c.st.app.as_ref().is_none_or(|a| a.shared.busy() == 0)
+                    && c.ext.as_ref().is_none_or(|a| a.link().busy() == 0)
             })
             .map(|(k, _)| k)
             .collect();
@@ -855,18 +894,16 @@ impl Reactor {
             .iter()
             .filter(|(_, c)| !matches!(c.st.phase, Phase::Handshake(_) | Phase::Dead))
             .count();
-        let jobs = self.workers.as_ref().map_or(0, WorkerPool::in_flight) + self.backlog.len();
+        let jobs = self.work.in_flight();
         if conns_left == 0 && jobs == 0 {
-            if let Some(pool) = &mut self.workers {
-                pool.shutdown(now); // nothing in flight: the threads leave and are joined
-            }
+            self.work.shutdown(now); // nothing in flight: the threads leave and are joined
             return true;
         }
         if self.shutdown_at.is_some_and(|d| now >= d) {
             let requests: usize = self
                 .conns
                 .iter()
-                .filter_map(|(_, c)| c.st.app.as_ref().map(|a| a.shared.busy()))
+                .filter_map(|(_, c)| c.ext.as_ref().map(|a| a.link().busy()))
                 .sum();
             log::warn!(
                 "shutdown timeout ({:?}) reached: exiting with {requests} requests still \
@@ -882,10 +919,7 @@ impl Reactor {
                     .start_close(close_code::GOING_AWAY, "server shutdown", &mut sh);
                 conn.st.flush(&mut sh);
             }
-            if let Some(pool) = &mut self.workers {
-                self.backlog.clear();
-                pool.shutdown(now);
-            }
+            self.work.shutdown(now);
             return true;
         }
         false
@@ -946,7 +980,8 @@ impl Reactor {
                 .is_some_and(|c| matches!(c.st.phase, Phase::Dead));
             if dead {
                 let mut conn = self.conns.remove(slot);
-                self.stats.fold_peaks(&conn.st);
+                self.stats
+                    .fold_peaks(conn.st.queued_peak, conn.st.head_peak, conn.st.message_peak);
                 conn.st.wq.clear(&mut self.pool);
                 self.stats.open -= 1;
             }
@@ -988,8 +1023,8 @@ impl Reactor {
                     };
                     let conn = &mut self.conns[slot];
                     if !matches!(conn.st.phase, Phase::Open) {
-                        if let Some(a) = &conn.st.app {
-                            a.shared.transit_arrived(transit);
+                        if let Some(a) = &conn.ext {
+                            a.link().transit_arrived(transit);
                         }
                         // Closing or finishing: the connection has ended for the
                         // application (on_disconnect is under way), so this is stale too.
@@ -998,47 +1033,42 @@ impl Reactor {
                     }
                     conn.st
                         .send_frame_owned(&mut self.pool, &mut self.stats, opcode, payload);
-                    if let Some(a) = &conn.st.app {
+                    if let Some(a) = &conn.ext {
                         // Count the frame as queued before it stops counting as in
                         // transit: a producer looking in between would otherwise see
                         // it in neither and send past the high-water mark.
-                        self.jobs.extend(a.shared.set_queued(conn.st.queued()));
-                        a.shared.transit_arrived(transit);
+                        self.work
+                            .pending
+                            .extend(a.link().set_queued(conn.st.queued()));
+                        a.link().transit_arrived(transit);
                     }
                     let mut sh = shared!(self, now);
                     conn.st.flush(&mut sh);
                     self.after_event(slot);
                 }
-                Command::Accept(id) => {
-                    let Some(slot) = self.resolve(id) else {
-                        continue;
-                    };
-                    if let Some(a) = self.conns[slot].st.app.as_mut() {
-                        if !a.closed_notified {
-                            a.accepted = true;
-                            self.jobs.append(&mut a.waiting);
-                            // Reading may have stopped while messages waited; with
-                            // edge-triggered polling nothing else would resume it.
-                            self.revisit.push(id);
-                        }
-                    }
-                    self.after_event(slot);
-                }
-                Command::Reject(id) => {
+                Command::Note(id, note) => {
                     let Some(slot) = self.resolve(id) else {
                         continue;
                     };
                     let conn = &mut self.conns[slot];
-                    if let Some(a) = conn.st.app.as_mut() {
-                        a.waiting.clear();
+                    let verdict = match conn.ext.as_mut() {
+                        Some(a) if !a.link().is_closed() => a.on_note(note, &mut self.work.pending),
+                        _ => NoteVerdict::Nothing,
+                    };
+                    match verdict {
+                        NoteVerdict::Nothing => {}
+                        // Reading may have stopped while the application held it; with
+                        // edge-triggered polling nothing else would resume it.
+                        NoteVerdict::ResumeReading => self.revisit.push(id),
+                        NoteVerdict::Close(code, reason) => {
+                            let mut sh = shared!(self, now);
+                            conn.st.start_close(code, reason, &mut sh);
+                            conn.st.flush(&mut sh);
+                        }
                     }
-                    let mut sh = shared!(self, now);
-                    conn.st
-                        .start_close(close_code::POLICY_VIOLATION, "Policy Violation", &mut sh);
-                    conn.st.flush(&mut sh);
                     self.after_event(slot);
                 }
-                Command::Capacity => self.drain_backlog(),
+                Command::Capacity => self.work.drain_backlog(&mut self.revisit),
                 Command::List(reply) => {
                     let ids = self
                         .conns
@@ -1049,23 +1079,8 @@ impl Reactor {
                     let _ = reply.send(ids);
                 }
                 Command::Stats(reply) => {
-                    let mut s = self.stats.clone();
-                    s.waiting = self.workers.as_ref().map_or(0, |w| w.waiting() as u64);
-                    for (_, c) in self.conns.iter() {
-                        let q = c.st.queued() as u64;
-                        s.queued_bytes_sum += q;
-                        s.queued_bytes_max = s.queued_bytes_max.max(q);
-                        let r = match &c.st.phase {
-                            Phase::Handshake(head) => head.capacity(),
-                            _ => c.dec.buffered_capacity(),
-                        };
-                        s.read_buffered_max = s.read_buffered_max.max(r as u64);
-                        s.fold_peaks(&c.st);
-                        if let Some(a) = &c.st.app {
-                            s.producers_waiting += a.shared.waiting_producers() as u64;
-                        }
-                    }
-                    let _ = reply.send(s);
+                    let waiting = self.work.waiting();
+                    let _ = reply.send(snapshot(&self.stats, &self.conns, waiting));
                 }
                 Command::Shutdown => self.begin_shutdown(now),
                 Command::Reload(reply) => {

@@ -3,35 +3,70 @@
 
 use std::sync::Arc;
 
+use super::conn::{Connection, RunnerConn};
 use super::message::decode_message;
 use super::{Inner, Reply, Runner};
+use crate::app::{App, AppConn, Dispatch};
 use crate::configurapi::Schedule;
-use crate::conn::shared::ConnShared;
+use crate::link::{ConnId, Link};
 use crate::mgmt::MetricsSnapshot;
-use crate::reactor::{App, Dispatch};
 use crate::work::Job;
 use crate::ws::UpgradeRequest;
 
 impl App for Runner {
-    fn on_open(&self, conn: &Arc<ConnShared>, req: &UpgradeRequest) -> Option<Job> {
+    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Box<dyn AppConn> {
+        let conn = Arc::new(Connection::new(link, req.subprotocol.clone()));
         let inner = self.current();
         if !inner.has_on_connect {
-            return None; // 6.5.3: accepted without dispatch
+            // 6.5.3: accepted without dispatch
+            return Box::new(RunnerConn::new(conn, self.clone(), true));
         }
-        let conn = Arc::clone(conn);
         let headers: Vec<(String, String)> = req.headers.clone();
         let query = req.query().to_string();
         // A drain waits for on_connect and the messages it lets through (9.5).
         let busy = conn.begin();
-        Some(Box::new(move || {
-            Inner::on_connect(inner, conn, &headers, &query);
+        let job_conn = Arc::clone(&conn);
+        jobs.push(Box::new(move || {
+            Inner::on_connect(inner, job_conn, &headers, &query);
             drop(busy);
-        }))
+        }));
+        Box::new(RunnerConn::new(conn, self.clone(), false))
     }
 
-    fn on_message(
+    fn find(&self, key: &str) -> Option<ConnId> {
+        self.registry().get(key).copied()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .registry()
+            .keys()
+            .map(|k| k.as_ref().to_owned())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn set_resume(&self, resume: Arc<dyn Schedule>) {
+        let _ = self.current().resume.set(resume);
+    }
+
+    fn set_management_url(&self, base: &str) {
+        let _ = self.current().management_url.set(base.to_string());
+    }
+
+    fn fill_metrics(&self, m: &mut MetricsSnapshot) {
+        self.current().metrics.fill(m);
+    }
+}
+
+impl Runner {
+    /// What a message becomes. With `inline_ok` (the connection is accepted) it may
+    /// run right here on the reactor thread when every handler its route can reach is
+    /// non-blocking.
+    pub(super) fn dispatch(
         &self,
-        conn: &Arc<ConnShared>,
+        conn: &Arc<Connection>,
         text: bool,
         payload: &[u8],
         inline_ok: bool,
@@ -77,19 +112,8 @@ impl App for Runner {
         }
     }
 
-    fn set_resume(&self, resume: Arc<dyn Schedule>) {
-        let _ = self.current().resume.set(resume);
-    }
-
-    fn set_management_url(&self, base: &str) {
-        let _ = self.current().management_url.set(base.to_string());
-    }
-
-    fn fill_metrics(&self, m: &mut MetricsSnapshot) {
-        self.current().metrics.fill(m);
-    }
-
-    fn on_close(&self, conn: &Arc<ConnShared>) -> Option<Job> {
+    /// on_disconnect's job, for a connection that was accepted (6.5.6).
+    pub(super) fn on_close(&self, conn: &Arc<Connection>) -> Option<Job> {
         let inner = self.current();
         if !inner.has_on_disconnect {
             return None; // 6.5.6: skipped without a route

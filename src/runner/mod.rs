@@ -1,14 +1,15 @@
 //! The Configurapi runner: WebSocket messages through the Service pipeline on the
 //! worker pool (semantics section 6).
 //!
-//! The reactor calls [`Runner`] (an [`App`](crate::reactor::App), in `app.rs`) on its own thread; each call copies what
+//! The reactor calls [`Runner`] (an [`App`](crate::app::App), in `app.rs`) on its own thread; each call copies what
 //! it needs and returns a job. Jobs build the Event (6.2), run `Service::start`, and
 //! send the answer back as one envelope frame (6.3) through the connection's
-//! [`ConnShared`], or as a stream of chunk frames (6.4) paced by the connection's exact
+//! [`Connection`](conn::Connection), or as a stream of chunk frames (6.4) paced by the connection's exact
 //! queued-byte count. A pipeline whose handler defers holds no thread; it resumes on the
 //! worker pool and sends its answer from there (`Answer`).
 
 mod app;
+pub mod conn;
 mod message;
 mod metrics;
 pub mod pack;
@@ -32,9 +33,10 @@ use crate::configurapi::{
     ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Request, RunHere,
     Schedule, Service, Started,
 };
-use crate::conn::shared::{Busy, ConnShared};
 use crate::envelope;
+use crate::link::Busy;
 use crate::ws::Opcode;
+use conn::{Connection, Registry};
 
 /// The built-in config served when there is no `--config` and no `./config.yaml`.
 pub const DEFAULT_CONFIG: &str = include_str!("default_config.yaml");
@@ -68,13 +70,15 @@ impl Default for RunnerOptions {
     }
 }
 
-/// The runner: an [`App`](crate::reactor::App) serving a Configurapi [`Service`],
+/// The runner: an [`App`](crate::app::App) serving a Configurapi [`Service`],
 /// which [`Runner::reload`] replaces while it serves.
 #[derive(Clone)]
 pub struct Runner {
     /// The current service and what goes with it. Each message takes the current one
     /// and keeps it to its end: a reload never changes a request under way.
     inner: Arc<RwLock<Arc<Inner>>>,
+    /// Accepted connections by connection-id; kept across reloads.
+    registry: Registry,
 }
 
 struct Inner {
@@ -106,7 +110,15 @@ impl Runner {
                 management_url: OnceLock::new(),
                 metrics,
             }))),
+            registry: Registry::default(),
         }
+    }
+
+    /// The registry by connection-id (reactor thread only: never contended).
+    fn registry(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Arc<str>, crate::link::ConnId>> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current service.
@@ -138,10 +150,10 @@ impl Runner {
 
 impl Inner {
     /// The headers every event of this connection carries (6.2.5).
-    fn inject_headers(&self, headers: &mut Map<String, Value>, conn: &ConnShared) {
+    fn inject_headers(&self, headers: &mut Map<String, Value>, conn: &Connection) {
         headers.insert(
             "connection-id".into(),
-            Value::String(conn.connection_id.clone()),
+            Value::String(conn.connection_id.as_ref().to_owned()),
         );
         // The push-function is `Request::push`, outside the map: a client's value
         // must not pass for it. Without a postback base the header is absent (8.6).
@@ -169,7 +181,7 @@ impl Inner {
         }
     }
 
-    fn event_for(&self, conn: &Arc<ConnShared>, mut request: Request) -> Event {
+    fn event_for(&self, conn: &Arc<Connection>, mut request: Request) -> Event {
         self.inject_headers(&mut request.headers, conn);
         request.push = Some(Arc::new(Push {
             conn: Arc::clone(conn),
@@ -196,7 +208,7 @@ impl Inner {
 
     fn on_connect(
         inner: Arc<Inner>,
-        conn: Arc<ConnShared>,
+        conn: Arc<Connection>,
         headers: &[(String, String)],
         query: &str,
     ) {
@@ -217,7 +229,7 @@ impl Inner {
         }
     }
 
-    fn on_disconnect(inner: Arc<Inner>, conn: Arc<ConnShared>) {
+    fn on_disconnect(inner: Arc<Inner>, conn: Arc<Connection>) {
         let mut event = inner.event_for(&conn, Request::named("on_disconnect"));
         // Its response is ignored (6.5.6); a suspended one still counts as work in
         // flight, so shutdown waits for it.
@@ -228,7 +240,7 @@ impl Inner {
 
     /// Process a decoded message on a worker and send the answer (now, or when the
     /// pipeline ends if it suspends).
-    fn handle(inner: &Arc<Inner>, conn: Arc<ConnShared>, decoded: Decoded) {
+    fn handle(inner: &Arc<Inner>, conn: Arc<Connection>, decoded: Decoded) {
         if let Some(out) = Inner::answer_here(inner, &conn, decoded) {
             out.send(conn);
         }
@@ -236,7 +248,7 @@ impl Inner {
 
     /// Process a decoded message. The answer when the pipeline ended here (not sent
     /// yet); `None` when it suspended, and the answer is sent when it ends.
-    fn answer_here(inner: &Arc<Inner>, conn: &Arc<ConnShared>, decoded: Decoded) -> Option<Reply> {
+    fn answer_here(inner: &Arc<Inner>, conn: &Arc<Connection>, decoded: Decoded) -> Option<Reply> {
         let (request, message_id) = match decoded {
             Ok(r) => r,
             Err(e) => {
@@ -282,7 +294,7 @@ impl Inner {
     #[inline(always)]
     fn outcome(
         &self,
-        conn: &ConnShared,
+        conn: &Connection,
         event: &mut Event,
         result: Result<(), HandlerError>,
         message_id: Option<Value>,
@@ -320,11 +332,11 @@ impl Inner {
 /// The access line of one answered message (`--access-log`, docs/operations.md#logs).
 /// `event` is empty for a message that could not be decoded.
 #[inline]
-fn access_line(conn: &ConnShared, event: &str, status: u16, took: Duration) {
+fn access_line(conn: &Connection, event: &str, status: u16, took: Duration) {
     if crate::logging::access_enabled() {
         log::info!(
             target: crate::logging::ACCESS_TARGET,
-            conn = conn.connection_id.as_str(),
+            conn = &*conn.connection_id,
             event = event,
             status = status,
             latency_ms = (took.as_secs_f64() * 1e6).round() / 1000.0;
@@ -338,7 +350,7 @@ struct Answer {
     /// A drain waits for the answer (9.5).
     _busy: Busy,
     inner: Arc<Inner>,
-    conn: Arc<ConnShared>,
+    conn: Arc<Connection>,
     message_id: Option<Value>,
     started: Instant,
 }
@@ -364,7 +376,7 @@ struct Connected {
     /// A drain waits for on_connect (9.5).
     _busy: Busy,
     inner: Arc<Inner>,
-    conn: Arc<ConnShared>,
+    conn: Arc<Connection>,
 }
 
 impl Finish for Connected {
@@ -379,14 +391,14 @@ impl Finish for Connected {
             *conn.identity.lock().unwrap_or_else(|e| e.into_inner()) =
                 event.identity.take().map(Box::new);
             if conn.claim_accepted() {
-                let _ = conn.reactor.accept(conn.id);
+                let _ = conn.notify(conn::NOTE_ACCEPT);
             } else if inner.has_on_disconnect {
                 // The client left while on_connect ran; the connection was accepted
                 // all the same, so it gets its on_disconnect (8.11), from here.
                 Inner::on_disconnect(inner, conn);
             }
         } else {
-            let _ = conn.reactor.reject(conn.id);
+            let _ = conn.notify(conn::NOTE_REJECT);
         }
     }
 }
@@ -404,7 +416,7 @@ enum Reply {
 impl Reply {
     /// Send it from a worker thread. A closed connection simply gets nothing; the
     /// reactor counts the drop.
-    fn send(self, conn: Arc<ConnShared>) {
+    fn send(self, conn: Arc<Connection>) {
         match self {
             Reply::Frame(frame) => {
                 let _ = conn.send_frame(Opcode::Text, frame);

@@ -3,22 +3,23 @@
 
 use std::sync::Arc;
 
+use super::conn::Connection;
 use super::stream;
 use crate::configurapi::{PushDone, PushError, PushSink, Response};
-use crate::conn::shared::{Busy, ConnShared};
 use crate::envelope;
+use crate::link::Busy;
 use crate::ws::Opcode;
 
 /// The `push-function` of events from this runner (6.4.1).
 pub(super) struct Push {
-    pub(super) conn: Arc<ConnShared>,
+    pub(super) conn: Arc<Connection>,
 }
 
 impl PushSink for Push {
     fn push(&self, mut response: Response) -> Result<(), PushError> {
         if self.conn.is_closed() {
             self.conn.count_dropped();
-            return Err(PushError::Gone(self.conn.connection_id.clone()));
+            return Err(PushError::Gone(self.conn.connection_id.as_ref().to_owned()));
         }
         // 6.4.1: no message-id is added; the response's own headers may carry one.
         if let Some(stream) = response.take_stream() {
@@ -38,7 +39,7 @@ impl PushSink for Push {
         let frame = envelope::encode(&response, None);
         self.conn
             .send_frame(Opcode::Text, frame)
-            .map_err(|_| PushError::Gone(self.conn.connection_id.clone()))
+            .map_err(|_| PushError::Gone(self.conn.connection_id.as_ref().to_owned()))
     }
 
     fn push_then(&self, response: Response, then: PushDone) {
@@ -64,7 +65,7 @@ impl PushSink for Push {
 struct PendingPush {
     /// A drain waits for the push (9.5).
     _busy: Busy,
-    conn: Arc<ConnShared>,
+    conn: Arc<Connection>,
     frame: Option<Vec<u8>>,
     then: Option<PushDone>,
 }
@@ -79,7 +80,7 @@ impl PendingPush {
                 let sent = p
                     .conn
                     .send_frame(Opcode::Text, frame)
-                    .map_err(|_| PushError::Gone(p.conn.connection_id.clone()));
+                    .map_err(|_| PushError::Gone(p.conn.connection_id.as_ref().to_owned()));
                 if let Some(then) = p.then.take() {
                     then(sent);
                 }
@@ -101,7 +102,9 @@ impl Drop for PendingPush {
     fn drop(&mut self) {
         if let Some(then) = self.then.take() {
             self.conn.count_dropped();
-            then(Err(PushError::Gone(self.conn.connection_id.clone())));
+            then(Err(PushError::Gone(
+                self.conn.connection_id.as_ref().to_owned(),
+            )));
         }
     }
 }

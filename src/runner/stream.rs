@@ -16,15 +16,16 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::conn::Connection;
 use crate::configurapi::{ChunkStream, ErrorResponse, ReadySignal};
-use crate::conn::shared::{Busy, ConnShared};
 use crate::envelope;
+use crate::link::Busy;
 use crate::ws::Opcode;
 
 pub(crate) struct StreamPump {
     /// A drain waits for the done frame (9.5).
     _busy: Busy,
-    conn: Arc<ConnShared>,
+    conn: Arc<Connection>,
     stream: Box<dyn ChunkStream>,
     status: u16,
     headers: Map<String, Value>,
@@ -36,7 +37,7 @@ pub(crate) struct StreamPump {
 impl StreamPump {
     /// Start pumping on the current thread (a worker).
     pub(crate) fn start(
-        conn: Arc<ConnShared>,
+        conn: Arc<Connection>,
         stream: Box<dyn ChunkStream>,
         status: u16,
         mut headers: Map<String, Value>,

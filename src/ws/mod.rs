@@ -6,6 +6,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod mask;
+pub mod session;
 pub mod utf8;
 
 pub use error::{close_code, ProtocolError};

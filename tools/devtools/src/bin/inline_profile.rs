@@ -1,7 +1,8 @@
 //! Runs the inline JSON path N times, for `valgrind --tool=callgrind`: a JSON message
-//! through `Runner::on_message` (the `App` call the reactor makes per message) on a
-//! 3-policy route of non-blocking handlers, to the reply envelope. No sockets: the
-//! reactor is bound but never run, so nothing but the per-message path is measured.
+//! through the runner's `AppConn::on_message` (the call the reactor makes per message)
+//! on a 3-policy route of non-blocking handlers, to the reply envelope. No sockets:
+//! `harness::Harness` plays the reactor, so nothing but the per-message path is
+//! measured.
 //!
 //! ```sh
 //! cargo build --release -p devtools --bin inline_profile
@@ -18,11 +19,10 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
+use configurapi_runner_ws::app::{App, Dispatch};
 use configurapi_runner_ws::configurapi::Service;
-use configurapi_runner_ws::conn::shared::ConnShared;
-use configurapi_runner_ws::reactor::{App, Dispatch};
+use configurapi_runner_ws::harness::Harness;
 use configurapi_runner_ws::runner::{self, Runner, RunnerOptions};
-use configurapi_runner_ws::{ConnId, Server, ServerConfig};
 
 /// The route of benches/pipeline.rs: three standard non-blocking policies.
 const CONFIG: &str = r#"
@@ -51,26 +51,15 @@ fn main() {
     } else {
         (CONFIG, MESSAGE)
     };
-    let server = Server::bind(ServerConfig {
-        listen: ([127, 0, 0, 1], 0).into(),
-        workers: 1,
-        ..ServerConfig::default()
-    })
-    .expect("bind");
     let service = Service::from_str(config, "profile.yaml", runner::registry()).expect("config");
     let runner = Runner::new(service, RunnerOptions::default());
     // As the CLI does: the management listener's URL is the postback base (8.6).
     runner.set_management_url("http://127.0.0.1:9100");
-    let conn = Arc::new(ConnShared::new(
-        ConnId { slot: 1, gen: 1 },
-        None,
-        Arc::new(server.handle()),
-        1 << 20,
-        256 << 10,
-    ));
+    let harness = Harness::new(Arc::new(runner));
+    let (mut conn, _) = harness.open("/", &[]);
     let mut bytes = 0usize;
     for _ in 0..n {
-        match runner.on_message(&conn, true, black_box(message), true) {
+        match harness.message(&mut conn, true, black_box(message)) {
             Dispatch::Reply(frame) => bytes += black_box(frame).len(),
             Dispatch::Job(_) | Dispatch::Later => panic!("not inline"),
         }

@@ -1,5 +1,6 @@
 //! Counters owned by the reactor thread (no atomics on the hot path); copies are
-//! handed out through a command.
+//! handed out through a command. Plain data below `conn/` and `reactor/`: both count
+//! into it, neither is imported.
 
 use std::collections::BTreeMap;
 
@@ -90,11 +91,12 @@ impl Stats {
             .or_default() += 1;
     }
 
-    /// Fold a connection's recorded peaks in (when it closes, or for a snapshot).
-    pub(crate) fn fold_peaks(&mut self, st: &crate::conn::ConnState) {
-        self.queued_bytes_peak = self.queued_bytes_peak.max(st.queued_peak as u64);
-        self.head_buffered_peak = self.head_buffered_peak.max(st.head_peak as u64);
-        self.message_buffered_peak = self.message_buffered_peak.max(st.message_peak as u64);
+    /// Fold a connection's recorded peaks in (when it closes, or for a snapshot):
+    /// queued bytes, upgrade head and reassembly buffer.
+    pub(crate) fn fold_peaks(&mut self, queued: usize, head: usize, message: usize) {
+        self.queued_bytes_peak = self.queued_bytes_peak.max(queued as u64);
+        self.head_buffered_peak = self.head_buffered_peak.max(head as u64);
+        self.message_buffered_peak = self.message_buffered_peak.max(message as u64);
     }
 
     pub(crate) fn record_close_sent(&mut self, code: u16) {

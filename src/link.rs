@@ -1,5 +1,7 @@
 //! The part of a connection that other threads may hold: its id, its liveness, and the
-//! exact backpressure figures, plus parked stream producers waiting for room.
+//! exact backpressure figures, plus parked stream producers waiting for room. Generic:
+//! nothing here knows the application (the runner's connection-id, identity and
+//! acceptance live in `runner/conn.rs`, beside an `Arc<Link>`).
 //!
 //! The reactor is the only writer of `queued` (bytes in the write queue); producers on
 //! worker threads add to `in_transit` before they hand a frame to the reactor, and the
@@ -8,45 +10,53 @@
 //! that only sends while it is under the high-water mark keeps the peer's memory at
 //! high-water + one chunk.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::ConnId;
-use crate::configurapi::Identity;
-use crate::reactor::Handle;
 use crate::work::Job;
 use crate::ws::frame::{encode_header, Opcode, MAX_HEADER};
 
-/// `accept_state`: on_connect has not decided yet and the connection is open.
-const PENDING: u8 = 0;
-/// `accept_state`: on_connect accepted the connection.
-const ACCEPTED: u8 = 1;
-/// `accept_state`: the connection closed before on_connect accepted it.
-const CLOSED_FIRST: u8 = 2;
+/// A handle on a connection that can outlive it: the slab slot plus the generation the
+/// slot had when the connection was accepted. The reactor resolves it in one place
+/// (`Reactor::lookup`) and drops it when the generation no longer matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId {
+    /// Slab index, also the mio token.
+    pub slot: u32,
+    /// Unique per accepted connection.
+    pub gen: u32,
+}
+
+/// How a [`Link`] reaches the reactor from another thread (the reactor's `Handle`
+/// implements it). A trait, so this module sits below the reactor.
+pub trait Courier: Send + Sync {
+    /// Hand an encoded frame payload to the reactor for `to`; the caller has counted
+    /// `transit` bytes as in transit on the link.
+    fn deliver(
+        &self,
+        to: ConnId,
+        opcode: Opcode,
+        payload: Vec<u8>,
+        transit: usize,
+    ) -> Result<(), Gone>;
+    /// Pass `note` to the application's value of connection `to` on the reactor thread
+    /// ([`crate::app::AppConn::on_note`]).
+    fn notify(&self, to: ConnId, note: u32) -> Result<(), Gone>;
+}
 
 /// The connection has closed; nothing more can be sent to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gone;
 
-/// Shared state of one WebSocket connection.
-pub struct ConnShared {
+/// The cross-thread half of one WebSocket connection.
+pub struct Link {
     /// The reactor's id for the connection (slot + generation).
     pub id: ConnId,
-    /// The Configurapi `connection-id` (a UUID v4).
-    pub connection_id: String,
-    /// The first subprotocol the client offered (echoed in the handshake).
-    pub subprotocol: Option<String>,
     /// The reactor, for deliveries.
-    pub reactor: Arc<Handle>,
-    /// Identity set by `on_connect`, the starting identity of later events (8.3).
-    /// Boxed: most connections have none, and idle connections should stay small.
-    pub identity: Mutex<Option<Box<Identity>>>,
+    courier: Arc<dyn Courier>,
     queued: AtomicUsize,
     in_transit: AtomicUsize,
     closed: AtomicBool,
-    /// Who won the race between on_connect accepting and the connection closing,
-    /// so that on_disconnect runs exactly once for an accepted connection (8.11).
-    accept_state: AtomicU8,
     parked: Mutex<Vec<Job>>,
     parked_count: AtomicUsize,
     /// Threads blocked in `wait_for_room` (pushes), woken with `room`.
@@ -60,35 +70,49 @@ pub struct ConnShared {
     busy: AtomicUsize,
 }
 
-/// One unit of unfinished work on a connection (see [`ConnShared::begin`]); dropping
-/// it ends the unit.
-pub struct Busy(Arc<ConnShared>);
+/// What holds a [`Link`] inside it (the link itself, or the application's
+/// connection that embeds it: one allocation per connection, not two).
+pub trait HasLink: Send + Sync + 'static {
+    /// The link.
+    fn link(&self) -> &Link;
+}
 
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+impl HasLink for Link {
+    fn link(&self) -> &Link {
+        self
     }
 }
 
-impl ConnShared {
-    /// New shared state; `high_water`/`low_water` bound what producers may have queued.
-    pub fn new(
-        id: ConnId,
-        subprotocol: Option<String>,
-        reactor: Arc<Handle>,
-        high_water: usize,
-        low_water: usize,
-    ) -> ConnShared {
-        ConnShared {
+/// One unit of unfinished work on a connection (see [`begin`]); dropping it ends
+/// the unit.
+pub struct Busy(Arc<dyn HasLink>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.link().busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Work for the connection whose link `owner` holds starts: a drain waits for the
+/// guard to drop before it closes the connection. Taken before any frame of the work
+/// is sent, dropped after the last one was handed to the reactor, so the reactor
+/// (which reads the count before it takes its commands) never closes ahead of an
+/// answer on its way.
+pub fn begin<T: HasLink>(owner: &Arc<T>) -> Busy {
+    owner.link().busy.fetch_add(1, Ordering::SeqCst);
+    let owner: Arc<dyn HasLink> = owner.clone();
+    Busy(owner)
+}
+
+impl Link {
+    /// A new link; `high_water`/`low_water` bound what producers may have queued.
+    pub fn new(id: ConnId, courier: Arc<dyn Courier>, high_water: usize, low_water: usize) -> Link {
+        Link {
             id,
-            connection_id: uuid::Uuid::new_v4().to_string(),
-            subprotocol,
-            reactor,
-            identity: Mutex::new(None),
+            courier,
             queued: AtomicUsize::new(0),
             in_transit: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            accept_state: AtomicU8::new(PENDING),
             parked: Mutex::new(Vec::new()),
             parked_count: AtomicUsize::new(0),
             room_waiters: AtomicUsize::new(0),
@@ -99,16 +123,7 @@ impl ConnShared {
         }
     }
 
-    /// Work for this connection starts: a drain waits for the guard to drop before it
-    /// closes the connection. Taken before any frame of the work is sent, dropped after
-    /// the last one was handed to the reactor, so the reactor (which reads the count
-    /// before it takes its commands) never closes ahead of an answer on its way.
-    pub fn begin(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        Busy(Arc::clone(self))
-    }
-
-    /// Units of work under way (see [`ConnShared::begin`]).
+    /// Units of work under way (see [`begin`]).
     pub fn busy(&self) -> usize {
         self.busy.load(Ordering::SeqCst)
     }
@@ -152,7 +167,7 @@ impl ConnShared {
         let mut hdr = [0u8; MAX_HEADER];
         let n = encode_header(&mut hdr, opcode, payload.len()) + payload.len();
         self.add_in_transit(n);
-        if self.reactor.deliver(self.id, opcode, payload, n).is_err() {
+        if self.courier.deliver(self.id, opcode, payload, n).is_err() {
             self.transit_arrived(n);
             return Err(Gone);
         }
@@ -163,17 +178,13 @@ impl ConnShared {
     /// push): tell the reactor, which counts it in `Stats::stale_dropped` like any
     /// other delivery to a connection that has ended. The frame itself stays here.
     pub(crate) fn count_dropped(&self) {
-        let _ = self.reactor.deliver(self.id, Opcode::Text, Vec::new(), 0);
+        let _ = self.courier.deliver(self.id, Opcode::Text, Vec::new(), 0);
     }
 
-    /// on_connect accepted the connection (8.4). `true`: the reactor will dispatch
-    /// on_disconnect when it closes (send it [`Handle::accept`] now). `false`: it
-    /// had closed already and the reactor skipped on_disconnect, so the caller, which
-    /// accepted it, must run on_disconnect itself (8.11).
-    pub fn claim_accepted(&self) -> bool {
-        self.accept_state
-            .compare_exchange(PENDING, ACCEPTED, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
+    /// Pass `note` to the application's value of this connection, on the reactor
+    /// thread (e.g. the runner's on_connect verdict). Dropped if it has gone.
+    pub fn notify(&self, note: u32) -> Result<(), Gone> {
+        self.courier.notify(self.id, note)
     }
 
     /// Block until the connection holds no more than the low-water mark, or closes
@@ -213,21 +224,21 @@ impl ConnShared {
     }
 
     /// Producers waiting for room now: parked streams and pushes blocked in
-    /// [`ConnShared::wait_for_room`].
+    /// [`Link::wait_for_room`].
     pub fn waiting_producers(&self) -> usize {
         self.parked_count.load(Ordering::SeqCst) + self.room_waiters.load(Ordering::SeqCst)
     }
 
-    // ---- reactor side ----
+    // ---- the courier's side (the reactor, or a test harness standing in for it) ----
 
     /// The reactor queued a frame of `n` bytes handed over by a worker.
-    pub(crate) fn transit_arrived(&self, n: usize) {
+    pub fn transit_arrived(&self, n: usize) {
         self.in_transit.fetch_sub(n, Ordering::SeqCst);
     }
 
     /// The reactor's write queue now holds `queued` bytes. Returns parked producers to
     /// resume when the total fell under the low-water mark.
-    pub(crate) fn set_queued(&self, queued: usize) -> Vec<Job> {
+    pub fn set_queued(&self, queued: usize) -> Vec<Job> {
         self.queued.store(queued, Ordering::SeqCst);
         let waiting =
             self.parked_count.load(Ordering::SeqCst) + self.room_waiters.load(Ordering::SeqCst);
@@ -237,19 +248,9 @@ impl ConnShared {
         self.take_parked()
     }
 
-    /// The reactor saw a connection that it had not accepted close. `true` when
-    /// on_connect had claimed it already (the Accept is still on its way), so the
-    /// reactor dispatches on_disconnect; `false` when on_connect had not (it never
-    /// will now, or it will run on_disconnect itself).
-    pub(crate) fn accepted_before_close(&self) -> bool {
-        self.accept_state
-            .compare_exchange(PENDING, CLOSED_FIRST, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-    }
-
     /// The connection is gone: fail pushes, and return the parked producers, which the
     /// reactor drops (or runs, so they see the closed flag and end their streams).
-    pub(crate) fn mark_closed(&self) -> Vec<Job> {
+    pub fn mark_closed(&self) -> Vec<Job> {
         self.closed.store(true, Ordering::SeqCst);
         self.take_parked()
     }

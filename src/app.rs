@@ -1,0 +1,117 @@
+//! The seam between the reactor and an application (the Configurapi runner).
+//!
+//! The reactor reports what happened to a connection (upgraded with this request, a
+//! message, a note from another thread, closed) and the application answers with
+//! verdicts: jobs for the worker pool, an inline reply, a close. The reactor keeps one
+//! opaque value per connection for the application ([`AppConn`]) and never looks
+//! inside it. The reactor calls these on its own thread, so they must be quick: they
+//! copy what they need and return jobs. Results come back through the connection's
+//! [`Link`], from any thread.
+//!
+//! Plain types only: this module imports nothing of `conn/` or `reactor/`, so the
+//! settings (`config.rs`) can name an [`App`] without a circle.
+
+use std::sync::Arc;
+
+use crate::configurapi::Schedule;
+use crate::link::{ConnId, Link};
+use crate::mgmt::MetricsSnapshot;
+use crate::work::Job;
+use crate::ws::UpgradeRequest;
+
+/// How a message is handled.
+pub enum Dispatch {
+    /// Run this on the worker pool.
+    Job(Job),
+    /// Handled inline: send this text frame payload to the connection now.
+    Reply(Vec<u8>),
+    /// Nothing for the reactor to do now: the answer comes later through the
+    /// connection's [`Link`] (a suspended pipeline, or a message held until the
+    /// connection is accepted).
+    Later,
+}
+
+/// What the reactor does after a note ([`AppConn::on_note`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoteVerdict {
+    /// Nothing more.
+    Nothing,
+    /// Read the connection again: it may have stopped while
+    /// [`AppConn::holds_reading`] said so, and edge-triggered polling raises no event
+    /// for bytes already waiting.
+    ResumeReading,
+    /// Start the close handshake with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// What an application does with connections.
+pub trait App: Send + Sync + 'static {
+    /// A client finished the upgrade (the 101 is queued). Returns the application's
+    /// value for the connection, which the reactor keeps until it closes, and jobs to
+    /// run (for the runner: on_connect) into `jobs`.
+    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Box<dyn AppConn>;
+
+    /// The connection the application knows by `key` (its own name for it, e.g. the
+    /// runner's connection-id), for the management API.
+    fn find(&self, key: &str) -> Option<ConnId> {
+        let _ = key;
+        None
+    }
+
+    /// The keys of the connections the management API may list and reach, sorted.
+    fn keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Where pipelines that suspended resume: the worker pool's resumed queue (given
+    /// once, when the pool starts).
+    fn set_resume(&self, resume: Arc<dyn Schedule>) {
+        let _ = resume;
+    }
+
+    /// The management listener is bound; `base` is its URL (e.g.
+    /// `http://127.0.0.1:9100`), the default base of `postback-url` (8.6).
+    fn set_management_url(&self, base: &str) {
+        let _ = base;
+    }
+
+    /// Add the application's figures (handler latency, responses by status) to a
+    /// `/metrics` snapshot.
+    fn fill_metrics(&self, m: &mut MetricsSnapshot) {
+        let _ = m;
+    }
+}
+
+/// The application's value for one connection, kept by the reactor, called on the
+/// reactor thread.
+pub trait AppConn: Send {
+    /// A complete text (`text == true`, valid UTF-8) or binary message arrived. The
+    /// application may answer inline ([`Dispatch::Reply`]: no I/O, never wait).
+    fn on_message(&mut self, text: bool, payload: &[u8]) -> Dispatch;
+
+    /// Another thread sent `note` through [`Link::notify`]; jobs to run go into `jobs`.
+    fn on_note(&mut self, note: u32, jobs: &mut Vec<Job>) -> NoteVerdict;
+
+    /// The connection ended (any cause), after its [`Link`] was marked closed. Called
+    /// exactly once.
+    fn on_close(&mut self) -> Option<Job>;
+
+    /// Stop reading the connection for now (e.g. enough messages wait for
+    /// on_connect); the reactor resumes on [`NoteVerdict::ResumeReading`].
+    fn holds_reading(&self) -> bool {
+        false
+    }
+
+    /// The connection's link, which the application's value holds (so the two share
+    /// one allocation); the reactor keeps its byte counts and closes it.
+    fn link(&self) -> &Link;
+
+    /// The name in log lines (the runner's connection-id), so a connection's open,
+    /// access and close lines can be joined.
+    fn label(&self) -> Arc<str>;
+
+    /// The subprotocol and the identity id, for the management API's connection info.
+    fn describe(&self) -> (Option<String>, Option<String>) {
+        (None, None)
+    }
+}
