@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub use configurapi;
 pub mod conn;

@@ -11,6 +11,7 @@
 //! batch, so a token in the same batch never names a newer connection.
 
 pub mod app;
+mod cluster;
 pub mod mgmt;
 pub mod stats;
 
@@ -63,9 +64,18 @@ const BACKLOG: i32 = 4096;
 /// listens dual-stack (IPv4 clients as v4-mapped addresses) where the system allows
 /// it; where it does not, it stays IPv6 only rather than failing.
 pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen_shared(addr, false)
+}
+
+/// [`listen`], with `SO_REUSEPORT` when `reuse_port` (several processes on one port).
+pub(crate) fn listen_shared(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    // cluster: --reuse-port
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         let _ = socket.set_only_v6(false);
     }
@@ -178,6 +188,8 @@ enum Command {
     Shutdown,
     /// SIGHUP: run the config's [`crate::config::Reloader`] and answer its outcome.
     Reload(Sender<Result<String, String>>),
+    /// cluster: an answer to a parked management request, or a peer's request.
+    Cluster(crate::cluster::ToReactor),
 }
 
 /// A cheap, cloneable, thread-safe handle on a running reactor.
@@ -276,6 +288,11 @@ impl Handle {
         rx.recv().map_err(|_| Stopped)
     }
 
+    /// cluster: hand the reactor an answer or a peer's request (docs/cluster.md).
+    pub(crate) fn cluster(&self, work: crate::cluster::ToReactor) -> Result<(), Stopped> {
+        self.command(Command::Cluster(work))
+    }
+
     /// A shutdown has started: the server is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
@@ -294,7 +311,7 @@ impl Server {
     /// Bind the listener and set up the poll. Fails when the port is taken.
     pub fn bind(cfg: ServerConfig) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = listen(cfg.listen).map_err(|e| {
+        let mut listener = listen_shared(cfg.listen, cfg.reuse_port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -308,7 +325,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let (secure_listener, secure_addr) = match &cfg.tls {
             Some(tls) => {
-                let mut l = listen(tls.listen).map_err(|e| {
+                let mut l = listen_shared(tls.listen, cfg.reuse_port).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
@@ -742,6 +759,10 @@ impl Reactor {
                 a.registered = true;
                 self.registry
                     .insert(a.shared.connection_id.clone(), conn.st.id);
+                // cluster: the directory learns of it (a channel send, no Redis here)
+                if let Some(c) = &self.cfg.cluster {
+                    cluster::register(c, &a.shared, conn.st.connected_at);
+                }
             }
             if open {
                 let resumed = a.shared.set_queued(queued);
@@ -751,6 +772,10 @@ impl Reactor {
                 a.closed_notified = true;
                 if a.registered {
                     self.registry.remove(&a.shared.connection_id);
+                    // cluster: and the directory forgets it
+                    if let Some(c) = &self.cfg.cluster {
+                        c.unregister(&a.shared.connection_id);
+                    }
                 }
                 // Parked stream producers are dropped: their streams end here.
                 drop(a.shared.mark_closed());
@@ -1068,6 +1093,8 @@ impl Reactor {
                     let _ = reply.send(s);
                 }
                 Command::Shutdown => self.begin_shutdown(now),
+                // cluster: see reactor/cluster.rs
+                Command::Cluster(work) => self.cluster_work(work, now),
                 Command::Reload(reply) => {
                     let outcome = match run_reloader(&self.cfg) {
                         Ok(r) => {

@@ -1,0 +1,231 @@
+//! Several runners as one through Redis (`--cluster`, docs/cluster.md).
+//!
+//! The reactor never talks to Redis. It holds a [`ClusterLink`]: a channel to the
+//! cluster thread ([`node`], the only code that uses the Redis client) and the node's
+//! health. The reactor calls the link on a connection's accept and close (directory
+//! writes), and hands it the management requests it cannot answer alone (a connection
+//! another node holds, a cluster-wide list, a fan-out); each such request is parked on
+//! its management connection and answered when the cluster thread sends
+//! [`ToReactor::Answer`] through the reactor's command channel. Requests from other
+//! nodes come in the same way as [`ToReactor::Exec`].
+//!
+//! ```text
+//!  reactor ──Event──► cluster thread ──pipelined──► Redis (directory, heartbeat)
+//!     ▲                 │   ▲                        │ pub/sub: node inboxes
+//!     └──ToReactor──────┘   └──── subscriber thread ◄┘
+//! ```
+
+#[cfg(feature = "cluster")]
+pub mod node;
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::mgmt::{MgmtResponse, Remote};
+
+/// The management connection a parked request came from (slot and generation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parked {
+    /// The management connection's slot.
+    pub slot: usize,
+    /// Its generation: an answer to a connection that has gone is dropped.
+    pub gen: u32,
+}
+
+/// An operation on this node's own connections, asked by another node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalOp {
+    /// One connection's facts.
+    Get(String),
+    /// Queue this envelope JSON as one text frame.
+    Post(String, Vec<u8>),
+    /// Close with 1000.
+    Delete(String),
+    /// The envelope to every connection (of one identity).
+    Broadcast {
+        /// Only connections with this identity id.
+        identity: Option<String>,
+        /// The envelope JSON, encoded once by the node that took the request.
+        envelope: Vec<u8>,
+    },
+}
+
+/// What a [`LocalOp`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpResult {
+    /// The connection is not here (any more).
+    Gone,
+    /// Queued (a post) or closing (a delete).
+    Done,
+    /// `GET /@connections/{id}`'s JSON.
+    Info(Vec<u8>),
+    /// How many connections took a fan-out.
+    Count(usize),
+}
+
+/// Work the cluster thread hands the reactor (through its command channel).
+pub enum ToReactor {
+    /// The answer to a parked management request.
+    Answer {
+        /// Where the request came from.
+        to: Parked,
+        /// The answer.
+        response: MgmtResponse,
+    },
+    /// Run an operation on local connections and report what it did.
+    Exec {
+        /// The operation.
+        op: LocalOp,
+        /// Called on the reactor thread with the outcome (it only sends on a channel).
+        done: Box<dyn FnOnce(OpResult) + Send>,
+    },
+}
+
+/// What the cluster thread receives.
+pub(crate) enum Event {
+    /// A connection joined the registry (accepted by on_connect).
+    Register {
+        id: String,
+        identity: Option<String>,
+        created_ms: u64,
+    },
+    /// A connection left the registry.
+    Unregister { id: String },
+    /// A management request the cluster answers.
+    Mgmt { op: Remote, to: Parked },
+    /// A message on this node's inbox channel.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Inbox(Vec<u8>),
+    /// A peer's request ran here: reply to `node`.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Executed {
+        node: String,
+        req: u64,
+        result: OpResult,
+    },
+    /// The subscriber connection is up (`None`) or down (why).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Subscriber(Option<String>),
+}
+
+/// The reactor's end of the cluster: cheap calls that never block on Redis.
+#[derive(Debug)]
+pub struct ClusterLink {
+    tx: Sender<Event>,
+    /// Why cluster operations cannot be served now; `None` when Redis is reachable.
+    degraded: Mutex<Option<String>>,
+}
+
+impl ClusterLink {
+    /// A link and the receiving end for [`node::start`]. Degraded until the cluster
+    /// thread has reached Redis.
+    pub(crate) fn new() -> (Arc<ClusterLink>, Receiver<Event>) {
+        let (tx, rx) = mpsc::channel();
+        let link = ClusterLink {
+            tx,
+            degraded: Mutex::new(Some("not connected to Redis yet".to_string())),
+        };
+        (Arc::new(link), rx)
+    }
+
+    /// Record an accepted connection in the directory.
+    pub fn register(&self, id: &str, identity: Option<String>, created: SystemTime) {
+        let created_ms = created
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let _ = self.tx.send(Event::Register {
+            id: id.to_string(),
+            identity,
+            created_ms,
+        });
+    }
+
+    /// Remove a connection that ended from the directory.
+    pub fn unregister(&self, id: &str) {
+        let _ = self.tx.send(Event::Unregister { id: id.to_string() });
+    }
+
+    /// Hand a management request to the cluster; `Err(why)` while Redis is unreachable
+    /// (the caller answers 503).
+    pub fn remote(&self, op: Remote, to: Parked) -> Result<(), String> {
+        if let Some(why) = self.degraded() {
+            return Err(format!("cluster unavailable: {why}"));
+        }
+        self.tx
+            .send(Event::Mgmt { op, to })
+            .map_err(|_| "cluster unavailable: the cluster thread has stopped".to_string())
+    }
+
+    /// Why the node is degraded, when it is.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn set_degraded(&self, why: Option<String>) {
+        *self.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn sender(&self) -> Sender<Event> {
+        self.tx.clone()
+    }
+}
+
+/// `--cluster URL`: a link for the reactor's config, checked before anything binds.
+pub(crate) fn link(url: &str) -> Result<(Arc<ClusterLink>, Receiver<Event>), String> {
+    #[cfg(feature = "cluster")]
+    {
+        node::check_url(url)?;
+        Ok(ClusterLink::new())
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        Err(format!(
+            "--cluster {url}: this build has no cluster support (cargo feature 'cluster')"
+        ))
+    }
+}
+
+/// Start the cluster threads for a bound server. The node id defaults to the
+/// host:port of `--postback-base`, else of the management API, else of the WebSocket
+/// listener: what other nodes and operators can tell apart.
+#[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
+pub(crate) fn join(
+    args: &crate::cli::ClusterArgs,
+    postback_base: Option<&str>,
+    server: &crate::Server,
+    scheme: &str,
+    link: Arc<ClusterLink>,
+    rx: Receiver<Event>,
+) -> Result<(), String> {
+    #[cfg(feature = "cluster")]
+    {
+        let advertise = match (postback_base, server.management_addr()) {
+            (Some(base), _) => base.to_string(),
+            (None, Some(addr)) => crate::mgmt::base_url_with_scheme(scheme, addr),
+            (None, None) => format!("ws://{}", server.local_addr()),
+        };
+        let node_id = args.node_id.clone().unwrap_or_else(|| {
+            let rest = advertise.split("://").nth(1).unwrap_or(&advertise);
+            rest.split('/').next().unwrap_or(rest).to_string()
+        });
+        log::info!("cluster: node '{node_id}' joining {}", args.url);
+        let opts = node::Options {
+            url: args.url.clone(),
+            node_id,
+            advertise,
+            ttl: args.ttl,
+            timeout: args.timeout,
+        };
+        node::start(opts, link, rx, server.handle())
+    }
+    #[cfg(not(feature = "cluster"))]
+    {
+        Err("this build has no cluster support".to_string())
+    }
+}
