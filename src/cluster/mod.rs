@@ -15,6 +15,10 @@
 //!     └──ToReactor──────┘   └──── subscriber thread ◄┘
 //! ```
 
+// Without the feature the link stays (the reactor's hooks compile the same) but
+// nothing ever reads its channel: `--cluster` is refused at start-up.
+#![cfg_attr(not(feature = "cluster"), allow(dead_code, unused_variables))]
+
 #[cfg(feature = "cluster")]
 pub mod node;
 
@@ -95,17 +99,14 @@ pub(crate) enum Event {
     /// A management request the cluster answers.
     Mgmt { op: Remote, to: Parked },
     /// A message on this node's inbox channel.
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Inbox(Vec<u8>),
     /// A peer's request ran here: reply to `node`.
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Executed {
         node: String,
         req: u64,
         result: OpResult,
     },
     /// The subscriber connection is up (`None`) or down (why).
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Subscriber(Option<String>),
 }
 
@@ -165,12 +166,10 @@ impl ClusterLink {
             .clone()
     }
 
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn set_degraded(&self, why: Option<String>) {
         *self.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn sender(&self) -> Sender<Event> {
         self.tx.clone()
     }
@@ -194,7 +193,6 @@ pub(crate) fn link(url: &str) -> Result<(Arc<ClusterLink>, Receiver<Event>), Str
 /// Start the cluster threads for a bound server. The node id defaults to the
 /// host:port of `--postback-base`, else of the management API, else of the WebSocket
 /// listener: what other nodes and operators can tell apart.
-#[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
 pub(crate) fn join(
     args: &crate::cli::ClusterArgs,
     postback_base: Option<&str>,

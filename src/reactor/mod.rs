@@ -289,7 +289,7 @@ impl Handle {
     }
 
     /// cluster: hand the reactor an answer or a peer's request (docs/cluster.md).
-    pub(crate) fn cluster(&self, work: crate::cluster::ToReactor) -> Result<(), Stopped> {
+    pub fn cluster(&self, work: crate::cluster::ToReactor) -> Result<(), Stopped> {
         self.command(Command::Cluster(work))
     }
 
