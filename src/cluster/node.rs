@@ -177,10 +177,12 @@ enum Waiting {
         node: String,
         op: &'static str,
     },
-    /// A fan-out: the nodes yet to answer, and the counts so far.
+    /// A fan-out: the nodes yet to answer, the counts so far, and the live nodes
+    /// nobody listens for (their subscription is down).
     Fanout {
         waiting: BTreeSet<String>,
         counts: BTreeMap<String, usize>,
+        deaf: Vec<String>,
     },
 }
 
@@ -590,9 +592,12 @@ impl Node {
                     "identity": identity, "body": String::from_utf8_lossy(&envelope),
                 });
                 let mut waiting = BTreeSet::new();
+                let mut deaf = Vec::new();
                 for n in live {
                     if self.publish(&n, &msg) > 0 {
                         waiting.insert(n);
+                    } else {
+                        deaf.push(n);
                     }
                 }
                 self.pending.insert(
@@ -603,6 +608,7 @@ impl Node {
                         what: Waiting::Fanout {
                             waiting,
                             counts: BTreeMap::new(),
+                            deaf,
                         },
                     },
                 );
@@ -685,7 +691,9 @@ impl Node {
                 self.pending.remove(&req);
                 self.answer(to, response);
             }
-            Waiting::Fanout { waiting, counts } => {
+            Waiting::Fanout {
+                waiting, counts, ..
+            } => {
                 if waiting.remove(&node) {
                     let n = match result {
                         OpResult::Count(n) => n,
@@ -714,9 +722,14 @@ impl Node {
     fn finish(&self, p: Pending) {
         let response = match p.what {
             Waiting::Single { id, node, .. } => silent(&node, &id),
-            Waiting::Fanout { waiting, counts } => {
+            Waiting::Fanout {
+                waiting,
+                counts,
+                deaf,
+            } => {
                 let counts: Vec<(String, usize)> = counts.into_iter().collect();
-                let silent: Vec<String> = waiting.into_iter().collect();
+                let mut silent: Vec<String> = waiting.into_iter().chain(deaf).collect();
+                silent.sort_unstable();
                 MgmtResponse::json(broadcast_body(&counts, &silent))
             }
         };
