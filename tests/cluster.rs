@@ -339,11 +339,14 @@ fn through_haproxy_clients_spread_and_any_node_reaches_every_connection() {
     let all: BTreeSet<String> = clients.keys().cloned().collect();
     assert_eq!(holders.keys().cloned().collect::<BTreeSet<_>>(), all);
 
-    // Every node lists every connection.
+    // Every node lists every connection (once the owners' directory writes are out:
+    // they wait a moment to share a pipeline).
     for n in &nodes {
-        let (status, body) = n.listing();
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(ids_of(&body), all, "listing on {}", n.name);
+        wait_for(&format!("node {} to list every connection", n.name), || {
+            let (status, body) = n.listing();
+            assert_eq!(status, 200, "{body}");
+            ids_of(&body) == all
+        });
     }
 
     // A backend posts through one node to a connection another node holds.

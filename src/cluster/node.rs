@@ -24,6 +24,9 @@ const PREFIX: &str = "configurapi";
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Socket timeouts on Redis: a hung Redis is a Redis that is down.
 const IO_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a directory write may wait for others to share its pipeline: under a burst
+/// of upgrades one round trip carries hundreds of them instead of a few.
+const COALESCE: Duration = Duration::from_millis(2);
 
 /// The cluster thread's settings.
 #[derive(Debug, Clone)]
@@ -72,6 +75,7 @@ pub(crate) fn start(
         redis_down: Some("connecting".to_string()),
         local: HashMap::new(),
         writes: Vec::new(),
+        flush_at: None,
         pending: HashMap::new(),
         next_req: std::process::id() as u64 * 1_000_000,
         next_heartbeat: Instant::now(),
@@ -207,6 +211,8 @@ struct Node {
     /// whenever Redis comes back or lost them.
     local: HashMap<String, (Option<String>, u64)>,
     writes: Vec<Write>,
+    /// When the waiting writes go out (set by the first of them).
+    flush_at: Option<Instant>,
     pending: HashMap<u64, Pending>,
     next_req: u64,
     next_heartbeat: Instant,
@@ -225,6 +231,9 @@ impl Node {
             if let Some(d) = self.pending.values().map(|p| p.deadline).min() {
                 wake = wake.min(d);
             }
+            if let Some(t) = self.flush_at {
+                wake = wake.min(t);
+            }
             match rx.recv_timeout(wake.saturating_duration_since(now)) {
                 Ok(ev) => {
                     self.event(ev);
@@ -236,8 +245,10 @@ impl Node {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            self.flush_writes();
             let now = Instant::now();
+            if self.flush_at.is_some_and(|t| now >= t) {
+                self.flush_writes();
+            }
             if self.con.is_none() && now >= self.retry_at {
                 self.connect();
             }
@@ -283,6 +294,7 @@ impl Node {
             Ok(c) => {
                 self.con = Some(c);
                 self.writes.clear();
+                self.flush_at = None;
                 match self.register_all() {
                     Ok(()) => {
                         if self.redis_down.take().is_some() {
@@ -409,7 +421,15 @@ impl Node {
         Ok((nodes, live))
     }
 
+    /// A directory write waits for [`COALESCE`] at most.
+    fn queue_write(&mut self, w: Write) {
+        self.writes.push(w);
+        self.flush_at
+            .get_or_insert_with(|| Instant::now() + COALESCE);
+    }
+
     fn flush_writes(&mut self) {
+        self.flush_at = None;
         if self.writes.is_empty() {
             return;
         }
@@ -450,13 +470,13 @@ impl Node {
             } => {
                 self.local.insert(id.clone(), (identity, created_ms));
                 if self.con.is_some() {
-                    self.writes.push(Write::Add(id));
+                    self.queue_write(Write::Add(id));
                 }
             }
             Event::Unregister { id } => {
                 self.local.remove(&id);
                 if self.con.is_some() {
-                    self.writes.push(Write::Del(id));
+                    self.queue_write(Write::Del(id));
                 }
             }
             Event::Mgmt { op, to } => {
