@@ -152,16 +152,18 @@ impl Node {
             ]);
         }
         args.extend(extra);
-        let (mut bin, ws) = Bin::start(&args);
-        if redis.is_some() {
-            bin.wait_line("cluster: connected to Redis");
-        }
-        Node {
+        let (bin, ws) = Bin::start(&args);
+        let node = Node {
             bin,
             ws,
             mgmt,
             name: name.to_string(),
-        }
+        };
+        // Joined: Redis reached and the inbox subscribed (until then: "degraded").
+        wait_for(&format!("{name} to be healthy"), || {
+            node.http("GET", "/healthz", "") == (200, "ok\n".to_string())
+        });
+        node
     }
 
     fn http(&self, method: &str, target: &str, body: &str) -> (u16, String) {

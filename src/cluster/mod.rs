@@ -22,9 +22,8 @@
 #[cfg(feature = "cluster")]
 pub mod node;
 
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::mgmt::{MgmtResponse, Remote};
 
@@ -110,10 +109,72 @@ pub(crate) enum Event {
     Subscriber(Option<String>),
 }
 
+/// The cluster thread's inbox. Directory changes do not wake the thread each: the
+/// first one after a flush does, and the thread then takes the rest when their
+/// pipeline is due (a burst of upgrades costs one wake-up, not one each). Everything
+/// else wakes it at once.
+pub(crate) struct Queue {
+    state: Mutex<QueueState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    events: Vec<Event>,
+    /// The thread is to look now.
+    kick: bool,
+    /// The thread has a flush scheduled: directory changes need not wake it.
+    armed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add an event; wakes the cluster thread unless it will look by itself soon.
+    pub(crate) fn send(&self, ev: Event) {
+        let lazy = matches!(ev, Event::Register { .. } | Event::Unregister { .. });
+        let mut st = self.lock();
+        st.events.push(ev);
+        if !lazy || !st.armed {
+            st.armed |= lazy;
+            st.kick = true;
+            drop(st);
+            self.cv.notify_one();
+        }
+    }
+
+    /// Wait until kicked or `until`, then take what is waiting.
+    pub(crate) fn wait(&self, until: Instant) -> Vec<Event> {
+        let mut st = self.lock();
+        while !st.kick {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st.kick = false;
+        std::mem::take(&mut st.events)
+    }
+
+    /// The flush is due: take what is waiting, and let the next directory change wake
+    /// the thread again.
+    pub(crate) fn disarm(&self) -> Vec<Event> {
+        let mut st = self.lock();
+        st.armed = false;
+        std::mem::take(&mut st.events)
+    }
+}
+
 /// The reactor's end of the cluster: cheap calls that never block on Redis.
-#[derive(Debug)]
 pub struct ClusterLink {
-    tx: Sender<Event>,
+    tx: Arc<Queue>,
     /// Why cluster operations cannot be served now; `None` when Redis is reachable.
     degraded: Mutex<Option<String>>,
 }
@@ -121,8 +182,12 @@ pub struct ClusterLink {
 impl ClusterLink {
     /// A link and the receiving end for [`node::start`]. Degraded until the cluster
     /// thread has reached Redis.
-    pub(crate) fn new() -> (Arc<ClusterLink>, Receiver<Event>) {
-        let (tx, rx) = mpsc::channel();
+    pub(crate) fn new() -> (Arc<ClusterLink>, Arc<Queue>) {
+        let tx = Arc::new(Queue {
+            state: Mutex::default(),
+            cv: Condvar::new(),
+        });
+        let rx = Arc::clone(&tx);
         let link = ClusterLink {
             tx,
             degraded: Mutex::new(Some("not connected to Redis yet".to_string())),
@@ -135,7 +200,7 @@ impl ClusterLink {
         let created_ms = created
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let _ = self.tx.send(Event::Register {
+        self.tx.send(Event::Register {
             id: id.to_string(),
             identity,
             created_ms,
@@ -144,7 +209,7 @@ impl ClusterLink {
 
     /// Remove a connection that ended from the directory.
     pub fn unregister(&self, id: &str) {
-        let _ = self.tx.send(Event::Unregister { id: id.to_string() });
+        self.tx.send(Event::Unregister { id: id.to_string() });
     }
 
     /// Hand a management request to the cluster; `Err(why)` while Redis is unreachable
@@ -153,9 +218,8 @@ impl ClusterLink {
         if let Some(why) = self.degraded() {
             return Err(format!("cluster unavailable: {why}"));
         }
-        self.tx
-            .send(Event::Mgmt { op, to })
-            .map_err(|_| "cluster unavailable: the cluster thread has stopped".to_string())
+        self.tx.send(Event::Mgmt { op, to });
+        Ok(())
     }
 
     /// Why the node is degraded, when it is.
@@ -170,13 +234,13 @@ impl ClusterLink {
         *self.degraded.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
-    pub(crate) fn sender(&self) -> Sender<Event> {
-        self.tx.clone()
+    pub(crate) fn sender(&self) -> Arc<Queue> {
+        Arc::clone(&self.tx)
     }
 }
 
 /// `--cluster URL`: a link for the reactor's config, checked before anything binds.
-pub(crate) fn link(url: &str) -> Result<(Arc<ClusterLink>, Receiver<Event>), String> {
+pub(crate) fn link(url: &str) -> Result<(Arc<ClusterLink>, Arc<Queue>), String> {
     #[cfg(feature = "cluster")]
     {
         node::check_url(url)?;
@@ -199,7 +263,7 @@ pub(crate) fn join(
     server: &crate::Server,
     scheme: &str,
     link: Arc<ClusterLink>,
-    rx: Receiver<Event>,
+    rx: Arc<Queue>,
 ) -> Result<(), String> {
     #[cfg(feature = "cluster")]
     {
@@ -225,5 +289,13 @@ pub(crate) fn join(
     #[cfg(not(feature = "cluster"))]
     {
         Err("this build has no cluster support".to_string())
+    }
+}
+
+impl std::fmt::Debug for ClusterLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLink")
+            .field("degraded", &self.degraded())
+            .finish_non_exhaustive()
     }
 }

@@ -7,14 +7,13 @@
 //! passes every message to the first. Neither ever runs on the reactor thread.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::{Commands, Connection, RedisResult};
 use serde_json::{json, Value};
 
-use super::{ClusterLink, Event, LocalOp, OpResult, Parked, ToReactor};
+use super::{ClusterLink, Event, LocalOp, OpResult, Parked, Queue, ToReactor};
 use crate::mgmt::{broadcast_body, gone, MgmtResponse, Remote};
 use crate::reactor::Handle;
 
@@ -54,7 +53,7 @@ pub fn check_url(url: &str) -> Result<(), String> {
 pub(crate) fn start(
     opts: Options,
     link: Arc<ClusterLink>,
-    rx: Receiver<Event>,
+    rx: Arc<Queue>,
     reactor: Handle,
 ) -> Result<(), String> {
     let client = redis::Client::open(opts.url.as_str())
@@ -108,62 +107,33 @@ fn inbox(node: &str) -> String {
 }
 
 /// Hold the subscription to this node's inbox; every message goes to the cluster
-/// thread. Reconnects with backoff; ends when the cluster thread has gone.
-fn subscriber(client: redis::Client, channel: String, tx: Sender<Event>) {
+/// thread. Reconnects with backoff, for the life of the process.
+fn subscriber(client: redis::Client, channel: String, tx: Arc<Queue>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let why = match subscribe_once(&client, &channel, &tx, &mut backoff) {
-            Ok(()) => return,
-            Err(e) => e.to_string(),
-        };
-        if tx
-            .send(Event::Subscriber(Some(format!(
-                "Redis subscription: {why}"
-            ))))
-            .is_err()
-        {
-            return;
-        }
+        let Err(e) = subscribe_once(&client, &channel, &tx, &mut backoff);
+        tx.send(Event::Subscriber(Some(format!("Redis subscription: {e}"))));
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-/// `Ok` when the cluster thread has gone; `Err` when Redis has.
+/// Returns only with the error that ended the subscription.
 fn subscribe_once(
     client: &redis::Client,
     channel: &str,
-    tx: &Sender<Event>,
+    tx: &Queue,
     backoff: &mut Duration,
-) -> RedisResult<()> {
+) -> RedisResult<std::convert::Infallible> {
     let mut con = client.get_connection_with_timeout(IO_TIMEOUT)?;
     con.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut ps = con.as_pubsub();
     ps.subscribe(channel)?;
-    // A read timeout lets the loop notice that the cluster thread has gone.
-    ps.set_read_timeout(Some(Duration::from_millis(500)))?;
     *backoff = Duration::from_millis(100);
-    if tx.send(Event::Subscriber(None)).is_err() {
-        return Ok(());
-    }
+    tx.send(Event::Subscriber(None));
     loop {
-        match ps.get_message() {
-            Ok(msg) => {
-                if tx
-                    .send(Event::Inbox(msg.get_payload_bytes().to_vec()))
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
-            Err(e) if e.is_timeout() => {
-                // Nothing to do; a send of nothing would not tell, so probe the channel.
-                if tx.send(Event::Subscriber(None)).is_err() {
-                    return Ok(());
-                }
-            }
-            Err(e) => return Err(e),
-        }
+        let msg = ps.get_message()?;
+        tx.send(Event::Inbox(msg.get_payload_bytes().to_vec()));
     }
 }
 
@@ -199,7 +169,7 @@ enum Write {
 struct Node {
     opts: Options,
     link: Arc<ClusterLink>,
-    tx: Sender<Event>,
+    tx: Arc<Queue>,
     reactor: Handle,
     client: redis::Client,
     con: Option<Connection>,
@@ -221,9 +191,8 @@ struct Node {
 }
 
 impl Node {
-    fn run(&mut self, rx: Receiver<Event>) {
+    fn run(&mut self, rx: Arc<Queue>) {
         loop {
-            let now = Instant::now();
             let mut wake = self.next_heartbeat;
             if self.con.is_none() {
                 wake = wake.min(self.retry_at);
@@ -234,19 +203,16 @@ impl Node {
             if let Some(t) = self.flush_at {
                 wake = wake.min(t);
             }
-            match rx.recv_timeout(wake.saturating_duration_since(now)) {
-                Ok(ev) => {
-                    self.event(ev);
-                    // Everything already waiting rides on the same pipeline.
-                    while let Ok(ev) = rx.try_recv() {
-                        self.event(ev);
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            for ev in rx.wait(wake) {
+                self.event(ev);
             }
             let now = Instant::now();
             if self.flush_at.is_some_and(|t| now >= t) {
+                // Whatever came meanwhile rides on the same pipeline.
+                self.flush_at = None;
+                for ev in rx.disarm() {
+                    self.event(ev);
+                }
                 self.flush_writes();
             }
             if self.con.is_none() && now >= self.retry_at {
@@ -294,7 +260,6 @@ impl Node {
             Ok(c) => {
                 self.con = Some(c);
                 self.writes.clear();
-                self.flush_at = None;
                 match self.register_all() {
                     Ok(()) => {
                         if self.redis_down.take().is_some() {
@@ -421,15 +386,19 @@ impl Node {
         Ok((nodes, live))
     }
 
-    /// A directory write waits for [`COALESCE`] at most.
+    /// A directory write waits for [`COALESCE`] at most. (The flush is scheduled also
+    /// without a connection: the loop's flush is what re-arms the queue.)
     fn queue_write(&mut self, w: Write) {
-        self.writes.push(w);
+        if self.con.is_some() {
+            self.writes.push(w);
+        }
         self.flush_at
             .get_or_insert_with(|| Instant::now() + COALESCE);
     }
 
+    /// Write what waits. `flush_at` stays: only the loop clears it, together with the
+    /// queue's arming, so a change after this one still gets its flush.
     fn flush_writes(&mut self) {
-        self.flush_at = None;
         if self.writes.is_empty() {
             return;
         }
@@ -469,15 +438,11 @@ impl Node {
                 created_ms,
             } => {
                 self.local.insert(id.clone(), (identity, created_ms));
-                if self.con.is_some() {
-                    self.queue_write(Write::Add(id));
-                }
+                self.queue_write(Write::Add(id));
             }
             Event::Unregister { id } => {
                 self.local.remove(&id);
-                if self.con.is_some() {
-                    self.queue_write(Write::Del(id));
-                }
+                self.queue_write(Write::Del(id));
             }
             Event::Mgmt { op, to } => {
                 // Reads see every write made before them.
@@ -676,7 +641,7 @@ impl Node {
                 let tx = self.tx.clone();
                 let node = text("from");
                 let done = Box::new(move |result| {
-                    let _ = tx.send(Event::Executed { node, req, result });
+                    tx.send(Event::Executed { node, req, result });
                 });
                 let _ = self.reactor.cluster(ToReactor::Exec { op, done });
             }
