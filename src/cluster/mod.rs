@@ -299,3 +299,57 @@ impl std::fmt::Debug for ClusterLink {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn kicked(q: &Queue) -> bool {
+        q.lock().kick
+    }
+
+    fn reg(id: &str) -> Event {
+        Event::Register {
+            id: id.into(),
+            identity: None,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn directory_changes_wake_the_thread_once_per_flush_and_the_rest_at_once() {
+        let (link, q) = ClusterLink::new();
+        q.send(reg("a"));
+        assert!(
+            kicked(&q),
+            "the first change after a flush wakes the thread"
+        );
+        assert_eq!(q.wait(Instant::now()).len(), 1);
+        // The thread has a flush scheduled: more changes wait for it, unannounced.
+        q.send(reg("b"));
+        link.unregister("a");
+        assert!(!kicked(&q));
+        // Anything else wakes it at once, and takes the changes before it along.
+        q.send(Event::Subscriber(None));
+        assert!(kicked(&q));
+        assert_eq!(q.wait(Instant::now() + Duration::from_secs(5)).len(), 3);
+        // At the flush the queue is disarmed: the next change wakes the thread again.
+        q.send(reg("c"));
+        assert!(!kicked(&q));
+        assert_eq!(q.disarm().len(), 1);
+        q.send(reg("d"));
+        assert!(kicked(&q));
+    }
+
+    #[test]
+    fn a_link_is_degraded_until_the_cluster_thread_says_otherwise() {
+        let (link, _q) = ClusterLink::new();
+        let to = Parked { slot: 0, gen: 0 };
+        let err = link.remote(Remote::List, to).unwrap_err();
+        assert!(err.contains("not connected to Redis yet"), "{err}");
+        link.set_degraded(None);
+        assert_eq!(link.remote(Remote::List, to), Ok(()));
+        assert_eq!(link.degraded(), None);
+    }
+}
