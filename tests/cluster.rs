@@ -253,6 +253,25 @@ fn ids_of(body: &str) -> BTreeSet<String> {
 struct Haproxy {
     child: Child,
     port: String,
+    stats: std::path::PathBuf,
+}
+
+impl Haproxy {
+    /// Each runner's status in the rotation (`show stat` on the stats socket).
+    fn status(&self) -> BTreeMap<String, String> {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.stats).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.write_all(b"show stat\n").unwrap();
+        let mut csv = String::new();
+        s.read_to_string(&mut csv).unwrap();
+        csv.lines()
+            .filter(|l| l.starts_with("runners,node"))
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[1].to_string(), f[17].to_string())
+            })
+            .collect()
+    }
 }
 
 impl Drop for Haproxy {
@@ -265,7 +284,10 @@ impl Drop for Haproxy {
 /// HAProxy with docs/haproxy.cfg in front of three nodes.
 fn haproxy(dir: &Scratch, nodes: &[Node]) -> Haproxy {
     let port = free_port();
-    let mut cfg = include_str!("../docs/haproxy.cfg").replace("{{FRONTEND_PORT}}", &port);
+    let stats = dir.0.join("haproxy.sock");
+    let mut cfg = include_str!("../docs/haproxy.cfg")
+        .replace("{{FRONTEND_PORT}}", &port)
+        .replace("{{STATS_SOCKET}}", stats.to_str().unwrap());
     for (i, n) in nodes.iter().enumerate() {
         cfg = cfg
             .replace(
@@ -291,7 +313,7 @@ fn haproxy(dir: &Scratch, nodes: &[Node]) -> Haproxy {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let h = Haproxy { child, port };
+    let h = Haproxy { child, port, stats };
     let addr = format!("127.0.0.1:{}", h.port);
     wait_for("haproxy to listen", || TcpStream::connect(&addr).is_ok());
     h
@@ -397,6 +419,27 @@ fn through_haproxy_clients_spread_and_any_node_reaches_every_connection() {
     wait_for("the closed connection to leave the listings", || {
         !ids_of(&a.listing().1).contains(&id) && !owner_node.local().contains(&id)
     });
+
+    // A draining runner (SIGTERM: /healthz 503) leaves the rotation; new clients land
+    // on the others.
+    wait_for("haproxy to see every runner up", || {
+        lb.status().values().all(|s| s == "UP")
+    });
+    nodes[2].bin.signal("TERM");
+    wait_for("haproxy to take node-c out", || {
+        lb.status()
+            .get("node3")
+            .is_some_and(|s| s.starts_with("DOWN"))
+    });
+    let mut late = Vec::new();
+    for i in 0..4 {
+        let (ws, id) = client(lb_addr, &format!("late{i}"));
+        late.push(ws);
+        assert!(
+            nodes[..2].iter().any(|n| n.local().contains(&id)),
+            "a client landed on the draining runner"
+        );
+    }
 }
 
 #[test]
