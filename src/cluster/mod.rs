@@ -254,6 +254,14 @@ pub(crate) fn link(url: &str) -> Result<(Arc<ClusterLink>, Arc<Queue>), String> 
     }
 }
 
+/// The URL without its password, for the log.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_string(),
+    }
+}
+
 /// Start the cluster threads for a bound server. The node id defaults to the
 /// host:port of `--postback-base`, else of the management API, else of the WebSocket
 /// listener: what other nodes and operators can tell apart.
@@ -276,7 +284,7 @@ pub(crate) fn join(
             let rest = advertise.split("://").nth(1).unwrap_or(&advertise);
             rest.split('/').next().unwrap_or(rest).to_string()
         });
-        log::info!("cluster: node '{node_id}' joining {}", args.url);
+        log::info!("cluster: node '{node_id}' joining {}", redacted(&args.url));
         let opts = node::Options {
             url: args.url.clone(),
             node_id,
@@ -340,6 +348,15 @@ mod tests {
         assert_eq!(q.disarm().len(), 1);
         q.send(reg("d"));
         assert!(kicked(&q));
+    }
+
+    #[test]
+    fn the_log_never_shows_the_redis_password() {
+        assert_eq!(
+            redacted("redis://:s3cret@db:6379/0"),
+            "redis://***@db:6379/0"
+        );
+        assert_eq!(redacted("redis://db:6379"), "redis://db:6379");
     }
 
     #[test]

@@ -285,6 +285,15 @@ impl Node {
         let Some(con) = self.con.as_mut() else {
             return Ok(());
         };
+        // Two runners with one id would overwrite each other's entries: say so.
+        let other: Option<String> = con.get(alive_key(&me))?;
+        if let Some(other) = other.filter(|o| *o != self.opts.advertise) {
+            log::warn!(
+                "cluster: the heartbeat of node id '{me}' was held by {other} (another \
+                 runner with the same id, or an earlier run of this one): give each runner \
+                 its own --node-id"
+            );
+        }
         let old: Vec<String> = con.hkeys(conns_key(&me))?;
         let mut p = redis::pipe();
         if !old.is_empty() {
