@@ -555,6 +555,10 @@ fn redis_stopped_and_restarted_local_traffic_goes_on_and_the_cluster_recovers() 
         let (status, body) = a.http("GET", "/healthz", "");
         status == 200 && body.starts_with("degraded: ")
     });
+    assert!(a
+        .http("GET", "/metrics", "")
+        .1
+        .contains("\nconfigurapi_ws_cluster_degraded 1\n"));
     // Cluster operations answer 503 with the reason.
     let (status, body) = a.listing();
     assert_eq!(status, 503, "{body}");
@@ -589,6 +593,10 @@ fn redis_stopped_and_restarted_local_traffic_goes_on_and_the_cluster_recovers() 
     wait_for("node-a healthy again", || {
         a.http("GET", "/healthz", "") == (200, "ok\n".to_string())
     });
+    assert!(a
+        .http("GET", "/metrics", "")
+        .1
+        .contains("\nconfigurapi_ws_cluster_degraded 0\n"));
     // The subscription is back too: a forwarded post is delivered.
     wait_for("a cross-node post to go through", || {
         a.http(
@@ -644,8 +652,9 @@ fn without_cluster_broadcast_reaches_the_local_connections() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(recv(&mut x)["body"], "all");
     assert_eq!(recv(&mut y)["body"], "all");
-    // The healthz of a node without a cluster is plain.
+    // The healthz of a node without a cluster is plain, and its metrics say nothing of one.
     assert_eq!(node.http("GET", "/healthz", ""), (200, "ok\n".to_string()));
+    assert!(!node.http("GET", "/metrics", "").1.contains("cluster"));
     // And an unknown id is simply gone.
     assert_eq!(node.http("GET", "/@connections/nope", "").0, 410);
 }

@@ -222,6 +222,8 @@ impl MgmtContext for Ctx<'_> {
         if let Mode::App(app) = &self.cfg.mode {
             app.fill_metrics(&mut m);
         }
+        // cluster: the health of the link, for alerting
+        m.cluster_degraded = self.cfg.cluster.as_ref().map(|c| c.degraded().is_some());
         m
     }
 
