@@ -491,6 +491,9 @@ def report(res, svg_rel):
         "[profile.md](profile.md).\n"
         "- JS handlers through the handler host against the Node Configurapi runner on the "
         "same app (`benches/jshost_bench.py`): [benchmarks-js.md](benchmarks-js.md).\n"
+        "- What `--cluster` costs (upgrade rate and JSON echo CPU with and without it, a "
+        "cross-node management post against a local one, `benches/cluster_bench.sh`): "
+        "[benchmarks-cluster.md](benchmarks-cluster.md).\n"
     )
     md.append("## Reproduce\n")
     md.append("```sh\nbenches/compare.sh                  # installs the peers, runs everything, rewrites this page\n"

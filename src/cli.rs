@@ -61,6 +61,15 @@ OPTIONS:
                               directives refine it per target (mio=warn,rustls=off)
     --log-format FORMAT       text or json (one object a line) [default: text]
     --access-log WHETHER      on or off: one info line per handled message [default: on]
+    --cluster URL             act as one with the other runners on this Redis, e.g.
+                              redis://127.0.0.1:6379/0 (docs/cluster.md)
+    --node-id ID              this runner's name in the cluster [default: host:port of
+                              --postback-base, else of the management API]
+    --cluster-ttl DUR         heartbeat lifetime: a runner silent this long leaves the
+                              cluster's listings [default: 5s]
+    --cluster-timeout DUR     how long a request forwarded to another runner waits for
+                              it before 504 [default: 2s]
+    --reuse-port              SO_REUSEPORT on the WebSocket port: several runners share it
     --node PATH               the node program for JS handlers (handlers/*.js beside the
                               config) [default: node on PATH]
     --handler-timeout DUR     a JS handler call's deadline; past it the call answers 504
@@ -75,7 +84,7 @@ ENVIRONMENT:
     Every option above can be set as CONFIGURAPI_<OPTION>: upper case, dashes as
     underscores, e.g. CONFIGURAPI_MAX_CONNECTIONS=100 for --max-connections 100,
     CONFIGURAPI_MANAGEMENT_TOKEN for --management-token. Switches (--echo, --no-inline,
-    --management-tls) take 1, true, yes, on or 0, false, no, off. PORT sets --port too
+    --management-tls, --reuse-port) take 1, true, yes, on or 0, false, no, off. PORT sets --port too
     (CONFIGURAPI_PORT wins over it). An empty variable counts as unset. Options on the
     command line win over the environment.
 ";
@@ -134,6 +143,21 @@ pub struct RunArgs {
     pub node: Option<PathBuf>,
     /// `--handler-timeout`: a JS handler call's deadline.
     pub handler_timeout: Duration,
+    /// `--cluster` and its settings.
+    pub cluster: Option<ClusterArgs>,
+}
+
+/// `--cluster URL` with `--node-id`, `--cluster-ttl` and `--cluster-timeout`.
+#[derive(Debug, Clone)]
+pub struct ClusterArgs {
+    /// `redis://host:port[/db]`.
+    pub url: String,
+    /// `--node-id`, when given.
+    pub node_id: Option<String>,
+    /// `--cluster-ttl` (default 5 s).
+    pub ttl: Duration,
+    /// `--cluster-timeout` (default 2 s).
+    pub timeout: Duration,
 }
 
 /// Parse the arguments after the program name, with the process environment
@@ -178,6 +202,10 @@ where
     let mut management_tls = false;
     let mut node = None;
     let mut handler_timeout = crate::jshost::DEFAULT_TIMEOUT;
+    let mut cluster_url: Option<String> = None;
+    let mut node_id: Option<String> = None;
+    let mut cluster_ttl = Duration::from_secs(5);
+    let mut cluster_timeout = Duration::from_secs(2);
     // Applies one option: `flag` is its name, `label` what errors call it (the flag,
     // or the variable it came from).
     let mut apply = |flag: &str,
@@ -207,6 +235,35 @@ where
             "--echo" => echo = true,
             "--no-inline" => inline = false,
             "--management-tls" => management_tls = true,
+            "--reuse-port" => server.reuse_port = true,
+            "--cluster" => {
+                let v = value()?;
+                if !v.starts_with("redis://") {
+                    return Err(format!(
+                        "{label}: '{v}' is not a redis://host:port[/db] URL"
+                    ));
+                }
+                cluster_url = Some(v);
+            }
+            "--node-id" => {
+                let v = value()?;
+                if v.is_empty() || v.contains(char::is_whitespace) {
+                    return Err(format!("{label}: '{v}' is not a node id (no spaces)"));
+                }
+                node_id = Some(v);
+            }
+            "--cluster-ttl" => {
+                cluster_ttl = parse_duration(label, &value()?)?;
+                if cluster_ttl < Duration::from_millis(100) {
+                    return Err(format!("{label} must be at least 100ms"));
+                }
+            }
+            "--cluster-timeout" => {
+                cluster_timeout = parse_duration(label, &value()?)?;
+                if cluster_timeout.is_zero() {
+                    return Err(format!("{label} must be greater than 0"));
+                }
+            }
             "--management-port" => {
                 let v = value()?;
                 management_port = Some(
@@ -443,6 +500,15 @@ where
         return Err(format!("{} needs --key and --cert", by("--management-tls")));
     }
     server.listen = SocketAddr::new(host, port);
+    if node_id.is_some() && cluster_url.is_none() {
+        return Err("--node-id needs --cluster".into());
+    }
+    let cluster = cluster_url.map(|url| ClusterArgs {
+        url,
+        node_id,
+        ttl: cluster_ttl,
+        timeout: cluster_timeout,
+    });
     Ok(Command::Run(Box::new(RunArgs {
         server,
         config_path,
@@ -460,6 +526,7 @@ where
         secure_listen: SocketAddr::new(host, secure_port),
         node,
         handler_timeout,
+        cluster,
     })))
 }
 

@@ -83,6 +83,12 @@ pub struct ServerConfig {
     pub tls: Option<TlsSettings>,
     /// What SIGHUP and `POST /@reload` run; `None`: reloading is not offered.
     pub reload: Option<Reloader>,
+    /// `--cluster`: the directory and the management requests other nodes answer
+    /// (docs/cluster.md); `None`: this node alone, and no Redis anywhere.
+    pub cluster: Option<Arc<crate::cluster::ClusterLink>>,
+    /// `--reuse-port`: `SO_REUSEPORT` on the WebSocket listeners, so several runner
+    /// processes share one port and the kernel spreads connections over them.
+    pub reuse_port: bool,
 }
 
 /// Loads the application's config and TLS files again and switches the application
@@ -147,6 +153,8 @@ impl Default for ServerConfig {
             management: None,
             tls: None,
             reload: None,
+            cluster: None,
+            reuse_port: false,
         }
     }
 }

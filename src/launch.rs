@@ -147,6 +147,16 @@ impl Cli {
             // postbacks (Rust and JS, whose host starts below) trust what it serves.
             crate::postback::set_cacert(cert.clone());
         }
+        // cluster: the link goes in before the runner and the bind; the thread starts once the
+        // management address (the default node id) is known.
+        let cluster = match &args.cluster {
+            Some(c) => {
+                let (link, rx) = crate::cluster::link(&c.url).map_err(usage)?;
+                args.server.cluster = Some(Arc::clone(&link));
+                Some((c.clone(), link, rx))
+            }
+            None => None,
+        };
         let js_host: Arc<Mutex<Option<JsHost>>> = Arc::default();
         let mut runner = None;
         let registry = self.registry.clone();
@@ -159,6 +169,7 @@ impl Cli {
             let opts = RunnerOptions {
                 postback_base: args.postback_base.clone(),
                 inline: args.inline,
+                directory: args.server.cluster.clone(),
             };
             let app = Arc::new(Runner::new(service, opts));
             runner = Some(Arc::clone(&app));
@@ -192,7 +203,19 @@ impl Cli {
         }
         let management_scheme = if args.management_tls { "https" } else { "http" };
         let shutdown_timeout = args.server.shutdown_timeout;
+        let postback_base = args.postback_base.clone();
         let server = Server::bind(args.server).map_err(|e| usage(e.to_string()))?;
+        if let Some((c, link, rx)) = cluster {
+            crate::cluster::join(
+                &c,
+                postback_base.as_deref(),
+                &server,
+                management_scheme,
+                link,
+                rx,
+            )
+            .map_err(usage)?;
+        }
         let signalled = Arc::new(std::sync::OnceLock::new());
         shutdown_on_signals(server.handle(), Arc::clone(&signalled))
             .map_err(|e| usage(format!("cannot install signal handlers: {e}")))?;

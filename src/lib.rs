@@ -28,6 +28,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod healthcheck;
 pub use configurapi;

@@ -60,6 +60,8 @@ pub struct MetricsSnapshot {
     pub queued_bytes_max: u64,
     /// Pipelines suspended now (handlers waiting without a thread).
     pub handlers_waiting: u64,
+    /// Under `--cluster`: whether Redis is out of reach now (`None` without a cluster).
+    pub cluster_degraded: Option<bool>,
     /// The most bytes any one connection has had queued at once since start.
     pub queued_bytes_peak: u64,
     /// The largest read-side buffer any one connection has held since start.
@@ -222,6 +224,14 @@ pub fn render_metrics(m: &MetricsSnapshot) -> String {
         let _ = writeln!(out, "# HELP {p}{name} {help}");
         let _ = writeln!(out, "# TYPE {p}{name} {kind}");
         let _ = writeln!(out, "{p}{name} {value}");
+    }
+    if let Some(d) = m.cluster_degraded {
+        let _ = writeln!(
+            out,
+            "# HELP {p}cluster_degraded 1 while --cluster cannot reach Redis (local connections are still served)."
+        );
+        let _ = writeln!(out, "# TYPE {p}cluster_degraded gauge");
+        let _ = writeln!(out, "{p}cluster_degraded {}", u8::from(d));
     }
     let _ = writeln!(
         out,

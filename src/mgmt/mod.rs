@@ -69,6 +69,12 @@ pub enum Route {
     },
     /// `GET /healthz`.
     Health,
+    /// `POST /@broadcast[?identity=ID]`: one envelope to every connection (of one
+    /// identity), cluster-wide under `--cluster` (docs/cluster.md).
+    Broadcast {
+        /// Only the connections whose identity has this id.
+        identity: Option<String>,
+    },
     /// `POST /@reload`: load the config and TLS files again.
     Reload,
     /// `GET /metrics`.
@@ -106,6 +112,9 @@ pub fn route(req: &HttpRequest) -> Route {
         (_, ["@connections", id]) if read => Route::Get { id: id.to_string() },
         ("DELETE", ["@connections", id]) => Route::Delete { id: id.to_string() },
         (_, ["healthz"]) if read => Route::Health,
+        ("POST", ["@broadcast"]) => Route::Broadcast {
+            identity: req.query_param("identity").map(str::to_string),
+        },
         ("POST", ["@reload"]) => Route::Reload,
         (_, ["metrics"]) if read => Route::Metrics,
         _ => Route::NotImplemented {
@@ -169,10 +178,62 @@ pub trait MgmtContext {
     fn reload(&mut self) -> Result<String, String> {
         Err("reloading is not available here".to_string())
     }
+    /// Send `envelope_json` to every local connection (of `identity`, when given);
+    /// how many took it. The default: there are none.
+    fn broadcast(&mut self, identity: Option<&str>, envelope_json: &[u8]) -> usize {
+        let _ = (identity, envelope_json);
+        0
+    }
+    /// Hand an operation on connections this node does not hold to the cluster
+    /// (docs/cluster.md). `None`: there is no cluster (answer locally); `Some(Ok)`:
+    /// the request is parked and answered later; `Some(Err(why))`: the cluster is
+    /// unreachable now (503).
+    fn remote(&mut self, op: Remote) -> Option<Result<(), String>> {
+        let _ = op;
+        None
+    }
+    /// Why the node is degraded (it serves its own clients, the cluster is
+    /// unreachable), when it is.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
     /// Whether the id is connected; the default asks [`MgmtContext::info`].
     fn contains(&self, id: &str) -> bool {
         self.info(id).is_some()
     }
+}
+
+/// A management operation the cluster answers: on connections another node holds, or
+/// on all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// Every connection's id, cluster-wide.
+    List,
+    /// One connection's facts.
+    Get {
+        /// The connection.
+        id: String,
+    },
+    /// Queue an envelope; `body` is the encoded envelope, or why the request body was
+    /// refused (400, but only once the connection is known to exist: 410 first, 8.5).
+    Post {
+        /// The connection.
+        id: String,
+        /// The envelope's JSON, or the 400's reason.
+        body: Result<Vec<u8>, String>,
+    },
+    /// Close with 1000.
+    Delete {
+        /// The connection.
+        id: String,
+    },
+    /// One envelope to every connection (of one identity).
+    Broadcast {
+        /// Only this identity's connections.
+        identity: Option<String>,
+        /// The encoded envelope, encoded once for all nodes.
+        envelope: Vec<u8>,
+    },
 }
 
 /// An answer to one management request.
@@ -190,6 +251,9 @@ pub struct MgmtResponse {
     pub head: bool,
     /// Other headers, e.g. `WWW-Authenticate` on a 401.
     pub headers: Vec<(&'static str, String)>,
+    /// Not an answer: the request was handed to the cluster and the session waits for
+    /// the real answer ([`Session::resume`]).
+    pub parked: bool,
 }
 
 impl MgmtResponse {
@@ -201,7 +265,31 @@ impl MgmtResponse {
             close: false,
             head: false,
             headers: Vec::new(),
+            parked: false,
         }
+    }
+
+    /// A 200 with a JSON body.
+    pub fn json(body: Vec<u8>) -> MgmtResponse {
+        MgmtResponse::new(200, Some("application/json"), body)
+    }
+
+    /// A status with no body (200 after a post, 204 after a close).
+    pub fn empty(status: u16) -> MgmtResponse {
+        MgmtResponse::new(status, None, Vec::new())
+    }
+
+    /// 503: the cluster cannot be reached now; the reason says why.
+    pub fn cluster_unavailable(why: &str) -> MgmtResponse {
+        let mut r = MgmtResponse::error(503, "Service Unavailable.", why);
+        r.headers.push(("Retry-After", "1".to_string()));
+        r
+    }
+
+    fn parked() -> MgmtResponse {
+        let mut r = MgmtResponse::empty(0);
+        r.parked = true;
+        r
     }
 
     /// An ErrorResponse body (semantics 4.2): `{"statusCode","message","details"}`.
@@ -260,6 +348,11 @@ fn answer(req: &HttpRequest, ctx: &mut dyn MgmtContext) -> MgmtResponse {
     let json = Some("application/json");
     match route(req) {
         Route::List => {
+            if req.query_param("scope") != Some("local") {
+                if let Some(r) = park(ctx, Remote::List) {
+                    return r;
+                }
+            }
             let ids = ctx.list();
             MgmtResponse::new(200, json, serde_json::to_vec(&ids).unwrap_or_default())
         }
@@ -270,7 +363,17 @@ fn answer(req: &HttpRequest, ctx: &mut dyn MgmtContext) -> MgmtResponse {
         ),
         Route::Post { id: Some(id) } => {
             if !ctx.contains(&id) {
-                return gone(&id);
+                let body = parse_post_body(&req.body)
+                    .map(|e| e.to_json())
+                    .map_err(|BadBody(why)| why.to_string());
+                return park(
+                    ctx,
+                    Remote::Post {
+                        id: id.clone(),
+                        body,
+                    },
+                )
+                .unwrap_or_else(|| gone(&id));
             }
             let envelope = match parse_post_body(&req.body) {
                 Ok(e) => e,
@@ -284,19 +387,38 @@ fn answer(req: &HttpRequest, ctx: &mut dyn MgmtContext) -> MgmtResponse {
         }
         Route::Get { id } => match ctx.info(&id) {
             Some(info) => MgmtResponse::new(200, json, info.to_json(&id)),
-            None => gone(&id),
+            None => park(ctx, Remote::Get { id: id.clone() }).unwrap_or_else(|| gone(&id)),
         },
         Route::Delete { id } => {
             if ctx.close(&id) {
                 MgmtResponse::new(204, None, Vec::new())
             } else {
-                gone(&id)
+                park(ctx, Remote::Delete { id: id.clone() }).unwrap_or_else(|| gone(&id))
             }
+        }
+        Route::Broadcast { identity } => {
+            let envelope = match parse_post_body(&req.body) {
+                Ok(e) => e.to_json(),
+                Err(BadBody(why)) => return MgmtResponse::error(400, "Bad Request.", why),
+            };
+            let op = Remote::Broadcast {
+                identity: identity.clone(),
+                envelope: envelope.clone(),
+            };
+            if let Some(r) = park(ctx, op) {
+                return r;
+            }
+            let n = ctx.broadcast(identity.as_deref(), &envelope);
+            MgmtResponse::json(broadcast_body(&[("local".to_string(), n)], &[]))
         }
         Route::Health => {
             let text = Some("text/plain; charset=utf-8");
             if ctx.shutting_down() {
                 MgmtResponse::new(503, text, b"shutting down\n".to_vec())
+            } else if let Some(why) = ctx.degraded() {
+                // Still 200: a degraded node serves its own clients, and a load
+                // balancer that took it out would drop them for a fault elsewhere.
+                MgmtResponse::new(200, text, format!("degraded: {why}\n").into_bytes())
             } else {
                 MgmtResponse::new(200, text, b"ok\n".to_vec())
             }
@@ -325,8 +447,27 @@ fn answer(req: &HttpRequest, ctx: &mut dyn MgmtContext) -> MgmtResponse {
     }
 }
 
+/// Hand `op` to the cluster: `None` without one, else the parked marker or a 503.
+fn park(ctx: &mut dyn MgmtContext, op: Remote) -> Option<MgmtResponse> {
+    match ctx.remote(op)? {
+        Ok(()) => Some(MgmtResponse::parked()),
+        Err(why) => Some(MgmtResponse::cluster_unavailable(&why)),
+    }
+}
+
+/// The answer to `POST /@broadcast`: `{"delivered":N,"nodes":{"node":n,..},"silent":[..]}`.
+pub fn broadcast_body(counts: &[(String, usize)], silent: &[String]) -> Vec<u8> {
+    let nodes: serde_json::Map<String, serde_json::Value> = counts
+        .iter()
+        .map(|(n, c)| (n.clone(), serde_json::Value::from(*c)))
+        .collect();
+    let total: usize = counts.iter().map(|(_, c)| c).sum();
+    serde_json::to_vec(&json!({"delivered": total, "nodes": nodes, "silent": silent}))
+        .unwrap_or_default()
+}
+
 /// 410 for a connection that is not (or no longer) connected, like AWS's GoneException.
-fn gone(id: &str) -> MgmtResponse {
+pub fn gone(id: &str) -> MgmtResponse {
     MgmtResponse::error(
         410,
         "Gone.",

@@ -10,6 +10,10 @@ pub struct Session {
     parser: HttpParser,
     closing: bool,
     answered: u64,
+    /// A request handed to the cluster: its `HEAD` and close flags, kept for the
+    /// answer. Input after it waits in `held`, so answers stay in request order.
+    parked: Option<(bool, bool)>,
+    held: Vec<u8>,
 }
 
 impl Session {
@@ -19,6 +23,8 @@ impl Session {
             parser: HttpParser::new(limits),
             closing: false,
             answered: 0,
+            parked: None,
+            held: Vec::new(),
         }
     }
 
@@ -32,11 +38,20 @@ impl Session {
         ctx: &mut dyn MgmtContext,
         out: &mut Vec<u8>,
     ) -> bool {
+        if self.parked.is_some() {
+            self.held.extend_from_slice(input);
+            return self.closing;
+        }
         while !self.closing {
             match self.parser.feed(input) {
                 Ok(Parsed::Request { request, consumed }) => {
                     input = &input[consumed..];
                     let r = handle(&request, ctx);
+                    if r.parked {
+                        self.parked = Some((r.head, r.close));
+                        self.held.extend_from_slice(input);
+                        break;
+                    }
                     r.write(out);
                     self.answered += 1;
                     self.closing = r.close;
@@ -54,6 +69,31 @@ impl Session {
             }
         }
         self.closing
+    }
+
+    /// The cluster's answer to the parked request: write it (with the request's `HEAD`
+    /// and close flags), then go on with the input that waited behind it.
+    pub fn resume(
+        &mut self,
+        mut r: MgmtResponse,
+        ctx: &mut dyn MgmtContext,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some((head, close)) = self.parked.take() else {
+            return self.closing;
+        };
+        r.head = head;
+        r.close |= close;
+        r.write(out);
+        self.answered += 1;
+        self.closing = r.close;
+        let held = std::mem::take(&mut self.held);
+        self.on_bytes(&held, ctx, out)
+    }
+
+    /// Whether a request waits for the cluster's answer.
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
     }
 
     /// Whether a request has started arriving and is not complete. The reactor may use

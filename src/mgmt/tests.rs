@@ -14,6 +14,10 @@ struct Fake {
     token: Option<String>,
     /// Make `post` fail as if the connection closed between the check and the send.
     post_races: bool,
+    /// Under a cluster: the operations handed to it.
+    remote: Option<Vec<Remote>>,
+    /// Under a cluster that cannot be reached: why.
+    degraded: Option<String>,
 }
 
 impl Fake {
@@ -72,6 +76,17 @@ impl MgmtContext for Fake {
     }
     fn reload(&mut self) -> Result<String, String> {
         Ok("config /srv/app/config.yaml".to_string())
+    }
+    fn remote(&mut self, op: Remote) -> Option<Result<(), String>> {
+        let ops = self.remote.as_mut()?;
+        if let Some(why) = &self.degraded {
+            return Some(Err(why.clone()));
+        }
+        ops.push(op);
+        Some(Ok(()))
+    }
+    fn degraded(&self) -> Option<String> {
+        self.degraded.clone()
     }
 }
 
@@ -614,6 +629,7 @@ fn docs_examples_answer_as_documented() {
         Route::Get { id: String::new() },
         Route::Delete { id: String::new() },
         Route::Health,
+        Route::Broadcast { identity: None },
         Route::Reload,
         Route::Metrics,
         Route::NotImplemented {
@@ -816,4 +832,128 @@ fn session_never_panics_on_random_input() {
             pos = end;
         }
     }
+}
+
+fn clustered(ids: &[&str]) -> Fake {
+    let mut f = Fake::with(ids);
+    f.remote = Some(Vec::new());
+    f
+}
+
+#[test]
+fn under_a_cluster_what_is_not_here_is_handed_over_and_what_is_stays_local() {
+    let mut ctx = clustered(&["here"]);
+    // Held here: answered at once, as without a cluster.
+    assert_eq!(
+        handle(&with_body("POST", "/@connections/here", "{}"), &mut ctx).status,
+        200
+    );
+    assert_eq!(
+        handle(&get("/@connections?scope=local"), &mut ctx).body,
+        br#"["here"]"#
+    );
+    // Not here: parked, the operation handed over (the body's fault travels with it:
+    // only the owner's answer can say 410 first).
+    for r in [
+        handle(&get("/@connections"), &mut ctx),
+        handle(&get("/@connections/there"), &mut ctx),
+        handle(&with_body("POST", "/@connections/there", "[1]"), &mut ctx),
+        handle(
+            &req("DELETE /@connections/there HTTP/1.1\r\nHost: h\r\n\r\n"),
+            &mut ctx,
+        ),
+        handle(
+            &with_body("POST", "/@broadcast?identity=al", r#"{"body":1}"#),
+            &mut ctx,
+        ),
+    ] {
+        assert!(r.parked, "{r:?}");
+    }
+    let there = || "there".to_string();
+    assert_eq!(
+        ctx.remote.unwrap(),
+        [
+            Remote::List,
+            Remote::Get { id: there() },
+            Remote::Post {
+                id: there(),
+                body: Err("the body is not a JSON object".into())
+            },
+            Remote::Delete { id: there() },
+            Remote::Broadcast {
+                identity: Some("al".into()),
+                envelope: br#"{"statusCode":200,"headers":{},"body":1}"#.to_vec()
+            },
+        ]
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_answers_503_with_the_reason_and_healthz_says_degraded() {
+    let mut ctx = clustered(&["here"]);
+    ctx.degraded = Some("Redis unreachable: connection refused".into());
+    let r = handle(&get("/@connections/there"), &mut ctx);
+    assert_eq!(r.status, 503);
+    assert!(wire(&r).contains("Retry-After: 1"));
+    assert_eq!(
+        body_json(&r)["details"],
+        "Redis unreachable: connection refused"
+    );
+    // The node's own connections are still served.
+    assert_eq!(handle(&get("/@connections/here"), &mut ctx).status, 200);
+    let r = handle(&get("/healthz"), &mut ctx);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"degraded: Redis unreachable: connection refused\n");
+}
+
+#[test]
+fn broadcast_without_a_cluster_answers_the_local_count_and_refuses_a_bad_body() {
+    let mut ctx = Fake::with(&["a"]);
+    let r = handle(
+        &with_body("POST", "/@broadcast", r#"{"body":"x"}"#),
+        &mut ctx,
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        body_json(&r),
+        serde_json::json!({"delivered": 0, "nodes": {"local": 0}, "silent": []})
+    );
+    assert_eq!(
+        handle(&with_body("POST", "/@broadcast", "x"), &mut ctx).status,
+        400
+    );
+    // GET is not a broadcast.
+    assert_eq!(handle(&get("/@broadcast"), &mut ctx).status, 501);
+}
+
+#[test]
+fn a_parked_request_holds_the_requests_behind_it_until_its_answer() {
+    let mut ctx = clustered(&[]);
+    let mut s = Session::new(Limits::default());
+    let mut out = Vec::new();
+    let input = b"HEAD /@connections/x HTTP/1.1\r\nHost: h\r\n\r\nGET /healthz HTTP/1.1\r\nHost: h\r\n\r\nGET /hea";
+    assert!(!s.on_bytes(input, &mut ctx, &mut out));
+    assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+    assert!(s.is_parked());
+    assert!(!s.on_bytes(
+        b"lthz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        &mut ctx,
+        &mut out
+    ));
+    assert!(out.is_empty());
+    // The answer comes: written first (as HEAD: no body), then the two that waited.
+    let closing = s.resume(
+        MgmtResponse::json(b"{\"a\":1}".to_vec()),
+        &mut ctx,
+        &mut out,
+    );
+    assert!(closing);
+    assert!(!s.is_parked());
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(
+        status_lines(text.as_bytes()),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]
+    );
+    assert!(!text.contains("{\"a\":1}"), "HEAD got a body: {text}");
+    assert_eq!(s.answered(), 3);
 }

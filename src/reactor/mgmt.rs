@@ -14,11 +14,12 @@ use mio::{Interest, Token};
 use slab::Slab;
 
 use super::{Ext, Reactor, Shared, Stats, MGMT_BASE, MGMT_TIMER};
+use crate::cluster::Parked;
 use crate::config::{MgmtConfig, Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::{BufPool, WriteQueue};
 use crate::conn::{Conn, Phase};
-use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, Session};
+use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, MgmtResponse, Remote, Session};
 use crate::ws::{close_code, Opcode};
 
 /// One management connection.
@@ -35,6 +36,8 @@ pub(super) struct MgmtConn {
     closing: bool,
     dead: bool,
     pub(super) timer_armed: Option<Instant>,
+    /// cluster: the answer to the parked request, for the next event to write.
+    answer: Option<MgmtResponse>,
 }
 
 impl MgmtConn {
@@ -63,6 +66,8 @@ struct Ctx<'a> {
     now: Instant,
     /// WebSocket slots that got frames and need a flush and re-registration.
     touched: Vec<usize>,
+    /// cluster: the management connection being served (where a parked answer goes).
+    me: Parked,
 }
 
 impl Ctx<'_> {
@@ -149,11 +154,50 @@ impl MgmtContext for Ctx<'_> {
         if let Mode::App(app) = &self.cfg.mode {
             app.fill_metrics(&mut m);
         }
+        // cluster: the health of the link, for alerting
+        m.cluster_degraded = self.cfg.cluster.as_ref().map(|c| c.degraded().is_some());
         m
     }
 
     fn token(&self) -> Option<&str> {
         self.token
+    }
+
+    fn broadcast(&mut self, identity: Option<&str>, envelope_json: &[u8]) -> usize {
+        let slots: Vec<usize> = self
+            .list()
+            .iter()
+            .filter_map(|id| self.find(id))
+            .filter(|&slot| {
+                identity.is_none_or(|want| {
+                    self.conns[slot]
+                        .ext
+                        .as_ref()
+                        .is_some_and(|a| a.describe().1.as_deref() == Some(want))
+                })
+            })
+            .collect();
+        for &slot in &slots {
+            // One encode for all: each connection gets a copy of the same bytes in
+            // its own queue, with its own backpressure (after_event's cap).
+            self.conns[slot].st.send_frame_owned(
+                self.pool,
+                self.stats,
+                Opcode::Text,
+                envelope_json.to_vec(),
+            );
+            self.touched.push(slot);
+        }
+        slots.len()
+    }
+
+    fn remote(&mut self, op: Remote) -> Option<Result<(), String>> {
+        let link = self.cfg.cluster.as_ref()?;
+        Some(link.remote(op, self.me))
+    }
+
+    fn degraded(&self) -> Option<String> {
+        self.cfg.cluster.as_ref()?.degraded()
     }
 }
 
@@ -226,6 +270,7 @@ impl Reactor {
                 closing: false,
                 dead: false,
                 timer_armed: None,
+                answer: None,
             });
             self.mgmt_arm(slot);
         }
@@ -253,11 +298,18 @@ impl Reactor {
             reloaded_tls: None,
             now,
             touched: Vec::new(),
+            me: Parked { slot, gen: mc.gen },
         };
         let mut out = Vec::new();
+        // cluster: the parked request's answer first, then what waited behind it.
+        if let Some(r) = mc.answer.take() {
+            mc.closing = mc.session.resume(r, &mut ctx, &mut out);
+            mc.wq.push_raw(ctx.pool, &out);
+            mc.last_active = now;
+        }
         // A client that pipelines requests and never reads stops being read once a
-        // megabyte of answers waits for it.
-        while readable && !mc.closing && mc.wq.queued() < (1 << 20) {
+        // megabyte of answers waits for it. A parked request stops reading too.
+        while readable && !mc.closing && !mc.session.is_parked() && mc.wq.queued() < (1 << 20) {
             let n = match mc.sock.read(&mut self.rbuf) {
                 Ok(0) => {
                     mc.closing = true;
@@ -376,11 +428,60 @@ impl Reactor {
         if mc.timer_armed == Some(when) {
             mc.timer_armed = None;
         }
-        if mc.deadline(idle) <= now {
+        // cluster: a parked request is bounded by the cluster's own deadline (504).
+        if mc.deadline(idle) <= now && !mc.session.is_parked() {
             // Idle keep-alive or a request that stopped arriving: close without an answer.
             mc.dead = true;
         }
         self.mgmt_after_event(slot);
+    }
+
+    /// cluster: the answer to a parked request arrived; write it and go on reading.
+    pub(super) fn mgmt_resume(&mut self, to: Parked, response: MgmtResponse, now: Instant) {
+        match self.mgmt.get_mut(to.slot) {
+            Some(mc) if mc.gen == to.gen && !mc.dead => mc.answer = Some(response),
+            _ => return,
+        }
+        self.mgmt_event(to.slot, true, now);
+    }
+
+    /// cluster: run `f` on the management view of the connections (a peer's request),
+    /// then flush the connections it queued frames for.
+    pub(super) fn with_mgmt_ctx<R>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut dyn MgmtContext) -> R,
+    ) -> R {
+        let mut ctx = Ctx {
+            conns: &mut self.conns,
+            cfg: &self.cfg,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            draining: &self.handle.draining,
+            token: None,
+            waiting: 0,
+            shutting_down: self.shutdown_at.is_some(),
+            reloaded_tls: None,
+            now,
+            touched: Vec::new(),
+            me: Parked { slot: 0, gen: 0 },
+        };
+        let r = f(&mut ctx);
+        let touched = std::mem::take(&mut ctx.touched);
+        for ws_slot in touched {
+            if let Some(conn) = self.conns.get_mut(ws_slot) {
+                let mut sh = Shared {
+                    cfg: &self.cfg,
+                    pool: &mut self.pool,
+                    stats: &mut self.stats,
+                    now,
+                    draining: &self.handle.draining,
+                };
+                conn.st.flush(&mut sh);
+            }
+            self.after_event(ws_slot);
+        }
+        r
     }
 
     /// Bind the management listener.

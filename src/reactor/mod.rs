@@ -12,6 +12,7 @@
 
 /// The seam to the application, kept under its old path (`reactor::app`).
 pub use crate::app;
+mod cluster;
 mod jobs;
 pub mod mgmt;
 /// The counters, kept under their old path (`reactor::stats::Stats`).
@@ -142,9 +143,18 @@ const BACKLOG: i32 = 4096;
 /// listens dual-stack (IPv4 clients as v4-mapped addresses) where the system allows
 /// it; where it does not, it stays IPv6 only rather than failing.
 pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    listen_shared(addr, false)
+}
+
+/// [`listen`], with `SO_REUSEPORT` when `reuse_port` (several processes on one port).
+pub(crate) fn listen_shared(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    // cluster: --reuse-port
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         let _ = socket.set_only_v6(false);
     }
@@ -257,6 +267,8 @@ enum Command {
     Shutdown,
     /// SIGHUP: run the config's [`crate::config::Reloader`] and answer its outcome.
     Reload(Sender<Result<String, String>>),
+    /// cluster: an answer to a parked management request, or a peer's request.
+    Cluster(crate::cluster::ToReactor),
 }
 
 /// A cheap, cloneable, thread-safe handle on a running reactor.
@@ -326,6 +338,11 @@ impl Handle {
         rx.recv().map_err(|_| Stopped)
     }
 
+    /// cluster: hand the reactor an answer or a peer's request (docs/cluster.md).
+    pub fn cluster(&self, work: crate::cluster::ToReactor) -> Result<(), Stopped> {
+        self.command(Command::Cluster(work))
+    }
+
     /// A shutdown has started: the server is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
@@ -367,7 +384,7 @@ impl Server {
     /// Bind the listener and set up the poll. Fails when the port is taken.
     pub fn bind(cfg: ServerConfig) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = listen(cfg.listen).map_err(|e| {
+        let mut listener = listen_shared(cfg.listen, cfg.reuse_port).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -381,7 +398,7 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let (secure_listener, secure_addr) = match &cfg.tls {
             Some(tls) => {
-                let mut l = listen(tls.listen).map_err(|e| {
+                let mut l = listen_shared(tls.listen, cfg.reuse_port).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
@@ -1083,6 +1100,8 @@ impl Reactor {
                     let _ = reply.send(snapshot(&self.stats, &self.conns, waiting));
                 }
                 Command::Shutdown => self.begin_shutdown(now),
+                // cluster: see reactor/cluster.rs
+                Command::Cluster(work) => self.cluster_work(work, now),
                 Command::Reload(reply) => {
                     let outcome = match run_reloader(&self.cfg) {
                         Ok(r) => {

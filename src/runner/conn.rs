@@ -152,6 +152,16 @@ impl RunnerConn {
         self.runner
             .registry()
             .insert(Arc::clone(&self.conn.connection_id), self.conn.link.id);
+        // cluster: the directory learns of it (a queue push; Redis is the cluster
+        // thread's business), with the identity on_connect left.
+        if let Some(dir) = &self.runner.current().opts.directory {
+            let identity = self.describe().1;
+            dir.register(
+                &self.conn.connection_id,
+                identity,
+                std::time::SystemTime::now(),
+            );
+        }
         match std::mem::replace(&mut self.stage, Stage::Accepted) {
             Stage::Pending(waiting) => waiting,
             _ => Vec::new(),
@@ -195,6 +205,10 @@ impl AppConn for RunnerConn {
         let accepted = match std::mem::replace(&mut self.stage, Stage::Closed) {
             Stage::Accepted => {
                 self.runner.registry().remove(&self.conn.connection_id);
+                // cluster: and the directory forgets it
+                if let Some(dir) = &self.runner.current().opts.directory {
+                    dir.unregister(&self.conn.connection_id);
+                }
                 true
             }
             // An accept note may still be on its way: on_connect's claim decides.

@@ -59,6 +59,9 @@ pub struct RunnerOptions {
     /// Run messages whose route is made only of non-blocking handlers on the reactor
     /// thread (default true; `--no-inline` turns it off for comparison).
     pub inline: bool,
+    /// `--cluster`: accepted connections are recorded in the cluster's directory and
+    /// leave it when they end (docs/cluster.md); `None`: this node alone.
+    pub directory: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 impl Default for RunnerOptions {
@@ -66,6 +69,7 @@ impl Default for RunnerOptions {
         RunnerOptions {
             postback_base: None,
             inline: true,
+            directory: None,
         }
     }
 }
