@@ -352,19 +352,7 @@ impl Reactor {
             Err(_) => mc.dead = true,
         }
         self.use_tls(reloaded_tls);
-        for ws_slot in touched {
-            if let Some(conn) = self.conns.get_mut(ws_slot) {
-                let mut sh = Shared {
-                    cfg: &self.cfg,
-                    pool: &mut self.pool,
-                    stats: &mut self.stats,
-                    now,
-                    draining: &self.handle.draining,
-                };
-                conn.st.flush(&mut sh);
-            }
-            self.after_event(ws_slot);
-        }
+        self.flush_touched(touched, now);
         self.mgmt_after_event(slot);
     }
 
@@ -468,6 +456,13 @@ impl Reactor {
         };
         let r = f(&mut ctx);
         let touched = std::mem::take(&mut ctx.touched);
+        self.flush_touched(touched, now);
+        r
+    }
+
+    /// Flush the WebSocket connections a management request queued frames for (or
+    /// started closing), then settle each as after any event.
+    fn flush_touched(&mut self, touched: Vec<usize>, now: Instant) {
         for ws_slot in touched {
             if let Some(conn) = self.conns.get_mut(ws_slot) {
                 let mut sh = Shared {
@@ -481,7 +476,6 @@ impl Reactor {
             }
             self.after_event(ws_slot);
         }
-        r
     }
 
     /// Bind the management listener.
