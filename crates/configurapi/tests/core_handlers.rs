@@ -248,7 +248,16 @@ fn s5_validate_json_request_handler() {
     let e = post("post_v1_datum", Payload::Json(json!({"size": -1})));
     assert_eq!(e.response.status_code, 400);
     assert_eq!(trace_of(&e), "", "validation failure completes the route");
-    assert!(!e.response.error.unwrap().message.is_empty());
+    // The first failure is the message, each as `<instance pointer>: <what failed>`
+    // (the bare failure at the root), all of them in the details (docs/config.md).
+    let error = e.response.error.unwrap();
+    assert_eq!(
+        (error.message.as_str(), error.details.as_str()),
+        (
+            "missing properties 'name'",
+            "missing properties 'name'; /size: must be >=0, but got -1"
+        )
+    );
     // A route whose event names vary (catchall) loads schemas per event: a missing one
     // is a 500 that names the event and not the server's path. (A named route's
     // missing schema is a start-up error: tests/core_startup.rs.)

@@ -141,6 +141,59 @@ fn schemas_resolve_against_the_config_files_folder_not_the_working_directory() {
     assert_eq!(post(json!({"size": 1})), 400);
 }
 
+/// What a 400 from validateJsonRequestHandler says and what the validator checks: a
+/// `$ref` to a file beside the schema, draft-07's `format` asserted (not annotation
+/// only), an ECMA-262 pattern, and every failure's instance pointer in the details.
+#[cfg(feature = "json-schema")]
+#[test]
+fn validation_follows_refs_beside_the_schema_and_reports_each_failure() {
+    use configurapi::{Event, Payload, Request};
+    use serde_json::json;
+
+    let app = Scratch::new("refs");
+    app.write(
+        "schemas/post_v1_datum.json",
+        r#"{"$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object", "required": ["name", "owner"],
+            "properties": {
+              "name": {"type": "string", "pattern": "^\\p{L}+$"},
+              "owner": {"$ref": "owner.json"}}}"#,
+    );
+    app.write(
+        "schemas/owner.json",
+        r#"{"$schema": "http://json-schema.org/draft-07/schema#",
+            "type": "object", "required": ["email"],
+            "properties": {"email": {"type": "string", "format": "email"}}}"#,
+    );
+    let config = app.write(
+        "config.yaml",
+        "import: [configurapi-handler-json]\napi:\n  events:\n    - name: post_v1_datum\n      policies: [validateJsonRequestHandler]\n",
+    );
+    let service = Service::load(&config).unwrap();
+    let post = |payload| {
+        let mut event = Event::new(Request::new("POST", "/v1/data"));
+        event.payload = Payload::Json(payload);
+        service.process(&mut event).unwrap();
+        event.response
+    };
+    let ok = post(json!({"name": "Zoë", "owner": {"email": "a@example.com"}}));
+    assert_eq!(ok.status_code, 200, "{:?}", ok.error);
+
+    let bad = post(json!({"name": "Zoë 2", "owner": {"email": "not an email"}}));
+    assert_eq!(bad.status_code, 400);
+    let error = bad.error.unwrap();
+    assert!(error.message.starts_with("/name: "), "{}", error.message);
+    assert!(
+        error.details.contains("/owner/email: "),
+        "the $ref'd schema's format failure is reported: {}",
+        error.details
+    );
+    assert_eq!(error.details.split("; ").count(), 2, "{}", error.details);
+
+    let missing = post(json!({"name": "Zoë"})).error.unwrap();
+    assert!(missing.message.contains("'owner'"), "{}", missing.message);
+}
+
 #[test]
 fn a_missing_schema_file_is_a_startup_error_naming_the_file_and_route() {
     let app = Scratch::new("missing");

@@ -75,8 +75,34 @@ pub fn set_json_response_handler(
 pub struct ValidateJsonRequest {
     dir: PathBuf,
     #[cfg(feature = "json-schema")]
-    cache:
-        std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<jsonschema::Validator>>>,
+    cache: std::sync::Mutex<std::collections::HashMap<PathBuf, Arc<Compiled>>>,
+}
+
+/// One compiled schema file: boon keeps a schema and what it references in one
+/// `Schemas` set, addressed by index.
+#[cfg(feature = "json-schema")]
+struct Compiled {
+    schemas: boon::Schemas,
+    index: boon::SchemaIndex,
+}
+
+/// The failures a validation error tree stands for: its leaves, in order, each as
+/// `<instance pointer>: <what failed>` (the bare message at the payload's root).
+/// boon nests errors under the keyword that combined them (`allOf`, `$ref`, ...);
+/// the leaves are the ones a client can act on.
+#[cfg(feature = "json-schema")]
+fn leaf_messages(error: &boon::ValidationError<'_, '_>, out: &mut Vec<String>) {
+    if error.causes.is_empty() {
+        let path = error.instance_location.to_string();
+        out.push(if path.is_empty() {
+            error.kind.to_string()
+        } else {
+            format!("{path}: {}", error.kind)
+        });
+    }
+    for cause in &error.causes {
+        leaf_messages(cause, out);
+    }
 }
 
 impl ValidateJsonRequest {
@@ -91,15 +117,29 @@ impl ValidateJsonRequest {
 
     /// Reads and compiles a schema file; the error names the file.
     #[cfg(feature = "json-schema")]
-    fn compile(schema_path: &Path) -> Result<Arc<jsonschema::Validator>, String> {
+    fn compile(schema_path: &Path) -> Result<Arc<Compiled>, String> {
         let shown = schema_path.display();
         let text = std::fs::read_to_string(schema_path)
             .map_err(|e| format!("schema file '{shown}' could not be read: {e}"))?;
         let schema: Value = serde_json::from_str(&text)
             .map_err(|e| format!("schema file '{shown}' is not valid JSON: {e}"))?;
-        let compiled = jsonschema::validator_for(&schema)
-            .map_err(|e| format!("schema file '{shown}' is not a valid JSON Schema: {e}"))?;
-        Ok(Arc::new(compiled))
+        let invalid = |e: boon::CompileError| {
+            format!("schema file '{shown}' is not a valid JSON Schema: {e:#}")
+        };
+        // The document is handed over already parsed, under the file's own location,
+        // so a relative `$ref` resolves beside it. An absolute location: boon's
+        // locations are URLs, and a relative path would be taken against the
+        // working directory.
+        let absolute = std::path::absolute(schema_path)
+            .map_err(|e| format!("schema file '{shown}' could not be read: {e}"))?;
+        let location = absolute
+            .to_str()
+            .ok_or_else(|| format!("schema file '{shown}' could not be read: path is not UTF-8"))?;
+        let mut compiler = boon::Compiler::new();
+        compiler.add_resource(location, schema).map_err(invalid)?;
+        let mut schemas = boon::Schemas::new();
+        let index = compiler.compile(location, &mut schemas).map_err(invalid)?;
+        Ok(Arc::new(Compiled { schemas, index }))
     }
 
     #[cfg(feature = "json-schema")]
@@ -127,17 +167,10 @@ impl ValidateJsonRequest {
                 }
             }
         };
-        let messages: Vec<String> = validator
-            .iter_errors(instance)
-            .map(|e| {
-                let path = e.instance_path.to_string();
-                if path.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("{path}: {e}")
-                }
-            })
-            .collect();
+        let mut messages = Vec::new();
+        if let Err(e) = validator.schemas.validate(instance, validator.index) {
+            leaf_messages(&e, &mut messages);
+        }
         match messages.first() {
             None => Ok(Ok(())),
             Some(first) => Ok(Err((first.clone(), messages.join("; ")))),
