@@ -82,6 +82,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsSettings>,
     /// What SIGHUP and `POST /@reload` run; `None`: reloading is not offered.
     pub reload: Option<Reloader>,
+    /// permessage-deflate (`--deflate`, `--deflate-threshold`; default shared, 1 KiB).
+    pub deflate: crate::ws::deflate::DeflateConfig,
 }
 
 /// Loads the application's config and TLS files again and switches the application
@@ -146,6 +148,7 @@ impl Default for ServerConfig {
             management: None,
             tls: None,
             reload: None,
+            deflate: Default::default(),
         }
     }
 }

@@ -25,6 +25,8 @@ use crate::reactor::stats::Stats;
 use crate::reactor::{Dispatch, Handle};
 use crate::work::Job;
 use crate::ws::close_code;
+use crate::ws::deflate::{self, ConnDeflate};
+use crate::ws::error::ProtocolError;
 use crate::ws::frame::{close_payload, Decoder, Incoming, Opcode};
 use crate::ws::handshake::{self, HandshakeError};
 use shared::ConnShared;
@@ -133,6 +135,8 @@ pub struct ConnState {
     /// The largest reassembly buffer (a message in progress) this connection has held,
     /// by capacity.
     pub message_peak: usize,
+    /// deflate: permessage-deflate state when it was negotiated.
+    pub deflate: Option<ConnDeflate>,
 }
 
 /// A connection: codec plus state.
@@ -187,6 +191,7 @@ impl Conn {
                 queued_peak: 0,
                 head_peak: 0,
                 message_peak: 0,
+                deflate: None,
             },
         }
     }
@@ -251,7 +256,15 @@ impl Conn {
                     }
                     Ok(Some((req, used))) => {
                         let mut rest = buf.split_off(used);
-                        self.st.wq.push_raw(sh.pool, &req.response());
+                        // deflate: answer a permessage-deflate offer and let RSV1 in.
+                        let deflate =
+                            ConnDeflate::negotiate(req.extension_offers(), &sh.cfg.deflate);
+                        let answer = deflate.as_ref().map(|(_, a)| a.as_str());
+                        self.st.wq.push_raw(sh.pool, &req.response_with(answer));
+                        if let Some((d, _)) = deflate {
+                            self.dec.enable_deflate();
+                            self.st.deflate = Some(d);
+                        }
                         self.st.note_queued();
                         sh.stats.handshakes_ok += 1;
                         self.st.set_phase(Phase::Open, sh.now);
@@ -307,13 +320,25 @@ impl Conn {
             if !matches!(self.st.phase, Phase::Open | Phase::Closing) {
                 return;
             }
-            match self.dec.decode(&mut data[pos..]) {
+            let res = match self.dec.decode(&mut data[pos..]) {
                 Ok((used, item)) => {
                     pos += used;
-                    if let Some(item) = item {
-                        self.st.on_item(item, sh);
+                    match item {
+                        // deflate: inflated, then handled as any other message.
+                        Some(Incoming::Compressed { text, payload }) => {
+                            self.st.on_compressed(text, payload, sh)
+                        }
+                        Some(item) => {
+                            self.st.on_item(item, sh);
+                            Ok(())
+                        }
+                        None => Ok(()),
                     }
                 }
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => {}
                 Err(e) => {
                     log::debug!("{}: protocol error: {e}", self.st.peer);
                     sh.stats.protocol_errors += 1;
@@ -388,6 +413,31 @@ impl ConnState {
         self.phase_since = now;
     }
 
+    /// deflate: a compressed message, inflated into the thread's buffer (counted against
+    /// the message limit as it grows) and handled like an uncompressed one.
+    fn on_compressed(
+        &mut self,
+        text: bool,
+        payload: &[u8],
+        sh: &mut Shared<'_>,
+    ) -> Result<(), ProtocolError> {
+        if self.deflate.is_none() {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        deflate::with_scratch(|msg| {
+            if let Some(d) = self.deflate.as_mut() {
+                d.inflate(payload, msg, sh.cfg.limits.max_message)?;
+            }
+            if text {
+                std::str::from_utf8(msg).map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.on_item(Incoming::Text(msg), sh);
+            } else {
+                self.on_item(Incoming::Binary(msg), sh);
+            }
+            Ok(())
+        })
+    }
+
     fn on_item(&mut self, item: Incoming<'_>, sh: &mut Shared<'_>) {
         let closing = matches!(self.phase, Phase::Closing);
         match item {
@@ -417,7 +467,11 @@ impl ConnState {
                 }
             }
             Incoming::Ping(payload) if !closing => self.answer_ping(payload, sh),
-            Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_) | Incoming::Pong(_) => {}
+            Incoming::Text(_)
+            | Incoming::Binary(_)
+            | Incoming::Ping(_)
+            | Incoming::Pong(_)
+            | Incoming::Compressed { .. } => {}
             Incoming::Close(code) => {
                 if !closing {
                     // Answer once with the peer's code (RFC 6455 5.5.1), then close TCP.
@@ -459,7 +513,11 @@ impl ConnState {
     /// Queue a data or control frame.
     pub fn send_frame(&mut self, opcode: Opcode, payload: &[u8], sh: &mut Shared<'_>) {
         count_out(opcode, sh.stats);
-        self.wq.push_frame(sh.pool, opcode, payload);
+        // deflate: a data message over the threshold goes compressed.
+        match self.compress(opcode, payload) {
+            Some(z) => self.wq.push_frame_compressed(sh.pool, opcode, z),
+            None => self.wq.push_frame(sh.pool, opcode, payload),
+        }
         self.note_queued();
     }
 
@@ -474,8 +532,21 @@ impl ConnState {
         payload: Vec<u8>,
     ) {
         count_out(opcode, stats);
-        self.wq.push_frame_owned(pool, opcode, payload);
+        // deflate: as in send_frame.
+        match self.compress(opcode, &payload) {
+            Some(z) => self.wq.push_frame_compressed(pool, opcode, z),
+            None => self.wq.push_frame_owned(pool, opcode, payload),
+        }
         self.note_queued();
+    }
+
+    /// deflate: the compressed payload of a data message, when deflate is on and the
+    /// message is over the threshold.
+    fn compress(&mut self, opcode: Opcode, payload: &[u8]) -> Option<Vec<u8>> {
+        match (&mut self.deflate, opcode) {
+            (Some(d), Opcode::Text | Opcode::Binary) => d.deflate(payload),
+            _ => None,
+        }
     }
 
     /// Fail the connection: send a close frame with `code`, then finish.

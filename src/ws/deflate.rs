@@ -16,7 +16,10 @@ use miniz_oxide::deflate::core::{
 use miniz_oxide::inflate::stream::{inflate, InflateState, MinReset, ZeroReset};
 use miniz_oxide::{DataFormat, MZError, MZFlush, MZStatus};
 
+use std::cell::RefCell;
+
 use super::error::ProtocolError;
+use super::extension::{DeflateMode, DeflateParams};
 
 /// The empty stored block a sync flush ends with; the sender strips it and the receiver
 /// appends it (RFC 7692 7.2.1, 7.2.2).
@@ -123,13 +126,15 @@ pub struct Deflater {
 impl Deflater {
     /// A compressor for a window of `window_bits` (8..=15). About 230 KiB.
     pub fn new(window_bits: u8) -> Deflater {
-        let strategy = if window_bits >= 15 {
-            CompressionStrategy::Default
+        // miniz's level 1 takes a fast path that ignores the RLE strategy, so runs-only
+        // compression uses a level that searches.
+        let (level, strategy) = if window_bits >= 15 {
+            (LEVEL, CompressionStrategy::Default)
         } else {
-            CompressionStrategy::RLE
+            (6, CompressionStrategy::RLE)
         };
         // Negative window bits: raw deflate, no zlib header.
-        let flags = create_comp_flags_from_zip_params(LEVEL, -15, strategy as i32);
+        let flags = create_comp_flags_from_zip_params(level, -15, strategy as i32);
         Deflater {
             c: Box::new(CompressorOxide::new(flags)),
         }
@@ -171,6 +176,142 @@ impl Deflater {
             self.c.reset();
         }
     }
+}
+
+/// The `--deflate` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateConfig {
+    /// Off, shared contexts, or per-connection contexts.
+    pub mode: DeflateMode,
+    /// Messages shorter than this go uncompressed (default 1 KiB, as Node `ws`).
+    pub threshold: usize,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            mode: DeflateMode::Shared,
+            threshold: 1024,
+        }
+    }
+}
+
+/// What a connection that negotiated permessage-deflate holds: its parameters and, only
+/// in `takeover` mode once a message used them, its own contexts. Directions without
+/// context takeover use the thread's shared contexts, reset per message.
+pub struct ConnDeflate {
+    /// What was negotiated.
+    pub params: DeflateParams,
+    threshold: usize,
+    inflater: Option<Box<Inflater>>,
+    deflater: Option<Box<Deflater>>,
+}
+
+impl ConnDeflate {
+    /// Negotiate from the request's `Sec-WebSocket-Extensions` values: the connection's
+    /// state and the answer's header value, or `None` when deflate is not used.
+    pub fn negotiate<'a>(
+        offers: impl IntoIterator<Item = &'a str>,
+        cfg: &DeflateConfig,
+    ) -> Option<(ConnDeflate, String)> {
+        let (params, answer) = super::extension::negotiate(offers, cfg.mode)?;
+        Some((
+            ConnDeflate {
+                params,
+                threshold: cfg.threshold,
+                inflater: None,
+                deflater: None,
+            },
+            answer,
+        ))
+    }
+
+    /// Inflate a compressed message into `out` (see [`Inflater::inflate`]).
+    pub fn inflate(
+        &mut self,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> Result<(), ProtocolError> {
+        if self.params.client_no_context_takeover {
+            SHARED.with(|s| {
+                let mut s = s.borrow_mut();
+                s.inflater
+                    .get_or_insert_with(Inflater::new)
+                    .inflate(payload, out, max, true)
+            })
+        } else {
+            self.inflater
+                .get_or_insert_with(Box::default)
+                .inflate(payload, out, max, false)
+        }
+    }
+
+    /// The compressed payload for an outgoing data message, or `None` when it stays
+    /// as it is (under the threshold).
+    pub fn deflate(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        if payload.len() < self.threshold {
+            return None;
+        }
+        let mut out = Vec::new();
+        let bits = self.params.server_max_window_bits;
+        if self.params.server_no_context_takeover {
+            SHARED.with(|s| {
+                let mut s = s.borrow_mut();
+                let d = if bits >= 15 {
+                    &mut s.deflater
+                } else {
+                    &mut s.deflater_rle
+                };
+                d.get_or_insert_with(|| Deflater::new(bits))
+                    .deflate(payload, &mut out, true)
+            });
+        } else {
+            self.deflater
+                .get_or_insert_with(|| Box::new(Deflater::new(bits)))
+                .deflate(payload, &mut out, false);
+        }
+        Some(out)
+    }
+
+    /// Bytes of per-connection context this connection holds (0 in `shared` mode).
+    pub fn context_bytes(&self) -> usize {
+        self.inflater.as_ref().map_or(0, |_| INFLATER_BYTES)
+            + self.deflater.as_ref().map_or(0, |_| DEFLATER_BYTES)
+    }
+}
+
+/// Heap held by one [`Inflater`]: the 32 KiB window plus the decoder's tables.
+pub const INFLATER_BYTES: usize = std::mem::size_of::<InflateState>();
+/// Heap held by one [`Deflater`]: miniz's LZ code buffer (64 KiB), its hash chains and
+/// window (about 160 KiB) and Huffman tables.
+pub const DEFLATER_BYTES: usize =
+    std::mem::size_of::<CompressorOxide>() + (32 << 10) + 258 + (128 << 10) + 4320;
+
+/// The contexts one thread shares among its connections, and the buffer it inflates
+/// into (a message is handled before the next one is inflated).
+#[derive(Default)]
+struct Shared {
+    inflater: Option<Inflater>,
+    deflater: Option<Deflater>,
+    deflater_rle: Option<Deflater>,
+    scratch: Vec<u8>,
+}
+
+thread_local! {
+    static SHARED: RefCell<Shared> = RefCell::default();
+}
+
+/// Run `f` with the thread's inflation buffer, empty. A buffer grown past 64 KiB by a
+/// large message is given back afterwards, so the thread does not keep its peak.
+pub fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut buf = SHARED.with(|s| std::mem::take(&mut s.borrow_mut().scratch));
+    buf.clear();
+    let r = f(&mut buf);
+    if buf.capacity() <= 64 << 10 {
+        SHARED.with(|s| s.borrow_mut().scratch = buf);
+    }
+    r
 }
 
 /// `input` as non-final stored blocks (no compression), ending like a sync flush.
