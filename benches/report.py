@@ -491,6 +491,9 @@ def report(res, svg_rel):
         "[profile.md](profile.md).\n"
         "- JS handlers through the handler host against the Node Configurapi runner on the "
         "same app (`benches/jshost_bench.py`): [benchmarks-js.md](benchmarks-js.md).\n"
+        "- permessage-deflate (runner with and without it, Node `ws` with perMessageDeflate; "
+        "the compression library picked by measurement): "
+        "[benchmarks-deflate.md](benchmarks-deflate.md).\n"
     )
     md.append("## Reproduce\n")
     md.append("```sh\nbenches/compare.sh                  # installs the peers, runs everything, rewrites this page\n"
