@@ -10,6 +10,7 @@
 //! Tests run one at a time (a file-wide lock) so the resident-set measurement sees only
 //! its own allocations.
 
+mod runner_util;
 mod util;
 
 use std::io::Write;
@@ -18,10 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use configurapi_runner_ws::runner::RunnerOptions;
 use configurapi_runner_ws::ws::deflate::{DeflateConfig, Deflater, Inflater};
 use configurapi_runner_ws::ws::extension::DeflateMode;
 use configurapi_runner_ws::ws::Limits;
 use configurapi_runner_ws::ServerConfig;
+use runner_util::{start_runner, test_config};
+use serde_json::{json, Value};
 use util::*;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -304,4 +308,53 @@ fn takeover_contexts_per_connection_are_measured_and_bounded() {
     eprintln!("takeover: {} KiB resident per connection", per >> 10);
     assert!(per < 600 << 10, "{per} bytes per connection");
     drop(conns);
+}
+
+/// Configurapi mode: a compressed request is inflated and handled, and the answer goes
+/// back compressed, whether the route runs inline on the reactor or on a worker (whose
+/// frame reaches the reactor uncompressed and is compressed there).
+#[test]
+fn runner_mode_inflates_requests_and_compresses_answers_inline_and_from_workers() {
+    let _serial = serial();
+    let yaml = r#"
+import: [configurapi-handler-http]
+api:
+  events:
+    - name: echo
+      policies: [echoHandler]
+"#;
+    for inline in [true, false] {
+        let srv = start_runner(
+            yaml,
+            |_| {},
+            test_config(),
+            RunnerOptions {
+                inline,
+                ..Default::default()
+            },
+        );
+        let (mut s, head) = upgrade(&srv, Some("permessage-deflate"));
+        assert!(extensions_answer(&head).is_some(), "{head}");
+        let payload = String::from_utf8(json(6000)).unwrap();
+        let req = json!({"name": "echo", "payload": payload, "headers": {"message-id": "m1"}});
+        let mut z = Vec::new();
+        Deflater::new(15).deflate(req.to_string().as_bytes(), &mut z, true);
+        s.write_all(&client_frame(0xC1, &z)).unwrap();
+        let (b0, wire) = read_frame(&mut s);
+        assert_eq!(b0, 0xC1, "inline {inline}: a compressed text answer");
+        let mut back = Vec::new();
+        Inflater::new()
+            .inflate(&wire, &mut back, 1 << 20, true)
+            .unwrap();
+        let answer: Value = serde_json::from_slice(&back).unwrap();
+        assert_eq!(answer["statusCode"], 200, "{answer}");
+        assert_eq!(answer["body"], Value::String(payload.clone()));
+        assert_eq!(answer["headers"]["message-id"], "m1");
+        assert!(
+            wire.len() * 3 < back.len(),
+            "{} of {}",
+            wire.len(),
+            back.len()
+        );
+    }
 }
