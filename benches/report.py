@@ -496,6 +496,9 @@ def report(res, svg_rel):
         "- What `--cluster` costs (upgrade rate and JSON echo CPU with and without it, a "
         "cross-node management post against a local one, `benches/cluster_bench.sh`): "
         "[benchmarks-cluster.md](benchmarks-cluster.md).\n"
+        "- permessage-deflate (runner with and without it, Node `ws` with perMessageDeflate; "
+        "the compression library picked by measurement): "
+        "[benchmarks-deflate.md](benchmarks-deflate.md).\n"
     )
     md.append("## Reproduce\n")
     md.append("```sh\nbenches/compare.sh                  # installs the peers, runs everything, rewrites this page\n"

@@ -42,6 +42,9 @@ OPTIONS:
     --management-token TOKEN  require Authorization: Bearer TOKEN on the management API
     --max-message-size SIZE   largest message, e.g. 16MiB [default: 16MiB]
     --max-frame-size SIZE     largest single frame [default: the message size]
+    --deflate MODE            permessage-deflate: off, shared (no context takeover, no
+                              per-connection memory) or takeover [default: shared]
+    --deflate-threshold SIZE  messages shorter than this go uncompressed [default: 1KiB]
     --handshake-timeout DUR   time to finish the upgrade, e.g. 10s [default: 10s]
     --idle-timeout DUR        ping after half of it, close 1001 after all of it; 0 = off [default: 120s]
     --close-timeout DUR       time allowed for the close handshake [default: 5s]
@@ -324,6 +327,12 @@ where
             "--shutdown-timeout" => server.shutdown_timeout = parse_duration(label, &value()?)?,
             "--max-message-size" => server.limits.max_message = parse_size(label, &value()?)?,
             "--max-frame-size" => max_frame = Some(parse_size(label, &value()?)? as u64),
+            "--deflate" => {
+                let v = value()?;
+                server.deflate.mode = crate::ws::extension::DeflateMode::parse(&v)
+                    .ok_or_else(|| format!("{label}: '{v}' is not one of off, shared, takeover"))?;
+            }
+            "--deflate-threshold" => server.deflate.threshold = parse_size(label, &value()?)?,
             "--handshake-timeout" => server.handshake_timeout = parse_duration(label, &value()?)?,
             "--idle-timeout" => server.idle_timeout = parse_duration(label, &value()?)?,
             "--close-timeout" => server.close_timeout = parse_duration(label, &value()?)?,

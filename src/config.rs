@@ -89,6 +89,8 @@ pub struct ServerConfig {
     /// `--reuse-port`: `SO_REUSEPORT` on the WebSocket listeners, so several runner
     /// processes share one port and the kernel spreads connections over them.
     pub reuse_port: bool,
+    /// permessage-deflate (`--deflate`, `--deflate-threshold`; default shared, 1 KiB).
+    pub deflate: crate::ws::deflate::DeflateConfig,
 }
 
 /// Loads the application's config and TLS files again and switches the application
@@ -155,6 +157,7 @@ impl Default for ServerConfig {
             reload: None,
             cluster: None,
             reuse_port: false,
+            deflate: Default::default(),
         }
     }
 }

@@ -116,6 +116,7 @@ fn check_item(item: &Incoming<'_>, limits: &Limits) -> Item {
             }
             Item::Close(c.map(|(c, r)| (c, r.to_vec())))
         }
+        Incoming::Compressed { .. } => panic!("RSV1 let through without deflate"),
     }
 }
 

@@ -23,6 +23,8 @@ use std::time::Instant;
 use crate::config::ServerConfig;
 use crate::stats::Stats;
 use crate::ws::close_code;
+use crate::ws::deflate::{self, ConnDeflate};
+use crate::ws::error::ProtocolError;
 use crate::ws::frame::{Decoder, Incoming, Opcode};
 use crate::ws::handshake::{self, HandshakeError, UpgradeRequest};
 use crate::ws::session::{ClosePayload, Idle, Session, Step};
@@ -126,6 +128,8 @@ pub struct ConnState {
     /// The largest reassembly buffer (a message in progress) this connection has held,
     /// by capacity.
     pub message_peak: usize,
+    /// deflate: permessage-deflate state when it was negotiated.
+    pub deflate: Option<ConnDeflate>,
 }
 
 /// A connection: codec plus state, plus the reactor's value `ext` for it.
@@ -182,6 +186,7 @@ impl<A> Conn<A> {
                 queued_peak: 0,
                 head_peak: 0,
                 message_peak: 0,
+                deflate: None,
             },
         }
     }
@@ -254,7 +259,15 @@ impl<A> Conn<A> {
                     }
                     Ok(Some((req, used))) => {
                         let mut rest = buf.split_off(used);
-                        self.st.wq.push_raw(sh.pool, &req.response());
+                        // deflate: answer a permessage-deflate offer and let RSV1 in.
+                        let deflate =
+                            ConnDeflate::negotiate(req.extension_offers(), &sh.cfg.deflate);
+                        let answer = deflate.as_ref().map(|(_, a)| a.as_str());
+                        self.st.wq.push_raw(sh.pool, &req.response_with(answer));
+                        if let Some((d, _)) = deflate {
+                            self.dec.enable_deflate();
+                            self.st.deflate = Some(d);
+                        }
                         self.st.note_queued();
                         sh.stats.handshakes_ok += 1;
                         self.st.set_phase(Phase::Open, sh.now);
@@ -293,13 +306,26 @@ impl<A> Conn<A> {
             if !matches!(self.st.phase, Phase::Open | Phase::Closing) {
                 return;
             }
-            match self.dec.decode(&mut data[pos..]) {
+            let res = match self.dec.decode(&mut data[pos..]) {
                 Ok((used, item)) => {
                     pos += used;
-                    if let Some(item) = item {
-                        self.st.on_item(item, &mut self.ext, sh, sink);
+                    match item {
+                        // deflate: inflated, then handled as any other message.
+                        Some(Incoming::Compressed { text, payload }) => {
+                            self.st
+                                .on_compressed(text, payload, &mut self.ext, sh, sink)
+                        }
+                        Some(item) => {
+                            self.st.on_item(item, &mut self.ext, sh, sink);
+                            Ok(())
+                        }
+                        None => Ok(()),
                     }
                 }
+                Err(e) => Err(e),
+            };
+            match res {
+                Ok(()) => {}
                 Err(e) => {
                     log::debug!("{}: protocol error: {e}", self.st.peer);
                     sh.stats.protocol_errors += 1;
@@ -353,6 +379,33 @@ impl ConnState {
         self.phase_since = now;
     }
 
+    /// deflate: a compressed message, inflated into the thread's buffer (counted against
+    /// the message limit as it grows) and handled like an uncompressed one.
+    fn on_compressed<A>(
+        &mut self,
+        text: bool,
+        payload: &[u8],
+        ext: &mut A,
+        sh: &mut Shared<'_>,
+        sink: &mut impl Sink<A>,
+    ) -> Result<(), ProtocolError> {
+        if self.deflate.is_none() {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        deflate::with_scratch(|msg| {
+            if let Some(d) = self.deflate.as_mut() {
+                d.inflate(payload, msg, sh.cfg.limits.max_message)?;
+            }
+            if text {
+                std::str::from_utf8(msg).map_err(|_| ProtocolError::InvalidUtf8)?;
+                self.on_item(Incoming::Text(msg), ext, sh, sink);
+            } else {
+                self.on_item(Incoming::Binary(msg), ext, sh, sink);
+            }
+            Ok(())
+        })
+    }
+
     fn on_item<A>(
         &mut self,
         item: Incoming<'_>,
@@ -394,7 +447,11 @@ impl ConnState {
     /// Queue a data or control frame.
     pub fn send_frame(&mut self, opcode: Opcode, payload: &[u8], sh: &mut Shared<'_>) {
         count_out(opcode, sh.stats);
-        self.wq.push_frame(sh.pool, opcode, payload);
+        // deflate: a data message over the threshold goes compressed.
+        match self.compress(opcode, payload) {
+            Some(z) => self.wq.push_frame_compressed(sh.pool, opcode, z),
+            None => self.wq.push_frame(sh.pool, opcode, payload),
+        }
         self.note_queued();
     }
 
@@ -409,8 +466,21 @@ impl ConnState {
         payload: Vec<u8>,
     ) {
         count_out(opcode, stats);
-        self.wq.push_frame_owned(pool, opcode, payload);
+        // deflate: as in send_frame.
+        match self.compress(opcode, &payload) {
+            Some(z) => self.wq.push_frame_compressed(pool, opcode, z),
+            None => self.wq.push_frame_owned(pool, opcode, payload),
+        }
         self.note_queued();
+    }
+
+    /// deflate: the compressed payload of a data message, when deflate is on and the
+    /// message is over the threshold.
+    fn compress(&mut self, opcode: Opcode, payload: &[u8]) -> Option<Vec<u8>> {
+        match (&mut self.deflate, opcode) {
+            (Some(d), Opcode::Text | Opcode::Binary) => d.deflate(payload),
+            _ => None,
+        }
     }
 
     /// Fail the connection: send a close frame with `code`, then finish.

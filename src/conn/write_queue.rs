@@ -111,6 +111,22 @@ impl WriteQueue {
         self.bufs.push_back(payload);
     }
 
+    /// deflate: queue one final frame with RSV1 set (a permessage-deflate payload).
+    pub fn push_frame_compressed(&mut self, pool: &mut BufPool, opcode: Opcode, payload: Vec<u8>) {
+        let mut hdr = [0u8; MAX_HEADER];
+        let n = encode_header(&mut hdr, opcode, payload.len());
+        hdr[0] |= 0x40;
+        self.queued += n + payload.len();
+        if payload.len() <= COALESCE_PAYLOAD {
+            let tail = self.tail(pool, n + payload.len());
+            tail.extend_from_slice(&hdr[..n]);
+            tail.extend_from_slice(&payload);
+        } else {
+            self.tail(pool, n).extend_from_slice(&hdr[..n]);
+            self.bufs.push_back(payload);
+        }
+    }
+
     /// A buffer at the back with room for `need` more bytes without growing past what
     /// coalescing allows: the last pooled buffer when it has room, else a fresh one.
     fn tail(&mut self, pool: &mut BufPool, need: usize) -> &mut Vec<u8> {

@@ -26,7 +26,8 @@ pub mod close_code {
 pub enum ProtocolError {
     /// A client frame without the mask bit (RFC 6455 5.1). Close 1002.
     UnmaskedFrameFromClient,
-    /// RSV1-3 set with no extension negotiated (5.2). Close 1002.
+    /// RSV1-3 set with no extension negotiated (5.2), or RSV1 where permessage-deflate
+    /// does not allow it (a continuation or control frame, RFC 7692 6). Close 1002.
     ReservedBitsSet,
     /// Opcode 3-7 or 0xB-0xF (5.2). Close 1002.
     UnknownOpcode(u8),
@@ -52,6 +53,8 @@ pub enum ProtocolError {
     InvalidCloseCode(u16),
     /// A close reason that is not UTF-8 (5.5.1). Close 1007.
     InvalidCloseReason,
+    /// A permessage-deflate message that does not inflate (RFC 7692 8). Close 1007.
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
@@ -61,9 +64,9 @@ impl ProtocolError {
             ProtocolError::FrameTooBig | ProtocolError::MessageTooBig => {
                 close_code::MESSAGE_TOO_BIG
             }
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
-                close_code::INVALID_PAYLOAD
-            }
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCloseReason
+            | ProtocolError::InvalidCompressedData => close_code::INVALID_PAYLOAD,
             _ => close_code::PROTOCOL_ERROR,
         }
     }
@@ -85,6 +88,7 @@ impl ProtocolError {
             ProtocolError::CloseFrameTooShort => "close frame too short",
             ProtocolError::InvalidCloseCode(_) => "invalid close code",
             ProtocolError::InvalidCloseReason => "invalid UTF-8 in close reason",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
         }
     }
 }

@@ -92,6 +92,15 @@ pub enum Incoming<'a> {
     Pong(&'a [u8]),
     /// A close frame: `None` when it carried no code, else the code and the UTF-8 reason.
     Close(Option<(u16, &'a [u8])>),
+    // deflate: a message whose first frame had RSV1 (permessage-deflate): its payload is
+    // still compressed and, for text, not yet checked as UTF-8 (ws::deflate inflates).
+    /// A complete compressed message (only after [`Decoder::enable_deflate`]).
+    Compressed {
+        /// A text message (check the inflated bytes as UTF-8).
+        text: bool,
+        /// The compressed payload of all its frames.
+        payload: &'a [u8],
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -100,6 +109,8 @@ struct FrameHead {
     opcode: Opcode,
     mask: [u8; 4],
     len: u64,
+    /// RSV1: the first frame of a compressed message.
+    compressed: bool,
 }
 
 enum State {
@@ -120,6 +131,10 @@ pub struct Decoder {
     msg_delivered: bool,
     utf8: Utf8Validator,
     ctrl: [u8; 125],
+    /// permessage-deflate was negotiated: RSV1 may be set on a message's first frame.
+    deflate: bool,
+    /// The message in progress is compressed.
+    open_compressed: bool,
 }
 
 impl Decoder {
@@ -135,7 +150,15 @@ impl Decoder {
             msg_delivered: false,
             utf8: Utf8Validator::default(),
             ctrl: [0; 125],
+            deflate: false,
+            open_compressed: false,
         }
+    }
+
+    /// permessage-deflate was negotiated: accept RSV1 on a message's first frame and
+    /// hand such messages out as [`Incoming::Compressed`].
+    pub fn enable_deflate(&mut self) {
+        self.deflate = true;
     }
 
     /// Give back the reassembly buffer when no message is in progress, so an idle
@@ -182,6 +205,10 @@ impl Decoder {
                     {
                         let payload = &mut input[pos..end];
                         apply_mask(payload, head.mask, 0);
+                        if head.compressed {
+                            let text = head.opcode == Opcode::Text;
+                            return Ok((end, Some(Incoming::Compressed { text, payload })));
+                        }
                         let item = complete_single(head.opcode, payload)?;
                         return Ok((end, Some(item)));
                     }
@@ -204,6 +231,7 @@ impl Decoder {
             self.msg.extend_from_slice(chunk);
             apply_mask(&mut self.msg[start..], head.mask, got as usize);
             if self.open_message == Some(Opcode::Text)
+                && !self.open_compressed
                 && self.utf8.feed(&self.msg[start..]).is_err()
             {
                 return Err(ProtocolError::InvalidUtf8);
@@ -228,6 +256,16 @@ impl Decoder {
             .take()
             .expect("data frame has a message open");
         self.msg_delivered = true;
+        if self.open_compressed {
+            let text = opcode == Opcode::Text;
+            return Ok((
+                pos,
+                Some(Incoming::Compressed {
+                    text,
+                    payload: &self.msg,
+                }),
+            ));
+        }
         if opcode == Opcode::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
             Ok((pos, Some(Incoming::Text(&self.msg))))
@@ -275,10 +313,15 @@ impl Decoder {
             return Ok(None);
         }
         let fin = b[0] & 0x80 != 0;
-        if b[0] & 0x70 != 0 {
+        let compressed = b[0] & 0x40 != 0;
+        if b[0] & 0x30 != 0 || (compressed && !self.deflate) {
             return Err(ProtocolError::ReservedBitsSet);
         }
         let opcode = Opcode::from_u8(b[0] & 0x0F)?;
+        // RFC 7692 6.1: RSV1 only on the first frame of a data message.
+        if compressed && !matches!(opcode, Opcode::Text | Opcode::Binary) {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
         if b[1] & 0x80 == 0 {
             return Err(ProtocolError::UnmaskedFrameFromClient);
         }
@@ -334,6 +377,7 @@ impl Decoder {
                 opcode,
                 mask,
                 len,
+                compressed,
             },
             need,
         )))
@@ -345,6 +389,7 @@ impl Decoder {
         }
         if head.opcode != Opcode::Continuation {
             self.open_message = Some(head.opcode);
+            self.open_compressed = head.compressed;
             self.msg.clear();
             self.utf8.reset();
         }
@@ -474,6 +519,7 @@ mod tests {
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(Option<(u16, Vec<u8>)>),
+        Compressed(bool, Vec<u8>),
     }
 
     fn own(i: Incoming<'_>) -> Owned {
@@ -483,6 +529,58 @@ mod tests {
             Incoming::Ping(b) => Owned::Ping(b.to_vec()),
             Incoming::Pong(b) => Owned::Pong(b.to_vec()),
             Incoming::Close(c) => Owned::Close(c.map(|(c, r)| (c, r.to_vec()))),
+            Incoming::Compressed { text, payload } => Owned::Compressed(text, payload.to_vec()),
+        }
+    }
+
+    fn deflate_decoder() -> Decoder {
+        let mut d = Decoder::new(Limits::default());
+        d.enable_deflate();
+        d
+    }
+
+    #[test]
+    fn rsv1_marks_compressed_messages_whole_or_fragmented_once_deflate_is_on() {
+        // Not UTF-8 as it stands: compressed text is checked after inflation.
+        let z = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let mut bytes = client_frame(0xC1, &z);
+        // Fragmented: RSV1 on the first frame only, a ping in between.
+        bytes.extend(client_frame(0x42, &z[..3]));
+        bytes.extend(client_frame(0x89, b"p"));
+        bytes.extend(client_frame(0x80, &z[3..]));
+        bytes.extend(client_frame(0x81, b"plain"));
+        for step in [1, 2, 5, bytes.len()] {
+            let (items, err) = run(&mut deflate_decoder(), &bytes, step);
+            assert_eq!(err, None, "step {step}");
+            assert_eq!(
+                items,
+                vec![
+                    Owned::Compressed(true, z.to_vec()),
+                    Owned::Ping(b"p".to_vec()),
+                    Owned::Compressed(false, z.to_vec()),
+                    Owned::Text(b"plain".to_vec()),
+                ],
+                "step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn rsv1_is_1002_without_deflate_and_on_continuations_and_control_frames() {
+        let (_, err) = decode_all(&client_frame(0xC1, b"x"));
+        assert_eq!(err, Some(ProtocolError::ReservedBitsSet));
+        let mut cont = client_frame(0x01, b"a");
+        cont.extend(client_frame(0xC0, b"b"));
+        for bytes in [
+            cont,
+            client_frame(0xC9, b""),
+            client_frame(0xC8, &[0x03, 0xe8]),
+            client_frame(0xA1, b"x"),
+            client_frame(0x91, b"x"),
+        ] {
+            let (_, err) = run(&mut deflate_decoder(), &bytes, bytes.len());
+            assert_eq!(err, Some(ProtocolError::ReservedBitsSet), "{bytes:?}");
+            assert_eq!(err.unwrap().close_code(), 1002);
         }
     }
 

@@ -41,6 +41,12 @@ pub struct UpgradeRequest {
 impl UpgradeRequest {
     /// The `101 Switching Protocols` answer.
     pub fn response(&self) -> Vec<u8> {
+        self.response_with(None)
+    }
+
+    /// The `101` answer with a `Sec-WebSocket-Extensions` value (deflate: the accepted
+    /// permessage-deflate offer).
+    pub fn response_with(&self, extensions: Option<&str>) -> Vec<u8> {
         let mut out = Vec::with_capacity(160);
         out.extend_from_slice(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
@@ -50,8 +56,20 @@ impl UpgradeRequest {
             out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
             out.extend_from_slice(p.as_bytes());
         }
+        if let Some(e) = extensions {
+            out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+            out.extend_from_slice(e.as_bytes());
+        }
         out.extend_from_slice(b"\r\n\r\n");
         out
+    }
+
+    /// The values of every `Sec-WebSocket-Extensions` header, in order.
+    pub fn extension_offers(&self) -> impl Iterator<Item = &str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == "sec-websocket-extensions")
+            .map(|(_, v)| v.as_str())
     }
 
     /// The path part of the target, without the query.

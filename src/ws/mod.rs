@@ -2,7 +2,9 @@
 //! validation and close codes. Nothing here touches a socket; it is tested from byte
 //! literals.
 
+pub mod deflate;
 pub mod error;
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

@@ -149,9 +149,13 @@ impl Session {
                     Step::PongDeferred { coalesced }
                 }
             }
-            Incoming::Text(_) | Incoming::Binary(_) | Incoming::Ping(_) | Incoming::Pong(_) => {
-                Step::Ignore
-            }
+            // A compressed message reaches the session inflated, as Text or Binary (the
+            // connection owns the inflater); data after a close is dropped.
+            Incoming::Text(_)
+            | Incoming::Binary(_)
+            | Incoming::Ping(_)
+            | Incoming::Pong(_)
+            | Incoming::Compressed { .. } => Step::Ignore,
             Incoming::Close(code) => match self.state {
                 // Answer once with the peer's code (RFC 6455 5.5.1), then close TCP.
                 State::Open => {
