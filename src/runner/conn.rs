@@ -371,3 +371,47 @@ api:
         assert!(h.frames(&c).is_empty());
     }
 }
+
+#[cfg(test)]
+mod layout {
+    //! Where an idle connection's bytes go (docs/limits.md, "Per-connection layout").
+    //! Ceilings, not exact figures: a field that grows a struct fails here first.
+
+    use std::mem::size_of;
+
+    use super::{Connection, RunnerConn};
+    use crate::conn::transport::Transport;
+    use crate::conn::write_queue::WriteQueue;
+    use crate::conn::{Conn, ConnState};
+    use crate::link::Link;
+    use crate::reactor::Ext;
+    use crate::ws::deflate::ConnDeflate;
+    use crate::ws::frame::Decoder;
+    use crate::ws::session::Session;
+
+    #[test]
+    fn idle_connection_sizes() {
+        let sizes = [
+            ("Conn<Ext> (slab entry payload)", size_of::<Conn<Ext>>()),
+            ("ConnState", size_of::<ConnState>()),
+            ("Decoder", size_of::<Decoder>()),
+            ("Session", size_of::<Session>()),
+            ("WriteQueue", size_of::<WriteQueue>()),
+            ("Transport", size_of::<Transport>()),
+            ("Option<ConnDeflate>", size_of::<Option<ConnDeflate>>()),
+            ("ConnDeflate", size_of::<ConnDeflate>()),
+            ("RunnerConn (boxed)", size_of::<RunnerConn>()),
+            ("Connection (in Arc)", size_of::<Connection>()),
+            ("Link", size_of::<Link>()),
+            (
+                "Option<Conn<Ext>> (~ slab entry)",
+                size_of::<Option<Conn<Ext>>>(),
+            ),
+        ];
+        for (name, n) in sizes {
+            println!("{name}: {n}");
+        }
+        assert!(size_of::<Session>() <= 24);
+        assert!(size_of::<Conn<Ext>>() <= 600);
+    }
+}
