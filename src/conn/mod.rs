@@ -128,8 +128,9 @@ pub struct ConnState {
     /// The largest reassembly buffer (a message in progress) this connection has held,
     /// by capacity.
     pub message_peak: usize,
-    /// deflate: permessage-deflate state when it was negotiated.
-    pub deflate: Option<ConnDeflate>,
+    /// deflate: permessage-deflate state when it was negotiated. Boxed: most
+    /// connections never negotiate it, and idle connections should stay small.
+    pub deflate: Option<Box<ConnDeflate>>,
 }
 
 /// A connection: codec plus state, plus the reactor's value `ext` for it.
@@ -266,7 +267,7 @@ impl<A> Conn<A> {
                         self.st.wq.push_raw(sh.pool, &req.response_with(answer));
                         if let Some((d, _)) = deflate {
                             self.dec.enable_deflate();
-                            self.st.deflate = Some(d);
+                            self.st.deflate = Some(Box::new(d));
                         }
                         self.st.note_queued();
                         sh.stats.handshakes_ok += 1;

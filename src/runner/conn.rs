@@ -398,7 +398,10 @@ mod layout {
             ("Session", size_of::<Session>()),
             ("WriteQueue", size_of::<WriteQueue>()),
             ("Transport", size_of::<Transport>()),
-            ("Option<ConnDeflate>", size_of::<Option<ConnDeflate>>()),
+            (
+                "Option<Box<ConnDeflate>> (field)",
+                size_of::<Option<Box<ConnDeflate>>>(),
+            ),
             ("ConnDeflate", size_of::<ConnDeflate>()),
             ("RunnerConn (boxed)", size_of::<RunnerConn>()),
             ("Connection (in Arc)", size_of::<Connection>()),
@@ -412,6 +415,7 @@ mod layout {
             println!("{name}: {n}");
         }
         assert!(size_of::<Session>() <= 24);
-        assert!(size_of::<Conn<Ext>>() <= 600);
+        assert!(size_of::<Option<Box<ConnDeflate>>>() <= 8);
+        assert!(size_of::<Conn<Ext>>() <= 536);
     }
 }
