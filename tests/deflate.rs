@@ -14,9 +14,7 @@ mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
 
 use configurapi_runner_ws::runner::RunnerOptions;
 use configurapi_runner_ws::ws::deflate::{DeflateConfig, Deflater, Inflater};
@@ -191,16 +189,6 @@ fn declined_or_off_means_no_extension_and_rsv1_is_1002() {
     expect_close(&mut s, 1007);
 }
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kib * 1024
-}
-
 /// A deflate stream of `chunks` MiB of zeros: one 1 MiB block sequence (about 1 KiB:
 /// runs of 258 at distance 1) repeated, each copy ended by an empty stored block so the
 /// copies join into one stream.
@@ -233,30 +221,14 @@ fn deflate_bomb_closes_1009_with_resident_growth_under_twice_the_limit() {
         frames.extend(client_frame(b0, piece));
     }
     let (mut s, _) = upgrade(&srv, Some("permessage-deflate"));
-    let base = rss_bytes();
-    let peak = Arc::new(AtomicU64::new(base));
-    let stop = Arc::new(AtomicBool::new(false));
-    let sampler = {
-        let (peak, stop) = (peak.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(rss_bytes(), Ordering::Relaxed);
-                // The sampling period, not a synchronisation.
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        })
-    };
+    let rss = RssPeak::start();
     s.write_all(&frames).unwrap();
     expect_close(&mut s, 1009);
-    stop.store(true, Ordering::Relaxed);
-    sampler.join().unwrap();
-    let grew = peak.load(Ordering::Relaxed).max(rss_bytes()) - base;
-    eprintln!(
-        "deflate bomb: {} KiB compressed toward 1 GiB; resident set grew by {} KiB at most (limit {} KiB)",
+    let grew = rss.growth(&format!(
+        "deflate bomb: {} KiB compressed toward 1 GiB (limit {} KiB)",
         z.len() >> 10,
-        grew >> 10,
         max >> 10
-    );
+    ));
     assert!(grew < 2 * max as u64, "grew by {grew} bytes");
     assert_eq!(
         srv.handle.stats().unwrap().close_codes_sent.get(&1009),

@@ -115,7 +115,12 @@ impl Connection {
 
 /// Accepted, open connections by connection-id (management, postback). Touched only
 /// on the reactor thread; the lock is never contended.
-pub(super) type Registry = Arc<Mutex<HashMap<Arc<str>, ConnId>>>;
+/// With `--cluster`, the directory mirrors it across nodes, so both live here.
+#[derive(Default)]
+pub(super) struct Registry {
+    pub(super) ids: Mutex<HashMap<Arc<str>, ConnId>>,
+    pub(super) directory: Option<Arc<crate::cluster::ClusterLink>>,
+}
 
 /// Where a connection is on the reactor thread.
 enum Stage {
@@ -154,7 +159,7 @@ impl RunnerConn {
             .insert(Arc::clone(&self.conn.connection_id), self.conn.link.id);
         // cluster: the directory learns of it (a queue push; Redis is the cluster
         // thread's business), with the identity on_connect left.
-        if let Some(dir) = &self.runner.current().opts.directory {
+        if let Some(dir) = &self.runner.registry.directory {
             let identity = self.describe().1;
             dir.register(
                 &self.conn.connection_id,
@@ -206,7 +211,7 @@ impl AppConn for RunnerConn {
             Stage::Accepted => {
                 self.runner.registry().remove(&self.conn.connection_id);
                 // cluster: and the directory forgets it
-                if let Some(dir) = &self.runner.current().opts.directory {
+                if let Some(dir) = &self.runner.registry.directory {
                     dir.unregister(&self.conn.connection_id);
                 }
                 true

@@ -82,7 +82,7 @@ pub struct Runner {
     /// and keeps it to its end: a reload never changes a request under way.
     inner: Arc<RwLock<Arc<Inner>>>,
     /// Accepted connections by connection-id; kept across reloads.
-    registry: Registry,
+    registry: Arc<Registry>,
 }
 
 struct Inner {
@@ -104,6 +104,10 @@ impl Runner {
         let has_on_connect = service.has_route("on_connect");
         let has_on_disconnect = service.has_route("on_disconnect");
         let metrics = RunnerMetrics::new(&service);
+        let registry = Arc::new(Registry {
+            ids: Default::default(),
+            directory: opts.directory.clone(),
+        });
         Runner {
             inner: Arc::new(RwLock::new(Arc::new(Inner {
                 service: Arc::new(service),
@@ -114,7 +118,7 @@ impl Runner {
                 management_url: OnceLock::new(),
                 metrics,
             }))),
-            registry: Registry::default(),
+            registry,
         }
     }
 
@@ -122,7 +126,7 @@ impl Runner {
     fn registry(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Arc<str>, crate::link::ConnId>> {
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+        self.registry.ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current service.

@@ -11,7 +11,8 @@
 //! - [`mgmt`]: a raw HTTP/1.1 client for the management listener;
 //! - [`runner`]: the runner settings and test handlers (gates, recorders);
 //! - [`wait`]: the test deadline and waits for an observable state;
-//! - [`certs`]: a test CA and server certificates made with rcgen.
+//! - [`certs`]: a test CA and server certificates made with rcgen;
+//! - [`rss`]: this process's resident set and its peak growth during an attack.
 //!
 //! A test of what a client sees on the wire is one body taking a [`Transport`], run by
 //! two tests: `over_both!(body: plain_name, tls_name)`.
@@ -24,6 +25,7 @@ pub mod certs;
 pub mod client;
 pub mod frames;
 pub mod mgmt;
+pub mod rss;
 pub mod runner;
 pub mod server;
 pub mod wait;
@@ -52,6 +54,7 @@ pub use certs::*;
 pub use client::*;
 pub use frames::*;
 pub use mgmt::*;
+pub use rss::*;
 pub use runner::*;
 pub use server::*;
 pub use wait::*;
