@@ -12,7 +12,8 @@
 #
 # Environment: DURATION (5), WARMUP (1), REPEAT (5: rounds of the load scenarios, the
 # peers interleaved; the report shows each point's median over the rounds with the
-# range), IDLE_CONNS (10000), PEERS (all),
+# range), IDLE_CONNS (10000), STARTUP_RUNS (11), PEERS (all), BEFORE_BIN (a runner binary of
+# an earlier commit, measured as the peers runner-*-before; see benches/peers/peers.sh),
 # BASE_PORT (19300), CARGO_TARGET_DIR, PEER_TARGET_DIR (see benches/peers/peers.sh),
 # OUT_DIR (docs).
 set -euo pipefail
@@ -25,6 +26,7 @@ DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 REPEAT=${REPEAT:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+STARTUP_RUNS=${STARTUP_RUNS:-11}
 BASE_PORT=${BASE_PORT:-19300}
 OUT_DIR=${OUT_DIR:-$root/docs}
 read -r -a peers <<<"${wanted:-${PEER_NAMES[*]}}"
@@ -61,9 +63,14 @@ log="$CARGO_TARGET_DIR/bench-run.log"
 : >"$results"
 : >"$log"
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-printf '{"scenario":"meta","date":"%s","duration":%s,"warmup":%s,"repeat":%s,"idle_conns":%s,"loadavg_start":"%s","server_cpus":"%s","client_cpus":"%s"}\n' \
+# What was measured: this checkout's commit (with "+dirty" when it has uncommitted changes)
+# and, when given, the earlier build (BEFORE_DESC says which commit it is).
+commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit+dirty"
+printf '{"scenario":"meta","date":"%s","duration":%s,"warmup":%s,"repeat":%s,"idle_conns":%s,"loadavg_start":"%s","server_cpus":"%s","client_cpus":"%s","commit":"%s","before":"%s"}\n' \
   "$(date -u '+%Y-%m-%d %H:%M UTC')" "$DURATION" "$WARMUP" "$REPEAT" "$IDLE_CONNS" "$(loadavg)" \
-  "${SERVER_CPUS:+CPU $SERVER_CPUS (taskset)}" "${client:+CPU 1 (taskset)}" >>"$results"
+  "${SERVER_CPUS:+CPU $SERVER_CPUS (taskset)}" "${client:+CPU 1 (taskset)}" "$commit" \
+  "${BEFORE_BIN:+${BEFORE_DESC:-$BEFORE_BIN}}" >>"$results"
 
 # na LABEL REASON: the peer has no figures in this run. The reason is kept to one line of
 # plain text (JSON-escaped here).
@@ -94,7 +101,7 @@ bench() {
 port=$BASE_PORT
 next_port() { port=$((port + 1)); }
 
-is_cfg() { [[ $1 == *configurapi ]]; }
+is_cfg() { [[ $1 == *configurapi* ]]; }
 
 # The load scenarios run in rounds, the peers interleaved (A B C, A B C, ...): each round
 # starts every peer afresh and runs each of its points once, so a burst of other work on the
@@ -157,12 +164,12 @@ for p in "${usable[@]}"; do
   peer_cmd "$p" "$port"
   pin=()
   [ -n "${SERVER_CPUS:-}" ] && pin=(taskset -c "$SERVER_CPUS")
-  for _ in 1 2 3 4 5; do
+  for _ in $(seq "$STARTUP_RUNS"); do
     bench startup "$p" --addr "127.0.0.1:$port" -- "${pin[@]}" "${PEER_CMD[@]}"
   done
   bin=$(peer_binary "$p")
   if [ -n "$bin" ] && [ -f "$bin" ]; then
-    printf '{"scenario":"size","label":"%s","bytes":%s}\n' "$p" "$(stat -c %s "$bin")" >>"$results"
+    printf '{"scenario":"size","label":"%s","bytes":%s,"sha":"%s"}\n' "$p" "$(stat -c %s "$bin")" "$(sha256sum "$bin" | cut -c1-12)" >>"$results"
   fi
 done
 

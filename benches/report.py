@@ -20,8 +20,12 @@ import sys
 
 OURS_ECHO = "runner-echo"
 OURS_CFG = "runner-configurapi"
-ECHO_PEERS = ["runner-echo", "fastwebsockets", "tokio-tungstenite", "node-ws"]
-CFG_PEERS = ["runner-configurapi", "node-configurapi"]
+# The "-before" peers are this runner built from an earlier commit (compare.sh's
+# BEFORE_BIN); they are shown only when the run has them.
+BEFORE_ECHO = "runner-echo-before"
+BEFORE_CFG = "runner-configurapi-before"
+ECHO_PEERS = ["runner-echo", "fastwebsockets", "tokio-tungstenite", "node-ws", BEFORE_ECHO]
+CFG_PEERS = ["runner-configurapi", "node-configurapi", BEFORE_CFG]
 ALL_PEERS = ECHO_PEERS + CFG_PEERS[::-1]
 
 RATE_KEY = {"rr": "msgs_per_s", "churn": "conns_per_s"}
@@ -33,6 +37,8 @@ DESCRIBE = {
     "tokio-tungstenite": "tokio-tungstenite, tokio current_thread (crates.io)",
     "node-ws": "Node `ws` echo (npm)",
     "node-configurapi": "Node Configurapi runner equivalent: configurapi@1.9.0 + ws (npm)",
+    BEFORE_ECHO: "this runner built from an earlier commit (see the table above), `--echo`",
+    BEFORE_CFG: "this runner built from an earlier commit (see the table above), Configurapi mode",
 }
 
 
@@ -278,6 +284,7 @@ def report(res, svg_rel):
     md.append("## Machine and method\n")
     md.append(table(["", ""], [
         ["date", when],
+        ["commit measured", f"`{meta.get('commit', '?')}`"],
         ["CPUs (nproc)", m["nproc"]],
         ["CPU model", m["cpu"]],
         ["kernel", m["kernel"]],
@@ -290,6 +297,7 @@ def report(res, svg_rel):
         ["rounds", f"{meta.get('repeat', 1)} rounds of the load scenarios, the peers interleaved "
                    f"(A B C, A B C, ...); each figure is the **median over the rounds**, the range "
                    f"(lowest–highest) in brackets"],
+        *([["earlier build (`-before` peers)", meta["before"]]] if meta.get("before") else []),
         ["load average (1/5/15 min) at start / end", f"{meta.get('loadavg_start', '?')} / "
                                                      f"{res.meta_end.get('loadavg_end', '?')}"],
     ]))
@@ -637,6 +645,7 @@ def targets(res):
     add("startup", "start-up to listening < 20 ms",
         "n/a" if st is None else f"{cell(st, 1)} ms", None if st is None else st.med < 20)
 
+    rows17 = targets17(res)
     out = ["## Targets (issue #7)\n",
            "Each target as the issue states it, judged on this run's medians (range over the rounds "
            "in brackets). Where one is not met, or a round breaks a bound the median keeps, the "
@@ -657,7 +666,77 @@ def targets(res):
             seen.add(key)
             out.append(f"- **{what}**: {WHY_UNMET[key]}")
     out.append("")
+    out += ["## Targets (issue #17: footprint)\n",
+            "Judged the same way, on this run's medians. \"Before\" is the `-before` peers, this "
+            "runner built from the earlier commit named in the method table, measured in the same "
+            "rounds.\n",
+            table(["target", "this run", ""], [[w, f, st] for _, w, f, st, _ in rows17]), ""]
+    for key, what, _, _, ok in rows17:
+        if ok is False and WHY_UNMET.get(key):
+            out.append(f"- **{what}**: {WHY_UNMET[key]}")
+    out.append("")
     return "\n".join(out)
+
+
+def targets17(res):
+    """Issue #17's targets: idle memory, the JSON path, raw echo kept, binary size, start-up."""
+    rows = []
+
+    def add(key, what, figure, ok):
+        status = "n/a" if ok is None else ("met" if ok else "**not met**")
+        rows.append((key, what, figure, status, ok))
+
+    def rr(label, key, mode, c):
+        return res.value(label, "rr", key, mode=mode, conns=c, pipeline=1)
+
+    def rng(label, key, mode, c, digits):
+        st = res.stat(label, "rr", key, mode=mode, conns=c, pipeline=1)
+        if st is None or st.n < 2:
+            return ""
+        return f" ({fmt(st.lo, digits)}–{fmt(st.hi, digits)})"
+
+    for p, bar, before in ((OURS_ECHO, 256, BEFORE_ECHO), (OURS_CFG, 400, BEFORE_CFG)):
+        per = res.value(p, "idle", "bytes_per_conn")
+        conns = res.value(p, "idle", "conns")
+        was = res.value(before, "idle", "bytes_per_conn")
+        fig = "n/a" if per is None else f"{per:,.0f} B at {fmt(conns)} connections"
+        if per is not None and was:
+            fig += f" (before: {was:,.0f} B, {per / was:.2f}x)"
+        add("idle17", f"idle memory at 10,000 connections <= {bar} B each (`{p}`)", fig,
+            None if per is None else (per <= bar if (conns or 0) >= 10000 else None))
+    key = "server_cpu_us_per_msg"
+    ours = rr(OURS_CFG, key, "json", 64)
+    node = rr("node-configurapi", key, "json", 64)
+    raw = rr(OURS_ECHO, key, "raw", 64)
+    was = rr(BEFORE_CFG, key, "json", 64)
+    tail = f"; before: {was:.2f} us" if was else ""
+    add("cfg-cpu-node17", "Configurapi echo C=64: server CPU/msg <= 0.20x the Node runner's",
+        f"{ours:.2f}{rng(OURS_CFG, key, 'json', 64, 2)} us vs {node:.2f}{rng('node-configurapi', key, 'json', 64, 2)}"
+        f" us = {ours / node:.2f}x{tail}" if ours and node else "n/a",
+        ours <= 0.20 * node if ours and node else None)
+    add("cfg-cpu-raw17", "Configurapi echo C=64: server CPU/msg <= 1.10x this runner's raw echo",
+        f"{ours:.2f} us vs {raw:.2f} us = {ours / raw:.2f}x" if ours and raw else "n/a",
+        ours <= 1.10 * raw if ours and raw else None)
+    for c in (64, 512):
+        ours = rr(OURS_ECHO, key, "raw", c)
+        was = rr(BEFORE_ECHO, key, "raw", c)
+        # "No worse" is judged with the rounds' noise allowed for: within 3% of the earlier
+        # build's median (the ranges show how far rounds of one build move).
+        add("raw-kept", f"raw echo C={c}: server CPU/msg no worse than before (median within 1.03x)",
+            f"{ours:.2f}{rng(OURS_ECHO, key, 'raw', c, 2)} us vs {was:.2f}{rng(BEFORE_ECHO, key, 'raw', c, 2)} us"
+            f" = {ours / was:.2f}x" if ours and was else "n/a",
+            ours <= 1.03 * was if ours and was else None)
+    size = res.value(OURS_ECHO, "size", "bytes")
+    was = res.value(BEFORE_ECHO, "size", "bytes")
+    add("size17", "release binary, stripped, with TLS and default features <= 4 MiB",
+        "n/a" if size is None else f"{size:,.0f} B = {size / 1048576:.2f} MiB"
+        + (f" (before: {was / 1048576:.2f} MiB)" if was else ""),
+        None if size is None else size <= 4 << 20)
+    for p, what in ((OURS_ECHO, "`--echo`"), (OURS_CFG, "the bench config, one JSON Schema compiled")):
+        st = res.stat(p, "startup", "startup_ms")
+        add("startup17", f"start-up to listening < 5 ms ({what})",
+            "n/a" if st is None else f"{cell(st, 2)} ms, {st.n} runs", None if st is None else st.med < 5)
+    return rows
 
 
 def chart(res, path):
@@ -685,6 +764,12 @@ def main():
     ap.add_argument("--svg", required=True)
     a = ap.parse_args()
     res = Results(load(a.results))
+    # A "-before" peer is listed only when the run measured one.
+    had = {r.get("label") for r in res.recs}
+    global ECHO_PEERS, CFG_PEERS, ALL_PEERS
+    ECHO_PEERS = [p for p in ECHO_PEERS if not p.endswith("-before") or p in had]
+    CFG_PEERS = [p for p in CFG_PEERS if not p.endswith("-before") or p in had]
+    ALL_PEERS = ECHO_PEERS + CFG_PEERS[::-1]
     chart(res, a.svg)
     svg_rel = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.md)))
     with open(a.md, "w") as f:

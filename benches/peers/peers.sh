@@ -13,8 +13,14 @@
 #   PEER_LOG_DIR       where each peer's stderr goes [default: $CARGO_TARGET_DIR/bench-logs]
 #   RUNNER_BIN         use this configurapi-runner-ws binary for the runner-* peers instead
 #                      of building this checkout (e.g. to measure another branch's build)
+#   BEFORE_BIN         a configurapi-runner-ws binary of an earlier commit: adds the peers
+#                      runner-echo-before and runner-configurapi-before, served by it, so a
+#                      change is measured against its starting point in the same run
 
 PEER_NAMES=(node-ws node-configurapi tokio-tungstenite fastwebsockets runner-echo runner-configurapi)
+if [ -n "${BEFORE_BIN:-}" ]; then
+  PEER_NAMES+=(runner-echo-before runner-configurapi-before)
+fi
 
 peers_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$peers_dir/../.." && pwd)"
@@ -65,6 +71,9 @@ peer_build() {
       peer_log "cargo build --release (configurapi-runner-ws)"
       (cd "$repo_root" && nice -n 10 cargo build --release --quiet --bin configurapi-runner-ws >&2)
       ;;
+    runner-echo-before | runner-configurapi-before)
+      [ -n "${BEFORE_BIN:-}" ] && [ -x "$BEFORE_BIN" ] || { peer_log "BEFORE_BIN='${BEFORE_BIN:-}' is not an executable"; return 1; }
+      ;;
     *)
       peer_log "unknown peer '$name' (one of: ${PEER_NAMES[*]})"
       return 1
@@ -80,6 +89,7 @@ peer_binary() {
       echo "$PEER_TARGET_DIR/$dir/release/$(peer_rust_bin "$1")"
       ;;
     runner-echo | runner-configurapi) echo "${RUNNER_BIN:-$CARGO_TARGET_DIR/release/configurapi-runner-ws}" ;;
+    runner-echo-before | runner-configurapi-before) echo "${BEFORE_BIN:-}" ;;
     *) echo "" ;;
   esac
 }
@@ -94,10 +104,10 @@ peer_cmd() {
       PEER_CMD=(node "$peers_dir/node-configurapi-runner.js" "$port" "$peers_dir/node-runner-config.yaml")
       ;;
     tokio-tungstenite | fastwebsockets) PEER_CMD=("$bin" "127.0.0.1:$port") ;;
-    runner-echo)
+    runner-echo | runner-echo-before)
       PEER_CMD=("$bin" --echo --host 127.0.0.1 --port "$port" --idle-timeout 0 --log-level warn)
       ;;
-    runner-configurapi)
+    runner-configurapi | runner-configurapi-before)
       # Configurapi mode with the bench config; no management server (8.9) when the build
       # has one, so runs never compete for its port.
       PEER_CMD=("$bin" --host 127.0.0.1 --port "$port" --config "$peers_dir/runner-config.yaml"
