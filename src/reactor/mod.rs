@@ -19,7 +19,7 @@ pub mod mgmt;
 pub use crate::stats;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -479,6 +479,7 @@ impl Server {
             rbuf: vec![0; READ_BUF],
             timers: BinaryHeap::new(),
             batch_ms: 0,
+            handshakes: VecDeque::new(),
             to_free: Vec::new(),
             revisit: Vec::new(),
             cmd_rx: rx,
@@ -574,6 +575,12 @@ struct Reactor {
     /// Lazy timers: at most a few entries per connection; an entry that fires early is
     /// re-armed from the connection's current deadline.
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// Connections reading their upgrade request, in accept order, which is their
+    /// handshake deadlines' order (one timeout for all): a FIFO instead of an entry
+    /// each in `timers`, which would stay there, and in memory, long after the upgrade.
+    /// Entries of connections that have upgraded or gone are dropped at the front as
+    /// the loop passes, so it holds about the handshakes in progress.
+    handshakes: VecDeque<ConnId>,
     /// The time of the current event batch in milliseconds ([`tick::ms`]), which the
     /// connections' ticks are read against.
     batch_ms: u64,
@@ -604,10 +611,12 @@ impl Reactor {
             let timeout = if !self.revisit.is_empty() {
                 Some(Duration::ZERO)
             } else {
-                let next = self
-                    .timers
-                    .peek()
-                    .map(|Reverse((t, _, _))| tick::instant(*t));
+                let next = self.timers.peek().map(|Reverse((t, _, _))| *t);
+                let next = match (next, self.next_handshake_deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let next = next.map(tick::instant);
                 let next = match (next, self.accept_retry) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -666,6 +675,7 @@ impl Reactor {
                 self.mgmt_accept(now);
             }
             self.fire_timers(now);
+            self.fire_handshakes(now);
             // At most once a tick: a busy loop must not scan every connection per event.
             if self.shutdown_at.is_some() && now >= self.drain_next && self.drain_step(now) {
                 self.free_dead();
@@ -758,7 +768,8 @@ impl Reactor {
             entry.insert(conn);
             self.stats.accepted += 1;
             self.stats.open += 1;
-            self.arm(slot);
+            // The handshake timeout (see `handshakes`).
+            self.handshakes.push_back(id);
         }
     }
 
@@ -947,11 +958,15 @@ impl Reactor {
         false
     }
 
-    /// Make sure the timer heap has an entry no later than the connection's deadline.
+    /// Make sure the timer heap has an entry no later than the connection's deadline
+    /// (the handshake's is kept in `handshakes`).
     fn arm(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        if matches!(conn.st.phase, Phase::Handshake) {
+            return;
+        }
         let Some(deadline) = conn.st.deadline(&self.cfg, self.batch_ms) else {
             return;
         };
@@ -991,6 +1006,50 @@ impl Reactor {
                 }
                 _ => {}
             }
+            self.after_event(slot);
+        }
+    }
+
+    /// The connection at the front of `handshakes` if it is still reading its upgrade
+    /// request; the entries in front of it that are done with are dropped.
+    fn handshake_front(&mut self) -> Option<usize> {
+        while let Some(&id) = self.handshakes.front() {
+            let slot = id.slot as usize;
+            let pending = self
+                .conns
+                .get(slot)
+                .is_some_and(|c| c.st.id == id && matches!(c.st.phase, Phase::Handshake));
+            if pending {
+                return Some(slot);
+            }
+            self.handshakes.pop_front();
+        }
+        if self.handshakes.capacity() > 1024 {
+            // A burst of connects is over: give its memory back.
+            self.handshakes = VecDeque::new();
+        }
+        None
+    }
+
+    /// When the oldest upgrade still being read times out (ms).
+    fn next_handshake_deadline(&mut self) -> Option<u64> {
+        let slot = self.handshake_front()?;
+        self.conns[slot].st.deadline(&self.cfg, self.batch_ms)
+    }
+
+    /// Time out the upgrades that are past the handshake timeout, oldest first.
+    fn fire_handshakes(&mut self, now: Instant) {
+        let now_ms = tick::ms(now);
+        while let Some(slot) = self.handshake_front() {
+            let conn = &mut self.conns[slot];
+            match conn.st.deadline(&self.cfg, now_ms) {
+                Some(d) if d <= now_ms => {}
+                _ => return,
+            }
+            self.handshakes.pop_front();
+            let mut sh = shared!(self, now);
+            conn.st.on_timeout(&mut sh);
+            conn.st.flush(&mut sh);
             self.after_event(slot);
         }
     }
