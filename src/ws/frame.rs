@@ -933,6 +933,33 @@ mod tests {
     }
 
     #[test]
+    fn split_frame_state_is_held_only_while_a_frame_is_split() {
+        let limits = Limits::default();
+        let mut dec = Decoder::new();
+        // Whole frames, control ones included: nothing boxed.
+        let mut bytes = client_frame(0x81, b"hello");
+        bytes.extend(client_frame(0x89, b"ping"));
+        let (items, err) = run(&mut dec, &bytes, bytes.len());
+        assert_eq!((items.len(), err), (2, None));
+        assert!(dec.partial.is_none());
+        // A ping cut inside its header, then inside its payload.
+        let mut ping = client_frame(0x89, b"are you there");
+        let (first, rest) = ping.split_at_mut(3);
+        assert!(matches!(dec.decode(first, &limits), Ok((3, None))));
+        dec.release_buffers();
+        assert!(dec.partial.is_some(), "a header in progress is kept");
+        let (mid, last) = rest.split_at_mut(5);
+        assert!(matches!(dec.decode(mid, &limits), Ok((5, None))));
+        dec.release_buffers();
+        assert!(dec.partial.is_some(), "a payload in progress is kept");
+        let (_, item) = dec.decode(last, &limits).unwrap();
+        assert_eq!(item, Some(Incoming::Ping(b"are you there")));
+        dec.release_buffers();
+        assert!(dec.partial.is_none());
+        assert_eq!(dec.buffered_capacity(), 0);
+    }
+
+    #[test]
     fn encode_header_uses_the_shortest_length_form() {
         let mut hdr = [0u8; MAX_HEADER];
         assert_eq!(encode_header(&mut hdr, Opcode::Text, 5), 2);
