@@ -76,7 +76,9 @@ fn decode_all(dec: &mut Decoder, input: &mut [u8], step: usize) -> usize {
         let end = (pos + step).min(input.len());
         let mut chunk_pos = pos;
         while chunk_pos < end {
-            let (used, item) = dec.decode(&mut input[chunk_pos..end]).expect("valid frame");
+            let (used, item) = dec
+                .decode(&mut input[chunk_pos..end], &Limits::default())
+                .expect("valid frame");
             chunk_pos += used;
             match item {
                 Some(Incoming::Text(m)) | Some(Incoming::Binary(m)) => got = black_box(m).len(),
@@ -94,7 +96,7 @@ fn decode(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("decode/{name}"));
         for (size, label) in SIZES {
             let frame = client_frame(opcode, &payload(size));
-            let mut dec = Decoder::new(Limits::default());
+            let mut dec = Decoder::new();
             assert_eq!(decode_all(&mut dec, &mut frame.clone(), usize::MAX), size);
             g.throughput(Throughput::Bytes(size as u64));
             g.bench_function(BenchmarkId::from_parameter(label), |b| {
@@ -110,7 +112,7 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("decode_split_64k/text");
     for (size, label) in SIZES.into_iter().filter(|&(s, _)| s >= 64 << 10) {
         let frame = client_frame(0x1, &payload(size));
-        let mut dec = Decoder::new(Limits::default());
+        let mut dec = Decoder::new();
         assert_eq!(decode_all(&mut dec, &mut frame.clone(), 64 << 10), size);
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_function(BenchmarkId::from_parameter(label), |b| {

@@ -138,14 +138,14 @@ fn check_error(e: &ProtocolError) {
 /// Feed `chunks` to a fresh decoder as the reactor does (every read decoded to the end,
 /// buffers released between reads), collecting items until the first error.
 fn run_decoder(chunks: &[&[u8]], limits: Limits) -> (Vec<Item>, Option<ProtocolError>) {
-    let mut dec = Decoder::new(limits);
+    let mut dec = Decoder::new();
     let mut items = Vec::new();
     for chunk in chunks {
         let mut data = chunk.to_vec();
         let mut pos = 0;
         while pos < data.len() {
             let left = data.len() - pos;
-            match dec.decode(&mut data[pos..]) {
+            match dec.decode(&mut data[pos..], &limits) {
                 Ok((used, item)) => {
                     assert!(used <= left, "decoder used {used} of {left} bytes");
                     assert!(used > 0, "decoder made no progress on {left} bytes");

@@ -91,14 +91,6 @@ impl Stats {
             .or_default() += 1;
     }
 
-    /// Fold a connection's recorded peaks in (when it closes, or for a snapshot):
-    /// queued bytes, upgrade head and reassembly buffer.
-    pub(crate) fn fold_peaks(&mut self, queued: usize, head: usize, message: usize) {
-        self.queued_bytes_peak = self.queued_bytes_peak.max(queued as u64);
-        self.head_buffered_peak = self.head_buffered_peak.max(head as u64);
-        self.message_buffered_peak = self.message_buffered_peak.max(message as u64);
-    }
-
     pub(crate) fn record_close_sent(&mut self, code: u16) {
         *self.close_codes_sent.entry(code).or_default() += 1;
     }

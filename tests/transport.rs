@@ -336,6 +336,30 @@ fn silent_client_is_dropped_by_the_handshake_timeout() {
     assert_eq!(srv.handle.stats().unwrap().handshake_timeouts, 1);
 }
 
+/// Handshake deadlines are kept in accept order (#17): connections that upgraded or left
+/// ahead of a silent one must not hide its deadline, and upgraded ones get none.
+#[test]
+fn a_silent_client_behind_upgraded_and_closed_ones_is_still_dropped_by_the_handshake_timeout() {
+    let cfg = ServerConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let srv = TestServer::start(cfg);
+    let mut upgraded: Vec<_> = (0..3).map(|_| srv.upgraded()).collect();
+    drop(srv.raw());
+    let mut silent = srv.raw();
+    silent.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let mut late = srv.upgraded();
+    assert!(read_to_eof(&mut silent).is_empty());
+    let stats = srv.handle.stats().unwrap();
+    assert_eq!(stats.handshake_timeouts, 1);
+    // The upgraded connections, before and after it, are untouched.
+    for s in upgraded.iter_mut().chain([&mut late]) {
+        s.write_all(&client_frame(0x81, b"still here")).unwrap();
+        assert_eq!(read_frame(s), (0x81, b"still here".to_vec()));
+    }
+}
+
 fn idle_peer_is_pinged_then_closed(t: Transport) {
     let cfg = ServerConfig {
         idle_timeout: Duration::from_millis(300),

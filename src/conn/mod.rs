@@ -11,11 +11,12 @@
 //!                    Finishing: flush the queue, shutdown(Write), read to EOF, drop
 //! ```
 
+pub mod tick;
 pub mod transport;
 pub mod write_queue;
 
+use std::fmt;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +29,7 @@ use crate::ws::error::ProtocolError;
 use crate::ws::frame::{Decoder, Incoming, Opcode};
 use crate::ws::handshake::{self, HandshakeError, UpgradeRequest};
 use crate::ws::session::{ClosePayload, Idle, Session, Step};
+use tick::Tick;
 use transport::Transport;
 use write_queue::{BufPool, WriteQueue};
 
@@ -60,8 +62,9 @@ pub trait Sink<A> {
 
 /// Where the connection is in its life.
 pub enum Phase {
-    /// Reading the upgrade request; the bytes so far.
-    Handshake(Vec<u8>),
+    /// Reading the upgrade request (the bytes so far are in the decoder's buffer,
+    /// [`Decoder::head_buf`]).
+    Handshake,
     /// Exchanging messages.
     Open,
     /// The server sent a close frame and waits for the peer's.
@@ -85,52 +88,62 @@ pub struct Shared<'a> {
     pub stats: &'a mut Stats,
     /// The time of this event batch.
     pub now: Instant,
+    /// The same, as milliseconds since the connection clock's epoch ([`tick::ms`]).
+    pub ms: u64,
     /// Set while the server drains (9.5): upgrades are refused.
     pub draining: &'a AtomicBool,
 }
 
 /// Everything of a connection except its decoder, so a decoded message (which borrows
 /// the decoder) can be handled with mutable access to the rest.
+///
+/// Kept small (#17, docs/limits.md "Per-connection layout"): times are 32-bit ticks,
+/// the peer's address is asked of the socket when a log line or the management API
+/// wants it, and the high-water marks go straight into the reactor's `Stats`.
 pub struct ConnState {
     /// Identity in the connection table.
     pub id: ConnId,
     /// The socket, plain or TLS.
     pub sock: Transport,
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// Life-cycle phase.
-    pub phase: Phase,
     /// Bytes waiting for the socket.
     pub wq: WriteQueue,
-    /// Interest currently registered with the poll.
-    pub registered: Option<mio::Interest>,
-    /// When the connection was accepted.
-    pub connected_at: Instant,
-    /// When bytes last arrived (idle timeout).
-    pub last_read: Instant,
-    /// When the phase last changed (handshake and close timeouts).
-    pub phase_since: Instant,
     /// The WebSocket session: close handshake, ping/pong and idle policy (sans-IO).
     pub session: Session,
-    /// Reading is paused because the write queue is over the high-water mark.
-    pub read_paused: bool,
-    /// Earliest timer entry this connection has in the reactor's heap.
-    pub timer_armed: Option<Instant>,
     /// The name in log lines (the application's, e.g. the runner's connection-id).
     pub label: Option<Arc<str>>,
-    /// Since when the queue has been over `max_queued` (the grace period's start).
-    pub over_cap_since: Option<Instant>,
-    /// The most bytes [`ConnState::queued`] has held at once (a high-water mark, not a
-    /// sample): noted at every push and after every flush, the only places it grows.
-    pub queued_peak: usize,
-    /// The largest upgrade head buffer this connection has held, by capacity.
-    pub head_peak: usize,
-    /// The largest reassembly buffer (a message in progress) this connection has held,
-    /// by capacity.
-    pub message_peak: usize,
     /// deflate: permessage-deflate state when it was negotiated. Boxed: most
     /// connections never negotiate it, and idle connections should stay small.
     pub deflate: Option<Box<ConnDeflate>>,
+    /// Earliest timer entry this connection has in the reactor's heap, in milliseconds
+    /// ([`tick::ms`]); `u64::MAX` when it has none.
+    pub timer_armed: u64,
+    /// When the connection was accepted.
+    pub connected_at: Tick,
+    /// When bytes last arrived (idle timeout).
+    pub last_read: Tick,
+    /// When the phase last changed (handshake and close timeouts).
+    pub phase_since: Tick,
+    /// Since when the queue has been over `max_queued` (the grace period's start).
+    pub over_cap_since: Option<Tick>,
+    /// Life-cycle phase.
+    pub phase: Phase,
+    /// Interest currently registered with the poll.
+    pub registered: Option<mio::Interest>,
+    /// Reading is paused because the write queue is over the high-water mark.
+    pub read_paused: bool,
+}
+
+/// The peer's address for a log line, asked of the socket only when the line is
+/// written (`-` once the socket no longer knows it).
+pub struct Peer<'a>(&'a Transport);
+
+impl fmt::Display for Peer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.peer_addr() {
+            Ok(a) => write!(f, "{a}"),
+            Err(_) => f.write_str("-"),
+        }
+    }
 }
 
 /// A connection: codec plus state, plus the reactor's value `ext` for it.
@@ -158,36 +171,26 @@ const READS_PER_EVENT: usize = 8;
 
 impl<A> Conn<A> {
     /// A freshly accepted connection.
-    pub fn new(
-        id: ConnId,
-        sock: Transport,
-        peer: SocketAddr,
-        cfg: &ServerConfig,
-        now: Instant,
-        ext: A,
-    ) -> Conn<A> {
+    pub fn new(id: ConnId, sock: Transport, now: Instant, ext: A) -> Conn<A> {
+        let now = Tick::at(tick::ms(now));
         Conn {
             ext,
-            dec: Decoder::new(cfg.limits),
+            dec: Decoder::new(),
             st: ConnState {
                 id,
                 sock,
-                peer,
-                phase: Phase::Handshake(Vec::new()),
                 wq: WriteQueue::default(),
-                registered: None,
+                session: Session::new(),
+                label: None,
+                deflate: None,
+                timer_armed: u64::MAX,
                 connected_at: now,
                 last_read: now,
                 phase_since: now,
-                session: Session::new(),
-                read_paused: false,
-                timer_armed: None,
-                label: None,
                 over_cap_since: None,
-                queued_peak: 0,
-                head_peak: 0,
-                message_peak: 0,
-                deflate: None,
+                phase: Phase::Handshake,
+                registered: None,
+                read_paused: false,
             },
         }
     }
@@ -214,12 +217,17 @@ impl<A> Conn<A> {
                 Err(_) => return ReadOutcome::Closed,
             };
             sh.stats.bytes_in += n as u64;
-            self.st.last_read = sh.now;
+            self.st.last_read = Tick::at(sh.ms);
             self.st.session.on_read();
             self.on_bytes(&mut rbuf[..n], sh, sink);
             // The reassembly buffer only grows inside on_bytes and only shrinks when
-            // the connection is idle, so noting it here misses no peak.
-            self.st.message_peak = self.st.message_peak.max(self.dec.buffered_capacity());
+            // the connection is idle, so noting it here misses no peak. (Before the
+            // upgrade it holds the request head, noted in on_bytes.)
+            if !matches!(self.st.phase, Phase::Handshake) {
+                let cap = self.dec.buffered_capacity() as u64;
+                let peak = &mut sh.stats.message_buffered_peak;
+                *peak = (*peak).max(cap);
+            }
             if self.st.queued() > sh.cfg.high_water {
                 // Backpressure: a peer that does not read its answers stops being read.
                 self.st.read_paused = true;
@@ -245,10 +253,12 @@ impl<A> Conn<A> {
 
     fn on_bytes(&mut self, data: &mut [u8], sh: &mut Shared<'_>, sink: &mut impl Sink<A>) {
         match &mut self.st.phase {
-            Phase::Handshake(buf) => {
+            Phase::Handshake => {
+                let buf = self.dec.head_buf();
                 let read = handshake::read_head(buf, data, &sh.cfg.handshake_limits);
                 // Noted here: a head that completes is dropped before on_bytes returns.
-                self.st.head_peak = self.st.head_peak.max(buf.capacity());
+                let peak = &mut sh.stats.head_buffered_peak;
+                *peak = (*peak).max(buf.capacity() as u64);
                 match read {
                     Ok(None) => {}
                     Ok(Some(_)) if sh.stats.open as usize > sh.cfg.max_connections => {
@@ -259,7 +269,9 @@ impl<A> Conn<A> {
                         self.reject_handshake(HandshakeError::Draining, sh)
                     }
                     Ok(Some((req, used))) => {
+                        // The head is done with: the buffer becomes the decoder's again.
                         let mut rest = buf.split_off(used);
+                        *buf = Vec::new();
                         // deflate: answer a permessage-deflate offer and let RSV1 in.
                         let deflate =
                             ConnDeflate::negotiate(req.extension_offers(), &sh.cfg.deflate);
@@ -269,11 +281,11 @@ impl<A> Conn<A> {
                             self.dec.enable_deflate();
                             self.st.deflate = Some(Box::new(d));
                         }
-                        self.st.note_queued();
+                        self.st.note_queued(sh.stats);
                         sh.stats.handshakes_ok += 1;
-                        self.st.set_phase(Phase::Open, sh.now);
+                        self.st.set_phase(Phase::Open, sh.ms);
                         sink.upgraded(&mut self.st, &mut self.ext, &req, sh);
-                        log::debug!("{} {}: connection open", self.st.who(), self.st.peer);
+                        log::debug!("{} {}: connection open", self.st.who(), self.st.peer());
                         if !rest.is_empty() {
                             // Frames pipelined with the handshake.
                             self.on_frames(&mut rest, sh, sink);
@@ -292,13 +304,13 @@ impl<A> Conn<A> {
         sh.stats.record_rejected(&e);
         log::debug!(
             "{}: handshake rejected: {} {}",
-            self.st.peer,
+            self.st.peer(),
             e.status(),
             e.reason()
         );
         self.st.wq.push_raw(sh.pool, &e.response());
-        self.st.note_queued();
-        self.st.set_phase(Phase::Finishing { shut: false }, sh.now);
+        self.st.note_queued(sh.stats);
+        self.st.set_phase(Phase::Finishing { shut: false }, sh.ms);
     }
 
     fn on_frames(&mut self, data: &mut [u8], sh: &mut Shared<'_>, sink: &mut impl Sink<A>) {
@@ -307,7 +319,7 @@ impl<A> Conn<A> {
             if !matches!(self.st.phase, Phase::Open | Phase::Closing) {
                 return;
             }
-            let res = match self.dec.decode(&mut data[pos..]) {
+            let res = match self.dec.decode(&mut data[pos..], &sh.cfg.limits) {
                 Ok((used, item)) => {
                     pos += used;
                     match item {
@@ -328,7 +340,7 @@ impl<A> Conn<A> {
             match res {
                 Ok(()) => {}
                 Err(e) => {
-                    log::debug!("{}: protocol error: {e}", self.st.peer);
+                    log::debug!("{}: protocol error: {e}", self.st.peer());
                     sh.stats.protocol_errors += 1;
                     self.st.fail(e.close_code(), e.reason(), sh);
                     return;
@@ -337,9 +349,17 @@ impl<A> Conn<A> {
         }
     }
 
-    /// Give back buffers an idle connection does not need.
+    /// Give back buffers an idle connection does not need (not the request head
+    /// being read, which shares the decoder's buffer).
     pub fn release_idle_buffers(&mut self) {
-        self.dec.release_buffers();
+        if !matches!(self.st.phase, Phase::Handshake) {
+            self.dec.release_buffers();
+        }
+    }
+
+    /// Bytes held for reading: the request head so far, or a message in progress.
+    pub fn read_buffered(&self) -> usize {
+        self.dec.buffered_capacity()
     }
 }
 
@@ -358,14 +378,20 @@ impl ConnState {
         self.wq.queued() + self.sock.held()
     }
 
-    /// Raise the recorded peak to what is queued now. Called after everything that can
-    /// grow [`ConnState::queued`], so the peak is exact, not sampled.
+    /// Raise the recorded peak (`Stats::queued_bytes_peak`, the largest of any
+    /// connection) to what is queued now. Called after everything that can grow
+    /// [`ConnState::queued`], so the peak is exact, not sampled.
     #[inline]
-    pub fn note_queued(&mut self) {
-        let q = self.queued();
-        if q > self.queued_peak {
-            self.queued_peak = q;
+    pub fn note_queued(&self, stats: &mut Stats) {
+        let q = self.queued() as u64;
+        if q > stats.queued_bytes_peak {
+            stats.queued_bytes_peak = q;
         }
+    }
+
+    /// The peer's address, for log lines (asked of the socket when written).
+    pub fn peer(&self) -> Peer<'_> {
+        Peer(&self.sock)
     }
 
     /// Nothing waits to be written, in the queue or in the transport.
@@ -375,9 +401,9 @@ impl ConnState {
     }
 
     /// Change phase and restart the phase clock.
-    pub fn set_phase(&mut self, phase: Phase, now: Instant) {
+    pub fn set_phase(&mut self, phase: Phase, now_ms: u64) {
         self.phase = phase;
-        self.phase_since = now;
+        self.phase_since = Tick::at(now_ms);
     }
 
     /// deflate: a compressed message, inflated into the thread's buffer (counted against
@@ -421,7 +447,7 @@ impl ConnState {
             }
             Step::Pong(payload) => {
                 self.wq.push_frame(sh.pool, Opcode::Pong, payload);
-                self.note_queued();
+                self.note_queued(sh.stats);
             }
             Step::PongDeferred { coalesced } => {
                 if coalesced {
@@ -431,17 +457,17 @@ impl ConnState {
             Step::Ignore => {}
             Step::AnswerClose(answer) => {
                 self.wq.push_frame(sh.pool, Opcode::Close, answer.bytes());
-                self.note_queued();
+                self.note_queued(sh.stats);
                 log::debug!(
                     "{} {}: closed by the peer, code {}",
                     self.who(),
-                    self.peer,
+                    self.peer(),
                     answer.code
                 );
                 sh.stats.record_close_sent(answer.code);
-                self.set_phase(Phase::Finishing { shut: false }, sh.now);
+                self.set_phase(Phase::Finishing { shut: false }, sh.ms);
             }
-            Step::Closed => self.set_phase(Phase::Finishing { shut: false }, sh.now),
+            Step::Closed => self.set_phase(Phase::Finishing { shut: false }, sh.ms),
         }
     }
 
@@ -453,7 +479,7 @@ impl ConnState {
             Some(z) => self.wq.push_frame_compressed(sh.pool, opcode, z),
             None => self.wq.push_frame(sh.pool, opcode, payload),
         }
-        self.note_queued();
+        self.note_queued(sh.stats);
     }
 
     /// Queue a frame whose payload is given away (no copy for large payloads). Takes
@@ -472,7 +498,7 @@ impl ConnState {
             Some(z) => self.wq.push_frame_compressed(pool, opcode, z),
             None => self.wq.push_frame_owned(pool, opcode, payload),
         }
-        self.note_queued();
+        self.note_queued(stats);
     }
 
     /// deflate: the compressed payload of a data message, when deflate is on and the
@@ -488,7 +514,7 @@ impl ConnState {
     pub fn fail(&mut self, code: u16, reason: &str, sh: &mut Shared<'_>) {
         let close = self.session.fail(code, reason);
         self.send_close(close, reason, sh);
-        self.set_phase(Phase::Finishing { shut: false }, sh.now);
+        self.set_phase(Phase::Finishing { shut: false }, sh.ms);
     }
 
     /// Start a server-initiated close handshake: send a close frame and wait for the
@@ -498,10 +524,10 @@ impl ConnState {
             Phase::Open => {
                 if let Some(close) = self.session.close(code, reason) {
                     self.send_close(close, reason, sh);
-                    self.set_phase(Phase::Closing, sh.now);
+                    self.set_phase(Phase::Closing, sh.ms);
                 }
             }
-            Phase::Handshake(_) => self.set_phase(Phase::Dead, sh.now),
+            Phase::Handshake => self.set_phase(Phase::Dead, sh.ms),
             _ => {}
         }
     }
@@ -509,11 +535,11 @@ impl ConnState {
     fn send_close(&mut self, close: ClosePayload, reason: &str, sh: &mut Shared<'_>) {
         let code = close.code;
         self.wq.push_frame(sh.pool, Opcode::Close, close.bytes());
-        self.note_queued();
+        self.note_queued(sh.stats);
         log::debug!(
             "{} {}: closing, code {code} {reason:?}",
             self.who(),
-            self.peer
+            self.peer()
         );
         sh.stats.record_close_sent(code);
     }
@@ -539,15 +565,15 @@ impl ConnState {
         if let Some(pong) = pong {
             // The peer took everything: the latest ping gets its answer now.
             sh.stats.bytes_out += before as u64;
-            self.wq.push_frame(sh.pool, Opcode::Pong, &pong);
-            self.note_queued();
+            self.wq.push_frame(sh.pool, Opcode::Pong, pong.bytes());
+            self.note_queued(sh.stats);
             before = self.wq.queued();
             flushed = self.wq.flush(&mut self.sock, sh.pool);
         }
         let flushed = flushed.and_then(|empty| Ok(self.sock.flush_own()? && empty));
         // Under TLS a flush moves bytes from the queue into records, which adds their
         // overhead to what is held: noted here.
-        self.note_queued();
+        self.note_queued(sh.stats);
         match flushed {
             Ok(empty) => {
                 sh.stats.bytes_out += (before - self.wq.queued()) as u64;
@@ -561,7 +587,7 @@ impl ConnState {
             }
             Err(_) => {
                 self.wq.clear(sh.pool);
-                self.set_phase(Phase::Dead, sh.now);
+                self.set_phase(Phase::Dead, sh.ms);
             }
         }
         if self.read_paused && self.queued() <= sh.cfg.low_water {
@@ -569,26 +595,31 @@ impl ConnState {
         }
     }
 
-    /// When this connection next needs the timer, from its phase.
-    pub fn deadline(&self, cfg: &ServerConfig) -> Option<Instant> {
+    /// When this connection next needs the timer, from its phase, in milliseconds
+    /// ([`tick::ms`]); `now_ms` is the current time (the ticks are read against it).
+    pub fn deadline(&self, cfg: &ServerConfig, now_ms: u64) -> Option<u64> {
+        let after = |t: Tick, d| t.ms(now_ms).saturating_add(tick::dur_ms(d));
         match self.phase {
-            Phase::Handshake(_) => Some(self.phase_since + cfg.handshake_timeout),
+            Phase::Handshake => Some(after(self.phase_since, cfg.handshake_timeout)),
             Phase::Open => {
-                let cap = self.over_cap_since.map(|t| t + cfg.queued_grace);
-                match (self.idle_deadline(cfg), cap) {
+                let cap = self.over_cap_since.map(|t| after(t, cfg.queued_grace));
+                match (self.idle_deadline(cfg, now_ms), cap) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 }
             }
-            Phase::Closing | Phase::Finishing { .. } => Some(self.phase_since + cfg.close_timeout),
+            Phase::Closing | Phase::Finishing { .. } => {
+                Some(after(self.phase_since, cfg.close_timeout))
+            }
             Phase::Dead => None,
         }
     }
 
     /// When the idle timer next needs the connection: the keep-alive ping, or the close
     /// once the ping went unanswered.
-    fn idle_deadline(&self, cfg: &ServerConfig) -> Option<Instant> {
-        self.session.idle_deadline(self.last_read, cfg.idle_timeout)
+    fn idle_deadline(&self, cfg: &ServerConfig, now_ms: u64) -> Option<u64> {
+        self.session
+            .idle_deadline(self.last_read.ms(now_ms), cfg.idle_timeout)
     }
 
     /// The hard cap on queued bytes (`max_queued`): a peer over it for the grace period,
@@ -605,15 +636,16 @@ impl ConnState {
             self.over_cap_since = None;
             return;
         }
-        let since = *self.over_cap_since.get_or_insert(sh.now);
-        if queued <= sh.cfg.max_queued.saturating_mul(2) && sh.now < since + sh.cfg.queued_grace {
+        let since = self.over_cap_since.get_or_insert(Tick::at(sh.ms)).ms(sh.ms);
+        let grace_ends = since.saturating_add(tick::dur_ms(sh.cfg.queued_grace));
+        if queued <= sh.cfg.max_queued.saturating_mul(2) && sh.ms < grace_ends {
             return;
         }
         let dropped = self.wq.drop_unstarted(sh.pool);
         sh.stats.backpressure_closes += 1;
         log::info!(
             "{}: closed with 1008: {queued} bytes queued (limit {}), {dropped} dropped",
-            self.peer,
+            self.peer(),
             sh.cfg.max_queued
         );
         self.over_cap_since = None;
@@ -623,18 +655,18 @@ impl ConnState {
     /// The deadline passed: act on it.
     pub fn on_timeout(&mut self, sh: &mut Shared<'_>) {
         match self.phase {
-            Phase::Handshake(_) => {
+            Phase::Handshake => {
                 sh.stats.handshake_timeouts += 1;
                 *sh.stats
                     .handshakes_rejected_by_reason
                     .entry("timeout")
                     .or_default() += 1;
-                self.set_phase(Phase::Dead, sh.now);
+                self.set_phase(Phase::Dead, sh.ms);
             }
             Phase::Open => {
                 self.enforce_queued_cap(sh);
-                match self.idle_deadline(sh.cfg) {
-                    Some(d) if d <= sh.now && matches!(self.phase, Phase::Open) => {}
+                match self.idle_deadline(sh.cfg, sh.ms) {
+                    Some(d) if d <= sh.ms && matches!(self.phase, Phase::Open) => {}
                     _ => return,
                 }
                 match self.session.on_idle() {
@@ -644,11 +676,11 @@ impl ConnState {
                     }
                     Idle::Ping => {
                         self.wq.push_frame(sh.pool, Opcode::Ping, b"");
-                        self.note_queued();
+                        self.note_queued(sh.stats);
                     }
                 }
             }
-            Phase::Closing | Phase::Finishing { .. } => self.set_phase(Phase::Dead, sh.now),
+            Phase::Closing | Phase::Finishing { .. } => self.set_phase(Phase::Dead, sh.ms),
             Phase::Dead => {}
         }
     }

@@ -66,6 +66,15 @@ impl Transport {
         }
     }
 
+    /// The peer's address (`getpeername`): asked when wanted rather than kept by
+    /// every connection.
+    pub fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match self {
+            Transport::Plain(s) => s.peer_addr(),
+            Transport::Tls(t) => t.sock.peer_addr(),
+        }
+    }
+
     /// Is this a TLS connection.
     pub fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))

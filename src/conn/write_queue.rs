@@ -16,6 +16,9 @@ use crate::ws::frame::{encode_header, Opcode, MAX_HEADER};
 const COALESCE_PAYLOAD: usize = 16 * 1024;
 /// Most slices handed to one `writev`.
 const MAX_IOV: usize = 64;
+/// Largest buffer in the queue, so `head_written` fits in 32 bits (every connection
+/// keeps the queue, #17): a payload over 4 GiB is queued in pieces.
+const MAX_BUF: usize = u32::MAX as usize;
 
 /// A free list of byte buffers shared by all connections of one reactor thread.
 pub struct BufPool {
@@ -57,13 +60,13 @@ impl BufPool {
 #[derive(Default)]
 pub struct WriteQueue {
     bufs: VecDeque<Vec<u8>>,
-    /// Bit i set: `bufs[i]` begins with a frame (or HTTP) boundary rather than the rest
-    /// of a large payload. Only the first 64 buffers are tracked; the rest count as
-    /// continuations, which only makes [`WriteQueue::drop_unstarted`] keep more.
-    starts: u64,
-    /// Bytes of `bufs[0]` already written.
-    head_written: usize,
     queued: usize,
+    /// Bit i set: `bufs[i]` begins with a frame (or HTTP) boundary rather than the rest
+    /// of a large payload. Only the first 32 buffers are tracked; the rest count as
+    /// continuations, which only makes [`WriteQueue::drop_unstarted`] keep more.
+    starts: u32,
+    /// Bytes of `bufs[0]` already written (buffers are at most [`MAX_BUF`]).
+    head_written: u32,
 }
 
 impl WriteQueue {
@@ -93,7 +96,7 @@ impl WriteQueue {
             tail.extend_from_slice(payload);
         } else {
             self.tail(pool, n).extend_from_slice(&hdr[..n]);
-            self.bufs.push_back(payload.to_vec());
+            self.push_payload(payload.to_vec(), MAX_BUF);
         }
         self.queued += n + payload.len();
     }
@@ -108,7 +111,7 @@ impl WriteQueue {
         let n = encode_header(&mut hdr, opcode, payload.len());
         self.tail(pool, n).extend_from_slice(&hdr[..n]);
         self.queued += n + payload.len();
-        self.bufs.push_back(payload);
+        self.push_payload(payload, MAX_BUF);
     }
 
     /// deflate: queue one final frame with RSV1 set (a permessage-deflate payload).
@@ -123,8 +126,19 @@ impl WriteQueue {
             tail.extend_from_slice(&payload);
         } else {
             self.tail(pool, n).extend_from_slice(&hdr[..n]);
-            self.bufs.push_back(payload);
+            self.push_payload(payload, MAX_BUF);
         }
+    }
+
+    /// Queue a large payload's own buffer (the rest of a frame whose header is queued),
+    /// in pieces of at most `max` bytes.
+    fn push_payload(&mut self, mut payload: Vec<u8>, max: usize) {
+        while payload.len() > max {
+            let rest = payload.split_off(max);
+            self.bufs.push_back(payload);
+            payload = rest;
+        }
+        self.bufs.push_back(payload);
     }
 
     /// A buffer at the back with room for `need` more bytes without growing past what
@@ -146,12 +160,16 @@ impl WriteQueue {
     pub fn flush<W: Write>(&mut self, w: &mut W, pool: &mut BufPool) -> io::Result<bool> {
         while self.queued > 0 {
             let written = if self.bufs.len() == 1 {
-                w.write(&self.bufs[0][self.head_written..])
+                w.write(&self.bufs[0][self.head_written as usize..])
             } else {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
                 let mut n = 0;
                 for (i, b) in self.bufs.iter().take(MAX_IOV).enumerate() {
-                    let start = if i == 0 { self.head_written } else { 0 };
+                    let start = if i == 0 {
+                        self.head_written as usize
+                    } else {
+                        0
+                    };
                     iov[i] = IoSlice::new(&b[start..]);
                     n += 1;
                 }
@@ -171,9 +189,10 @@ impl WriteQueue {
     fn advance(&mut self, mut n: usize, pool: &mut BufPool) {
         self.queued -= n;
         while n > 0 {
-            let head_left = self.bufs[0].len() - self.head_written;
+            let head_left = self.bufs[0].len() - self.head_written as usize;
             if n < head_left {
-                self.head_written += n;
+                // Below the buffer's length, which is at most MAX_BUF.
+                self.head_written += n as u32;
                 return;
             }
             n -= head_left;
@@ -203,7 +222,7 @@ impl WriteQueue {
     /// the payload it is in the middle of, so the stream stays well framed and a close
     /// frame queued next is the next thing the peer reads. Returns the bytes dropped.
     pub fn drop_unstarted(&mut self, pool: &mut BufPool) -> usize {
-        let cut = (1..self.bufs.len().min(64)).find(|&i| self.starts & (1 << i) != 0);
+        let cut = (1..self.bufs.len().min(32)).find(|&i| self.starts & (1 << i) != 0);
         let Some(cut) = cut else {
             return 0;
         };
@@ -212,13 +231,13 @@ impl WriteQueue {
             dropped += b.len();
             pool.put(b);
         }
-        self.starts &= (1u64 << cut) - 1;
+        self.starts &= (1u32 << cut) - 1;
         self.queued -= dropped;
         dropped
     }
 
     fn mark_start(&mut self, index: usize) {
-        if index < 64 {
+        if index < 32 {
             self.starts |= 1 << index;
         }
     }
@@ -321,6 +340,26 @@ mod tests {
         assert!(w.out[11..11 + 40_000].iter().all(|&b| b == 1));
         assert_eq!(&w.out[w.out.len() - 4..], &[0x88, 2, 0x03, 0xF0]);
         assert_eq!(q.queued(), 0);
+    }
+
+    #[test]
+    fn a_payload_over_the_buffer_limit_is_queued_in_pieces_and_written_whole() {
+        let mut pool = BufPool::new(1024, 4);
+        let mut q = WriteQueue::default();
+        q.push_raw(&mut pool, b"head");
+        q.queued += 20;
+        q.push_payload((0..20u8).collect(), 7);
+        assert_eq!(q.bufs.len(), 4);
+        assert!(q.bufs.iter().all(|b| b.len() <= 7));
+        let mut w = Trickle {
+            out: Vec::new(),
+            cap: 5,
+            block_next: false,
+        };
+        while !q.flush(&mut w, &mut pool).unwrap() {}
+        let mut want = b"head".to_vec();
+        want.extend(0..20u8);
+        assert_eq!(w.out, want);
     }
 
     #[test]

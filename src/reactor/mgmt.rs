@@ -18,7 +18,7 @@ use crate::cluster::Parked;
 use crate::config::{MgmtConfig, Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::{BufPool, WriteQueue};
-use crate::conn::{Conn, Phase};
+use crate::conn::{tick, Conn, Phase};
 use crate::mgmt::{ConnInfo, MetricsSnapshot, MgmtContext, MgmtResponse, Remote, Session};
 use crate::ws::{close_code, Opcode};
 
@@ -104,9 +104,11 @@ impl MgmtContext for Ctx<'_> {
         let conn = &self.conns[self.find(id)?];
         let (subprotocol, identity_id) = conn.ext.as_ref()?.describe();
         Some(ConnInfo {
-            connected_at: system_time(self.now, conn.st.connected_at),
-            last_active_at: system_time(self.now, conn.st.last_read),
-            source_ip: conn.st.peer.ip(),
+            connected_at: system_time(self.now, conn.st.connected_at.instant(self.now)),
+            last_active_at: system_time(self.now, conn.st.last_read.instant(self.now)),
+            // Asked of the socket (connections do not keep it); a socket that no longer
+            // knows its peer is a connection that has gone.
+            source_ip: conn.st.sock.peer_addr().ok()?.ip(),
             subprotocol,
             identity_id,
         })
@@ -136,6 +138,7 @@ impl MgmtContext for Ctx<'_> {
             pool: self.pool,
             stats: self.stats,
             now: self.now,
+            ms: tick::ms(self.now),
             draining: self.draining,
         };
         self.conns[slot]
@@ -395,7 +398,7 @@ impl Reactor {
         if mc.timer_armed.is_none_or(|armed| deadline < armed) {
             mc.timer_armed = Some(deadline);
             self.timers.push(std::cmp::Reverse((
-                deadline,
+                tick::ms_ceil(deadline),
                 slot as u32 | MGMT_TIMER,
                 mc.gen,
             )));
@@ -403,7 +406,7 @@ impl Reactor {
     }
 
     /// A management timer entry came due.
-    pub(super) fn mgmt_timer(&mut self, slot: usize, gen: u32, when: Instant, now: Instant) {
+    pub(super) fn mgmt_timer(&mut self, slot: usize, gen: u32, when: u64, now: Instant) {
         let Some(idle) = self.cfg.management.as_ref().map(|m| m.idle_timeout) else {
             return;
         };
@@ -413,7 +416,7 @@ impl Reactor {
         if mc.gen != gen {
             return;
         }
-        if mc.timer_armed == Some(when) {
+        if mc.timer_armed.map(tick::ms_ceil) == Some(when) {
             mc.timer_armed = None;
         }
         // cluster: a parked request is bounded by the cluster's own deadline (504).
@@ -470,6 +473,7 @@ impl Reactor {
                     pool: &mut self.pool,
                     stats: &mut self.stats,
                     now,
+                    ms: tick::ms(now),
                     draining: &self.handle.draining,
                 };
                 conn.st.flush(&mut sh);

@@ -19,7 +19,7 @@ pub mod mgmt;
 pub use crate::stats;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,7 +38,7 @@ pub use crate::config::MgmtConfig;
 use crate::config::{Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::BufPool;
-use crate::conn::{Conn, ConnId, ConnState, Phase, ReadOutcome, Shared, Sink};
+use crate::conn::{tick, Conn, ConnId, ConnState, Phase, ReadOutcome, Shared, Sink};
 use crate::link::{Courier, Gone, Link};
 use crate::work::{Job, WorkerPool};
 use crate::ws::UpgradeRequest;
@@ -50,15 +50,17 @@ use stats::Stats;
 /// The per-event context a connection borrows, built from disjoint fields of the
 /// reactor (a macro, so the borrows stay field by field).
 macro_rules! shared {
-    ($r:ident, $now:expr) => {
+    ($r:ident, $now:expr) => {{
+        let now = $now;
         Shared {
             cfg: &$r.cfg,
             pool: &mut $r.pool,
             stats: &mut $r.stats,
-            now: $now,
+            now,
+            ms: tick::ms(now),
             draining: &$r.handle.draining,
         }
-    };
+    }};
 }
 
 /// The sink a connection reports its events to, built from disjoint fields of the
@@ -476,6 +478,8 @@ impl Server {
             pool: BufPool::new(16 * 1024, 256),
             rbuf: vec![0; READ_BUF],
             timers: BinaryHeap::new(),
+            batch_ms: 0,
+            handshakes: VecDeque::new(),
             to_free: Vec::new(),
             revisit: Vec::new(),
             cmd_rx: rx,
@@ -546,12 +550,7 @@ fn snapshot(stats: &Stats, conns: &Slab<Conn<Ext>>, waiting: u64) -> Stats {
         let q = c.st.queued() as u64;
         s.queued_bytes_sum += q;
         s.queued_bytes_max = s.queued_bytes_max.max(q);
-        let r = match &c.st.phase {
-            Phase::Handshake(head) => head.capacity(),
-            _ => c.dec.buffered_capacity(),
-        };
-        s.read_buffered_max = s.read_buffered_max.max(r as u64);
-        s.fold_peaks(c.st.queued_peak, c.st.head_peak, c.st.message_peak);
+        s.read_buffered_max = s.read_buffered_max.max(c.read_buffered() as u64);
         if let Some(a) = &c.ext {
             s.producers_waiting += a.link().waiting_producers() as u64;
         }
@@ -575,7 +574,16 @@ struct Reactor {
     rbuf: Vec<u8>,
     /// Lazy timers: at most a few entries per connection; an entry that fires early is
     /// re-armed from the connection's current deadline.
-    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// Connections reading their upgrade request, in accept order, which is their
+    /// handshake deadlines' order (one timeout for all): a FIFO instead of an entry
+    /// each in `timers`, which would stay there, and in memory, long after the upgrade.
+    /// Entries of connections that have upgraded or gone are dropped at the front as
+    /// the loop passes, so it holds about the handshakes in progress.
+    handshakes: VecDeque<ConnId>,
+    /// The time of the current event batch in milliseconds ([`tick::ms`]), which the
+    /// connections' ticks are read against.
+    batch_ms: u64,
     to_free: Vec<usize>,
     /// Connections that stopped reading before `WouldBlock`.
     revisit: Vec<ConnId>,
@@ -604,6 +612,11 @@ impl Reactor {
                 Some(Duration::ZERO)
             } else {
                 let next = self.timers.peek().map(|Reverse((t, _, _))| *t);
+                let next = match (next, self.next_handshake_deadline()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let next = next.map(tick::instant);
                 let next = match (next, self.accept_retry) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -623,6 +636,7 @@ impl Reactor {
                 return Err(e);
             }
             let now = Instant::now();
+            self.batch_ms = tick::ms(now);
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(false, now),
@@ -661,6 +675,7 @@ impl Reactor {
                 self.mgmt_accept(now);
             }
             self.fire_timers(now);
+            self.fire_handshakes(now);
             // At most once a tick: a busy loop must not scan every connection per event.
             if self.shutdown_at.is_some() && now >= self.drain_next && self.drain_step(now) {
                 self.free_dead();
@@ -700,7 +715,7 @@ impl Reactor {
             let Some(listener) = listener else {
                 return;
             };
-            let (mut sock, peer) = match listener.accept() {
+            let (mut sock, _peer) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -748,12 +763,13 @@ impl Reactor {
                 }
                 _ => Transport::Plain(sock),
             };
-            let mut conn = Conn::new(id, transport, peer, &self.cfg, now, None);
+            let mut conn = Conn::new(id, transport, now, None);
             conn.st.registered = Some(Interest::READABLE);
             entry.insert(conn);
             self.stats.accepted += 1;
             self.stats.open += 1;
-            self.arm(slot);
+            // The handshake timeout (see `handshakes`).
+            self.handshakes.push_back(id);
         }
     }
 
@@ -804,7 +820,7 @@ impl Reactor {
                 }
                 ReadOutcome::Closed => {
                     conn.st.wq.clear(sh.pool);
-                    conn.st.set_phase(Phase::Dead, now);
+                    conn.st.set_phase(Phase::Dead, sh.ms);
                 }
             }
         }
@@ -865,7 +881,7 @@ impl Reactor {
                 {
                     conn.st.registered = Some(want);
                 } else {
-                    conn.st.set_phase(Phase::Dead, Instant::now());
+                    conn.st.set_phase(Phase::Dead, tick::ms(Instant::now()));
                     self.to_free.push(slot);
                 }
             }
@@ -909,7 +925,7 @@ impl Reactor {
         let conns_left = self
             .conns
             .iter()
-            .filter(|(_, c)| !matches!(c.st.phase, Phase::Handshake(_) | Phase::Dead))
+            .filter(|(_, c)| !matches!(c.st.phase, Phase::Handshake | Phase::Dead))
             .count();
         let jobs = self.work.in_flight();
         if conns_left == 0 && jobs == 0 {
@@ -942,24 +958,29 @@ impl Reactor {
         false
     }
 
-    /// Make sure the timer heap has an entry no later than the connection's deadline.
+    /// Make sure the timer heap has an entry no later than the connection's deadline
+    /// (the handshake's is kept in `handshakes`).
     fn arm(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let Some(deadline) = conn.st.deadline(&self.cfg) else {
+        if matches!(conn.st.phase, Phase::Handshake) {
+            return;
+        }
+        let Some(deadline) = conn.st.deadline(&self.cfg, self.batch_ms) else {
             return;
         };
-        if conn.st.timer_armed.is_none_or(|armed| deadline < armed) {
-            conn.st.timer_armed = Some(deadline);
+        if deadline < conn.st.timer_armed {
+            conn.st.timer_armed = deadline;
             self.timers
                 .push(Reverse((deadline, conn.st.id.slot, conn.st.id.gen)));
         }
     }
 
     fn fire_timers(&mut self, now: Instant) {
+        let now_ms = tick::ms(now);
         while let Some(&Reverse((when, slot, gen))) = self.timers.peek() {
-            if when > now {
+            if when > now_ms {
                 return;
             }
             self.timers.pop();
@@ -974,17 +995,61 @@ impl Reactor {
             }
             let slot = slot as usize;
             let conn = &mut self.conns[slot];
-            if conn.st.timer_armed == Some(when) {
-                conn.st.timer_armed = None;
+            if conn.st.timer_armed == when {
+                conn.st.timer_armed = u64::MAX;
             }
-            match conn.st.deadline(&self.cfg) {
-                Some(d) if d <= now => {
+            match conn.st.deadline(&self.cfg, now_ms) {
+                Some(d) if d <= now_ms => {
                     let mut sh = shared!(self, now);
                     conn.st.on_timeout(&mut sh);
                     conn.st.flush(&mut sh);
                 }
                 _ => {}
             }
+            self.after_event(slot);
+        }
+    }
+
+    /// The connection at the front of `handshakes` if it is still reading its upgrade
+    /// request; the entries in front of it that are done with are dropped.
+    fn handshake_front(&mut self) -> Option<usize> {
+        while let Some(&id) = self.handshakes.front() {
+            let slot = id.slot as usize;
+            let pending = self
+                .conns
+                .get(slot)
+                .is_some_and(|c| c.st.id == id && matches!(c.st.phase, Phase::Handshake));
+            if pending {
+                return Some(slot);
+            }
+            self.handshakes.pop_front();
+        }
+        if self.handshakes.capacity() > 1024 {
+            // A burst of connects is over: give its memory back.
+            self.handshakes = VecDeque::new();
+        }
+        None
+    }
+
+    /// When the oldest upgrade still being read times out (ms).
+    fn next_handshake_deadline(&mut self) -> Option<u64> {
+        let slot = self.handshake_front()?;
+        self.conns[slot].st.deadline(&self.cfg, self.batch_ms)
+    }
+
+    /// Time out the upgrades that are past the handshake timeout, oldest first.
+    fn fire_handshakes(&mut self, now: Instant) {
+        let now_ms = tick::ms(now);
+        while let Some(slot) = self.handshake_front() {
+            let conn = &mut self.conns[slot];
+            match conn.st.deadline(&self.cfg, now_ms) {
+                Some(d) if d <= now_ms => {}
+                _ => return,
+            }
+            self.handshakes.pop_front();
+            let mut sh = shared!(self, now);
+            conn.st.on_timeout(&mut sh);
+            conn.st.flush(&mut sh);
             self.after_event(slot);
         }
     }
@@ -997,8 +1062,6 @@ impl Reactor {
                 .is_some_and(|c| matches!(c.st.phase, Phase::Dead));
             if dead {
                 let mut conn = self.conns.remove(slot);
-                self.stats
-                    .fold_peaks(conn.st.queued_peak, conn.st.head_peak, conn.st.message_peak);
                 conn.st.wq.clear(&mut self.pool);
                 self.stats.open -= 1;
             }

@@ -419,8 +419,10 @@ mod layout {
         for (name, n) in sizes {
             println!("{name}: {n}");
         }
-        assert!(size_of::<Session>() <= 24);
+        assert!(size_of::<Session>() <= 16); // #17 idle-echo: was 24
         assert!(size_of::<Option<Box<ConnDeflate>>>() <= 8);
-        assert!(size_of::<Conn<Ext>>() <= 536);
+        assert!(size_of::<Conn<Ext>>() <= 208); // #17 idle-echo: was 536
+        assert!(size_of::<ConnState>() <= 144); // #17 idle-echo: new
+        assert!(size_of::<Decoder>() <= 48); // #17 idle-echo: new
     }
 }

@@ -118,19 +118,41 @@ enum State {
     Payload { head: FrameHead, got: u64 },
 }
 
-/// The receiving half of the codec for one connection.
-pub struct Decoder {
-    limits: Limits,
+/// A frame split across reads: the header bytes so far, or where in the payload the
+/// decoder is, and a control frame's payload. Boxed, and only while a frame is split
+/// (rare for small messages), so an idle connection's decoder holds none of it.
+struct Partial {
     state: State,
     hdr: [u8; 14],
-    hdr_len: usize,
+    hdr_len: u8,
+    ctrl: [u8; 125],
+}
+
+impl Partial {
+    fn new() -> Box<Partial> {
+        Box::new(Partial {
+            state: State::Header,
+            hdr: [0; 14],
+            hdr_len: 0,
+            ctrl: [0; 125],
+        })
+    }
+}
+
+/// The receiving half of the codec for one connection. The limits are the caller's
+/// (one shared config), not copied into every connection.
+#[derive(Default)]
+pub struct Decoder {
+    /// The message being reassembled; before the upgrade, the request head (see
+    /// [`Decoder::head_buf`]).
+    msg: Vec<u8>,
+    /// A frame split across reads, if any.
+    partial: Option<Box<Partial>>,
+    utf8: Utf8Validator,
     /// Opcode of the fragmented message in progress (Text or Binary).
     open_message: Option<Opcode>,
-    msg: Vec<u8>,
     /// `msg` holds a delivered message; clear it at the next call.
     msg_delivered: bool,
-    utf8: Utf8Validator,
-    ctrl: [u8; 125],
     /// permessage-deflate was negotiated: RSV1 may be set on a message's first frame.
     deflate: bool,
     /// The message in progress is compressed.
@@ -138,21 +160,9 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder enforcing `limits`.
-    pub fn new(limits: Limits) -> Decoder {
-        Decoder {
-            limits,
-            state: State::Header,
-            hdr: [0; 14],
-            hdr_len: 0,
-            open_message: None,
-            msg: Vec::new(),
-            msg_delivered: false,
-            utf8: Utf8Validator::default(),
-            ctrl: [0; 125],
-            deflate: false,
-            open_compressed: false,
-        }
+    /// A decoder at the start of a stream.
+    pub fn new() -> Decoder {
+        Decoder::default()
     }
 
     /// permessage-deflate was negotiated: accept RSV1 on a message's first frame and
@@ -161,13 +171,31 @@ impl Decoder {
         self.deflate = true;
     }
 
-    /// Give back the reassembly buffer when no message is in progress, so an idle
-    /// connection holds no heap memory.
+    /// The buffer the upgrade request head is read into before any frame: the
+    /// reassembly buffer, which is empty until the upgrade, so a connection keeps one
+    /// buffer rather than two. Empty it (or [`Decoder::release_buffers`]) before the
+    /// first [`Decoder::decode`].
+    pub fn head_buf(&mut self) -> &mut Vec<u8> {
+        &mut self.msg
+    }
+
+    /// Give back the reassembly buffer and the split-frame state when no message or
+    /// frame is in progress, so an idle connection holds no heap memory.
     pub fn release_buffers(&mut self) {
-        if self.open_message.is_none() && matches!(self.state, State::Header) {
+        if self.open_message.is_none() && self.between_frames() {
             self.msg = Vec::new();
             self.msg_delivered = false;
         }
+        if self.between_frames() {
+            self.partial = None;
+        }
+    }
+
+    /// No frame is split across reads.
+    fn between_frames(&self) -> bool {
+        self.partial
+            .as_ref()
+            .is_none_or(|p| matches!(p.state, State::Header) && p.hdr_len == 0)
     }
 
     /// Bytes held for a message in progress (reassembly buffer capacity).
@@ -181,23 +209,31 @@ impl Decoder {
     pub fn decode<'a>(
         &'a mut self,
         input: &'a mut [u8],
+        limits: &Limits,
     ) -> Result<(usize, Option<Incoming<'a>>), ProtocolError> {
         if self.msg_delivered {
             self.msg.clear();
             self.msg_delivered = false;
         }
         let mut pos = 0;
-        let (head, mut got) = match self.state {
-            State::Payload { head, got } => (head, got),
-            State::Header => {
-                let (head, used) = match self.read_header(input)? {
+        let in_payload = match self.partial.as_deref() {
+            Some(Partial {
+                state: State::Payload { head, got },
+                ..
+            }) => Some((*head, *got)),
+            _ => None,
+        };
+        let (head, mut got) = match in_payload {
+            Some(at) => at,
+            None => {
+                let (head, used, split) = match self.read_header(input, limits)? {
                     Some(h) => h,
                     None => return Ok((input.len(), None)),
                 };
                 pos = used;
                 let fits_in_input = (input.len() - pos) as u64 >= head.len;
                 // Fast path: the whole frame is in the input and is a message of its own.
-                if fits_in_input && self.hdr_len == 0 {
+                if fits_in_input && !split {
                     let end = pos + head.len as usize;
                     let is_single = head.fin && self.open_message.is_none();
                     if head.opcode.is_control()
@@ -213,7 +249,6 @@ impl Decoder {
                         return Ok((end, Some(item)));
                     }
                 }
-                self.hdr_len = 0;
                 self.begin_payload(head);
                 (head, 0)
             }
@@ -224,8 +259,9 @@ impl Decoder {
         let chunk = &input[pos..pos + avail];
         if head.opcode.is_control() {
             let start = got as usize;
-            self.ctrl[start..start + avail].copy_from_slice(chunk);
-            apply_mask(&mut self.ctrl[start..start + avail], head.mask, start);
+            let ctrl = &mut self.partial.get_or_insert_with(Partial::new).ctrl;
+            ctrl[start..start + avail].copy_from_slice(chunk);
+            apply_mask(&mut ctrl[start..start + avail], head.mask, start);
         } else {
             let start = self.msg.len();
             self.msg.extend_from_slice(chunk);
@@ -240,12 +276,17 @@ impl Decoder {
         got += avail as u64;
         pos += avail;
         if got < head.len {
-            self.state = State::Payload { head, got };
+            self.partial.get_or_insert_with(Partial::new).state = State::Payload { head, got };
             return Ok((pos, None));
         }
-        self.state = State::Header;
+        if let Some(p) = self.partial.as_mut() {
+            p.state = State::Header;
+        }
         if head.opcode.is_control() {
-            let item = complete_single(head.opcode, &mut self.ctrl[..head.len as usize])?;
+            // The payload is in `ctrl`: the slow path copied it there (a zero-length one
+            // copied nothing, and the box may then be fresh).
+            let ctrl = &mut self.partial.get_or_insert_with(Partial::new).ctrl;
+            let item = complete_single(head.opcode, &mut ctrl[..head.len as usize])?;
             return Ok((pos, Some(item)));
         }
         if !head.fin {
@@ -274,41 +315,56 @@ impl Decoder {
         }
     }
 
-    /// Parse a frame header from `hdr` + `input`. Returns the header and how many bytes of
-    /// `input` it used, or `None` when the input ran out (the bytes are kept in `hdr`).
-    fn read_header(&mut self, input: &[u8]) -> Result<Option<(FrameHead, usize)>, ProtocolError> {
+    /// Parse a frame header from the buffered header bytes + `input`. Returns the
+    /// header, how many bytes of `input` it used and whether it was split across reads,
+    /// or `None` when the input ran out (the bytes are kept in the split-frame state).
+    fn read_header(
+        &mut self,
+        input: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(FrameHead, usize, bool)>, ProtocolError> {
+        let buffered = self.partial.as_ref().map_or(0, |p| p.hdr_len);
         // Parse straight from the input when nothing is buffered (the usual case).
-        if self.hdr_len == 0 {
-            if let Some((head, used)) = self.parse_header(input)? {
-                return Ok(Some((head, used)));
+        if buffered == 0 {
+            if let Some((head, used)) = self.parse_header(input, limits)? {
+                return Ok(Some((head, used, false)));
             }
         }
         // Buffer header bytes one need at a time so we never take payload bytes.
         let mut used = 0;
         loop {
-            let need = header_len_needed(&self.hdr[..self.hdr_len]);
-            if self.hdr_len >= 2 {
+            let (hdr, hdr_len) = match self.partial.as_deref() {
+                Some(p) => (p.hdr, p.hdr_len as usize),
+                None => ([0; 14], 0),
+            };
+            let need = header_len_needed(&hdr[..hdr_len]);
+            if hdr_len >= 2 {
                 // Checks the first two bytes as soon as they are here, as the unbuffered
                 // path does: a bad header fails at once, not once its length arrives.
-                let hdr = self.hdr;
-                let parsed = self.parse_header(&hdr[..self.hdr_len])?;
-                if let Some((head, _)) = parsed {
-                    // Keep hdr_len non-zero until begin_payload so the caller knows the
-                    // header was split (no fast path on input that does not hold it).
-                    return Ok(Some((head, used)));
+                if let Some((head, _)) = self.parse_header(&hdr[..hdr_len], limits)? {
+                    if let Some(p) = self.partial.as_mut() {
+                        p.hdr_len = 0;
+                    }
+                    // Split: the caller takes no fast path on input that does not hold it.
+                    return Ok(Some((head, used, true)));
                 }
             }
-            let take = (need - self.hdr_len).min(input.len() - used);
+            let take = (need - hdr_len).min(input.len() - used);
             if take == 0 {
                 return Ok(None);
             }
-            self.hdr[self.hdr_len..self.hdr_len + take].copy_from_slice(&input[used..used + take]);
-            self.hdr_len += take;
+            let p = self.partial.get_or_insert_with(Partial::new);
+            p.hdr[hdr_len..hdr_len + take].copy_from_slice(&input[used..used + take]);
+            p.hdr_len += take as u8;
             used += take;
         }
     }
 
-    fn parse_header(&self, b: &[u8]) -> Result<Option<(FrameHead, usize)>, ProtocolError> {
+    fn parse_header(
+        &self,
+        b: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(FrameHead, usize)>, ProtocolError> {
         if b.len() < 2 {
             return Ok(None);
         }
@@ -358,7 +414,7 @@ impl Decoder {
             n => (n as u64, 2),
         };
         if !opcode.is_control() {
-            if len > self.limits.max_frame {
+            if len > limits.max_frame {
                 return Err(ProtocolError::FrameTooBig);
             }
             let so_far = if self.open_message.is_some() {
@@ -366,7 +422,7 @@ impl Decoder {
             } else {
                 0
             };
-            if so_far + len > self.limits.max_message as u64 {
+            if so_far + len > limits.max_message as u64 {
                 return Err(ProtocolError::MessageTooBig);
             }
         }
@@ -534,7 +590,7 @@ mod tests {
     }
 
     fn deflate_decoder() -> Decoder {
-        let mut d = Decoder::new(Limits::default());
+        let mut d = Decoder::new();
         d.enable_deflate();
         d
     }
@@ -586,12 +642,21 @@ mod tests {
 
     /// Feed `bytes` in pieces of `step`, collecting items until the first error.
     fn run(dec: &mut Decoder, bytes: &[u8], step: usize) -> (Vec<Owned>, Option<ProtocolError>) {
+        run_with(dec, bytes, step, Limits::default())
+    }
+
+    fn run_with(
+        dec: &mut Decoder,
+        bytes: &[u8],
+        step: usize,
+        limits: Limits,
+    ) -> (Vec<Owned>, Option<ProtocolError>) {
         let mut items = Vec::new();
         for piece in bytes.chunks(step.max(1)) {
             let mut piece = piece.to_vec();
             let mut pos = 0;
             while pos < piece.len() {
-                match dec.decode(&mut piece[pos..]) {
+                match dec.decode(&mut piece[pos..], &limits) {
                     Ok((used, item)) => {
                         if let Some(i) = item {
                             items.push(own(i));
@@ -606,14 +671,10 @@ mod tests {
     }
 
     fn decode_all(bytes: &[u8]) -> (Vec<Owned>, Option<ProtocolError>) {
-        let whole = run(&mut Decoder::new(Limits::default()), bytes, bytes.len());
+        let whole = run(&mut Decoder::new(), bytes, bytes.len());
         // Every split must give the same answer: byte by byte and in odd pieces.
         for step in [1, 2, 3, 7, 13] {
-            assert_eq!(
-                run(&mut Decoder::new(Limits::default()), bytes, step),
-                whole,
-                "step {step}"
-            );
+            assert_eq!(run(&mut Decoder::new(), bytes, step), whole, "step {step}");
         }
         whole
     }
@@ -640,7 +701,7 @@ mod tests {
         for len in [125usize, 126, 65535, 65536, 200_000] {
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let bytes = client_frame(0x82, &payload);
-            let (items, err) = run(&mut Decoder::new(Limits::default()), &bytes, 4096);
+            let (items, err) = run(&mut Decoder::new(), &bytes, 4096);
             assert_eq!(err, None);
             assert_eq!(items, vec![Owned::Binary(payload)]);
         }
@@ -667,10 +728,10 @@ mod tests {
             &[0x89, 0xFE, 0, 200][..],  // ping over 125 bytes
             &[0x80, 0x81, 1, 2, 3][..], // continuation with no message
         ] {
-            let whole = run(&mut Decoder::new(Limits::default()), bytes, bytes.len());
+            let whole = run(&mut Decoder::new(), bytes, bytes.len());
             assert!(whole.1.is_some(), "{bytes:?}");
             for step in [1, 2] {
-                let split = run(&mut Decoder::new(Limits::default()), bytes, step);
+                let split = run(&mut Decoder::new(), bytes, step);
                 assert_eq!(split, whole, "{bytes:?} in reads of {step}");
             }
         }
@@ -810,12 +871,12 @@ mod tests {
             max_frame: 1024,
             max_message: 4096,
         };
-        let mut dec = Decoder::new(limits);
+        let mut dec = Decoder::new();
         // Only the header of a 2^40-byte frame: the error comes from the header alone.
         let mut hdr = vec![0x82, 0x80 | 127];
         hdr.extend_from_slice(&(1u64 << 40).to_be_bytes());
         hdr.extend_from_slice(&KEY);
-        let err = dec.decode(&mut hdr).unwrap_err();
+        let err = dec.decode(&mut hdr, &limits).unwrap_err();
         assert_eq!(err, ProtocolError::FrameTooBig);
         assert_eq!(err.close_code(), 1009);
         assert_eq!(dec.buffered_capacity(), 0);
@@ -829,11 +890,11 @@ mod tests {
         };
         let mut bytes = client_frame(0x02, &[0u8; 1000]);
         bytes.extend(client_frame(0x80, &[0u8; 501]));
-        let (_, err) = run(&mut Decoder::new(limits), &bytes, bytes.len());
+        let (_, err) = run_with(&mut Decoder::new(), &bytes, bytes.len(), limits);
         assert_eq!(err, Some(ProtocolError::MessageTooBig));
         let mut bytes = client_frame(0x02, &[0u8; 1000]);
         bytes.extend(client_frame(0x80, &[0u8; 500]));
-        let (items, err) = run(&mut Decoder::new(limits), &bytes, bytes.len());
+        let (items, err) = run_with(&mut Decoder::new(), &bytes, bytes.len(), limits);
         assert_eq!((items.len(), err), (1, None));
     }
 
@@ -849,7 +910,7 @@ mod tests {
 
     #[test]
     fn many_empty_fragments_cost_no_memory() {
-        let mut dec = Decoder::new(Limits::default());
+        let mut dec = Decoder::new();
         let mut bytes = client_frame(0x02, b"");
         for _ in 0..10_000 {
             bytes.extend(client_frame(0x00, b""));
@@ -861,13 +922,40 @@ mod tests {
 
     #[test]
     fn release_buffers_frees_the_reassembly_buffer_between_messages() {
-        let mut dec = Decoder::new(Limits::default());
+        let mut dec = Decoder::new();
         let mut bytes = client_frame(0x02, &[1u8; 3000]);
         bytes.extend(client_frame(0x80, &[2u8; 3000]));
         let (items, _) = run(&mut dec, &bytes, 1000);
         assert_eq!(items.len(), 1);
         assert!(dec.buffered_capacity() > 0);
         dec.release_buffers();
+        assert_eq!(dec.buffered_capacity(), 0);
+    }
+
+    #[test]
+    fn split_frame_state_is_held_only_while_a_frame_is_split() {
+        let limits = Limits::default();
+        let mut dec = Decoder::new();
+        // Whole frames, control ones included: nothing boxed.
+        let mut bytes = client_frame(0x81, b"hello");
+        bytes.extend(client_frame(0x89, b"ping"));
+        let (items, err) = run(&mut dec, &bytes, bytes.len());
+        assert_eq!((items.len(), err), (2, None));
+        assert!(dec.partial.is_none());
+        // A ping cut inside its header, then inside its payload.
+        let mut ping = client_frame(0x89, b"are you there");
+        let (first, rest) = ping.split_at_mut(3);
+        assert!(matches!(dec.decode(first, &limits), Ok((3, None))));
+        dec.release_buffers();
+        assert!(dec.partial.is_some(), "a header in progress is kept");
+        let (mid, last) = rest.split_at_mut(5);
+        assert!(matches!(dec.decode(mid, &limits), Ok((5, None))));
+        dec.release_buffers();
+        assert!(dec.partial.is_some(), "a payload in progress is kept");
+        let (_, item) = dec.decode(last, &limits).unwrap();
+        assert_eq!(item, Some(Incoming::Ping(b"are you there")));
+        dec.release_buffers();
+        assert!(dec.partial.is_none());
         assert_eq!(dec.buffered_capacity(), 0);
     }
 

@@ -10,7 +10,9 @@
 //!   fail(): a close frame with the error's code, then Done
 //! ```
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::conn::tick;
 
 use super::frame::{close_payload, Incoming};
 
@@ -99,7 +101,38 @@ pub struct Session {
     pongs_queued: u8,
     /// The latest ping's payload, answered once the queue drains: pings beyond the
     /// burst replace each other (RFC 6455 5.5.3) instead of growing the queue.
-    deferred_pong: Option<Box<[u8]>>,
+    /// Boxed thin (one word), not `Box<[u8]>` (two): every connection has the field.
+    deferred_pong: Option<Box<PongPayload>>,
+}
+
+/// A deferred pong's payload (a ping's: at most 125 bytes).
+pub struct PongPayload {
+    len: u8,
+    buf: [u8; 125],
+}
+
+impl PongPayload {
+    fn new(payload: &[u8]) -> Box<PongPayload> {
+        // The decoder refuses control frames over 125 bytes.
+        let len = payload.len().min(125);
+        let mut p = Box::new(PongPayload {
+            len: len as u8,
+            buf: [0; 125],
+        });
+        p.buf[..len].copy_from_slice(&payload[..len]);
+        p
+    }
+
+    /// The bytes to put in the pong.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for PongPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.bytes().fmt(f)
+    }
 }
 
 impl Default for Session {
@@ -145,7 +178,10 @@ impl Session {
                     self.pongs_queued += 1;
                     Step::Pong(payload)
                 } else {
-                    let coalesced = self.deferred_pong.replace(payload.into()).is_some();
+                    let coalesced = self
+                        .deferred_pong
+                        .replace(PongPayload::new(payload))
+                        .is_some();
                     Step::PongDeferred { coalesced }
                 }
             }
@@ -206,7 +242,8 @@ impl Session {
     /// When the idle timer next needs the session, given when bytes last arrived:
     /// the keep-alive ping at half of `timeout`, the close a half later. `None` when
     /// idle timeouts are off (zero) or the session is not open.
-    pub fn idle_deadline(&self, last_read: Instant, timeout: Duration) -> Option<Instant> {
+    /// Times are milliseconds ([`tick::ms`]).
+    pub fn idle_deadline(&self, last_read: u64, timeout: Duration) -> Option<u64> {
         if timeout.is_zero() || self.state != State::Open {
             return None;
         }
@@ -215,7 +252,7 @@ impl Session {
         } else {
             timeout / 2
         };
-        Some(last_read + wait)
+        Some(last_read.saturating_add(tick::dur_ms(wait)))
     }
 
     /// The idle deadline passed.
@@ -229,7 +266,7 @@ impl Session {
     }
 
     /// The write queue drained: the deferred pong's payload, to send now.
-    pub fn take_deferred_pong(&mut self) -> Option<Box<[u8]>> {
+    pub fn take_deferred_pong(&mut self) -> Option<Box<PongPayload>> {
         let pong = self.deferred_pong.take()?;
         self.pongs_queued = 1;
         Some(pong)
@@ -243,9 +280,11 @@ mod tests {
 
     /// Decode one masked client frame from bytes and give it to the session.
     fn feed(s: &mut Session, bytes: &[u8], queue_empty: bool) -> String {
-        let mut dec = Decoder::new(Limits::default());
+        let mut dec = Decoder::new();
         let mut buf = bytes.to_vec();
-        let (_, item) = dec.decode(&mut buf).expect("a valid frame");
+        let (_, item) = dec
+            .decode(&mut buf, &Limits::default())
+            .expect("a valid frame");
         match s.on_item(item.expect("a whole frame"), queue_empty) {
             Step::Message { text, payload } => format!("message {text} {payload:?}"),
             Step::Pong(p) => format!("pong {p:?}"),
@@ -310,8 +349,9 @@ mod tests {
         }
         assert_eq!(feed(&mut s, PING_P, false), "deferred false");
         assert_eq!(feed(&mut s, b"\x89\x81\0\0\0\0q", false), "deferred true");
-        assert_eq!(s.take_deferred_pong().as_deref(), Some(&b"q"[..]));
-        assert_eq!(s.take_deferred_pong(), None);
+        let pong = s.take_deferred_pong().map(|p| p.bytes().to_vec());
+        assert_eq!(pong, Some(b"q".to_vec()));
+        assert!(s.take_deferred_pong().is_none());
         // An empty queue starts a new burst.
         assert_eq!(feed(&mut s, PING_P, true), "pong [112]");
     }
@@ -323,17 +363,17 @@ mod tests {
             feed(&mut s, PING_P, false);
         }
         assert!(s.close(1000, "").is_some());
-        assert_eq!(s.take_deferred_pong(), None);
+        assert!(s.take_deferred_pong().is_none());
     }
 
     #[test]
     fn idle_policy_pings_at_half_the_timeout_then_closes() {
         let mut s = Session::new();
-        let t0 = Instant::now();
+        let t0 = 1_000;
         let timeout = Duration::from_secs(10);
-        assert_eq!(s.idle_deadline(t0, timeout), Some(t0 + timeout / 2));
+        assert_eq!(s.idle_deadline(t0, timeout), Some(6_000));
         assert_eq!(s.on_idle(), Idle::Ping);
-        assert_eq!(s.idle_deadline(t0, timeout), Some(t0 + timeout));
+        assert_eq!(s.idle_deadline(t0, timeout), Some(11_000));
         assert_eq!(s.on_idle(), Idle::Close);
         // Bytes from the peer answer the ping.
         s.on_read();
