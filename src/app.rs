@@ -49,8 +49,7 @@ pub trait App: Send + Sync + 'static {
     /// A client finished the upgrade (the 101 is queued). Returns the application's
     /// value for the connection, which the reactor keeps until it closes, and jobs to
     /// run (for the runner: on_connect) into `jobs`.
-    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>)
-        -> Arc<dyn AppConn>;
+    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Arc<dyn AppConn>;
 
     /// The connection the application knows by `key` (its own name for it, e.g. the
     /// runner's connection-id), for the management API.

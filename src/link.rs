@@ -199,7 +199,8 @@ impl Link {
         let mut hdr = [0u8; MAX_HEADER];
         let n = encode_header(&mut hdr, opcode, payload.len()) + payload.len();
         self.add_in_transit(n);
-        if self.home.courier.deliver(self.id, opcode, payload, n).is_err() {
+        let home = &*self.home;
+        if home.courier.deliver(self.id, opcode, payload, n).is_err() {
             self.transit_arrived(n);
             return Err(Gone);
         }
@@ -210,7 +211,8 @@ impl Link {
     /// push): tell the reactor, which counts it in `Stats::stale_dropped` like any
     /// other delivery to a connection that has ended. The frame itself stays here.
     pub(crate) fn count_dropped(&self) {
-        let _ = self.home.courier.deliver(self.id, Opcode::Text, Vec::new(), 0);
+        let home = &*self.home;
+        let _ = home.courier.deliver(self.id, Opcode::Text, Vec::new(), 0);
     }
 
     /// Pass `note` to the application's value of this connection, on the reactor
@@ -226,11 +228,12 @@ impl Link {
         if self.has_room() || self.is_closed() {
             return !self.is_closed();
         }
+        let room = &self.home.room;
         let mut guard = self.home.parked();
         // Same ordering argument as `park_with`: count first, then read the bytes.
         self.room_waiters.fetch_add(1, Ordering::SeqCst);
         while !self.is_closed() && self.pending_bytes() > self.home.low_water {
-            guard = self.home.room.wait(guard).unwrap_or_else(|e| e.into_inner());
+            guard = room.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
         self.room_waiters.fetch_sub(1, Ordering::SeqCst);
         !self.is_closed()
@@ -286,6 +289,11 @@ impl Link {
     /// reactor drops (or runs, so they see the closed flag and end their streams).
     pub fn mark_closed(&self) -> Vec<Job> {
         self.closed.store(true, Ordering::SeqCst);
+        // The shared lock only when someone waits: a producer counts itself before it
+        // reads the flag (see `park_with`), so one not counted yet will see it closed.
+        if self.waiting() == 0 {
+            return Vec::new();
+        }
         self.take_parked()
     }
 

@@ -14,17 +14,8 @@ use crate::work::Job;
 use crate::ws::UpgradeRequest;
 
 impl App for Runner {
-    fn on_open(
-        &self,
-        link: Link,
-        req: &UpgradeRequest,
-        jobs: &mut Vec<Job>,
-    ) -> Arc<dyn AppConn> {
-        let conn = Arc::new(Connection::new(
-            link,
-            self.clone(),
-            req.subprotocol.clone(),
-        ));
+    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Arc<dyn AppConn> {
+        let conn = Arc::new(Connection::new(link, self.clone(), req.subprotocol.clone()));
         let inner = self.current();
         if !inner.has_on_connect {
             // 6.5.3: accepted without dispatch (nothing is held yet)

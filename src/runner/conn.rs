@@ -563,7 +563,10 @@ mod layout {
                 size_of::<Option<Box<ConnDeflate>>>(),
             ),
             ("ConnDeflate", size_of::<ConnDeflate>()),
-            ("Connection (in Arc, Configurapi mode)", size_of::<Connection>()),
+            (
+                "Connection (in Arc, Configurapi mode)",
+                size_of::<Connection>(),
+            ),
             ("Aside (boxed, when present)", size_of::<Aside>()),
             ("Link", size_of::<Link>()),
             ("registry entry", size_of::<super::Entry>()),

@@ -19,7 +19,9 @@ impl PushSink for Push {
     fn push(&self, mut response: Response) -> Result<(), PushError> {
         if self.conn.is_closed() {
             self.conn.count_dropped();
-            return Err(PushError::Gone(self.conn.connection_id().as_ref().to_owned()));
+            return Err(PushError::Gone(
+                self.conn.connection_id().as_ref().to_owned(),
+            ));
         }
         // 6.4.1: no message-id is added; the response's own headers may carry one.
         if let Some(stream) = response.take_stream() {
