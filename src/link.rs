@@ -306,3 +306,100 @@ impl Link {
         parked.remove(&self.id).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Links of one reactor share a home (#17): the parked producers of one connection
+    //! must stay its own.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{ConnId, Courier, Gone, Link, LinkHome};
+    use crate::work::Job;
+    use crate::ws::frame::Opcode;
+
+    struct Nowhere;
+
+    impl Courier for Nowhere {
+        fn deliver(&self, _: ConnId, _: Opcode, _: Vec<u8>, _: usize) -> Result<(), Gone> {
+            Ok(())
+        }
+        fn notify(&self, _: ConnId, _: u32) -> Result<(), Gone> {
+            Ok(())
+        }
+    }
+
+    /// A job that adds `n` to `ran` when run.
+    fn job(ran: &Arc<AtomicUsize>, n: usize) -> Job {
+        let ran = Arc::clone(ran);
+        Box::new(move || {
+            ran.fetch_add(n, Ordering::SeqCst);
+        })
+    }
+
+    #[test]
+    fn parked_producers_are_resumed_or_dropped_per_link_not_per_home() {
+        let home = LinkHome::new(Arc::new(Nowhere), 100, 10);
+        let a = Link::new(ConnId { slot: 1, gen: 1 }, &home);
+        let b = Link::new(ConnId { slot: 2, gen: 1 }, &home);
+        let ran = Arc::new(AtomicUsize::new(0));
+        // Both over the high-water mark: producers park.
+        assert!(a.set_queued(200).is_empty());
+        assert!(b.set_queued(200).is_empty());
+        assert!(!a.has_room() && !b.has_room());
+        assert!(a.park_with(|| job(&ran, 1)));
+        assert!(a.park_with(|| job(&ran, 1)));
+        assert!(b.park_with(|| job(&ran, 100)));
+        assert_eq!((a.waiting_producers(), b.waiting_producers()), (2, 1));
+        // Between the marks: nobody is resumed.
+        assert!(a.set_queued(50).is_empty());
+        // `a` drains: its two producers come back, `b`'s stays parked.
+        let resumed = a.set_queued(5);
+        assert_eq!(resumed.len(), 2);
+        resumed.into_iter().for_each(|j| j());
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+        assert_eq!((a.waiting_producers(), b.waiting_producers()), (0, 1));
+        // `b` closes: its producer is handed back (to be dropped or run), once.
+        let left = b.mark_closed();
+        assert_eq!(left.len(), 1);
+        left.into_iter().for_each(|j| j());
+        assert_eq!(ran.load(Ordering::SeqCst), 102);
+        assert!(b.mark_closed().is_empty());
+        assert!(!b.park_with(|| job(&ran, 1)), "a closed link parks none");
+        // `a` with room: parking is refused, the caller goes on.
+        assert!(!a.park_with(|| job(&ran, 1000)));
+        assert_eq!(ran.load(Ordering::SeqCst), 102);
+    }
+
+    #[test]
+    fn a_blocked_push_wakes_when_its_own_link_drains_or_closes() {
+        let home = LinkHome::new(Arc::new(Nowhere), 100, 10);
+        let a = Arc::new(Link::new(ConnId { slot: 1, gen: 1 }, &home));
+        a.set_queued(200);
+        let waiter = {
+            let a = Arc::clone(&a);
+            std::thread::spawn(move || a.wait_for_room())
+        };
+        // Wait for the thread to block (an observable state, not a sleep).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while a.waiting_producers() == 0 {
+            assert!(Instant::now() < deadline, "the push never waited");
+            std::thread::yield_now();
+        }
+        a.set_queued(5);
+        assert!(waiter.join().unwrap(), "room came: the push goes on");
+        a.set_queued(200);
+        let waiter = {
+            let a = Arc::clone(&a);
+            std::thread::spawn(move || a.wait_for_room())
+        };
+        while a.waiting_producers() == 0 {
+            assert!(Instant::now() < deadline, "the push never waited");
+            std::thread::yield_now();
+        }
+        drop(a.mark_closed());
+        assert!(!waiter.join().unwrap(), "closed: the push fails");
+    }
+}

@@ -488,6 +488,37 @@ api:
     }
 
     #[test]
+    fn the_registry_finds_a_connection_by_its_id_as_written_and_lists_them_sorted() {
+        let (h, runner) = harness(200);
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            let (mut c, jobs) = h.open("/", &[]);
+            for job in jobs {
+                job();
+            }
+            h.deliver_notes(&mut c, &mut Vec::new());
+            conns.push(c);
+        }
+        let keys = crate::app::App::keys(&runner);
+        assert_eq!(keys.len(), 3);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted: {keys:?}");
+        for c in &conns {
+            let id = h.label(c);
+            assert!(uuid::Uuid::parse_str(&id).is_ok_and(|u| u.get_version_num() == 4));
+            assert!(keys.iter().any(|k| **k == *id));
+            assert_eq!(runner.registry().find(&id), Some(c.link().id));
+            // Only the form the runner writes names it.
+            assert_eq!(runner.registry().find(&id.to_uppercase()), None);
+            assert_eq!(runner.registry().find(&id.replace('-', "")), None);
+        }
+        assert_eq!(runner.registry().find("not-an-id"), None);
+        for mut c in conns {
+            assert!(h.close(&mut c).is_some(), "accepted: on_disconnect");
+        }
+        assert_eq!(runner.registry().len(), 0);
+    }
+
+    #[test]
     fn a_rejected_connection_is_closed_with_1008_and_gets_no_on_disconnect() {
         let (h, runner) = harness(403);
         let (mut c, jobs) = h.open("/", &[]);
