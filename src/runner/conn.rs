@@ -146,9 +146,26 @@ impl Connection {
         }
     }
 
-    /// The Configurapi `connection-id`, as text.
+    /// The Configurapi `connection-id`, as text (logs, errors, the registry).
     pub fn connection_id(&self) -> IdText {
         IdText::new(&self.id)
+    }
+
+    /// Append the `connection-id` to `out`: the per-message path (each event's
+    /// headers), encoded straight into the string.
+    pub fn write_connection_id(&self, out: &mut String) {
+        out.push_str(
+            self.id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer()),
+        );
+    }
+
+    /// The `connection-id` in a string of its own (one exact allocation).
+    pub fn connection_id_string(&self) -> String {
+        let mut s = String::with_capacity(uuid::fmt::Hyphenated::LENGTH);
+        self.write_connection_id(&mut s);
+        s
     }
 
     /// The first subprotocol the client offered.

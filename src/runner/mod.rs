@@ -160,7 +160,7 @@ impl Inner {
     fn inject_headers(&self, headers: &mut Map<String, Value>, conn: &Connection) {
         headers.insert(
             "connection-id".into(),
-            Value::String(conn.connection_id().as_ref().to_owned()),
+            Value::String(conn.connection_id_string()),
         );
         // The push-function is `Request::push`, outside the map: a client's value
         // must not pass for it. Without a postback base the header is absent (8.6).
@@ -180,11 +180,11 @@ impl Inner {
             // `{base}/@connections/{id}`, in one exact allocation.
             const PATH: &str = "/@connections/";
             let base = base.trim_end_matches('/');
-            let id = conn.connection_id();
-            let mut url = String::with_capacity(base.len() + PATH.len() + id.len());
+            const ID: usize = uuid::fmt::Hyphenated::LENGTH;
+            let mut url = String::with_capacity(base.len() + PATH.len() + ID);
             url.push_str(base);
             url.push_str(PATH);
-            url.push_str(&id);
+            conn.write_connection_id(&mut url);
             headers.insert("postback-url".into(), Value::String(url));
         }
     }
