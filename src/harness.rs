@@ -55,6 +55,12 @@ impl HarnessConn {
     pub fn link(&self) -> &Link {
         self.conn.link()
     }
+
+    /// A weak handle on the application's value: whether anything still holds the
+    /// connection once it is closed and dropped.
+    pub fn downgrade(&self) -> std::sync::Weak<dyn AppConn> {
+        Arc::downgrade(&self.conn)
+    }
 }
 
 /// A text frame's payload handed back by [`Harness::message`] or a worker.

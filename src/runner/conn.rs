@@ -536,6 +536,32 @@ api:
     }
 
     #[test]
+    fn a_closed_connection_is_freed_whether_it_held_messages_or_was_in_the_registry() {
+        // The held messages' jobs and the registry hold the connection: closing must
+        // let go of both, or every connection would leak through its runner.
+        let (h, runner) = harness(200);
+        let (mut c, on_connect) = h.open("/", &[]);
+        assert!(matches!(
+            h.message(&mut c, true, br#"{"name":"hello"}"#),
+            Dispatch::Later
+        ));
+        let held = c.downgrade();
+        assert!(h.close(&mut c).is_none());
+        drop((c, on_connect));
+        assert!(held.upgrade().is_none(), "held messages kept it alive");
+
+        let (mut c, on_connect) = h.open("/", &[]);
+        on_connect.into_iter().for_each(|job| job());
+        h.deliver_notes(&mut c, &mut Vec::new());
+        assert_eq!(runner.registry().len(), 1);
+        let accepted = c.downgrade();
+        let on_disconnect = h.close(&mut c).expect("accepted: on_disconnect");
+        on_disconnect();
+        drop(c);
+        assert!(accepted.upgrade().is_none(), "the registry kept it alive");
+    }
+
+    #[test]
     fn a_rejected_connection_is_closed_with_1008_and_gets_no_on_disconnect() {
         let (h, runner) = harness(403);
         let (mut c, jobs) = h.open("/", &[]);
