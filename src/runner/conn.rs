@@ -330,10 +330,13 @@ impl Registry {
 
     /// The connection-ids, sorted.
     pub(super) fn keys(&self) -> Vec<String> {
-        let mut ids: Vec<Uuid> = lock(&self.ids).iter().map(|e| e.0.id).collect();
-        // The text sorts as the bytes do (lowercase hex, hyphens at fixed places).
+        let mut ids: Vec<String> = lock(&self.ids)
+            .iter()
+            .map(|e| e.0.connection_id_string())
+            .collect();
+        // The strings, not the ids: the same sort as elsewhere, no new one in the binary.
         ids.sort_unstable();
-        ids.iter().map(|id| IdText::new(id).to_string()).collect()
+        ids
     }
 
     /// Connections in the registry.
