@@ -49,7 +49,7 @@ pub trait App: Send + Sync + 'static {
     /// A client finished the upgrade (the 101 is queued). Returns the application's
     /// value for the connection, which the reactor keeps until it closes, and jobs to
     /// run (for the runner: on_connect) into `jobs`.
-    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Box<dyn AppConn>;
+    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Arc<dyn AppConn>;
 
     /// The connection the application knows by `key` (its own name for it, e.g. the
     /// runner's connection-id), for the management API.
@@ -83,18 +83,20 @@ pub trait App: Send + Sync + 'static {
 }
 
 /// The application's value for one connection, kept by the reactor, called on the
-/// reactor thread.
-pub trait AppConn: Send {
+/// reactor thread. Shared (`Arc`): the same allocation is the handle the application's
+/// other threads hold (one heap block per connection, #17). The calls that may hand the
+/// connection to a job take the reactor's `Arc` (a clone: a count, not a copy).
+pub trait AppConn: Send + Sync {
     /// A complete text (`text == true`, valid UTF-8) or binary message arrived. The
     /// application may answer inline ([`Dispatch::Reply`]: no I/O, never wait).
-    fn on_message(&mut self, text: bool, payload: &[u8]) -> Dispatch;
+    fn on_message(self: Arc<Self>, text: bool, payload: &[u8]) -> Dispatch;
 
     /// Another thread sent `note` through [`Link::notify`]; jobs to run go into `jobs`.
-    fn on_note(&mut self, note: u32, jobs: &mut Vec<Job>) -> NoteVerdict;
+    fn on_note(self: Arc<Self>, note: u32, jobs: &mut Vec<Job>) -> NoteVerdict;
 
     /// The connection ended (any cause), after its [`Link`] was marked closed. Called
     /// exactly once.
-    fn on_close(&mut self) -> Option<Job>;
+    fn on_close(self: Arc<Self>) -> Option<Job>;
 
     /// Stop reading the connection for now (e.g. enough messages wait for
     /// on_connect); the reactor resumes on [`NoteVerdict::ResumeReading`].
@@ -107,7 +109,8 @@ pub trait AppConn: Send {
     fn link(&self) -> &Link;
 
     /// The name in log lines (the runner's connection-id), so a connection's open,
-    /// access and close lines can be joined.
+    /// access and close lines can be joined. Rendered when asked: the reactor keeps it
+    /// only while its connection lines are logged.
     fn label(&self) -> Arc<str>;
 
     /// The subprotocol and the identity id, for the management API's connection info.

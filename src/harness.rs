@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::app::{App, AppConn, Dispatch, NoteVerdict};
-use crate::link::{ConnId, Courier, Gone, Link};
+use crate::link::{ConnId, Courier, Gone, Link, LinkHome};
 use crate::work::Job;
 use crate::ws::{Opcode, UpgradeRequest};
 
@@ -40,12 +40,13 @@ impl Courier for Collect {
 pub struct Harness {
     app: Arc<dyn App>,
     courier: Arc<Collect>,
+    links: Arc<LinkHome>,
     next: AtomicU32,
 }
 
 /// One connection opened through a [`Harness`].
 pub struct HarnessConn {
-    conn: Box<dyn AppConn>,
+    conn: Arc<dyn AppConn>,
     closed: bool,
 }
 
@@ -53,6 +54,12 @@ impl HarnessConn {
     /// The generic half, as workers see it.
     pub fn link(&self) -> &Link {
         self.conn.link()
+    }
+
+    /// A weak handle on the application's value: whether anything still holds the
+    /// connection once it is closed and dropped.
+    pub fn downgrade(&self) -> std::sync::Weak<dyn AppConn> {
+        Arc::downgrade(&self.conn)
     }
 }
 
@@ -62,9 +69,11 @@ pub type Frame = (Opcode, Vec<u8>);
 impl Harness {
     /// A harness around `app`.
     pub fn new(app: Arc<dyn App>) -> Harness {
+        let courier: Arc<Collect> = Arc::default();
         Harness {
             app,
-            courier: Arc::default(),
+            links: LinkHome::new(courier.clone(), 1 << 20, 256 << 10),
+            courier,
             next: AtomicU32::new(0),
         }
     }
@@ -82,8 +91,7 @@ impl Harness {
             subprotocol: None,
         };
         let slot = self.next.fetch_add(1, Ordering::Relaxed);
-        let courier: Arc<dyn Courier> = self.courier.clone();
-        let link = Link::new(ConnId { slot, gen: 1 }, courier, 1 << 20, 256 << 10);
+        let link = Link::new(ConnId { slot, gen: 1 }, &self.links);
         let mut jobs = Vec::new();
         let conn = self.app.on_open(link, &req, &mut jobs);
         let c = HarnessConn {
@@ -95,7 +103,7 @@ impl Harness {
 
     /// A message arrived on `c`: what the reactor would do with it.
     pub fn message(&self, c: &mut HarnessConn, text: bool, payload: &[u8]) -> Dispatch {
-        c.conn.on_message(text, payload)
+        Arc::clone(&c.conn).on_message(text, payload)
     }
 
     /// Pass the notes workers sent for `c` (e.g. on_connect's verdict) to it, as the
@@ -113,7 +121,7 @@ impl Harness {
             .into_iter()
             .map(|n| match c.closed {
                 true => NoteVerdict::Nothing,
-                false => c.conn.on_note(n, jobs),
+                false => Arc::clone(&c.conn).on_note(n, jobs),
             })
             .collect()
     }
@@ -141,7 +149,7 @@ impl Harness {
             return None;
         }
         drop(c.link().mark_closed());
-        c.conn.on_close()
+        Arc::clone(&c.conn).on_close()
     }
 
     /// The application holds the connection's reading (e.g. messages wait for

@@ -244,6 +244,9 @@ fn text_logs_follow_rust_log_and_access_log_off() {
     while ws.read().is_ok() {}
     let closed = bin.wait_line("closed by the peer, code 1001");
     let id = open.split_whitespace().nth(3).unwrap();
+    // The connection-id (rendered for these lines only when they are logged), not "-".
+    let hex = id.chars().filter(|c| c.is_ascii_hexdigit()).count();
+    assert!(id.len() == 36 && hex == 32, "{open}");
     assert!(closed.contains(id), "{open}\n{closed}");
     // Then a line of the runner's own that comes after everything above.
     drop(ws);

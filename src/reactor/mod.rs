@@ -39,7 +39,7 @@ use crate::config::{Mode, ServerConfig};
 use crate::conn::transport::Transport;
 use crate::conn::write_queue::BufPool;
 use crate::conn::{tick, Conn, ConnId, ConnState, Phase, ReadOutcome, Shared, Sink};
-use crate::link::{Courier, Gone, Link};
+use crate::link::{Courier, Gone, Link, LinkHome};
 use crate::work::{Job, WorkerPool};
 use crate::ws::UpgradeRequest;
 use crate::ws::{close_code, Opcode};
@@ -73,7 +73,7 @@ macro_rules! events {
                 Mode::Echo => None,
             },
             jobs: &mut $r.work.pending,
-            courier: &$r.handle,
+            links: &$r.links,
         }
     };
 }
@@ -82,13 +82,14 @@ macro_rules! events {
 /// upgraded), which holds the connection's `Link`; `None` in echo mode and before the
 /// upgrade. The link's closed flag says whether `on_close` has run: the two happen
 /// together, and a flag of its own would cost every connection a word.
-pub(crate) type Ext = Option<Box<dyn AppConn>>;
+pub(crate) type Ext = Option<Arc<dyn AppConn>>; // #17 idle-runner: was `Box`
 
 /// Passes a connection's events to the application (or echoes, in echo mode).
 struct AppEvents<'a> {
     app: Option<&'a Arc<dyn App>>,
     jobs: &'a mut Vec<Job>,
-    courier: &'a Arc<Handle>,
+    // #17 idle-runner: what the links share (courier, water marks), made once.
+    links: &'a Arc<LinkHome>,
 }
 
 impl Sink<Ext> for AppEvents<'_> {
@@ -97,13 +98,16 @@ impl Sink<Ext> for AppEvents<'_> {
         st: &mut ConnState,
         ext: &mut Ext,
         req: &UpgradeRequest,
-        sh: &mut Shared<'_>,
+        _: &mut Shared<'_>,
     ) {
         let Some(app) = self.app else { return };
-        let courier: Arc<dyn Courier> = self.courier.clone();
-        let link = Link::new(st.id, courier, sh.cfg.high_water, sh.cfg.low_water);
+        let link = Link::new(st.id, self.links);
         let conn = app.on_open(link, req, self.jobs);
-        st.label = Some(conn.label());
+        // #17 idle-runner: the label is rendered (an allocation) only when the lines
+        // that show it are logged; the level is fixed at start-up.
+        if log::log_enabled!(target: "configurapi_runner_ws::conn", log::Level::Debug) {
+            st.label = Some(conn.label());
+        }
         *ext = Some(conn);
     }
 
@@ -116,7 +120,8 @@ impl Sink<Ext> for AppEvents<'_> {
         sh: &mut Shared<'_>,
     ) {
         match ext {
-            Some(a) => match a.on_message(text, payload) {
+            // #17 idle-runner: the application's value is shared (`Arc`).
+            Some(a) => match Arc::clone(a).on_message(text, payload) {
                 Dispatch::Reply(frame) => {
                     st.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
                 }
@@ -465,8 +470,10 @@ impl Server {
             }
             Mode::Echo => None,
         };
+        let courier: Arc<Handle> = Arc::new(handle.clone());
         let reactor = Reactor {
-            handle: Arc::new(handle.clone()),
+            links: LinkHome::new(courier.clone(), cfg.high_water, cfg.low_water),
+            handle: courier,
             work: Jobs::new(workers),
             mgmt_listener,
             mgmt: Slab::new(),
@@ -560,6 +567,8 @@ fn snapshot(stats: &Stats, conns: &Slab<Conn<Ext>>, waiting: u64) -> Stats {
 
 struct Reactor {
     handle: Arc<Handle>,
+    /// #17 idle-runner: what every connection's `Link` shares.
+    links: Arc<LinkHome>,
     /// The worker pool, the jobs on their way to it and the backlog.
     work: Jobs,
     mgmt_listener: Option<TcpListener>,
@@ -862,7 +871,7 @@ impl Reactor {
                 // The connection has ended for the application, once (8.11). Parked
                 // stream producers are dropped first: their streams end here.
                 drop(a.link().mark_closed());
-                self.work.pending.extend(a.on_close());
+                self.work.pending.extend(Arc::clone(a).on_close());
             }
         }
         match conn.st.wanted_interest() {
@@ -1132,7 +1141,9 @@ impl Reactor {
                     };
                     let conn = &mut self.conns[slot];
                     let verdict = match conn.ext.as_mut() {
-                        Some(a) if !a.link().is_closed() => a.on_note(note, &mut self.work.pending),
+                        Some(a) if !a.link().is_closed() => {
+                            Arc::clone(a).on_note(note, &mut self.work.pending)
+                        }
                         _ => NoteVerdict::Nothing,
                     };
                     match verdict {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::conn::{Connection, RunnerConn};
+use super::conn::Connection;
 use super::message::decode_message;
 use super::{Inner, Reply, Runner};
 use crate::app::{App, AppConn, Dispatch};
@@ -14,12 +14,13 @@ use crate::work::Job;
 use crate::ws::UpgradeRequest;
 
 impl App for Runner {
-    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Box<dyn AppConn> {
-        let conn = Arc::new(Connection::new(link, req.subprotocol.clone()));
+    fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Arc<dyn AppConn> {
+        let conn = Arc::new(Connection::new(link, self.clone(), req.subprotocol.clone()));
         let inner = self.current();
         if !inner.has_on_connect {
-            // 6.5.3: accepted without dispatch
-            return Box::new(RunnerConn::new(conn, self.clone(), true));
+            // 6.5.3: accepted without dispatch (nothing is held yet)
+            let _ = conn.accept();
+            return conn;
         }
         let headers: Vec<(String, String)> = req.headers.clone();
         let query = req.query().to_string();
@@ -30,21 +31,15 @@ impl App for Runner {
             Inner::on_connect(inner, job_conn, &headers, &query);
             drop(busy);
         }));
-        Box::new(RunnerConn::new(conn, self.clone(), false))
+        conn
     }
 
     fn find(&self, key: &str) -> Option<ConnId> {
-        self.registry().get(key).copied()
+        self.registry().find(key)
     }
 
     fn keys(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .registry()
-            .keys()
-            .map(|k| k.as_ref().to_owned())
-            .collect();
-        ids.sort_unstable();
-        ids
+        self.registry().keys()
     }
 
     fn set_resume(&self, resume: Arc<dyn Schedule>) {

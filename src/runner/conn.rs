@@ -2,11 +2,20 @@
 //! connection-id, the identity on_connect set, whether on_connect accepted it) and the
 //! registry by connection-id that the management API and postbacks address. The
 //! transport's side is the [`Link`] inside.
+//!
+//! One allocation per connection (#17): the [`Connection`] is the reactor's value for
+//! it (an `Arc<dyn AppConn>`) and the handle workers hold, with the link inside; the
+//! connection-id is kept as its 16 bytes and rendered when asked; what most connections
+//! never have (a subprotocol, an identity, messages held for on_connect) is boxed aside.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use uuid::Uuid;
 
 use crate::app::{AppConn, Dispatch, NoteVerdict};
 use crate::configurapi::Identity;
@@ -35,19 +44,71 @@ pub enum AcceptState {
     ClosedFirst = 2,
 }
 
-/// A Configurapi connection as handlers' jobs see it, from any thread.
+// The connection's state byte (`Link::app_state`): the accept race's `AcceptState`
+// (workers and the reactor) in the low bits, the reactor's stage above it. One byte
+// in the link's padding instead of a field of the connection's own.
+const ACCEPT_MASK: u8 = 0b0011;
+const STAGE_MASK: u8 = 0b1100;
+/// on_connect has not answered; messages that arrive meanwhile are held (6.5.4).
+const STAGE_PENDING: u8 = 0;
+/// Accepted (or there is no on_connect): in the registry.
+const STAGE_ACCEPTED: u8 = 0b0100;
+/// Closed; on_close has run.
+const STAGE_CLOSED: u8 = 0b1000;
+
+/// A Configurapi connection: the reactor's value for it and the handle handlers' jobs
+/// hold, from any thread.
 pub struct Connection {
     /// The transport's cross-thread half: sending, backpressure, drain accounting.
     /// Embedded: the reactor reaches it through [`AppConn::link`].
     pub link: Link,
-    /// The Configurapi `connection-id` (a UUID v4).
-    pub connection_id: Arc<str>,
+    runner: super::Runner,
+    /// The Configurapi `connection-id` (a UUID v4), rendered by [`Connection::connection_id`].
+    id: Uuid,
+    /// What few connections have, allocated when the first of it comes.
+    aside: OnceLock<Box<Aside>>,
+}
+
+/// The rarely present parts of a [`Connection`].
+#[derive(Default)]
+struct Aside {
     /// The first subprotocol the client offered (echoed in the handshake).
-    pub subprotocol: Option<String>,
+    subprotocol: Option<String>,
     /// Identity set by `on_connect`, the starting identity of later events (8.3).
-    /// Boxed: most connections have none, and idle connections should stay small.
-    pub identity: Mutex<Option<Box<Identity>>>,
-    accept: AtomicU8,
+    identity: Mutex<Option<Identity>>,
+    /// Messages that arrived before on_connect answered (6.5.4), reactor thread only.
+    held: Mutex<Vec<Job>>,
+}
+
+/// A connection-id as text, rendered on the stack (no allocation).
+pub struct IdText([u8; 36]);
+
+impl IdText {
+    fn new(id: &Uuid) -> IdText {
+        let mut buf = [0u8; 36];
+        id.hyphenated().encode_lower(&mut buf);
+        IdText(buf)
+    }
+}
+
+impl Deref for IdText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Hex digits and hyphens: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl AsRef<str> for IdText {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl std::fmt::Display for IdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
 }
 
 impl Deref for Connection {
@@ -63,21 +124,70 @@ impl HasLink for Connection {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Connection {
-    /// A new connection with a fresh connection-id.
-    pub fn new(link: Link, subprotocol: Option<String>) -> Connection {
+    /// A new connection of `runner` with a fresh connection-id.
+    pub(super) fn new(link: Link, runner: super::Runner, subprotocol: Option<String>) -> Self {
+        let aside = OnceLock::new();
+        if subprotocol.is_some() {
+            let _ = aside.set(Box::new(Aside {
+                subprotocol,
+                ..Aside::default()
+            }));
+        }
         Connection {
             link,
-            // Encoded on the stack, then one allocation for the `Arc<str>`.
-            connection_id: Arc::from(
-                &*uuid::Uuid::new_v4()
-                    .hyphenated()
-                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
-            ),
-            subprotocol,
-            identity: Mutex::new(None),
-            accept: AtomicU8::new(AcceptState::Pending as u8),
+            runner,
+            id: Uuid::new_v4(),
+            aside,
         }
+    }
+
+    /// The Configurapi `connection-id`, as text (logs, errors, the registry).
+    pub fn connection_id(&self) -> IdText {
+        IdText::new(&self.id)
+    }
+
+    /// Append the `connection-id` to `out`: the per-message path (each event's
+    /// headers), encoded straight into the string.
+    pub fn write_connection_id(&self, out: &mut String) {
+        out.push_str(
+            self.id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer()),
+        );
+    }
+
+    /// The `connection-id` in a string of its own (one exact allocation).
+    pub fn connection_id_string(&self) -> String {
+        let mut s = String::with_capacity(uuid::fmt::Hyphenated::LENGTH);
+        self.write_connection_id(&mut s);
+        s
+    }
+
+    /// The first subprotocol the client offered.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.aside.get()?.subprotocol.as_deref()
+    }
+
+    /// The identity on_connect set (8.3), for an event of this connection.
+    pub fn identity(&self) -> Option<Identity> {
+        lock(&self.aside.get()?.identity).clone()
+    }
+
+    /// on_connect's identity, kept for the connection's later events (8.3).
+    pub fn set_identity(&self, identity: Option<Identity>) {
+        if identity.is_none() && self.aside.get().is_none() {
+            return;
+        }
+        *lock(&self.aside().identity) = identity;
+    }
+
+    fn aside(&self) -> &Aside {
+        self.aside.get_or_init(Box::default)
     }
 
     /// Work for this connection starts (see [`link::begin`]).
@@ -102,152 +212,217 @@ impl Connection {
     }
 
     fn swap_pending(&self, to: AcceptState) -> bool {
-        self.accept
-            .compare_exchange(
-                AcceptState::Pending as u8,
-                to as u8,
-                Ordering::SeqCst,
-                Ordering::SeqCst,
-            )
+        self.link
+            .app_state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                (s & ACCEPT_MASK == AcceptState::Pending as u8)
+                    .then_some((s & !ACCEPT_MASK) | to as u8)
+            })
             .is_ok()
+    }
+
+    /// Where the connection is on the reactor thread (a `STAGE_*`).
+    fn stage(&self) -> u8 {
+        self.link.app_state.load(Ordering::SeqCst) & STAGE_MASK
+    }
+
+    /// Move to `stage`; the stage it had.
+    fn set_stage(&self, stage: u8) -> u8 {
+        let swap = |s: u8| Some((s & !STAGE_MASK) | stage);
+        let was = match self
+            .link
+            .app_state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, swap)
+        {
+            Ok(s) | Err(s) => s,
+        };
+        was & STAGE_MASK
+    }
+
+    /// The messages held for on_connect, taken.
+    fn take_held(&self) -> Vec<Job> {
+        match self.aside.get() {
+            Some(a) => std::mem::take(&mut *lock(&a.held)),
+            None => Vec::new(),
+        }
+    }
+
+    /// Accepted (by on_connect, or there is none): joins the registry (and the
+    /// cluster's directory). The messages held meanwhile, to run now.
+    pub(super) fn accept(self: &Arc<Self>) -> Vec<Job> {
+        let registry = self.runner.registry();
+        registry.insert(Arc::clone(self));
+        // cluster: the directory learns of it (a queue push; Redis is the cluster
+        // thread's business), with the identity on_connect left.
+        if let Some(dir) = &registry.directory {
+            let identity = self.describe().1;
+            dir.register(
+                &self.connection_id(),
+                identity,
+                std::time::SystemTime::now(),
+            );
+        }
+        self.set_stage(STAGE_ACCEPTED);
+        self.take_held()
     }
 }
 
 /// Accepted, open connections by connection-id (management, postback). Touched only
 /// on the reactor thread; the lock is never contended.
 /// With `--cluster`, the directory mirrors it across nodes, so both live here.
-#[derive(Default)]
 pub(super) struct Registry {
-    pub(super) ids: Mutex<HashMap<Arc<str>, ConnId>>,
+    /// A set of the connections themselves, found by their 16-byte id: 8 B a bucket
+    /// (#17; a map from the id's text to the `ConnId` took 24).
+    ids: Mutex<HashSet<Entry>>,
     pub(super) directory: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
-/// Where a connection is on the reactor thread.
-enum Stage {
-    /// on_connect has not answered; the messages that arrived meanwhile (6.5.4).
-    Pending(Vec<Job>),
-    /// Accepted (or there is no on_connect): in the registry.
-    Accepted,
-    /// Closed; on_close has run.
-    Closed,
-}
+/// A registry entry: the connection, hashed and compared by its id. A connection
+/// leaves the registry in `on_close`, which breaks the cycle through its runner.
+struct Entry(Arc<Connection>);
 
-/// The runner's value for one connection, kept by the reactor.
-pub(super) struct RunnerConn {
-    pub(super) conn: Arc<Connection>,
-    pub(super) runner: super::Runner,
-    stage: Stage,
-}
-
-impl RunnerConn {
-    /// `accepted`: there is no on_connect to wait for.
-    pub(super) fn new(conn: Arc<Connection>, runner: super::Runner, accepted: bool) -> Self {
-        let mut c = RunnerConn {
-            conn,
-            runner,
-            stage: Stage::Pending(Vec::new()),
-        };
-        if accepted {
-            c.accept();
-        }
-        c
-    }
-
-    fn accept(&mut self) -> Vec<Job> {
-        self.runner
-            .registry()
-            .insert(Arc::clone(&self.conn.connection_id), self.conn.link.id);
-        // cluster: the directory learns of it (a queue push; Redis is the cluster
-        // thread's business), with the identity on_connect left.
-        if let Some(dir) = &self.runner.registry.directory {
-            let identity = self.describe().1;
-            dir.register(
-                &self.conn.connection_id,
-                identity,
-                std::time::SystemTime::now(),
-            );
-        }
-        match std::mem::replace(&mut self.stage, Stage::Accepted) {
-            Stage::Pending(waiting) => waiting,
-            _ => Vec::new(),
-        }
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.0.id == other.0.id
     }
 }
 
-impl AppConn for RunnerConn {
-    fn on_message(&mut self, text: bool, payload: &[u8]) -> Dispatch {
+impl Eq for Entry {}
+
+impl Hash for Entry {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl Borrow<Uuid> for Entry {
+    fn borrow(&self) -> &Uuid {
+        &self.0.id
+    }
+}
+
+impl Registry {
+    pub(super) fn new(directory: Option<Arc<crate::cluster::ClusterLink>>) -> Registry {
+        Registry {
+            ids: Mutex::default(),
+            directory,
+        }
+    }
+
+    fn insert(&self, conn: Arc<Connection>) {
+        lock(&self.ids).insert(Entry(conn));
+    }
+
+    /// Takes the entry out; it is dropped after the lock.
+    fn remove(&self, id: &Uuid) -> Option<Entry> {
+        lock(&self.ids).take(id)
+    }
+
+    /// The connection with this connection-id (exactly as the runner writes it:
+    /// lowercase, hyphenated).
+    pub(super) fn find(&self, key: &str) -> Option<ConnId> {
+        let id = Uuid::try_parse(key).ok()?;
+        if *IdText::new(&id) != *key {
+            return None;
+        }
+        lock(&self.ids).get(&id).map(|e| e.0.link.id)
+    }
+
+    /// The connection-ids, sorted.
+    pub(super) fn keys(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.ids)
+            .iter()
+            .map(|e| e.0.connection_id_string())
+            .collect();
+        // The strings, not the ids: the same sort as elsewhere, no new one in the binary.
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Connections in the registry.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        lock(&self.ids).len()
+    }
+}
+
+impl AppConn for Connection {
+    fn on_message(self: Arc<Self>, text: bool, payload: &[u8]) -> Dispatch {
         // Before acceptance the message must wait for on_connect, so it cannot be
         // answered inline.
-        let accepted = matches!(self.stage, Stage::Accepted);
-        match self.runner.dispatch(&self.conn, text, payload, accepted) {
-            Dispatch::Job(job) => match &mut self.stage {
-                Stage::Pending(waiting) => {
-                    waiting.push(job);
-                    Dispatch::Later
-                }
-                _ => Dispatch::Job(job),
-            },
+        let accepted = self.stage() == STAGE_ACCEPTED;
+        match self.runner.dispatch(&self, text, payload, accepted) {
+            Dispatch::Job(job) if self.stage() == STAGE_PENDING => {
+                lock(&self.aside().held).push(job);
+                Dispatch::Later
+            }
             other => other,
         }
     }
 
-    fn on_note(&mut self, note: u32, jobs: &mut Vec<Job>) -> NoteVerdict {
-        match (note, &mut self.stage) {
-            (NOTE_ACCEPT, Stage::Pending(_)) => {
+    fn on_note(self: Arc<Self>, note: u32, jobs: &mut Vec<Job>) -> NoteVerdict {
+        match (note, self.stage()) {
+            (NOTE_ACCEPT, STAGE_PENDING) => {
                 jobs.append(&mut self.accept());
                 NoteVerdict::ResumeReading
             }
-            (NOTE_REJECT, Stage::Pending(waiting)) => {
-                waiting.clear();
+            (NOTE_REJECT, STAGE_PENDING) => {
+                drop(self.take_held());
                 NoteVerdict::Close(crate::ws::close_code::POLICY_VIOLATION, "Policy Violation")
             }
             _ => NoteVerdict::Nothing,
         }
     }
 
-    fn on_close(&mut self) -> Option<Job> {
+    fn on_close(self: Arc<Self>) -> Option<Job> {
         // Leaves the registry first, then on_disconnect (6.5.6), once (8.11).
-        let accepted = match std::mem::replace(&mut self.stage, Stage::Closed) {
-            Stage::Accepted => {
-                self.runner.registry().remove(&self.conn.connection_id);
+        let accepted = match self.set_stage(STAGE_CLOSED) {
+            STAGE_ACCEPTED => {
+                let entry = self.runner.registry().remove(&self.id);
                 // cluster: and the directory forgets it
-                if let Some(dir) = &self.runner.registry.directory {
-                    dir.unregister(&self.conn.connection_id);
+                if let Some(dir) = &self.runner.registry().directory {
+                    dir.unregister(&self.connection_id());
                 }
+                drop(entry);
                 true
             }
-            // An accept note may still be on its way: on_connect's claim decides.
-            Stage::Pending(_) => self.conn.accepted_before_close(),
-            Stage::Closed => return None,
+            // An accept note may still be on its way: on_connect's claim decides. The
+            // held messages (which hold the connection) are dropped.
+            STAGE_PENDING => {
+                drop(self.take_held());
+                self.accepted_before_close()
+            }
+            _ => return None,
         };
         if accepted {
-            self.runner.on_close(&self.conn)
+            self.runner.on_close(&self)
         } else {
             None
         }
     }
 
     fn holds_reading(&self) -> bool {
-        matches!(&self.stage, Stage::Pending(w) if w.len() >= MAX_WAITING_MESSAGES)
+        self.stage() == STAGE_PENDING
+            && self
+                .aside
+                .get()
+                .is_some_and(|a| lock(&a.held).len() >= MAX_WAITING_MESSAGES)
     }
 
     fn link(&self) -> &Link {
-        &self.conn.link
+        &self.link
     }
 
     fn label(&self) -> Arc<str> {
-        Arc::clone(&self.conn.connection_id)
+        Arc::from(&*self.connection_id())
     }
 
     fn describe(&self) -> (Option<String>, Option<String>) {
         let identity = self
-            .conn
-            .identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|i| i.id.clone());
-        (self.conn.subprotocol.clone(), identity)
+            .aside
+            .get()
+            .and_then(|a| lock(&a.identity).as_ref().map(|i| i.id.clone()));
+        (self.subprotocol().map(str::to_owned), identity)
     }
 }
 
@@ -303,7 +478,7 @@ api:
             Dispatch::Later
         ));
         assert!(!h.holds_reading(&c));
-        assert!(runner.registry().is_empty());
+        assert_eq!(runner.registry().len(), 0);
         for job in jobs {
             job();
         }
@@ -314,7 +489,7 @@ api:
         );
         assert_eq!(released.len(), 1, "the held message is released");
         let label = h.label(&c);
-        assert_eq!(runner.registry().get(&label).copied(), Some(c.link().id));
+        assert_eq!(runner.registry().find(&label), Some(c.link().id));
         for job in released {
             job();
         }
@@ -328,8 +503,65 @@ api:
         assert_eq!(body(&frame), "hi");
         // Closing leaves the registry and runs on_disconnect, once.
         assert!(h.close(&mut c).is_some());
-        assert!(runner.registry().is_empty());
+        assert_eq!(runner.registry().len(), 0);
         assert!(h.close(&mut c).is_none());
+    }
+
+    #[test]
+    fn the_registry_finds_a_connection_by_its_id_as_written_and_lists_them_sorted() {
+        let (h, runner) = harness(200);
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            let (mut c, jobs) = h.open("/", &[]);
+            for job in jobs {
+                job();
+            }
+            h.deliver_notes(&mut c, &mut Vec::new());
+            conns.push(c);
+        }
+        let keys = crate::app::App::keys(&runner);
+        assert_eq!(keys.len(), 3);
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted: {keys:?}");
+        for c in &conns {
+            let id = h.label(c);
+            assert!(uuid::Uuid::parse_str(&id).is_ok_and(|u| u.get_version_num() == 4));
+            assert!(keys.iter().any(|k| **k == *id));
+            assert_eq!(runner.registry().find(&id), Some(c.link().id));
+            // Only the form the runner writes names it.
+            assert_eq!(runner.registry().find(&id.to_uppercase()), None);
+            assert_eq!(runner.registry().find(&id.replace('-', "")), None);
+        }
+        assert_eq!(runner.registry().find("not-an-id"), None);
+        for mut c in conns {
+            assert!(h.close(&mut c).is_some(), "accepted: on_disconnect");
+        }
+        assert_eq!(runner.registry().len(), 0);
+    }
+
+    #[test]
+    fn a_closed_connection_is_freed_whether_it_held_messages_or_was_in_the_registry() {
+        // The held messages' jobs and the registry hold the connection: closing must
+        // let go of both, or every connection would leak through its runner.
+        let (h, runner) = harness(200);
+        let (mut c, on_connect) = h.open("/", &[]);
+        assert!(matches!(
+            h.message(&mut c, true, br#"{"name":"hello"}"#),
+            Dispatch::Later
+        ));
+        let held = c.downgrade();
+        assert!(h.close(&mut c).is_none());
+        drop((c, on_connect));
+        assert!(held.upgrade().is_none(), "held messages kept it alive");
+
+        let (mut c, on_connect) = h.open("/", &[]);
+        on_connect.into_iter().for_each(|job| job());
+        h.deliver_notes(&mut c, &mut Vec::new());
+        assert_eq!(runner.registry().len(), 1);
+        let accepted = c.downgrade();
+        let on_disconnect = h.close(&mut c).expect("accepted: on_disconnect");
+        on_disconnect();
+        drop(c);
+        assert!(accepted.upgrade().is_none(), "the registry kept it alive");
     }
 
     #[test]
@@ -353,7 +585,7 @@ api:
         );
         assert!(released.is_empty(), "the held messages are dropped");
         assert!(!h.holds_reading(&c));
-        assert!(runner.registry().is_empty());
+        assert_eq!(runner.registry().len(), 0);
         assert!(
             h.close(&mut c).is_none(),
             "never accepted: no on_disconnect"
@@ -384,7 +616,7 @@ mod layout {
 
     use std::mem::size_of;
 
-    use super::{Connection, RunnerConn};
+    use super::{Aside, Connection};
     use crate::conn::transport::Transport;
     use crate::conn::write_queue::WriteQueue;
     use crate::conn::{Conn, ConnState};
@@ -408,9 +640,13 @@ mod layout {
                 size_of::<Option<Box<ConnDeflate>>>(),
             ),
             ("ConnDeflate", size_of::<ConnDeflate>()),
-            ("RunnerConn (boxed)", size_of::<RunnerConn>()),
-            ("Connection (in Arc)", size_of::<Connection>()),
+            (
+                "Connection (in Arc, Configurapi mode)",
+                size_of::<Connection>(),
+            ),
+            ("Aside (boxed, when present)", size_of::<Aside>()),
             ("Link", size_of::<Link>()),
+            ("registry entry", size_of::<super::Entry>()),
             (
                 "Option<Conn<Ext>> (~ slab entry)",
                 size_of::<Option<Conn<Ext>>>(),
@@ -424,5 +660,11 @@ mod layout {
         assert!(size_of::<Conn<Ext>>() <= 208); // #17 idle-echo: was 536
         assert!(size_of::<ConnState>() <= 144); // #17 idle-echo: new
         assert!(size_of::<Decoder>() <= 48); // #17 idle-echo: new
+        // Configurapi mode (#17): one heap block per connection, `Arc` counts (16 B)
+        // + `Connection`; 104 B is a 112 B block with glibc's 8 B header.
+        assert!(size_of::<Link>() <= 48);
+        assert!(size_of::<Connection>() <= 88);
+        // The registry's bucket: one pointer (+ 1 control byte).
+        assert!(size_of::<super::Entry>() <= 8);
     }
 }

@@ -76,13 +76,17 @@ impl Default for RunnerOptions {
 
 /// The runner: an [`App`](crate::app::App) serving a Configurapi [`Service`],
 /// which [`Runner::reload`] replaces while it serves.
+// #17 idle-runner: one `Arc` (was two): every connection holds a `Runner`, 8 B not 16.
 #[derive(Clone)]
-pub struct Runner {
+pub struct Runner(Arc<Shared>);
+
+/// What the clones of a [`Runner`] share.
+struct Shared {
     /// The current service and what goes with it. Each message takes the current one
     /// and keeps it to its end: a reload never changes a request under way.
-    inner: Arc<RwLock<Arc<Inner>>>,
+    inner: RwLock<Arc<Inner>>,
     /// Accepted connections by connection-id; kept across reloads.
-    registry: Arc<Registry>,
+    registry: Registry,
 }
 
 struct Inner {
@@ -104,12 +108,9 @@ impl Runner {
         let has_on_connect = service.has_route("on_connect");
         let has_on_disconnect = service.has_route("on_disconnect");
         let metrics = RunnerMetrics::new(&service);
-        let registry = Arc::new(Registry {
-            ids: Default::default(),
-            directory: opts.directory.clone(),
-        });
-        Runner {
-            inner: Arc::new(RwLock::new(Arc::new(Inner {
+        let registry = Registry::new(opts.directory.clone());
+        Runner(Arc::new(Shared {
+            inner: RwLock::new(Arc::new(Inner {
                 service: Arc::new(service),
                 resume: OnceLock::new(),
                 opts,
@@ -117,16 +118,14 @@ impl Runner {
                 has_on_disconnect,
                 management_url: OnceLock::new(),
                 metrics,
-            }))),
+            })),
             registry,
-        }
+        }))
     }
 
-    /// The registry by connection-id (reactor thread only: never contended).
-    fn registry(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Arc<str>, crate::link::ConnId>> {
-        self.registry.ids.lock().unwrap_or_else(|e| e.into_inner())
+    /// The registry by connection-id.
+    fn registry(&self) -> &Registry {
+        &self.0.registry
     }
 
     /// The current service.
@@ -147,12 +146,12 @@ impl Runner {
             opts: old.opts.clone(),
             management_url: old.management_url.clone(),
         };
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inner);
+        *self.0.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inner);
     }
 
     /// The current service and what goes with it.
     fn current(&self) -> Arc<Inner> {
-        Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
+        Arc::clone(&self.0.inner.read().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -161,7 +160,7 @@ impl Inner {
     fn inject_headers(&self, headers: &mut Map<String, Value>, conn: &Connection) {
         headers.insert(
             "connection-id".into(),
-            Value::String(conn.connection_id.as_ref().to_owned()),
+            Value::String(conn.connection_id_string()),
         );
         // The push-function is `Request::push`, outside the map: a client's value
         // must not pass for it. Without a postback base the header is absent (8.6).
@@ -181,10 +180,11 @@ impl Inner {
             // `{base}/@connections/{id}`, in one exact allocation.
             const PATH: &str = "/@connections/";
             let base = base.trim_end_matches('/');
-            let mut url = String::with_capacity(base.len() + PATH.len() + conn.connection_id.len());
+            const ID: usize = uuid::fmt::Hyphenated::LENGTH;
+            let mut url = String::with_capacity(base.len() + PATH.len() + ID);
             url.push_str(base);
             url.push_str(PATH);
-            url.push_str(&conn.connection_id);
+            conn.write_connection_id(&mut url);
             headers.insert("postback-url".into(), Value::String(url));
         }
     }
@@ -197,12 +197,7 @@ impl Inner {
         let merged = merge_params(&request.params, &request.query);
         let mut event = Event::new(request);
         event.params = merged; // 6.2.4
-        event.identity = conn
-            .identity
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_deref()
-            .cloned();
+        event.identity = conn.identity();
         event
     }
 
@@ -269,7 +264,7 @@ impl Inner {
                 // A client mistake: below error (docs/operations.md#logs).
                 log::debug!(
                     "{}: undecodable message: {}",
-                    conn.connection_id,
+                    conn.connection_id(),
                     err.message()
                 );
                 return Some(Reply::Frame(envelope::encode(
@@ -344,7 +339,7 @@ fn access_line(conn: &Connection, event: &str, status: u16, took: Duration) {
     if crate::logging::access_enabled() {
         log::info!(
             target: crate::logging::ACCESS_TARGET,
-            conn = &*conn.connection_id,
+            conn = &*conn.connection_id(),
             event = event,
             status = status,
             latency_ms = (took.as_secs_f64() * 1e6).round() / 1000.0;
@@ -396,8 +391,7 @@ impl Finish for Connected {
         };
         if accepted {
             // 8.3: the identity carries over to this connection's later events.
-            *conn.identity.lock().unwrap_or_else(|e| e.into_inner()) =
-                event.identity.take().map(Box::new);
+            conn.set_identity(event.identity.take());
             if conn.claim_accepted() {
                 let _ = conn.notify(conn::NOTE_ACCEPT);
             } else if inner.has_on_disconnect {

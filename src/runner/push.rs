@@ -19,7 +19,7 @@ impl PushSink for Push {
     fn push(&self, mut response: Response) -> Result<(), PushError> {
         if self.conn.is_closed() {
             self.conn.count_dropped();
-            return Err(PushError::Gone(self.conn.connection_id.as_ref().to_owned()));
+            return Err(PushError::Gone(self.conn.connection_id_string()));
         }
         // 6.4.1: no message-id is added; the response's own headers may carry one.
         if let Some(stream) = response.take_stream() {
@@ -39,7 +39,7 @@ impl PushSink for Push {
         let frame = envelope::encode(&response, None);
         self.conn
             .send_frame(Opcode::Text, frame)
-            .map_err(|_| PushError::Gone(self.conn.connection_id.as_ref().to_owned()))
+            .map_err(|_| PushError::Gone(self.conn.connection_id_string()))
     }
 
     fn push_then(&self, response: Response, then: PushDone) {
@@ -80,7 +80,7 @@ impl PendingPush {
                 let sent = p
                     .conn
                     .send_frame(Opcode::Text, frame)
-                    .map_err(|_| PushError::Gone(p.conn.connection_id.as_ref().to_owned()));
+                    .map_err(|_| PushError::Gone(p.conn.connection_id_string()));
                 if let Some(then) = p.then.take() {
                     then(sent);
                 }
@@ -102,9 +102,7 @@ impl Drop for PendingPush {
     fn drop(&mut self) {
         if let Some(then) = self.then.take() {
             self.conn.count_dropped();
-            then(Err(PushError::Gone(
-                self.conn.connection_id.as_ref().to_owned(),
-            )));
+            then(Err(PushError::Gone(self.conn.connection_id_string())));
         }
     }
 }
