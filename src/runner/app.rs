@@ -102,6 +102,9 @@ impl Runner {
         if !nonblocking {
             let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
             return Dispatch::Job(Box::new(move || {
+                // Latency counts from here, as for any job, not from the wait in the
+                // queue.
+                event.received = std::time::Instant::now();
                 Inner::handle(&inner, conn, &mut event, decoded);
                 drop(busy);
             }));
