@@ -77,12 +77,8 @@ pub fn encode(response: &Response, message_id: Option<&Value>) -> Vec<u8> {
         // A stream is sent as chunk frames; here it counts as no body, as absent does.
         Body::Absent | Body::Stream(_) => out.extend_from_slice(b"\"\""),
         Body::Null => out.extend_from_slice(b"null"),
-        Body::Json(v) => {
-            let _ = serde_json::to_writer(&mut out, v);
-        }
-        Body::Text(s) => {
-            let _ = serde_json::to_writer(&mut out, s.as_str());
-        }
+        Body::Json(v) => write_value(&mut out, v),
+        Body::Text(s) => write_str(&mut out, s),
         Body::Bytes(b) => {
             // The base64 alphabet needs no JSON escaping.
             out.push(b'"');
@@ -149,8 +145,7 @@ fn write_head(
             out.push(b',');
         }
         first = false;
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, k);
+        write_str(out, k);
         out.push(b':');
     };
     for (k, v) in headers {
@@ -158,18 +153,43 @@ fn write_head(
             extra.iter().any(|(e, _)| e == k) || (message_id.is_some() && k == "message-id");
         if !overridden {
             field(out, k);
-            let _ = serde_json::to_writer(&mut *out, v);
+            write_value(out, v);
         }
     }
     for (k, v) in extra {
         field(out, k);
-        let _ = serde_json::to_writer(&mut *out, v);
+        write_str(out, v);
     }
     if let Some(id) = message_id {
         field(out, "message-id");
-        let _ = serde_json::to_writer(&mut *out, id);
+        write_value(out, id);
     }
     out.extend_from_slice(b"},\"body\":");
+}
+
+/// A JSON value as serde_json writes it; strings through [`write_str`].
+fn write_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::String(s) => write_str(out, s),
+        // Writing into a Vec cannot fail.
+        _ => {
+            let _ = serde_json::to_writer(&mut *out, v);
+        }
+    }
+}
+
+/// A JSON string as serde_json writes it. Most header names, ids and short bodies need
+/// no escaping: those are copied between quotes in one go (serde_json's writer goes
+/// through its escape table a byte at a time and `io::Write` a piece at a time).
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// The end of the frame, after the body.
@@ -295,6 +315,48 @@ mod tests {
                         encode_parts(status, &r.headers, &[], id.as_ref(), &value, base64);
                     assert_eq!(encode(&r, id.as_ref()), expected, "{body:?} {status}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        let cases = [
+            "",
+            "17",
+            "message-id",
+            "hello world",
+            "caf\u{e9} \u{1F600}",
+            "a\"b",
+            "a\\b",
+            "tab\there",
+            "nl\n",
+            "\u{0}",
+            "\u{1f}",
+            "\u{7f}",
+            " ~",
+            "</script>",
+        ];
+        for s in cases {
+            let mut out = Vec::new();
+            write_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+            let v = Value::String(s.to_string());
+            let mut out = Vec::new();
+            write_value(&mut out, &v);
+            assert_eq!(out, serde_json::to_vec(&v).unwrap(), "{s:?}");
+            let r = Response::new(s, 200).with_header(s, s);
+            let mut m = Map::new();
+            m.insert("statusCode".into(), json!(200));
+            let mut h = Map::new();
+            h.insert(s.to_string(), json!(s));
+            h.insert("message-id".into(), json!(s));
+            m.insert("headers".into(), Value::Object(h));
+            m.insert("body".into(), json!(s));
+            let id = Value::String(s.to_string());
+            let want = serde_json::to_vec(&Value::Object(m)).unwrap();
+            if s != "message-id" {
+                assert_eq!(encode(&r, Some(&id)), want, "{s:?}");
             }
         }
     }

@@ -874,7 +874,8 @@ api:
     assert_eq!(ws.request(&json!({"name": "keep"}))["body"], "kept");
     let push = kept.lock().unwrap().pop().unwrap();
     // Later, from another thread: the frame arrives, with the response's own headers.
-    push.push(Response::json(json!({"late": true}), 202).with_header("message-id", "own"))
+    Arc::clone(&push)
+        .push(Response::json(json!({"late": true}), 202).with_header("message-id", "own"))
         .unwrap();
     assert_eq!(
         ws.recv(),
@@ -886,7 +887,9 @@ api:
     );
     ws.close();
     wait_all_gone(&srv);
-    let err = push.push(Response::new("too late", 200)).unwrap_err();
+    let err = Arc::clone(&push)
+        .push(Response::new("too late", 200))
+        .unwrap_err();
     assert_eq!(err, PushError::Gone(id.as_str().unwrap().to_string()));
     assert!(err.to_string().contains("gone"), "{err}");
     // A handler that pushes gets a 410 from it (the From conversion).
@@ -1268,7 +1271,7 @@ fn s6_4_5_pushes_to_a_slow_reader_wait_for_room_and_are_not_dropped() {
     let pusher = std::thread::spawn(move || {
         for i in 0..COUNT {
             let body = format!("{:p<CHUNK$}", i);
-            push.push(Response::new(body, 200)).unwrap();
+            Arc::clone(&push).push(Response::new(body, 200)).unwrap();
         }
         done_tx.send(()).unwrap();
     });
@@ -1916,7 +1919,9 @@ api:
 
     // A's push handle fails, and the held handler now finishes with its reply for A.
     let push = kept.lock().unwrap().pop().unwrap();
-    let err = push.push(Response::new("push for A", 200)).unwrap_err();
+    let err = Arc::clone(&push)
+        .push(Response::new("push for A", 200))
+        .unwrap_err();
     assert!(matches!(err, PushError::Gone(_)), "{err:?}");
     gate.open();
     // B's first frame is its own reply.

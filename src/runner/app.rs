@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use super::conn::Connection;
-use super::message::decode_message;
+use super::message::decode_into;
 use super::{Inner, Reply, Runner};
 use crate::app::{App, AppConn, Dispatch};
+use crate::configurapi::Event;
 use crate::configurapi::Schedule;
 use crate::link::{ConnId, Link};
 use crate::mgmt::MetricsSnapshot;
@@ -74,7 +75,9 @@ impl Runner {
             let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
             let payload = payload.to_vec();
             return Dispatch::Job(Box::new(move || {
-                Inner::handle(&inner, conn, decode_message(text, &payload));
+                let mut event = Event::blank();
+                let decoded = decode_into(text, &payload, &mut event.request);
+                Inner::handle(&inner, conn, &mut event, decoded);
                 drop(busy);
             }));
         }
@@ -82,19 +85,26 @@ impl Runner {
         // is non-blocking (measured in docs/benchmarks.md: it saves two thread hand-offs
         // per message), else on a worker. A handler that defers is non-blocking: the
         // pipeline suspends and the answer goes out later from a worker.
-        let decoded = decode_message(text, payload);
+        // Decoded into the event where it lies (no Request and Event moved around).
+        let mut event = Event::blank();
+        let decoded = decode_into(text, payload, &mut event.request);
         let nonblocking = match &decoded {
-            Ok((req, _)) => inner.service.is_nonblocking(&req.name, &req.method),
+            Ok(_) => inner
+                .service
+                .is_nonblocking(&event.request.name, &event.request.method),
             Err(_) => true,
         };
         if !nonblocking {
             let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
             return Dispatch::Job(Box::new(move || {
-                Inner::handle(&inner, conn, decoded);
+                // Latency counts from here, as for any job, not from the wait in the
+                // queue.
+                event.received = std::time::Instant::now();
+                Inner::handle(&inner, conn, &mut event, decoded);
                 drop(busy);
             }));
         }
-        match Inner::answer_here(inner, conn, decoded) {
+        match Inner::answer_here(inner, conn, &mut event, decoded) {
             None => Dispatch::Later,
             Some(Reply::Frame(frame)) => Dispatch::Reply(frame),
             Some(stream) => {

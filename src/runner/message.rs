@@ -7,7 +7,12 @@ use crate::configurapi::{HandlerError, Payload, Request};
 
 /// A decoded message with its message-id, or the decoding error (boxed: it is rare and
 /// large) with the message-id when one could be read.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
+
+/// [`Decoded`] for a message read into a request in place ([`decode_into`]): the
+/// message-id, or the error.
+pub(crate) type DecodedId = Result<Option<Value>, Box<(HandlerError, Option<Value>)>>;
 
 /// `{...params, ...query}` with the query winning (2.2.5, 6.2.4).
 pub(crate) fn merge_params(
@@ -23,9 +28,17 @@ pub(crate) fn merge_params(
 
 /// A client message to a Request (6.2). The error side carries the message-id when
 /// one could be read, so even a 400 can be matched by the client.
+#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
-    // The Request default method is already `get` (6.2.3).
     let mut request = Request::default();
+    decode_into(text, bytes, &mut request).map(|id| (request, id))
+}
+
+/// [`decode_message`] into `request` where it lies, a default [`Request`] (the event's,
+/// see [`Event::blank`](crate::configurapi::Event::blank)): the message-id, or the
+/// error (`request` may then be partly set).
+pub(crate) fn decode_into(text: bool, bytes: &[u8], request: &mut Request) -> DecodedId {
+    // The Request default method is already `get` (6.2.3).
     let Ok(text) = std::str::from_utf8(bytes) else {
         if text {
             // Cannot happen: the codec validated text frames.
@@ -36,11 +49,11 @@ pub(crate) fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
         }
         // 6.2.7: binary that is not UTF-8 becomes the payload as is.
         request.payload = Payload::Bytes(bytes.to_vec());
-        return Ok((request, None));
+        return Ok(None);
     };
     // The message is read into `request` as it is parsed (no map of the whole message).
     let mut de = serde_json::Deserializer::from_str(text);
-    match seed::into(&mut request, &mut de).and_then(|object| de.end().map(|()| object)) {
+    match seed::into(request, &mut de).and_then(|object| de.end().map(|()| object)) {
         Ok(true) => {}
         Ok(false) => {
             // 6.6.2: valid JSON that is not a mapping cannot be a message.
@@ -50,16 +63,23 @@ pub(crate) fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
             )));
         }
         Err(_) => {
-            // 6.2.2: not JSON: the raw text is the payload.
-            let request = Request {
+            // 6.2.2: not JSON: the raw text is the payload (whatever the parser had
+            // set before it failed is undone).
+            *request = Request {
                 payload: Payload::Text(text.to_string()),
                 ..Request::default()
             };
-            return Ok((request, None));
+            return Ok(None);
         }
     }
-    let message_id = request.headers.get("message-id").cloned();
-    Ok((request, message_id))
+    // A client's headers are few: scanned, not hashed (the same answer, keys are unique).
+    let message_id = if request.headers.len() > 8 {
+        request.headers.get("message-id").cloned()
+    } else {
+        let mut it = request.headers.iter();
+        it.find(|(k, _)| *k == "message-id").map(|(_, v)| v.clone())
+    };
+    Ok(message_id)
 }
 
 /// `s.to_lowercase()`, without a new string when it is lower case already.

@@ -19,9 +19,8 @@ mod timer;
 
 #[cfg(feature = "fuzzing")]
 pub(crate) use message::decode_message;
-pub(crate) use message::{merge_params, Decoded};
+pub(crate) use message::{merge_params, DecodedId};
 use metrics::RunnerMetrics;
-use push::Push;
 
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -30,8 +29,8 @@ use serde_json::{Map, Value};
 
 use crate::configurapi::http::{join_headers, parse_query};
 use crate::configurapi::{
-    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Request, RunHere,
-    Schedule, Service, Started,
+    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, RunHere, Schedule,
+    Service, Started,
 };
 use crate::envelope;
 use crate::link::Busy;
@@ -189,15 +188,23 @@ impl Inner {
         }
     }
 
-    fn event_for(&self, conn: &Arc<Connection>, mut request: Request) -> Event {
+    /// An event of this connection (6.2) from `event.request`, filled in where it lies
+    /// (an [`Event::blank`]).
+    fn prepare(&self, conn: &Arc<Connection>, event: &mut Event) {
+        let request = &mut event.request;
         self.inject_headers(&mut request.headers, conn);
-        request.push = Some(Arc::new(Push {
-            conn: Arc::clone(conn),
-        }));
+        // The connection is the push-function: one more reference, no allocation.
+        request.push = Some(Arc::clone(conn) as Arc<dyn crate::configurapi::PushSink>);
         let merged = merge_params(&request.params, &request.query);
-        let mut event = Event::new(request);
+        event.begin();
         event.params = merged; // 6.2.4
         event.identity = conn.identity();
+    }
+
+    /// An event of this connection for a lifecycle route.
+    fn lifecycle_event(name: &str) -> Event {
+        let mut event = Event::blank();
+        event.request.name = name.to_string();
         event
     }
 
@@ -215,10 +222,11 @@ impl Inner {
         headers: &[(String, String)],
         query: &str,
     ) {
-        let mut request = Request::named("on_connect");
+        let mut event = Inner::lifecycle_event("on_connect");
+        let request = &mut event.request;
         request.headers = join_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         request.query = parse_query(query);
-        let mut event = inner.event_for(&conn, request);
+        inner.prepare(&conn, &mut event);
         let started = inner
             .service
             .start(&mut event, inner.resume(), || Connected {
@@ -233,7 +241,8 @@ impl Inner {
     }
 
     fn on_disconnect(inner: Arc<Inner>, conn: Arc<Connection>) {
-        let mut event = inner.event_for(&conn, Request::named("on_disconnect"));
+        let mut event = Inner::lifecycle_event("on_disconnect");
+        inner.prepare(&conn, &mut event);
         // Its response is ignored (6.5.6); a suspended one still counts as work in
         // flight, so shutdown waits for it.
         let _ = inner.service.start(&mut event, inner.resume(), || {
@@ -241,19 +250,25 @@ impl Inner {
         });
     }
 
-    /// Process a decoded message on a worker and send the answer (now, or when the
-    /// pipeline ends if it suspends).
-    fn handle(inner: &Arc<Inner>, conn: Arc<Connection>, decoded: Decoded) {
-        if let Some(out) = Inner::answer_here(inner, &conn, decoded) {
+    /// Process a message decoded into `event.request` on a worker and send the answer
+    /// (now, or when the pipeline ends if it suspends).
+    fn handle(inner: &Arc<Inner>, conn: Arc<Connection>, event: &mut Event, decoded: DecodedId) {
+        if let Some(out) = Inner::answer_here(inner, &conn, event, decoded) {
             out.send(conn);
         }
     }
 
-    /// Process a decoded message. The answer when the pipeline ended here (not sent
-    /// yet); `None` when it suspended, and the answer is sent when it ends.
-    fn answer_here(inner: &Arc<Inner>, conn: &Arc<Connection>, decoded: Decoded) -> Option<Reply> {
-        let (request, message_id) = match decoded {
-            Ok(r) => r,
+    /// Process a message decoded into `event.request` (an [`Event::blank`]). The answer
+    /// when the pipeline ended here (not sent yet); `None` when it suspended, and the
+    /// answer is sent when it ends.
+    fn answer_here(
+        inner: &Arc<Inner>,
+        conn: &Arc<Connection>,
+        event: &mut Event,
+        decoded: DecodedId,
+    ) -> Option<Reply> {
+        let message_id = match decoded {
+            Ok(id) => id,
             Err(e) => {
                 let (err, message_id) = *e;
                 // 6.6: a request that cannot be decoded is a SyntaxError: 400.
@@ -273,8 +288,9 @@ impl Inner {
                 )));
             }
         };
-        let mut event = inner.event_for(conn, request);
-        let started = Instant::now();
+        inner.prepare(conn, event);
+        // The event's own clock read (made as it was built) starts the latency too.
+        let started = event.received;
         let mut message_id = Some(message_id);
         // The Answer (and its clones) is made only if the pipeline suspends.
         let done = || Answer {
@@ -284,9 +300,9 @@ impl Inner {
             message_id: message_id.take().flatten(),
             started,
         };
-        match inner.service.start(&mut event, inner.resume(), done) {
+        match inner.service.start(event, inner.resume(), done) {
             Started::Finished(result) => {
-                Some(inner.outcome(conn, &mut event, result, message_id.flatten(), started))
+                Some(inner.outcome(conn, event, result, message_id.flatten(), started))
             }
             Started::Suspended => None,
         }

@@ -10,48 +10,40 @@ use crate::envelope;
 use crate::link::Busy;
 use crate::ws::Opcode;
 
-/// The `push-function` of events from this runner (6.4.1).
-pub(super) struct Push {
-    pub(super) conn: Arc<Connection>,
-}
-
-impl PushSink for Push {
-    fn push(&self, mut response: Response) -> Result<(), PushError> {
-        if self.conn.is_closed() {
-            self.conn.count_dropped();
-            return Err(PushError::Gone(self.conn.connection_id_string()));
+/// The `push-function` of events from this runner (6.4.1) is the connection itself:
+/// each event holds one more reference to it, no handle is allocated per message.
+impl PushSink for Connection {
+    fn push(self: Arc<Self>, mut response: Response) -> Result<(), PushError> {
+        if self.is_closed() {
+            self.count_dropped();
+            return Err(PushError::Gone(self.connection_id_string()));
         }
         // 6.4.1: no message-id is added; the response's own headers may carry one.
         if let Some(stream) = response.take_stream() {
-            stream::StreamPump::start(
-                Arc::clone(&self.conn),
-                stream,
-                response.status_code,
-                response.headers,
-            );
+            let (status, headers) = (response.status_code, response.headers);
+            stream::StreamPump::start(self, stream, status, headers);
             return Ok(());
         }
         // 6.4.5: before each frame, wait while the client holds more than the
         // high-water mark; never drop the frame. The reactor wakes this thread when
         // the queue drains. (Streams are paced by their pump; a reply is bounded by the
         // reactor's read pause.)
-        self.conn.wait_for_room();
+        self.wait_for_room();
         let frame = envelope::encode(&response, None);
-        self.conn
-            .send_frame(Opcode::Text, frame)
-            .map_err(|_| PushError::Gone(self.conn.connection_id_string()))
+        self.send_frame(Opcode::Text, frame)
+            .map_err(|_| PushError::Gone(self.connection_id_string()))
     }
 
-    fn push_then(&self, response: Response, then: PushDone) {
-        if self.conn.is_closed() || response.body.is_stream() {
+    fn push_then(self: Arc<Self>, response: Response, then: PushDone) {
+        if self.is_closed() || response.body.is_stream() {
             // Nothing to wait for: a stream is paced by its own pump.
             then(self.push(response));
             return;
         }
         let frame = envelope::encode(&response, None);
         Box::new(PendingPush {
-            _busy: self.conn.begin(),
-            conn: Arc::clone(&self.conn),
+            _busy: self.begin(),
+            conn: self,
             frame: Some(frame),
             then: Some(then),
         })

@@ -406,15 +406,19 @@ impl From<PushError> for HandlerError {
 /// The Rust form of the `push-function` request header (6.2.5): sends a
 /// response to the event's client at once. The runner provides it; handlers
 /// call [`crate::Event::push`].
+///
+/// The methods take the `Arc` itself (callers clone it, an atomic increment): a sink
+/// that must outlive the call (a stream pump, a push waiting for room) keeps it, so the
+/// runner's per-connection value can be the sink and no handle is allocated per event.
 pub trait PushSink: Send + Sync {
     /// Sends `response` (a stream body is sent as chunk frames). May block while the
     /// client has no room (6.4.5).
-    fn push(&self, response: Response) -> Result<(), PushError>;
+    fn push(self: Arc<Self>, response: Response) -> Result<(), PushError>;
 
     /// Sends `response` without blocking the caller: `then` gets the result once the
     /// frame is handed over, which may be later, on another thread, when the client
     /// had no room. The default pushes at once with [`PushSink::push`].
-    fn push_then(&self, response: Response, then: PushDone) {
+    fn push_then(self: Arc<Self>, response: Response, then: PushDone) {
         then(self.push(response));
     }
 }

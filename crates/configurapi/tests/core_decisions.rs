@@ -57,7 +57,7 @@ fn s8_10_section_8_wins_null_is_null_in_envelopes_and_empty_over_http() {
 struct Recorder(Mutex<Vec<Response>>);
 
 impl PushSink for Recorder {
-    fn push(&self, response: Response) -> Result<(), PushError> {
+    fn push(self: Arc<Self>, response: Response) -> Result<(), PushError> {
         self.0.lock().unwrap().push(response);
         Ok(())
     }
