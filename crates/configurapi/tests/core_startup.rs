@@ -261,3 +261,63 @@ fn an_invalid_schema_file_is_a_startup_error() {
         "{shown}"
     );
 }
+
+/// Each draft's schema is checked against that draft's own metaschema (#17: boon
+/// compiles them per draft): `exclusiveMinimum` is a boolean in draft-04 and a number
+/// from draft-06 on, so each file below is valid under its own draft only.
+#[cfg(feature = "json-schema")]
+#[test]
+fn each_draft_is_checked_against_its_own_metaschema() {
+    let app = Scratch::new("drafts");
+    let drafts = [
+        ("d4", Some("http://json-schema.org/draft-04/schema#"), true),
+        ("d6", Some("http://json-schema.org/draft-06/schema#"), false),
+        ("d7", Some("http://json-schema.org/draft-07/schema#"), false),
+        (
+            "d2019",
+            Some("https://json-schema.org/draft/2019-09/schema"),
+            false,
+        ),
+        (
+            "d2020",
+            Some("https://json-schema.org/draft/2020-12/schema"),
+            false,
+        ),
+        ("default", None, false),
+    ];
+    let mut yaml = String::from("import: [configurapi-handler-json]\napi:\n  events:\n");
+    for (name, url, boolean) in drafts {
+        let head = url
+            .map(|u| format!(r#""$schema": "{u}", "#))
+            .unwrap_or_default();
+        let (good, bad) = if boolean {
+            ("true", "5")
+        } else {
+            ("5", "true")
+        };
+        for (kind, value) in [("ok", good), ("bad", bad)] {
+            let route = format!("post_v1_{name}{kind}");
+            app.write(
+                &format!("schemas/{route}.json"),
+                &format!(r#"{{{head}"minimum": 0, "exclusiveMinimum": {value}}}"#),
+            );
+            yaml.push_str(&format!(
+                "    - name: {route}\n      policies: [validateJsonRequestHandler]\n"
+            ));
+        }
+    }
+    let config = app.write("config.yaml", &yaml);
+    let shown = Service::load(&config).unwrap_err().to_string();
+    for (name, _, _) in drafts {
+        assert!(
+            shown.contains(&format!(
+                "post_v1_{name}bad.json' is not a valid JSON Schema"
+            )),
+            "{name}: {shown}"
+        );
+        assert!(
+            !shown.contains(&format!("post_v1_{name}ok.json")),
+            "{name}: {shown}"
+        );
+    }
+}
