@@ -660,6 +660,7 @@ mod layout {
         assert!(size_of::<Conn<Ext>>() <= 208); // #17 idle-echo: was 536
         assert!(size_of::<ConnState>() <= 144); // #17 idle-echo: new
         assert!(size_of::<Decoder>() <= 48); // #17 idle-echo: new
+
         // Configurapi mode (#17): one heap block per connection, `Arc` counts (16 B)
         // + `Connection`; 104 B is a 112 B block with glibc's 8 B header.
         assert!(size_of::<Link>() <= 48);
