@@ -1297,9 +1297,9 @@ fn s6_4_5_pushes_to_a_slow_reader_wait_for_room_and_are_not_dropped() {
     done.recv_timeout(DEADLINE).expect("the pusher finished");
     pusher.join().unwrap();
     // Over the whole run: never above high water + one frame.
-    // It was held over low water (wait_held); high water itself it need not reach: the
-    // kernel's loopback buffers may grow and take bytes while the producer is parked (seen once in a
-    // full-suite run under load).
+    // It was held over low water (wait_held); high water itself it need not reach:
+    // the kernel's loopback buffers may grow and take bytes while the producer is
+    // parked (seen once in a full-suite run under load).
     let peak = assert_peak_within(&srv.handle, bound).queued_bytes_peak;
     assert!(
         peak >= LOW as u64,
