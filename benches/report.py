@@ -576,8 +576,8 @@ WHY_UNMET = {
 }
 
 
-def targets(res):
-    """Issue #7's targets, each with this run's medians and met / not met (by the medians)."""
+def target_kit(res):
+    """What both target tables use: the rows, a row adder, an rr median, its range."""
     rows = []
 
     def add(key, what, figure, ok):
@@ -592,6 +592,13 @@ def targets(res):
         if st is None or st.n < 2:
             return ""
         return f" ({fmt(st.lo, digits)}–{fmt(st.hi, digits)})"
+
+    return rows, add, rr, rng
+
+
+def targets(res):
+    """Issue #7's targets, each with this run's medians and met / not met (by the medians)."""
+    rows, add, rr, rng = target_kit(res)
 
     # The other servers only: an earlier build of this runner is not a peer.
     peers = [p for p in ECHO_PEERS if p != OURS_ECHO and not p.endswith("-before")]
@@ -692,20 +699,7 @@ def targets(res):
 
 def targets17(res):
     """Issue #17's targets: idle memory, the JSON path, raw echo kept, binary size, start-up."""
-    rows = []
-
-    def add(key, what, figure, ok):
-        status = "n/a" if ok is None else ("met" if ok else "**not met**")
-        rows.append((key, what, figure, status, ok))
-
-    def rr(label, key, mode, c):
-        return res.value(label, "rr", key, mode=mode, conns=c, pipeline=1)
-
-    def rng(label, key, mode, c, digits):
-        st = res.stat(label, "rr", key, mode=mode, conns=c, pipeline=1)
-        if st is None or st.n < 2:
-            return ""
-        return f" ({fmt(st.lo, digits)}–{fmt(st.hi, digits)})"
+    rows, add, rr, rng = target_kit(res)
 
     for p, bar, before in ((OURS_ECHO, 256, BEFORE_ECHO), (OURS_CFG, 400, BEFORE_CFG)):
         per = res.value(p, "idle", "bytes_per_conn")
