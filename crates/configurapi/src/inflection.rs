@@ -392,7 +392,34 @@ fn apply(word: &str, rules: &[Rule]) -> String {
 /// The singular of an English noun: `people` -> `person`, `data` -> `datum`,
 /// `statuses` -> `status`, `news` -> `news`, `@connections` -> `@connection`.
 pub fn singularize(word: &str) -> String {
-    apply(word, &SINGULAR_RULES)
+    // Every message with a path singularizes its resource names, and trying the ~100
+    // rules costs microseconds per word, while an app has a handful of resource names:
+    // remember the answers, per thread (no lock on the message path).
+    if word.len() > CACHED_WORD_MAX {
+        return apply(word, &SINGULAR_RULES);
+    }
+    SINGULAR_CACHE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(hit) = cache.get(word) {
+            return hit.to_string();
+        }
+        let singular = apply(word, &SINGULAR_RULES);
+        // Bounded: a client sending endless new words only empties it now and then.
+        if cache.len() >= CACHED_WORDS {
+            cache.clear();
+        }
+        cache.insert(word.into(), singular.as_str().into());
+        singular
+    })
+}
+
+/// How many words each thread remembers, and the longest it keeps.
+const CACHED_WORDS: usize = 256;
+const CACHED_WORD_MAX: usize = 64;
+
+thread_local! {
+    static SINGULAR_CACHE: std::cell::RefCell<std::collections::HashMap<Box<str>, Box<str>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// The plural of an English noun: `person` -> `people`, `status` -> `statuses`.
@@ -403,6 +430,30 @@ pub fn pluralize(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_answers_are_the_rules_answers_and_the_memory_stays_bounded() {
+        for word in [
+            "users",
+            "people",
+            "Data",
+            "statuses",
+            "news",
+            "@connections",
+            "x",
+        ] {
+            let first = singularize(word);
+            assert_eq!(first, apply(word, &SINGULAR_RULES), "{word}");
+            assert_eq!(singularize(word), first, "{word}, remembered");
+        }
+        for i in 0..3 * CACHED_WORDS {
+            assert_eq!(singularize(&format!("thing{i}s")), format!("thing{i}"));
+        }
+        SINGULAR_CACHE.with(|c| assert!(c.borrow().len() <= CACHED_WORDS));
+        let long = format!("{}s", "a".repeat(CACHED_WORD_MAX));
+        assert_eq!(singularize(&long), "a".repeat(CACHED_WORD_MAX));
+        SINGULAR_CACHE.with(|c| assert!(!c.borrow().contains_key(long.as_str())));
+    }
 
     #[test]
     fn singular_table() {
