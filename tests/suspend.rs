@@ -236,7 +236,7 @@ api:
                 "laterHandler",
                 |event: &mut Event, _: &[Value], ctx: &mut Context| {
                     let completion = ctx.defer();
-                    let n = match &event.payload {
+                    let n = match event.payload() {
                         Payload::Json(v) => v.as_u64().unwrap_or(0),
                         _ => 0,
                     };

@@ -132,7 +132,7 @@ pub(crate) fn event_bytes(event: &Event) -> Vec<u8> {
     field(&mut out, "query", &rq.query);
     field(&mut out, "path", &rq.path);
     field(&mut out, "pathAndQuery", &rq.path_and_query);
-    if rq.payload == event.payload {
+    if event.payload_is_the_requests() || rq.payload == *event.payload() {
         // Usually so (2.1.5: the event's payload starts as the request's): sent once,
         // and in Node both names then hold the same object, as in the Node core.
         out.extend_from_slice(b"\"payloadSame\":true,");
@@ -149,7 +149,7 @@ pub(crate) fn event_bytes(event: &Event) -> Vec<u8> {
         field(&mut out, "version", v);
     }
     field(&mut out, "params", &event.params);
-    payload_fields(&mut out, &event.payload);
+    payload_fields(&mut out, event.payload());
     if let Some(i) = &event.identity {
         field(&mut out, "identity", &i.to_json());
     }
@@ -322,15 +322,15 @@ pub(crate) fn apply(
     }
     if let Value::Object(mut changed) = done["event"].take() {
         if let Some(Value::String(name)) = changed.remove("name") {
-            event.name = name;
+            event.name = name.into();
         }
         if let Some(Value::Object(params)) = changed.remove("params") {
             event.params = params;
         }
         event.identity = changed.get("identity").and_then(identity_from);
-        event.payload = payload_from(&changed);
+        event.set_payload(payload_from(&changed));
         if let Some(Value::Object(headers)) = changed.remove("headers") {
-            event.request.headers = headers;
+            event.request.headers = headers.into();
         }
         if let Some(r) = changed.remove("response") {
             let g = done["generation"].as_u64().unwrap_or(0);

@@ -127,7 +127,9 @@ pub fn route(req: &HttpRequest) -> Route {
 /// 501 names it as the core would (`Route for 'list_users' event could not be found.'`).
 fn event_name(method: &str, segs: &[&str]) -> String {
     let method = method.to_ascii_lowercase();
-    configurapi::path::map_segments("", &method, segs, &serde_json::Map::new()).name
+    configurapi::path::map_segments("", &method, segs, &serde_json::Map::new())
+        .name
+        .into()
 }
 
 /// Whether the request may use the API: always when no token is set, else only with

@@ -72,38 +72,23 @@ pub(crate) fn decode_into(text: bool, bytes: &[u8], request: &mut Request) -> De
             return Ok(None);
         }
     }
-    // A client's headers are few: scanned, not hashed (the same answer, keys are unique).
-    let message_id = if request.headers.len() > 8 {
-        request.headers.get("message-id").cloned()
-    } else {
-        let mut it = request.headers.iter();
-        it.find(|(k, _)| *k == "message-id").map(|(_, v)| v.clone())
-    };
-    Ok(message_id)
-}
-
-/// `s.to_lowercase()`, without a new string when it is lower case already.
-fn to_lowercase(s: String) -> String {
-    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
-        s
-    } else {
-        s.to_lowercase()
-    }
+    Ok(request.headers.get("message-id").cloned())
 }
 
 /// Reading a client message (6.2.3) straight off the JSON parser into a [`Request`]:
 /// the keys the runner uses are parsed as JSON values, the others are parsed and
 /// dropped. This accepts and rejects exactly the texts `serde_json::from_str::<Value>`
-/// does (every value goes through `Value`'s own deserializer), and a repeated key counts
-/// with its last value only, as in a `Map`.
+/// does (every value is read in full, as `Value`'s own deserializer reads it), and a
+/// repeated key counts with its last value only, as in a `Map`. Strings for the name and
+/// method, and header names, are read straight into inline strings: no heap block for
+/// the short ones.
 mod seed {
     use std::fmt;
 
     use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_json::{Map, Value};
 
-    use super::to_lowercase;
-    use crate::configurapi::{Payload, Request};
+    use crate::configurapi::{CompactString, Headers, Payload, Request};
 
     /// Read one JSON value; when it is an object, its keys set `request`'s fields and
     /// the answer is `true`. `false`: some other JSON value (`request` is untouched).
@@ -166,6 +151,116 @@ mod seed {
         }
     }
 
+    /// A JSON value where a string is what is wanted: a string is read into an inline
+    /// string (no `Value`, no heap block when short); anything else as a `Value`.
+    enum Text {
+        Str(CompactString),
+        Other(Value),
+    }
+
+    /// Reads a [`Text`]; with `headers`, a mapping is read as [`Headers`] instead.
+    struct TextSeed;
+
+    impl<'de> DeserializeSeed<'de> for TextSeed {
+        type Value = Text;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Text, D::Error> {
+            d.deserialize_any(AnyVisitor(|s: &str| Text::Str(s.into()), Text::Other))
+        }
+    }
+
+    /// The client's headers: a mapping read straight into [`Headers`] (a repeated name
+    /// keeps its first place and its last value, as in a `Map`); anything else is read
+    /// as a `Value` and means no headers.
+    struct HeadersSeed;
+
+    impl<'de> DeserializeSeed<'de> for HeadersSeed {
+        type Value = Headers;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Headers, D::Error> {
+            struct HeadersVisitor;
+            impl<'de> Visitor<'de> for HeadersVisitor {
+                type Value = Headers;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("any JSON value")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+                    let mut headers = Headers::with_capacity(map.size_hint().unwrap_or(4));
+                    while let Some(name) = map.next_key::<CompactString>()? {
+                        let value = map.next_value::<Value>()?;
+                        headers.insert(name, value);
+                    }
+                    Ok(headers)
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Headers, A::Error> {
+                    AnyVisitor(|_: &str| (), |_| ()).visit_seq(seq)?;
+                    Ok(Headers::new())
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Headers, E> {
+                    Ok(Headers::new())
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<Headers, E> {
+                    Ok(Headers::new())
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<Headers, E> {
+                    Ok(Headers::new())
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<Headers, E> {
+                    Ok(Headers::new())
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<Headers, E> {
+                    Ok(Headers::new())
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<Headers, E> {
+                    Ok(Headers::new())
+                }
+            }
+            d.deserialize_any(HeadersVisitor)
+        }
+    }
+
+    /// Any JSON value, read in full as `Value` reads it: a string goes to `S`, anything
+    /// else is built as a `Value` and goes to `V`.
+    struct AnyVisitor<S, V>(S, V);
+
+    impl<'de, T, S: FnOnce(&str) -> T, V: FnOnce(Value) -> T> Visitor<'de> for AnyVisitor<S, V> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            Ok((self.0)(s))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<T, E> {
+            Ok((self.1)(Value::Null))
+        }
+        fn visit_bool<E: de::Error>(self, b: bool) -> Result<T, E> {
+            Ok((self.1)(Value::Bool(b)))
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+            Ok((self.1)(Value::from(n)))
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+            Ok((self.1)(Value::from(n)))
+        }
+        fn visit_f64<E: de::Error>(self, n: f64) -> Result<T, E> {
+            // As `Value` reads it (a parsed number is finite).
+            Ok((self.1)(Value::from(n)))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<T, A::Error> {
+            let mut items = Vec::new();
+            while let Some(v) = seq.next_element::<Value>()? {
+                items.push(v);
+            }
+            Ok((self.1)(Value::Array(items)))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+            let mut m = Map::new();
+            while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                m.insert(k, v);
+            }
+            Ok((self.1)(Value::Object(m)))
+        }
+    }
+
     impl<'de> Visitor<'de> for MessageSeed<'_> {
         type Value = bool;
 
@@ -176,30 +271,38 @@ mod seed {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
             let r = self.0;
             while let Some(key) = map.next_key::<Key>()? {
-                let v = map.next_value::<Value>()?;
                 // Each assignment stands for the whole field, so a repeated key ends
                 // up as its last value alone decides.
                 match key {
                     Key::Name => {
-                        r.name = match v {
-                            Value::String(s) => s,
-                            v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
-                            _ => String::new(),
+                        r.name = match map.next_value_seed(TextSeed)? {
+                            Text::Str(s) => s,
+                            Text::Other(v @ (Value::Number(_) | Value::Bool(_))) => {
+                                v.to_string().into()
+                            }
+                            Text::Other(_) => CompactString::default(),
                         }
                     }
                     Key::Method => {
-                        r.method = match v {
-                            Value::String(m) => to_lowercase(m),
+                        r.method = match map.next_value_seed(TextSeed)? {
+                            Text::Str(m)
+                                if m.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) =>
+                            {
+                                m.to_lowercase().into()
+                            }
+                            Text::Str(m) => m,
                             // The Request default (6.2.3).
-                            _ => Request::default().method,
+                            Text::Other(_) => Request::default().method,
                         }
                     }
-                    Key::Query => r.query = object(v),
-                    Key::Params => r.params = object(v),
-                    Key::Headers => r.headers = object(v),
-                    Key::Payload => r.payload = Payload::Json(v),
+                    Key::Query => r.query = object(map.next_value()?),
+                    Key::Params => r.params = object(map.next_value()?),
+                    Key::Headers => r.headers = map.next_value_seed(HeadersSeed)?,
+                    Key::Payload => r.payload = Payload::Json(map.next_value()?),
                     // Parsed as a Value all the same, so that the same texts fail.
-                    Key::Other => {}
+                    Key::Other => {
+                        map.next_value::<Value>()?;
+                    }
                 }
             }
             Ok(true)
@@ -284,12 +387,12 @@ mod tests {
             }
         };
         request.name = match message.get("name") {
-            Some(Value::String(s)) => s.clone(),
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-            _ => String::new(),
+            Some(Value::String(s)) => s.as_str().into(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string().into(),
+            _ => Default::default(),
         };
         if let Some(Value::String(m)) = message.get("method") {
-            request.method = m.to_lowercase();
+            request.method = m.to_lowercase().into();
         }
         if let Some(Value::Object(q)) = message.remove("query") {
             request.query = q;
@@ -298,7 +401,7 @@ mod tests {
             request.params = p;
         }
         if let Some(Value::Object(h)) = message.remove("headers") {
-            request.headers = h;
+            request.headers = h.into();
         }
         if let Some(p) = message.remove("payload") {
             request.payload = Payload::Json(p);

@@ -29,8 +29,8 @@ use serde_json::{Map, Value};
 
 use crate::configurapi::http::{join_headers, parse_query};
 use crate::configurapi::{
-    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, RunHere, Schedule,
-    Service, Started,
+    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Headers, RunHere,
+    Schedule, Service, Started,
 };
 use crate::envelope;
 use crate::link::Busy;
@@ -156,7 +156,7 @@ impl Runner {
 
 impl Inner {
     /// The headers every event of this connection carries (6.2.5).
-    fn inject_headers(&self, headers: &mut Map<String, Value>, conn: &Connection) {
+    fn inject_headers(&self, headers: &mut Headers, conn: &Connection) {
         headers.insert(
             "connection-id".into(),
             Value::String(conn.connection_id_string()),
@@ -204,7 +204,7 @@ impl Inner {
     /// An event of this connection for a lifecycle route.
     fn lifecycle_event(name: &str) -> Event {
         let mut event = Event::blank();
-        event.request.name = name.to_string();
+        event.request.name = name.into();
         event
     }
 

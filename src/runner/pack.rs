@@ -44,7 +44,7 @@ fn number(params: &[Value], i: usize) -> Option<u64> {
 /// `echoHandler`: 200, body = payload ("" when there is none).
 fn echo(event: &mut Event, _: &[Value], _: &mut Context) -> R {
     event.response.status_code = 200;
-    event.response.body = match &event.payload {
+    event.response.body = match event.payload() {
         Payload::Absent => Body::Text(String::new()),
         Payload::Json(v) => Body::Json(v.clone()),
         Payload::Text(s) => Body::Text(s.clone()),
@@ -180,7 +180,7 @@ fn inspect(event: &mut Event, _: &[Value], _: &mut Context) -> R {
         "version": event.version,
         "params": event.params,
         "query": event.request.query,
-        "payload": payload_value(&event.payload),
+        "payload": payload_value(event.payload()),
         "identity": identity,
         // push-function lives outside the header map, so nothing to remove here.
         "headers": event.request.headers,

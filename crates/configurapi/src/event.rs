@@ -1,9 +1,13 @@
 //! `Request` and `Event` (section 2).
 
+use compact_str::CompactString;
+use serde::ser::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
+
+use super::headers::Headers;
 
 use super::identity::Identity;
 use super::js;
@@ -49,12 +53,13 @@ impl Payload {
 /// payload, query, path, pathAndQuery}`, plus the push hook.
 #[derive(Clone)]
 pub struct Request {
-    /// The request name (WS messages carry one; HTTP requests leave it empty).
-    pub name: String,
+    /// The request name (WS messages carry one; HTTP requests leave it empty). Up to 24
+    /// bytes it is held inline (no heap block), as the method.
+    pub name: CompactString,
     /// The method, lower case; defaults to `get`.
-    pub method: String,
+    pub method: CompactString,
     /// Headers, keys as the runner got them (HTTP lowercased, WS as sent, 8.13).
-    pub headers: Map<String, Value>,
+    pub headers: Headers,
     /// Params given by the runner.
     pub params: Map<String, Value>,
     /// The payload.
@@ -72,9 +77,9 @@ pub struct Request {
 impl Default for Request {
     fn default() -> Self {
         Request {
-            name: String::new(),
-            method: "get".to_string(),
-            headers: Map::new(),
+            name: CompactString::const_new(""),
+            method: CompactString::const_new("get"),
+            headers: Headers::new(),
             params: Map::new(),
             payload: Payload::Absent,
             query: Map::new(),
@@ -89,7 +94,7 @@ impl Request {
     /// A request with this method (lowercased) and path, defaults elsewhere.
     pub fn new(method: &str, path: &str) -> Request {
         Request {
-            method: method.to_lowercase(),
+            method: lowercase(method),
             path: path.to_string(),
             path_and_query: path.to_string(),
             ..Request::default()
@@ -99,7 +104,7 @@ impl Request {
     /// A request that names its event directly (the WS runner's form).
     pub fn named(name: &str) -> Request {
         Request {
-            name: name.to_string(),
+            name: name.into(),
             ..Request::default()
         }
     }
@@ -121,40 +126,163 @@ impl fmt::Debug for Request {
     }
 }
 
-/// `map.get(key)`; a short map is scanned instead of hashing the key (the same answer:
-/// keys are unique).
-fn get_small<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    if map.len() > 8 {
-        return map.get(key);
+/// `s` in lower case (inline when short, as the request keeps it).
+pub(crate) fn lowercase(s: &str) -> CompactString {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        s.into()
+    } else {
+        s.to_lowercase().into()
     }
-    map.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
-/// A new UUID v4 in its hyphenated lower-case form, written into one exact allocation
-/// (not through `fmt`).
-fn new_id() -> String {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id: &str = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    id.to_owned()
+/// An event id (2.1.1): a UUID v4 kept as its 16 bytes and written out (hyphenated,
+/// lower case, as JS's `uuid.v4()`) only when something asks for its text: a log line,
+/// the JS host, a handler. Compares equal to its text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct EventId(uuid::Uuid);
+
+impl EventId {
+    /// A new random id.
+    pub fn new() -> EventId {
+        EventId(uuid::Uuid::new_v4())
+    }
+
+    /// The id as a UUID.
+    pub fn uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+
+    /// The id's text written into `buf` (no allocation).
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        self.0.hyphenated().encode_lower(buf)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode(&mut [0; 36]))
+    }
+}
+
+impl fmt::Debug for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.encode(&mut [0; 36]), f)
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.encode(&mut [0; 36]))
+    }
+}
+
+impl PartialEq<str> for EventId {
+    fn eq(&self, other: &str) -> bool {
+        self.encode(&mut [0; 36]) == other
+    }
+}
+
+impl PartialEq<&str> for EventId {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for EventId {
+    fn eq(&self, other: &String) -> bool {
+        *self == **other
+    }
+}
+
+/// A correlation id (2.1.2): the one the request gave, or else its event's own id (then
+/// held as those 16 bytes, not as a copy of its text). Compares equal to its text.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CorrelationId {
+    /// The event's id.
+    Event(EventId),
+    /// From the request (the `correlationid` query key or the `correlation-id` header).
+    Given(String),
+}
+
+impl Default for CorrelationId {
+    fn default() -> Self {
+        CorrelationId::Event(EventId::default())
+    }
+}
+
+impl CorrelationId {
+    /// The id's text (borrowed when given, written into `buf` when the event's).
+    pub fn encode<'b>(&'b self, buf: &'b mut [u8; 36]) -> &'b str {
+        match self {
+            CorrelationId::Event(id) => id.encode(buf),
+            CorrelationId::Given(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for CorrelationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.encode(&mut [0; 36]))
+    }
+}
+
+impl fmt::Debug for CorrelationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.encode(&mut [0; 36]), f)
+    }
+}
+
+impl Serialize for CorrelationId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.encode(&mut [0; 36]))
+    }
+}
+
+impl PartialEq<str> for CorrelationId {
+    fn eq(&self, other: &str) -> bool {
+        self.encode(&mut [0; 36]) == other
+    }
+}
+
+impl PartialEq<&str> for CorrelationId {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for CorrelationId {
+    fn eq(&self, other: &String) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<EventId> for CorrelationId {
+    fn eq(&self, other: &EventId) -> bool {
+        match self {
+            CorrelationId::Event(id) => id == other,
+            CorrelationId::Given(s) => *other == **s,
+        }
+    }
 }
 
 /// An event: one request going through the pipeline (2.1).
 #[derive(Debug)]
 pub struct Event {
     /// A new UUID v4 (2.1.1).
-    pub id: String,
+    pub id: EventId,
     /// The correlation id (2.1.2).
-    pub correlation_id: String,
+    pub correlation_id: CorrelationId,
     /// The event name, used to pick the route (2.1.6, 2.2).
-    pub name: String,
+    pub name: CompactString,
     /// The method, possibly changed to `list` (2.2.3).
-    pub method: String,
+    pub method: CompactString,
     /// The version segment, only when the path carries one.
     pub version: Option<String>,
     /// Params from the path and query (2.2); runners may set more (6.2.4).
     pub params: Map<String, Value>,
-    /// The payload, initially the request's.
-    pub payload: Payload,
+    /// The payload once it differs from the request's ([`Event::payload`]): until a
+    /// handler changes it, the event's payload is the request's, not a copy of it.
+    payload: Option<Payload>,
     /// The request as the runner built it.
     pub request: Request,
     /// The response so far; starts as `Response("", 200, {})`.
@@ -195,15 +323,15 @@ impl Event {
             .bytes()
             .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
         {
-            request.method = request.method.to_lowercase();
+            request.method = request.method.to_lowercase().into();
         }
-        let id = new_id();
+        let id = EventId::new();
         self.correlation_id = if let Some(v) = request.query.get("correlationid") {
-            js::to_text(v)
-        } else if let Some(v) = get_small(&request.headers, "correlation-id") {
-            js::to_text(v)
+            CorrelationId::Given(js::to_text(v))
+        } else if let Some(v) = request.headers.get("correlation-id") {
+            CorrelationId::Given(js::to_text(v))
         } else {
-            id.clone()
+            CorrelationId::Event(id)
         };
         self.id = id;
         let key = map_path(
@@ -216,7 +344,7 @@ impl Event {
         self.method = key.method;
         self.version = key.version;
         self.params = key.params;
-        self.payload = request.payload.clone();
+        self.payload = None;
     }
 
     /// What is left in a caller's place when [`Service::start`](crate::Service::start)
@@ -228,18 +356,40 @@ impl Event {
     #[inline(always)]
     fn vacant_with(request: Request) -> Event {
         Event {
-            id: String::new(),
-            correlation_id: String::new(),
-            name: String::new(),
-            method: String::new(),
+            id: EventId::default(),
+            correlation_id: CorrelationId::default(),
+            name: CompactString::const_new(""),
+            method: CompactString::const_new(""),
             version: None,
             params: Map::new(),
-            payload: Payload::Absent,
+            payload: None,
             request,
             response: Response::default(),
             identity: None,
             received: Instant::now(),
         }
+    }
+
+    /// The event's payload (2.1.5): the request's until it is changed.
+    pub fn payload(&self) -> &Payload {
+        self.payload.as_ref().unwrap_or(&self.request.payload)
+    }
+
+    /// The event's payload to change in place; the first change makes the event's own
+    /// copy (the request's payload stays as it came).
+    pub fn payload_mut(&mut self) -> &mut Payload {
+        self.payload
+            .get_or_insert_with(|| self.request.payload.clone())
+    }
+
+    /// Sets the event's payload (the request's stays as it came).
+    pub fn set_payload(&mut self, payload: Payload) {
+        self.payload = Some(payload);
+    }
+
+    /// True while the event's payload is the request's, unchanged.
+    pub fn payload_is_the_requests(&self) -> bool {
+        self.payload.is_none()
     }
 
     /// Sends a response to this event's client at once, through the

@@ -4,7 +4,8 @@
 use serde_json::{Map, Value};
 use std::fmt;
 
-use super::event::{Payload, Request};
+use super::event::{lowercase, Payload, Request};
+use super::headers::Headers;
 
 /// A request that cannot be decoded: the runner answers 400 (the JS
 /// SyntaxError of 4.6 and 6.6.2).
@@ -55,8 +56,8 @@ impl Request {
             Payload::Bytes(body.to_vec())
         };
         Ok(Request {
-            name: String::new(),
-            method: method.to_lowercase(),
+            name: Default::default(),
+            method: lowercase(method),
             headers: header_map,
             params: Map::new(),
             payload,
@@ -132,10 +133,8 @@ fn hex(c: Option<&u8>) -> Option<u8> {
 
 /// The header map an event carries (4.6, 6.2.5): names lowercased, a repeated header's
 /// values joined with `, ` in order, as Node's header map does.
-pub fn join_headers<'a>(
-    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Map<String, Value> {
-    let mut map = Map::new();
+pub fn join_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> Headers {
+    let mut map = Headers::new();
     for (name, value) in headers {
         let name = name.to_ascii_lowercase();
         match map.get_mut(&name) {
@@ -144,7 +143,7 @@ pub fn join_headers<'a>(
                 prev.push_str(value);
             }
             _ => {
-                map.insert(name, Value::String(value.to_string()));
+                map.insert(name.into(), Value::String(value.to_string()));
             }
         }
     }
@@ -190,6 +189,6 @@ mod tests {
     #[test]
     fn headers_are_lowercased_and_repeats_joined() {
         let h = join_headers([("A", "1"), ("b", "2"), ("a", "3")]);
-        assert_eq!(Value::Object(h), json!({"a": "1, 3", "b": "2"}));
+        assert_eq!(Value::from(h), json!({"a": "1, 3", "b": "2"}));
     }
 }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod event;
 pub mod handler;
 pub mod handlers;
+pub mod headers;
 pub mod http;
 pub mod identity;
 pub mod inflection;
@@ -35,11 +36,13 @@ pub mod registry;
 pub mod response;
 pub mod service;
 
+pub use compact_str::CompactString;
 pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, PolicyConfig, RouteConfig};
-pub use event::{Event, Payload, Request};
+pub use event::{CorrelationId, Event, EventId, Payload, Request};
 pub use handler::{
     handler_fn, Binding, Blocking, Completion, Context, Handler, HandlerError, NonBlocking, Outcome,
 };
+pub use headers::Headers;
 pub use http::SyntaxError;
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};

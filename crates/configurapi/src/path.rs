@@ -1,6 +1,7 @@
 //! HTTP path to event name mapping (2.2), as a pure function so that the
 //! management API and any HTTP front end can call it without an Event.
 
+use compact_str::CompactString;
 use regex::Regex;
 use serde_json::{Map, Value};
 use std::sync::LazyLock;
@@ -11,9 +12,9 @@ use super::inflection::singularize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteKey {
     /// The event name, e.g. `list_v1_user_phones`.
-    pub name: String,
+    pub name: CompactString,
     /// The method, `list` for a GET on a collection.
-    pub method: String,
+    pub method: CompactString,
     /// The version segment (`v1`, `v1.2`), when the path has one.
     pub version: Option<String>,
     /// Path ids under singular resource keys, then the query keys (2.2.5).
@@ -69,8 +70,8 @@ pub fn map_segments<S: AsRef<str>>(
     if segments.is_empty() {
         // 2.2.1: no segments means no mapping at all, and no query copy.
         return RouteKey {
-            name: request_name.to_string(),
-            method: method.to_string(),
+            name: request_name.into(),
+            method: method.into(),
             version: None,
             params: Map::new(),
         };
@@ -119,8 +120,8 @@ pub fn map_segments<S: AsRef<str>>(
     }
 
     RouteKey {
-        name,
-        method,
+        name: name.into(),
+        method: method.into(),
         version,
         params,
     }

@@ -65,9 +65,9 @@ impl Event {
                 .ok()
                 .map(|v| Cow::Owned(Value::String(v)));
         }
-        if self.payload.is_truthy() {
+        if self.payload().is_truthy() {
             if let Some(path) = key.strip_prefix("$event.payload.") {
-                return match &self.payload {
+                return match self.payload() {
                     Payload::Json(root) => get_path(root, path).map(Cow::Borrowed),
                     // Stepping into text or bytes is a TypeError in Node;
                     // the port leaves the token (2.3.6).
@@ -75,7 +75,7 @@ impl Event {
                 };
             }
             if key == "$event.payload" {
-                return Some(match &self.payload {
+                return Some(match self.payload() {
                     Payload::Json(v) => Cow::Borrowed(v),
                     Payload::Text(s) => Cow::Owned(Value::String(s.clone())),
                     Payload::Bytes(b) => {

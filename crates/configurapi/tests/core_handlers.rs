@@ -233,7 +233,7 @@ fn s5_validate_json_request_handler() {
     );
     let post = |name: &str, payload: Payload| {
         let mut e = Event::new(Request::named(name));
-        e.payload = payload;
+        e.set_payload(payload);
         s.process(&mut e).unwrap();
         e
     };
@@ -289,7 +289,7 @@ fn s5_validate_json_request_handler_without_the_feature_is_a_500() {
         "    - name: post_v1_datum\n      policies: [validateJsonRequestHandler]\n",
     );
     let mut e = Event::new(Request::named("post_v1_datum"));
-    e.payload = Payload::Json(json!({"name": "n"}));
+    e.set_payload(Payload::Json(json!({"name": "n"})));
     s.process(&mut e).unwrap();
     assert_eq!(e.response.status_code, 500);
 }
@@ -299,7 +299,7 @@ fn cors(params: &str, request_headers: Value) -> Map<String, Value> {
         "    - name: x\n      policies: [{{allowCrossOriginResourceSharingHandler: {params}}}]\n"
     ));
     let e = with_request(&s, "x", |r| {
-        r.headers = request_headers.as_object().unwrap().clone()
+        r.headers = request_headers.as_object().unwrap().clone().into()
     });
     e.response.headers
 }

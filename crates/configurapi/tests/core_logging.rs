@@ -78,7 +78,7 @@ fn request_and_response_lines_carry_id_name_method_status_and_latency() {
     service.process(&mut event).unwrap();
     assert_eq!(event.response.status_code, 418);
 
-    let got = pack_lines(&event.id);
+    let got = pack_lines(&event.id.to_string());
     assert_eq!(got.len(), 2, "{got:?}");
     let (level, line) = &got[0];
     assert_eq!(*level, log::Level::Info);
@@ -111,7 +111,7 @@ fn the_response_line_shows_the_final_status_of_a_failed_event() {
     let mut event = Event::new(Request::named("no_such_route"));
     service.process(&mut event).unwrap();
     assert_eq!(event.response.status_code, 501);
-    let got = pack_lines(&event.id);
+    let got = pack_lines(&event.id.to_string());
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(
         got[1].1.contains(" - Response no_such_route get 501 ["),
@@ -126,7 +126,7 @@ fn a_policy_log_level_of_none_silences_the_line() {
     let service = Service::from_str(yaml, "config.yaml", HandlerRegistry::with_builtins()).unwrap();
     let mut event = Event::new(Request::named("quiet"));
     service.process(&mut event).unwrap();
-    let got = pack_lines(&event.id);
+    let got = pack_lines(&event.id.to_string());
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].1.contains(" - Response quiet get 200 ["), "{got:?}");
 }

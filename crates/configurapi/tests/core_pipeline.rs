@@ -512,7 +512,7 @@ api:
 "#,
     );
     let e = run_named(&s, "x");
-    let lines = log_lines(&e.id);
+    let lines = log_lines(&e.id.to_string());
     let prefix = format!("{} - {} - ", e.id, e.correlation_id);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert_eq!(lines[0].0, log::Level::Trace);
@@ -530,12 +530,14 @@ api:
 
     let e = run_named(&s, "quiet");
     assert!(
-        log_lines(&e.id).iter().all(|(_, l)| l.contains("Executed")),
+        log_lines(&e.id.to_string())
+            .iter()
+            .all(|(_, l)| l.contains("Executed")),
         "route logs silenced"
     );
 
     let e = run_named(&s, "loud");
-    let lines = log_lines(&e.id);
+    let lines = log_lines(&e.id.to_string());
     assert!(
         lines.contains(&(
             log::Level::Error,

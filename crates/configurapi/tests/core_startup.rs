@@ -133,7 +133,7 @@ fn schemas_resolve_against_the_config_files_folder_not_the_working_directory() {
     let service = Service::load(&config).unwrap();
     let post = |payload| {
         let mut event = Event::new(Request::new("POST", "/v1/data"));
-        event.payload = Payload::Json(payload);
+        event.set_payload(Payload::Json(payload));
         service.process(&mut event).unwrap();
         event.response.status_code
     };
@@ -172,7 +172,7 @@ fn validation_follows_refs_beside_the_schema_and_reports_each_failure() {
     let service = Service::load(&config).unwrap();
     let post = |payload| {
         let mut event = Event::new(Request::new("POST", "/v1/data"));
-        event.payload = Payload::Json(payload);
+        event.set_payload(Payload::Json(payload));
         service.process(&mut event).unwrap();
         event.response
     };

@@ -226,14 +226,14 @@ impl Handler for ValidateJsonRequest {
     ) -> Result<(), HandlerError> {
         let empty_payload = params.first().is_some_and(js::is_truthy);
         if empty_payload {
-            if event.payload.is_truthy() {
+            if event.payload().is_truthy() {
                 event.response =
                     ErrorResponse::new("Request payload should be empty.", 400, "").into();
                 ctx.complete();
             }
             return Ok(());
         }
-        let instance = match &event.payload {
+        let instance = match event.payload() {
             Payload::Absent => Value::Null,
             Payload::Json(v) => v.clone(),
             // Text that is JSON (a `text/plain` body, say) is validated as
