@@ -161,6 +161,11 @@ impl Connection {
         );
     }
 
+    /// The `connection-id` as its 16 bytes.
+    pub fn uuid(&self) -> Uuid {
+        self.id
+    }
+
     /// The `connection-id` in a string of its own (one exact allocation).
     pub fn connection_id_string(&self) -> String {
         let mut s = String::with_capacity(uuid::fmt::Hyphenated::LENGTH);

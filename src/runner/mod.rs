@@ -157,10 +157,8 @@ impl Runner {
 impl Inner {
     /// The headers every event of this connection carries (6.2.5).
     fn inject_headers(&self, headers: &mut Headers, conn: &Connection) {
-        headers.insert(
-            "connection-id".into(),
-            Value::String(conn.connection_id_string()),
-        );
+        // Its text is written only if something reads it (most events never do).
+        headers.insert_uuid("connection-id".into(), conn.uuid());
         // The push-function is `Request::push`, outside the map: a client's value
         // must not pass for it. Without a postback base the header is absent (8.6).
         // (A client rarely sends either: a short map is scanned before two hashed

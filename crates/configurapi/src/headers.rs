@@ -11,10 +11,74 @@ use compact_str::CompactString;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use std::ops::Index;
+use std::sync::OnceLock;
 
 /// Headers: names (exact, case-sensitive) to JSON values, in insertion order.
-#[derive(Clone, Default, PartialEq)]
-pub struct Headers(Vec<(CompactString, Value)>);
+#[derive(Clone, Default)]
+pub struct Headers(Vec<(CompactString, Slot)>);
+
+/// A header's value: a JSON value, or a UUID whose text is written only when the value
+/// is read (a runner's `connection-id`, 6.2.5: most events never read it).
+#[derive(Clone)]
+enum Slot {
+    Value(Value),
+    Uuid(uuid::Uuid, OnceLock<Value>),
+}
+
+impl Slot {
+    fn value(&self) -> &Value {
+        match self {
+            Slot::Value(v) => v,
+            Slot::Uuid(id, text) => text.get_or_init(|| Value::String(uuid_text(id))),
+        }
+    }
+
+    fn value_mut(&mut self) -> &mut Value {
+        if let Slot::Uuid(id, text) = self {
+            let v = text.take().unwrap_or_else(|| Value::String(uuid_text(id)));
+            *self = Slot::Value(v);
+        }
+        match self {
+            Slot::Value(v) => v,
+            Slot::Uuid(..) => unreachable!("made a value above"),
+        }
+    }
+
+    fn into_value(self) -> Value {
+        match self {
+            Slot::Value(v) => v,
+            Slot::Uuid(id, text) => text
+                .into_inner()
+                .unwrap_or_else(|| Value::String(uuid_text(&id))),
+        }
+    }
+}
+
+/// A UUID's text as the runners write it: hyphenated, lower case.
+fn uuid_text(id: &uuid::Uuid) -> String {
+    id.hyphenated()
+        .encode_lower(&mut uuid::Uuid::encode_buffer())
+        .to_owned()
+}
+
+impl Serialize for Slot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Slot::Value(v) => v.serialize(s),
+            // Written from a buffer: no string made for it.
+            Slot::Uuid(id, _) => s.serialize_str(
+                id.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            ),
+        }
+    }
+}
+
+impl PartialEq for Headers {
+    fn eq(&self, other: &Headers) -> bool {
+        self.len() == other.len() && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
 
 impl Headers {
     /// No headers (no allocation).
@@ -43,12 +107,18 @@ impl Headers {
 
     /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.value())
     }
 
     /// The value of `name`, to change it.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
-        self.0.iter_mut().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.0
+            .iter_mut()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.value_mut())
     }
 
     /// True when `name` is there.
@@ -59,10 +129,20 @@ impl Headers {
     /// Sets `name` to `value`: a name already there keeps its place and gets the new
     /// value (the old one is returned), a new name goes last.
     pub fn insert(&mut self, name: CompactString, value: Value) -> Option<Value> {
+        self.set(name, Slot::Value(value))
+    }
+
+    /// [`Headers::insert`] of a UUID's text (hyphenated, lower case), written only when
+    /// the value is read: until then the header holds the 16 bytes.
+    pub fn insert_uuid(&mut self, name: CompactString, id: uuid::Uuid) -> Option<Value> {
+        self.set(name, Slot::Uuid(id, OnceLock::new()))
+    }
+
+    fn set(&mut self, name: CompactString, slot: Slot) -> Option<Value> {
         match self.position(&name) {
-            Some(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Some(i) => Some(std::mem::replace(&mut self.0[i].1, slot).into_value()),
             None => {
-                self.0.push((name, value));
+                self.0.push((name, slot));
                 None
             }
         }
@@ -71,7 +151,7 @@ impl Headers {
     /// Removes `name`, keeping the others in order.
     pub fn remove(&mut self, name: &str) -> Option<Value> {
         let i = self.position(name)?;
-        Some(self.0.remove(i).1)
+        Some(self.0.remove(i).1.into_value())
     }
 
     /// Removes every header.
@@ -80,8 +160,8 @@ impl Headers {
     }
 
     /// `(name, value)` in order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> + '_ {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    pub fn iter(&self) -> Iter<'_> {
+        Iter(self.0.iter())
     }
 
     /// The names in order.
@@ -91,7 +171,7 @@ impl Headers {
 
     /// The values in order.
     pub fn values(&self) -> impl ExactSizeIterator<Item = &Value> + '_ {
-        self.0.iter().map(|(_, v)| v)
+        self.0.iter().map(|(_, v)| v.value())
     }
 
     /// The headers as a JSON object (a copy).
@@ -120,13 +200,21 @@ impl<'a> Index<&'a str> for Headers {
 
 impl From<Map<String, Value>> for Headers {
     fn from(map: Map<String, Value>) -> Headers {
-        Headers(map.into_iter().map(|(k, v)| (k.into(), v)).collect())
+        Headers(
+            map.into_iter()
+                .map(|(k, v)| (k.into(), Slot::Value(v)))
+                .collect(),
+        )
     }
 }
 
 impl From<Headers> for Value {
     fn from(h: Headers) -> Value {
-        Value::Object(h.0.into_iter().map(|(k, v)| (k.into(), v)).collect())
+        Value::Object(
+            h.0.into_iter()
+                .map(|(k, v)| (k.into(), v.into_value()))
+                .collect(),
+        )
     }
 }
 
@@ -143,14 +231,26 @@ impl<K: Into<CompactString>> FromIterator<(K, Value)> for Headers {
 
 impl<'a> IntoIterator for &'a Headers {
     type Item = (&'a str, &'a Value);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (CompactString, Value)>,
-        fn(&'a (CompactString, Value)) -> (&'a str, &'a Value),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        Iter(self.0.iter())
     }
 }
+
+/// [`Headers::iter`]: `(name, value)` in order.
+pub struct Iter<'a>(std::slice::Iter<'a, (CompactString, Slot)>);
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a str, &'a Value);
+    fn next(&mut self) -> Option<(&'a str, &'a Value)> {
+        self.0.next().map(|(k, v)| (k.as_str(), v.value()))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Iter<'_> {}
 
 impl Serialize for Headers {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -189,5 +289,29 @@ mod tests {
         let m: Map<String, Value> = h.to_map();
         assert_eq!(Headers::from(m.clone()), h);
         assert_eq!(Value::from(h), Value::Object(m));
+    }
+
+    #[test]
+    fn a_uuid_header_reads_as_its_text_wherever_it_is_read() {
+        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let text = "01234567-89ab-cdef-0123-456789abcdef";
+        let mut h = Headers::new();
+        h.insert("a".into(), json!(1));
+        h.insert_uuid("connection-id".into(), id);
+        let want = json!({"a": 1, "connection-id": text});
+        assert_eq!(serde_json::to_value(&h).unwrap(), want, "serialised unread");
+        assert_eq!(h.get("connection-id"), Some(&json!(text)));
+        assert_eq!(h.iter().nth(1), Some(("connection-id", &json!(text))));
+        assert_eq!(Value::from(h.clone()), want);
+        let mut changed = h.clone();
+        *changed.get_mut("connection-id").unwrap() = json!("x");
+        assert_eq!(changed["connection-id"], json!("x"));
+        assert_eq!(h.remove("connection-id"), Some(json!(text)));
+        h.insert_uuid("a".into(), id);
+        assert_eq!(
+            h.insert("a".into(), json!(2)),
+            Some(json!(text)),
+            "kept its place"
+        );
     }
 }
