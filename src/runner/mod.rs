@@ -98,6 +98,9 @@ struct Inner {
     has_on_disconnect: bool,
     /// The management listener's URL, the default postback base (8.6).
     management_url: OnceLock<String>,
+    /// #17 json-model: `{postback base}/@connections/`, made at the first event that has
+    /// a base ([`Inner::postback_prefix`]).
+    postback_prefix: OnceLock<Arc<str>>,
     metrics: RunnerMetrics,
 }
 
@@ -116,6 +119,7 @@ impl Runner {
                 has_on_connect,
                 has_on_disconnect,
                 management_url: OnceLock::new(),
+                postback_prefix: OnceLock::new(), // #17 json-model
                 metrics,
             })),
             registry,
@@ -144,6 +148,7 @@ impl Runner {
             resume: old.resume.clone(),
             opts: old.opts.clone(),
             management_url: old.management_url.clone(),
+            postback_prefix: old.postback_prefix.clone(), // #17 json-model
         };
         *self.0.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inner);
     }
@@ -157,7 +162,7 @@ impl Runner {
 impl Inner {
     /// The headers every event of this connection carries (6.2.5).
     fn inject_headers(&self, headers: &mut Headers, conn: &Connection) {
-        // Its text is written only if something reads it (most events never do).
+        // #17 json-model: its text is written only if something reads it.
         headers.insert_uuid("connection-id".into(), conn.uuid());
         // The push-function is `Request::push`, outside the map: a client's value
         // must not pass for it. Without a postback base the header is absent (8.6).
@@ -168,22 +173,29 @@ impl Inner {
             headers.remove("push-function");
             headers.remove("postback-url");
         }
+        // #17 json-model: `{base}/@connections/{id}`, the prefix shared, the text
+        // written only when read.
+        if let Some(prefix) = self.postback_prefix() {
+            headers.insert_uuid_after("postback-url".into(), Arc::clone(prefix), conn.uuid());
+        }
+    }
+
+    /// `{base}/@connections/` for the `postback-url` header (8.6), made once; `None`
+    /// while there is no postback base.
+    // #17 json-model
+    fn postback_prefix(&self) -> Option<&Arc<str>> {
+        if let Some(prefix) = self.postback_prefix.get() {
+            return Some(prefix);
+        }
         let base = self
             .opts
             .postback_base
             .as_ref()
-            .or(self.management_url.get());
-        if let Some(base) = base {
-            // `{base}/@connections/{id}`, in one exact allocation.
-            const PATH: &str = "/@connections/";
-            let base = base.trim_end_matches('/');
-            const ID: usize = uuid::fmt::Hyphenated::LENGTH;
-            let mut url = String::with_capacity(base.len() + PATH.len() + ID);
-            url.push_str(base);
-            url.push_str(PATH);
-            conn.write_connection_id(&mut url);
-            headers.insert("postback-url".into(), Value::String(url));
-        }
+            .or(self.management_url.get())?;
+        Some(
+            self.postback_prefix
+                .get_or_init(|| format!("{}/@connections/", base.trim_end_matches('/')).into()),
+        )
     }
 
     /// An event of this connection (6.2) from `event.request`, filled in where it lies

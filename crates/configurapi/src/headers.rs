@@ -11,31 +11,32 @@ use compact_str::CompactString;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 use std::ops::Index;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// Headers: names (exact, case-sensitive) to JSON values, in insertion order.
 #[derive(Clone, Default)]
 pub struct Headers(Vec<(CompactString, Slot)>);
 
-/// A header's value: a JSON value, or a UUID whose text is written only when the value
-/// is read (a runner's `connection-id`, 6.2.5: most events never read it).
+/// A header's value: a JSON value, or a UUID (after a fixed prefix) whose text is
+/// written only when the value is read (a runner's `connection-id` and `postback-url`,
+/// 6.2.5, 8.6: most events never read them).
 #[derive(Clone)]
 enum Slot {
     Value(Value),
-    Uuid(uuid::Uuid, OnceLock<Value>),
+    Uuid(Option<Arc<str>>, uuid::Uuid, OnceLock<Value>),
 }
 
 impl Slot {
     fn value(&self) -> &Value {
         match self {
             Slot::Value(v) => v,
-            Slot::Uuid(id, text) => text.get_or_init(|| Value::String(uuid_text(id))),
+            Slot::Uuid(prefix, id, text) => text.get_or_init(|| uuid_text(prefix, id)),
         }
     }
 
     fn value_mut(&mut self) -> &mut Value {
-        if let Slot::Uuid(id, text) = self {
-            let v = text.take().unwrap_or_else(|| Value::String(uuid_text(id)));
+        if let Slot::Uuid(prefix, id, text) = self {
+            let v = text.take().unwrap_or_else(|| uuid_text(prefix, id));
             *self = Slot::Value(v);
         }
         match self {
@@ -47,18 +48,23 @@ impl Slot {
     fn into_value(self) -> Value {
         match self {
             Slot::Value(v) => v,
-            Slot::Uuid(id, text) => text
-                .into_inner()
-                .unwrap_or_else(|| Value::String(uuid_text(&id))),
+            Slot::Uuid(prefix, id, text) => {
+                text.into_inner().unwrap_or_else(|| uuid_text(&prefix, &id))
+            }
         }
     }
 }
 
-/// A UUID's text as the runners write it: hyphenated, lower case.
-fn uuid_text(id: &uuid::Uuid) -> String {
-    id.hyphenated()
-        .encode_lower(&mut uuid::Uuid::encode_buffer())
-        .to_owned()
+/// A UUID's text as the runners write it (hyphenated, lower case) after `prefix`.
+fn uuid_text(prefix: &Option<Arc<str>>, id: &uuid::Uuid) -> Value {
+    let prefix = prefix.as_deref().unwrap_or("");
+    let mut s = String::with_capacity(prefix.len() + uuid::fmt::Hyphenated::LENGTH);
+    s.push_str(prefix);
+    s.push_str(
+        id.hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer()),
+    );
+    Value::String(s)
 }
 
 impl Serialize for Slot {
@@ -66,10 +72,11 @@ impl Serialize for Slot {
         match self {
             Slot::Value(v) => v.serialize(s),
             // Written from a buffer: no string made for it.
-            Slot::Uuid(id, _) => s.serialize_str(
+            Slot::Uuid(None, id, _) => s.serialize_str(
                 id.hyphenated()
                     .encode_lower(&mut uuid::Uuid::encode_buffer()),
             ),
+            Slot::Uuid(Some(_), ..) => self.value().serialize(s),
         }
     }
 }
@@ -135,7 +142,18 @@ impl Headers {
     /// [`Headers::insert`] of a UUID's text (hyphenated, lower case), written only when
     /// the value is read: until then the header holds the 16 bytes.
     pub fn insert_uuid(&mut self, name: CompactString, id: uuid::Uuid) -> Option<Value> {
-        self.set(name, Slot::Uuid(id, OnceLock::new()))
+        self.set(name, Slot::Uuid(None, id, OnceLock::new()))
+    }
+
+    /// [`Headers::insert_uuid`] with the text after `prefix` (e.g. a URL ending in the
+    /// id): the prefix is shared, the text written only when read.
+    pub fn insert_uuid_after(
+        &mut self,
+        name: CompactString,
+        prefix: Arc<str>,
+        id: uuid::Uuid,
+    ) -> Option<Value> {
+        self.set(name, Slot::Uuid(Some(prefix), id, OnceLock::new()))
     }
 
     fn set(&mut self, name: CompactString, slot: Slot) -> Option<Value> {
