@@ -288,7 +288,7 @@ mod seed {
                             Text::Str(m)
                                 if m.bytes().any(|b| !b.is_ascii() || b.is_ascii_uppercase()) =>
                             {
-                                m.to_lowercase().into()
+                                m.to_lowercase()
                             }
                             Text::Str(m) => m,
                             // The Request default (6.2.3).

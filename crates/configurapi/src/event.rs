@@ -323,7 +323,7 @@ impl Event {
             .bytes()
             .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
         {
-            request.method = request.method.to_lowercase().into();
+            request.method = request.method.to_lowercase();
         }
         let id = EventId::new();
         self.correlation_id = if let Some(v) = request.query.get("correlationid") {
