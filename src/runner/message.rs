@@ -158,7 +158,7 @@ mod seed {
         Other(Value),
     }
 
-    /// Reads a [`Text`]; with `headers`, a mapping is read as [`Headers`] instead.
+    /// Reads a [`Text`].
     struct TextSeed;
 
     impl<'de> DeserializeSeed<'de> for TextSeed {
@@ -419,6 +419,9 @@ mod tests {
             r#"{"name":"a","method":"POST","params":{"id":1},"query":{"q":"x"},"headers":{"message-id":"m1","b":[1]},"payload":{"k":[null,true,1.5]}}"#,
             r#"{"name":"a","name":"b","headers":{"message-id":1},"headers":{"message-id":2}}"#,
             r#"{"headers":{"message-id":"x"},"headers":5}"#,
+            r#"{"headers":{"a":1,"b":2,"a":3,"m\u0065ssage-id":"e","a-header-name-longer-than-24-bytes":{"x":[]}}}"#,
+            r#"{"headers":[{"a":1}],"name":"\u00e9chØ-a-name-longer-than-twenty-four","method":"pOsT"}"#,
+            r#"{"headers":{"a":"\ud800"}}"#,
             r#"{"method":"POST","method":5,"name":1,"name":[]}"#,
             r#"{"method":5,"method":"PUT","payload":1,"payload":null}"#,
             r#"{"query":{"a":1},"query":[],"params":{"b":2},"params":{"c":3}}"#,
