@@ -207,9 +207,15 @@ impl Inner {
         self.inject_headers(&mut request.headers, conn);
         // The connection is the push-function: one more reference, no allocation.
         request.push = Some(Arc::clone(conn) as Arc<dyn crate::configurapi::PushSink>);
-        let merged = merge_params(&request.params, &request.query);
+        // #17 json-model: a message without params or query (the usual) has nothing to
+        // merge, and its path-less route key's params are already the empty mapping.
+        let merged =
+            (!request.params.is_empty() || !request.query.is_empty() || !request.path.is_empty())
+                .then(|| merge_params(&request.params, &request.query));
         event.begin();
-        event.params = merged; // 6.2.4
+        if let Some(merged) = merged {
+            event.params = merged; // 6.2.4
+        }
         event.identity = conn.identity();
     }
 
