@@ -173,7 +173,11 @@ fn write_head(
         write_str(out, v);
     }
     if let Some(id) = message_id {
-        field(out, "message-id");
+        // A constant key: written as it is, not through write_str's escape check.
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"message-id\":");
         write_value(out, id);
     }
     out.extend_from_slice(b"},\"body\":");
@@ -205,26 +209,30 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// Whether `b` has a byte JSON escapes: a control byte, `"` or `\\`. Eight bytes at a
-/// time (a byte-wise loop was a quarter of the envelope's instructions).
+/// time (a byte-wise loop was a quarter of the envelope's instructions); a short string
+/// or the end of a long one is one more word (padded, or the last eight bytes again).
 fn needs_escape(b: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // The high bit of each byte of the answer is set where that byte of `w` is zero
-    // (exact for any byte, not just a "has a zero somewhere" test).
+    // (exact for every byte, not just "a zero somewhere").
     let zero = |w: u64| !(((w & !HIGH) + !HIGH) | w) & HIGH;
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
-        // A byte under 0x20 has its top three bits clear.
-        let control = zero(w & (0xE0 * ONES));
-        if control | zero(w ^ (b'"' as u64 * ONES)) | zero(w ^ (b'\\' as u64 * ONES)) != 0 {
-            return true;
-        }
+    // A byte under 0x20 has its top three bits clear.
+    let bad = |w: u64| {
+        zero(w & (0xE0 * ONES)) | zero(w ^ (b'"' as u64 * ONES)) | zero(w ^ (b'\\' as u64 * ONES))
+            != 0
+    };
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([b' '; 8]));
+    if b.len() < 8 {
+        let mut pad = [b' '; 8];
+        pad[..b.len()].copy_from_slice(b);
+        return bad(u64::from_le_bytes(pad));
     }
-    chunks
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    let mut chunks = b.chunks_exact(8);
+    if chunks.any(|c| bad(word(c))) {
+        return true;
+    }
+    b.len() % 8 != 0 && bad(word(&b[b.len() - 8..]))
 }
 
 /// The end of the frame, after the body.

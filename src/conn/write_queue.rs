@@ -20,6 +20,9 @@ const MAX_IOV: usize = 64;
 /// keeps the queue, #17): a payload over 4 GiB is queued in pieces.
 const MAX_BUF: usize = u32::MAX as usize;
 
+/// Emptied queue rings a [`BufPool`] keeps for the next queues that fill.
+const MAX_FREE_RINGS: usize = 64;
+
 /// A free list of byte buffers shared by all connections of one reactor thread.
 pub struct BufPool {
     free: Vec<Vec<u8>>,
@@ -55,9 +58,10 @@ impl BufPool {
     }
 
     /// Give an empty ring back (small ones only: most queues never hold more than a
-    /// few buffers).
+    /// few buffers). At most [`MAX_FREE_RINGS`] are kept (96 B each for the usual 4
+    /// buffers): about as many as connections that answer in one event batch.
     fn put_ring(&mut self, ring: VecDeque<Vec<u8>>) {
-        if ring.capacity() > 0 && ring.capacity() <= 16 && self.rings.len() < self.max_free {
+        if ring.capacity() > 0 && ring.capacity() <= 16 && self.rings.len() < MAX_FREE_RINGS {
             self.rings.push(ring);
         }
     }

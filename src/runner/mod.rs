@@ -30,8 +30,8 @@ use serde_json::{Map, Value};
 use crate::app::ReplyOut;
 use crate::configurapi::http::{join_headers, parse_query};
 use crate::configurapi::{
-    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Response, RouteId,
-    RunHere, Schedule, Service, Started,
+    Body, ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Response,
+    RouteId, RunHere, Schedule, Service, Started,
 };
 use crate::envelope;
 use crate::link::Busy;
@@ -336,10 +336,15 @@ impl Inner {
         started: Instant,
         out: Option<&mut dyn ReplyOut>,
     ) -> Reply {
-        let mut response = match result {
-            Ok(()) => std::mem::take(&mut event.response),
+        // Read where it lies (#17: no move out of the event, no empty one left behind).
+        let mut error;
+        let response = match result {
+            Ok(()) => &mut event.response,
             // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
-            Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
+            Err(e) => {
+                error = ErrorResponse::from_error(&e, 500).to_response();
+                &mut error
+            }
         };
         let took = started.elapsed();
         // Labelled with the route the pipeline ran; looked up by the event's name when
@@ -353,9 +358,13 @@ impl Inner {
             ),
         }
         access_line(conn, &event.name, response.status_code, took);
-        match response.take_stream() {
+        let stream = match response.body {
+            Body::Stream(_) => response.take_stream(),
+            _ => None,
+        };
+        match stream {
             Some(stream) => {
-                let mut headers = response.headers;
+                let mut headers = std::mem::take(&mut response.headers);
                 if let Some(id) = message_id {
                     headers.insert("message-id".into(), id);
                 }
@@ -365,7 +374,7 @@ impl Inner {
                     headers,
                 }
             }
-            None => Reply::frame(out, &response, message_id.as_ref()),
+            None => Reply::frame(out, response, message_id.as_ref()),
         }
     }
 }
