@@ -75,6 +75,37 @@ pub fn size_hint(response: &Response) -> usize {
     head_capacity(&response.headers) + body
 }
 
+/// About the length of [`encode`]'s envelope (exact when nothing needs escaping and the
+/// values are strings): an answer written into the write queue leaves room for the
+/// frame header this calls for (#17).
+pub fn estimate(response: &Response, message_id: Option<&Value>) -> usize {
+    let value = |v: &Value| match v {
+        Value::String(s) => s.len() + 2,
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        _ => 64,
+    };
+    // `{"statusCode":200,"headers":{},"body":}`, then each header `"k":v` and a comma
+    // between two.
+    let mut n = 39;
+    for (k, v) in &response.headers {
+        n += k.len() + 4 + value(v);
+    }
+    if let Some(id) = message_id {
+        n += 14 + value(id);
+    }
+    if !response.headers.is_empty() || message_id.is_some() {
+        n -= 1;
+    }
+    n + match &response.body {
+        Body::Absent | Body::Stream(_) => 2,
+        Body::Null => 4,
+        Body::Json(v) => value(v),
+        Body::Text(s) => s.len() + 2,
+        Body::Bytes(b) => b.len().div_ceil(3) * 4 + 25,
+    }
+}
+
 /// [`encode`], appended to `out` (#17: an inline answer is written straight into the
 /// connection's write queue).
 pub fn encode_into(out: &mut Vec<u8>, response: &Response, message_id: Option<&Value>) {
@@ -358,6 +389,26 @@ mod tests {
                         encode_parts(status, &r.headers, &[], id.as_ref(), &value, base64);
                     assert_eq!(encode(&r, id.as_ref()), expected, "{body:?} {status}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn estimate_is_exact_for_envelopes_of_plain_strings() {
+        let bodies = [
+            Body::Absent,
+            Body::Null,
+            Body::Text("hello".into()),
+            Body::Json(json!("hello")),
+        ];
+        for body in bodies {
+            for id in [None, Some(json!("m-17"))] {
+                let r = Response::new(body.clone(), 200).with_header("x-a", "value");
+                assert_eq!(
+                    estimate(&r, id.as_ref()),
+                    encode(&r, id.as_ref()).len(),
+                    "{body:?} {id:?}"
+                );
             }
         }
     }

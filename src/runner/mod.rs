@@ -470,7 +470,7 @@ impl Reply {
     fn frame(out: Option<&mut dyn ReplyOut>, response: &Response, id: Option<&Value>) -> Reply {
         match out {
             Some(out) => {
-                out.text_frame(envelope::size_hint(response), &mut |buf| {
+                out.text_frame(envelope::estimate(response, id), &mut |buf| {
                     envelope::encode_into(buf, response, id)
                 });
                 Reply::Sent
