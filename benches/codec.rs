@@ -81,7 +81,8 @@ fn decode_all(dec: &mut Decoder, input: &mut [u8], step: usize) -> usize {
                 .expect("valid frame");
             chunk_pos += used;
             match item {
-                Some(Incoming::Text(m)) | Some(Incoming::Binary(m)) => got = black_box(m).len(),
+                Some(Incoming::Text(m)) => got = black_box(m).len(),
+                Some(Incoming::Binary(m)) => got = black_box(m).len(),
                 Some(_) => panic!("unexpected control frame"),
                 None => {}
             }

@@ -17,7 +17,7 @@ use crate::configurapi::Schedule;
 use crate::link::{ConnId, Link};
 use crate::mgmt::MetricsSnapshot;
 use crate::work::Job;
-use crate::ws::UpgradeRequest;
+use crate::ws::{Message, UpgradeRequest};
 
 /// How a message is handled.
 pub enum Dispatch {
@@ -25,10 +25,18 @@ pub enum Dispatch {
     Job(Job),
     /// Handled inline: send this text frame payload to the connection now.
     Reply(Vec<u8>),
-    /// Nothing for the reactor to do now: the answer comes later through the
-    /// connection's [`Link`] (a suspended pipeline, or a message held until the
-    /// connection is accepted).
+    /// Nothing more for the reactor to do: the answer was written into the
+    /// [`ReplyOut`] (handled inline), or comes later through the connection's [`Link`]
+    /// (a suspended pipeline, or a message held until the connection is accepted).
     Later,
+}
+
+/// Where an inline answer goes: straight into the connection's outgoing bytes, as one
+/// text frame written in place (#17: no buffer of its own, copied and freed).
+pub trait ReplyOut {
+    /// Queue one text frame whose payload `write` appends to the buffer it is given
+    /// (called once, at once). `hint`: a guess of the payload's size.
+    fn text_frame(&mut self, hint: usize, write: &mut dyn FnMut(&mut Vec<u8>));
 }
 
 /// What the reactor does after a note ([`AppConn::on_note`]).
@@ -87,9 +95,9 @@ pub trait App: Send + Sync + 'static {
 /// other threads hold (one heap block per connection, #17). The calls that may hand the
 /// connection to a job take the reactor's `Arc` (a clone: a count, not a copy).
 pub trait AppConn: Send + Sync {
-    /// A complete text (`text == true`, valid UTF-8) or binary message arrived. The
-    /// application may answer inline ([`Dispatch::Reply`]: no I/O, never wait).
-    fn on_message(self: Arc<Self>, text: bool, payload: &[u8]) -> Dispatch;
+    /// A complete message arrived. The application may answer inline (into `out`, or
+    /// [`Dispatch::Reply`]: no I/O, never wait).
+    fn on_message(self: Arc<Self>, msg: Message<'_>, out: &mut dyn ReplyOut) -> Dispatch;
 
     /// Another thread sent `note` through [`Link::notify`]; jobs to run go into `jobs`.
     fn on_note(self: Arc<Self>, note: u32, jobs: &mut Vec<Job>) -> NoteVerdict;

@@ -59,14 +59,58 @@ impl Envelope {
 /// The body is written from the response as it is (no copy into a JSON value first):
 /// the same bytes as `encode_parts` with [`Body::to_envelope_value`].
 pub fn encode(response: &Response, message_id: Option<&Value>) -> Vec<u8> {
-    let body_hint = match &response.body {
+    let mut out = Vec::with_capacity(size_hint(response));
+    encode_into(&mut out, response, message_id);
+    out
+}
+
+/// A first guess at [`encode`]'s size, so that most envelopes are written without
+/// growing their buffer.
+pub fn size_hint(response: &Response) -> usize {
+    let body = match &response.body {
         Body::Text(s) => s.len() + 2,
         Body::Bytes(b) => b.len() / 3 * 4 + 32,
         _ => 64,
     };
-    let mut out = Vec::with_capacity(head_capacity(&response.headers) + body_hint);
+    head_capacity(&response.headers) + body
+}
+
+/// About the length of [`encode`]'s envelope (exact when nothing needs escaping and the
+/// values are strings): an answer written into the write queue leaves room for the
+/// frame header this calls for (#17).
+pub fn estimate(response: &Response, message_id: Option<&Value>) -> usize {
+    let value = |v: &Value| match v {
+        Value::String(s) => s.len() + 2,
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 8,
+        _ => 64,
+    };
+    // `{"statusCode":200,"headers":{},"body":}`, then each header `"k":v` and a comma
+    // between two.
+    let mut n = 39;
+    for (k, v) in &response.headers {
+        n += k.len() + 4 + value(v);
+    }
+    if let Some(id) = message_id {
+        n += 14 + value(id);
+    }
+    if !response.headers.is_empty() || message_id.is_some() {
+        n -= 1;
+    }
+    n + match &response.body {
+        Body::Absent | Body::Stream(_) => 2,
+        Body::Null => 4,
+        Body::Json(v) => value(v),
+        Body::Text(s) => s.len() + 2,
+        Body::Bytes(b) => b.len().div_ceil(3) * 4 + 25,
+    }
+}
+
+/// [`encode`], appended to `out` (#17: an inline answer is written straight into the
+/// connection's write queue).
+pub fn encode_into(out: &mut Vec<u8>, response: &Response, message_id: Option<&Value>) {
     write_head(
-        &mut out,
+        out,
         response.status_code,
         &response.headers,
         &[],
@@ -77,8 +121,8 @@ pub fn encode(response: &Response, message_id: Option<&Value>) -> Vec<u8> {
         // A stream is sent as chunk frames; here it counts as no body, as absent does.
         Body::Absent | Body::Stream(_) => out.extend_from_slice(b"\"\""),
         Body::Null => out.extend_from_slice(b"null"),
-        Body::Json(v) => write_value(&mut out, v),
-        Body::Text(s) => write_str(&mut out, s),
+        Body::Json(v) => write_value(out, v),
+        Body::Text(s) => write_str(out, s),
         Body::Bytes(b) => {
             // The base64 alphabet needs no JSON escaping.
             out.push(b'"');
@@ -87,8 +131,7 @@ pub fn encode(response: &Response, message_id: Option<&Value>) -> Vec<u8> {
             base64 = true;
         }
     }
-    write_tail(&mut out, base64);
-    out
+    write_tail(out, base64);
 }
 
 /// The body value of a stream chunk (6.4.3): text as a string, bytes as UTF-8 text
@@ -161,7 +204,11 @@ fn write_head(
         write_str(out, v);
     }
     if let Some(id) = message_id {
-        field(out, "message-id");
+        // A constant key: written as it is, not through write_str's escape check.
+        if !first {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"message-id\":");
         write_value(out, id);
     }
     out.extend_from_slice(b"},\"body\":");
@@ -182,7 +229,7 @@ fn write_value(out: &mut Vec<u8>, v: &Value) {
 /// no escaping: those are copied between quotes in one go (serde_json's writer goes
 /// through its escape table a byte at a time and `io::Write` a piece at a time).
 fn write_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    if !needs_escape(s.as_bytes()) {
         out.reserve(s.len() + 2);
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
@@ -190,6 +237,33 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     } else {
         let _ = serde_json::to_writer(&mut *out, s);
     }
+}
+
+/// Whether `b` has a byte JSON escapes: a control byte, `"` or `\\`. Eight bytes at a
+/// time (a byte-wise loop was a quarter of the envelope's instructions); a short string
+/// or the end of a long one is one more word (padded, or the last eight bytes again).
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The high bit of each byte of the answer is set where that byte of `w` is zero
+    // (exact for every byte, not just "a zero somewhere").
+    let zero = |w: u64| !(((w & !HIGH) + !HIGH) | w) & HIGH;
+    // A byte under 0x20 has its top three bits clear.
+    let bad = |w: u64| {
+        zero(w & (0xE0 * ONES)) | zero(w ^ (b'"' as u64 * ONES)) | zero(w ^ (b'\\' as u64 * ONES))
+            != 0
+    };
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([b' '; 8]));
+    if b.len() < 8 {
+        let mut pad = [b' '; 8];
+        pad[..b.len()].copy_from_slice(b);
+        return bad(u64::from_le_bytes(pad));
+    }
+    let mut chunks = b.chunks_exact(8);
+    if chunks.any(|c| bad(word(c))) {
+        return true;
+    }
+    b.len() % 8 != 0 && bad(word(&b[b.len() - 8..]))
 }
 
 /// The end of the frame, after the body.
@@ -314,6 +388,53 @@ mod tests {
                     let expected =
                         encode_parts(status, &r.headers, &[], id.as_ref(), &value, base64);
                     assert_eq!(encode(&r, id.as_ref()), expected, "{body:?} {status}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn estimate_is_exact_for_envelopes_of_plain_strings() {
+        let bodies = [
+            Body::Absent,
+            Body::Null,
+            Body::Text("hello".into()),
+            Body::Json(json!("hello")),
+        ];
+        for body in bodies {
+            for id in [None, Some(json!("m-17"))] {
+                let r = Response::new(body.clone(), 200).with_header("x-a", "value");
+                assert_eq!(
+                    estimate(&r, id.as_ref()),
+                    encode(&r, id.as_ref()).len(),
+                    "{body:?} {id:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn encode_into_appends_what_encode_returns() {
+        let r = Response::json(json!({"a": "b"}), 202).with_header("x", "y");
+        let id = json!("m-7");
+        let mut out = b"already here".to_vec();
+        encode_into(&mut out, &r, Some(&id));
+        let mut want = b"already here".to_vec();
+        want.extend_from_slice(&encode(&r, Some(&id)));
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn needs_escape_finds_every_escaped_byte_at_every_position() {
+        for len in 0..20 {
+            let clean = vec![b'a'; len];
+            assert!(!needs_escape(&clean));
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut b = clean.clone();
+                    b[at] = byte;
+                    let want = byte < 0x20 || byte == b'"' || byte == b'\\';
+                    assert_eq!(needs_escape(&b), want, "byte {byte:#x} at {at} of {len}");
                 }
             }
         }

@@ -6,10 +6,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::app::{App, AppConn, Dispatch, NoteVerdict};
+use crate::app::{App, AppConn, Dispatch, NoteVerdict, ReplyOut};
 use crate::link::{ConnId, Courier, Gone, Link, LinkHome};
 use crate::work::Job;
-use crate::ws::{Opcode, UpgradeRequest};
+use crate::ws::{Message, Opcode, UpgradeRequest};
 
 /// What a connection's [`Link`] handed to the "reactor".
 #[derive(Debug, Default)]
@@ -33,6 +33,21 @@ impl Courier for Collect {
         let mut out = self.0.lock().unwrap_or_else(|e| e.into_inner());
         out.notes.push((to, note));
         Ok(())
+    }
+}
+
+/// An inline answer, kept (the reactor would queue it).
+struct InlineOut(Option<Vec<u8>>);
+
+impl ReplyOut for InlineOut {
+    fn text_frame(&mut self, hint: usize, write: &mut dyn FnMut(&mut Vec<u8>)) {
+        let mut frame = Vec::with_capacity(hint);
+        write(&mut frame);
+        // One answer per message.
+        assert!(
+            self.0.replace(frame).is_none(),
+            "two inline answers to one message"
+        );
     }
 }
 
@@ -101,9 +116,22 @@ impl Harness {
         (c, jobs)
     }
 
-    /// A message arrived on `c`: what the reactor would do with it.
+    /// A message arrived on `c`: what the reactor would do with it. An answer written
+    /// inline comes back as [`Dispatch::Reply`]. Text must be UTF-8 (the codec would
+    /// have closed the connection with 1007).
     pub fn message(&self, c: &mut HarnessConn, text: bool, payload: &[u8]) -> Dispatch {
-        Arc::clone(&c.conn).on_message(text, payload)
+        let msg = match text {
+            true => Message::Text(std::str::from_utf8(payload).expect("text is UTF-8")),
+            false => Message::Binary(payload),
+        };
+        let mut out = InlineOut(None);
+        match Arc::clone(&c.conn).on_message(msg, &mut out) {
+            Dispatch::Later => match out.0 {
+                Some(frame) => Dispatch::Reply(frame),
+                None => Dispatch::Later,
+            },
+            other => other,
+        }
     }
 
     /// Pass the notes workers sent for `c` (e.g. on_connect's verdict) to it, as the

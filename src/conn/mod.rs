@@ -26,7 +26,7 @@ use crate::stats::Stats;
 use crate::ws::close_code;
 use crate::ws::deflate::{self, ConnDeflate};
 use crate::ws::error::ProtocolError;
-use crate::ws::frame::{Decoder, Incoming, Opcode};
+use crate::ws::frame::{Decoder, Incoming, Message, Opcode};
 use crate::ws::handshake::{self, HandshakeError, UpgradeRequest};
 use crate::ws::session::{ClosePayload, Idle, Session, Step};
 use tick::Tick;
@@ -47,15 +47,8 @@ pub trait Sink<A> {
         req: &UpgradeRequest,
         sh: &mut Shared<'_>,
     );
-    /// A complete message arrived (`text`: valid UTF-8).
-    fn message(
-        &mut self,
-        st: &mut ConnState,
-        ext: &mut A,
-        text: bool,
-        payload: &[u8],
-        sh: &mut Shared<'_>,
-    );
+    /// A complete message arrived.
+    fn message(&mut self, st: &mut ConnState, ext: &mut A, msg: Message<'_>, sh: &mut Shared<'_>);
     /// Reading should stop for now for a reason of the receiver's own.
     fn holds_reading(&self, ext: &A) -> bool;
 }
@@ -424,7 +417,7 @@ impl ConnState {
                 d.inflate(payload, msg, sh.cfg.limits.max_message)?;
             }
             if text {
-                std::str::from_utf8(msg).map_err(|_| ProtocolError::InvalidUtf8)?;
+                let msg = std::str::from_utf8(msg).map_err(|_| ProtocolError::InvalidUtf8)?;
                 self.on_item(Incoming::Text(msg), ext, sh, sink);
             } else {
                 self.on_item(Incoming::Binary(msg), ext, sh, sink);
@@ -441,9 +434,9 @@ impl ConnState {
         sink: &mut impl Sink<A>,
     ) {
         match self.session.on_item(item, self.wq.is_empty()) {
-            Step::Message { text, payload } => {
+            Step::Message(msg) => {
                 sh.stats.messages_in += 1;
-                sink.message(self, ext, text, payload, sh);
+                sink.message(self, ext, msg, sh);
             }
             Step::Pong(payload) => {
                 self.wq.push_frame(sh.pool, Opcode::Pong, payload);
@@ -498,6 +491,27 @@ impl ConnState {
             Some(z) => self.wq.push_frame_compressed(pool, opcode, z),
             None => self.wq.push_frame_owned(pool, opcode, payload),
         }
+        self.note_queued(stats);
+    }
+
+    /// Queue a frame whose payload `write` appends, written in place in the queue (no
+    /// buffer of its own: an inline answer, #17). `hint`: a guess of its size.
+    pub fn send_frame_with(
+        &mut self,
+        pool: &mut BufPool,
+        stats: &mut Stats,
+        opcode: Opcode,
+        hint: usize,
+        write: &mut dyn FnMut(&mut Vec<u8>),
+    ) {
+        if self.deflate.is_some() {
+            // deflate: compressed from a buffer of its own, as in send_frame.
+            let mut payload = Vec::with_capacity(hint);
+            write(&mut payload);
+            return self.send_frame_owned(pool, stats, opcode, payload);
+        }
+        count_out(opcode, stats);
+        self.wq.push_frame_with(pool, opcode, hint, write);
         self.note_queued(stats);
     }
 

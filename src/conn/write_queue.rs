@@ -20,9 +20,16 @@ const MAX_IOV: usize = 64;
 /// keeps the queue, #17): a payload over 4 GiB is queued in pieces.
 const MAX_BUF: usize = u32::MAX as usize;
 
+/// Emptied queue rings a [`BufPool`] keeps for the next queues that fill.
+const MAX_FREE_RINGS: usize = 64;
+
 /// A free list of byte buffers shared by all connections of one reactor thread.
 pub struct BufPool {
     free: Vec<Vec<u8>>,
+    /// Emptied queues' rings (#17: a queue gives its ring back when it drains, so an
+    /// idle connection holds none, and the next answer takes one from here instead of
+    /// allocating and freeing one per message).
+    rings: Vec<VecDeque<Vec<u8>>>,
     buf_capacity: usize,
     max_free: usize,
 }
@@ -32,6 +39,7 @@ impl BufPool {
     pub fn new(buf_capacity: usize, max_free: usize) -> BufPool {
         BufPool {
             free: Vec::new(),
+            rings: Vec::new(),
             buf_capacity,
             max_free,
         }
@@ -42,6 +50,20 @@ impl BufPool {
         self.free
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(self.buf_capacity))
+    }
+
+    /// An empty ring for a queue, reused when one is free.
+    fn ring(&mut self) -> VecDeque<Vec<u8>> {
+        self.rings.pop().unwrap_or_default()
+    }
+
+    /// Give an empty ring back (small ones only: most queues never hold more than a
+    /// few buffers). At most [`MAX_FREE_RINGS`] are kept (96 B each for the usual 4
+    /// buffers): about as many as connections that answer in one event batch.
+    fn put_ring(&mut self, ring: VecDeque<Vec<u8>>) {
+        if ring.capacity() > 0 && ring.capacity() <= 16 && self.rings.len() < MAX_FREE_RINGS {
+            self.rings.push(ring);
+        }
     }
 
     /// Give a buffer back. Oversized ones are freed so the pool does not hoard memory.
@@ -114,6 +136,52 @@ impl WriteQueue {
         self.push_payload(payload, MAX_BUF);
     }
 
+    /// Queue one final, unmasked frame whose payload `write` appends to the buffer it is
+    /// given, in place: no buffer of its own, no copy (#17: an inline answer's envelope
+    /// is serialised straight into the queue). `hint` is a guess of the payload's size.
+    pub fn push_frame_with(
+        &mut self,
+        pool: &mut BufPool,
+        opcode: Opcode,
+        hint: usize,
+        write: &mut dyn FnMut(&mut Vec<u8>),
+    ) {
+        if hint > COALESCE_PAYLOAD {
+            let mut payload = Vec::with_capacity(hint);
+            write(&mut payload);
+            return self.push_frame_owned(pool, opcode, payload);
+        }
+        // The header's length follows the payload's, known once it is written: room is
+        // left for the header the hint calls for (2 bytes under 126, else 4), and the
+        // payload is moved when its length came out on the other side.
+        let guess = if hint < 126 { 2 } else { 4 };
+        let tail = self.tail(pool, guess + hint);
+        let at = tail.len();
+        tail.extend_from_slice(&[0; 4][..guess]);
+        write(tail);
+        let len = tail.len() - at - guess;
+        let mut hdr = [0u8; MAX_HEADER];
+        let n = encode_header(&mut hdr, opcode, len);
+        if n == MAX_HEADER {
+            // Over 64 KiB: the payload gets a buffer of its own after its header, as a
+            // large payload pushed any other way does.
+            let payload = tail.split_off(at + guess);
+            tail.truncate(at);
+            tail.extend_from_slice(&hdr[..n]);
+            self.queued += n + len;
+            return self.push_payload(payload, MAX_BUF);
+        }
+        if n > guess {
+            tail.resize(at + n + len, 0);
+            tail.copy_within(at + guess..at + guess + len, at + n);
+        } else if n < guess {
+            tail.copy_within(at + guess.., at + n);
+            tail.truncate(at + n + len);
+        }
+        tail[at..at + n].copy_from_slice(&hdr[..n]);
+        self.queued += n + len;
+    }
+
     /// deflate: queue one final frame with RSV1 set (a permessage-deflate payload).
     pub fn push_frame_compressed(&mut self, pool: &mut BufPool, opcode: Opcode, payload: Vec<u8>) {
         let mut hdr = [0u8; MAX_HEADER];
@@ -149,6 +217,9 @@ impl WriteQueue {
             None => false,
         };
         if !reuse {
+            if self.bufs.capacity() == 0 {
+                self.bufs = pool.ring();
+            }
             self.mark_start(self.bufs.len());
             self.bufs.push_back(pool.get());
         }
@@ -202,8 +273,8 @@ impl WriteQueue {
             pool.put(done);
         }
         if self.bufs.is_empty() {
-            // Give the ring's own allocation back too: idle connections hold nothing.
-            self.bufs = VecDeque::new();
+            // Give the ring back too: idle connections hold nothing.
+            pool.put_ring(std::mem::take(&mut self.bufs));
         }
     }
 
@@ -212,7 +283,7 @@ impl WriteQueue {
         for b in self.bufs.drain(..) {
             pool.put(b);
         }
-        self.bufs = VecDeque::new();
+        pool.put_ring(std::mem::take(&mut self.bufs));
         self.starts = 0;
         self.head_written = 0;
         self.queued = 0;
@@ -309,6 +380,8 @@ mod tests {
         assert!(q.flush(&mut out, &mut pool).unwrap());
         assert_eq!(out.len(), 120);
         assert_eq!(q.bufs.capacity(), 0);
+        // Its ring went back to the pool too, for the next queue that fills.
+        assert_eq!(pool.rings.len(), 1);
         // The buffer went back to the pool and is handed out again.
         assert_eq!(pool.free.len(), 1);
     }
@@ -360,6 +433,33 @@ mod tests {
         let mut want = b"head".to_vec();
         want.extend(0..20u8);
         assert_eq!(w.out, want);
+    }
+
+    #[test]
+    fn a_frame_written_in_place_is_the_frame_pushed_as_a_copy_at_every_header_size() {
+        // Payload sizes at each header length's edges (2, 4 and 10 bytes), with hints
+        // too small, right and too large, after a frame already in the tail buffer.
+        for len in [0, 1, 125, 126, 127, 1000, 65_535, 65_536, 70_000] {
+            for hint in [0, len, 200, 20_000] {
+                let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                let (mut pool_a, mut pool_b) = (BufPool::new(1024, 4), BufPool::new(1024, 4));
+                let (mut a, mut b) = (WriteQueue::default(), WriteQueue::default());
+                a.push_frame(&mut pool_a, Opcode::Text, b"before");
+                b.push_frame(&mut pool_b, Opcode::Text, b"before");
+                a.push_frame_with(&mut pool_a, Opcode::Text, hint, &mut |out| {
+                    out.extend_from_slice(&payload)
+                });
+                b.push_frame(&mut pool_b, Opcode::Text, &payload);
+                a.push_frame(&mut pool_a, Opcode::Binary, b"after");
+                b.push_frame(&mut pool_b, Opcode::Binary, b"after");
+                assert_eq!(a.queued(), b.queued(), "len {len} hint {hint}");
+                let (mut wa, mut wb) = (Vec::new(), Vec::new());
+                assert!(a.flush(&mut wa, &mut pool_a).unwrap());
+                assert!(b.flush(&mut wb, &mut pool_b).unwrap());
+                assert_eq!(wa.len(), wb.len(), "len {len} hint {hint}");
+                assert!(wa == wb, "len {len} hint {hint}: different bytes");
+            }
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 pub use crate::app::{App, Dispatch};
-use crate::app::{AppConn, NoteVerdict};
+use crate::app::{AppConn, NoteVerdict, ReplyOut};
 pub use crate::config::MgmtConfig;
 use crate::config::{Mode, ServerConfig};
 use crate::conn::transport::Transport;
@@ -42,7 +42,7 @@ use crate::conn::{tick, Conn, ConnId, ConnState, Phase, ReadOutcome, Shared, Sin
 use crate::link::{Courier, Gone, Link, LinkHome};
 use crate::work::{Job, WorkerPool};
 use crate::ws::UpgradeRequest;
-use crate::ws::{close_code, Opcode};
+use crate::ws::{close_code, Message, Opcode};
 use jobs::Jobs;
 use mgmt::MgmtConn;
 use stats::Stats;
@@ -115,13 +115,12 @@ impl Sink<Ext> for AppEvents<'_> {
         &mut self,
         st: &mut ConnState,
         ext: &mut Ext,
-        text: bool,
-        payload: &[u8],
+        msg: Message<'_>,
         sh: &mut Shared<'_>,
     ) {
         match ext {
             // #17 idle-runner: the application's value is shared (`Arc`).
-            Some(a) => match Arc::clone(a).on_message(text, payload) {
+            Some(a) => match Arc::clone(a).on_message(msg, &mut QueueOut { st, sh }) {
                 Dispatch::Reply(frame) => {
                     st.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
                 }
@@ -129,8 +128,11 @@ impl Sink<Ext> for AppEvents<'_> {
                 Dispatch::Job(job) => self.jobs.push(job),
             },
             None if self.app.is_none() => {
-                let opcode = if text { Opcode::Text } else { Opcode::Binary };
-                st.send_frame(opcode, payload, sh);
+                let opcode = match msg {
+                    Message::Text(_) => Opcode::Text,
+                    Message::Binary(_) => Opcode::Binary,
+                };
+                st.send_frame(opcode, msg.bytes(), sh);
             }
             None => {}
         }
@@ -138,6 +140,20 @@ impl Sink<Ext> for AppEvents<'_> {
 
     fn holds_reading(&self, ext: &Ext) -> bool {
         ext.as_ref().is_some_and(|a| a.holds_reading())
+    }
+}
+
+/// An inline answer written straight into the connection's write queue.
+struct QueueOut<'a, 'b> {
+    st: &'a mut ConnState,
+    sh: &'a mut Shared<'b>,
+}
+
+impl ReplyOut for QueueOut<'_, '_> {
+    fn text_frame(&mut self, hint: usize, write: &mut dyn FnMut(&mut Vec<u8>)) {
+        let sh = &mut *self.sh;
+        self.st
+            .send_frame_with(sh.pool, sh.stats, Opcode::Text, hint, write);
     }
 }
 

@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use uuid::Uuid;
 
-use crate::app::{AppConn, Dispatch, NoteVerdict};
+use crate::app::{AppConn, Dispatch, NoteVerdict, ReplyOut};
 use crate::configurapi::Identity;
 use crate::link::{self, Busy, ConnId, HasLink, Link};
 use crate::work::Job;
+use crate::ws::Message;
 
 /// Messages that may wait for on_connect (6.5.4) before the connection stops being
 /// read: a client cannot grow the server's memory while its on_connect is slow.
@@ -352,11 +353,11 @@ impl Registry {
 }
 
 impl AppConn for Connection {
-    fn on_message(self: Arc<Self>, text: bool, payload: &[u8]) -> Dispatch {
+    fn on_message(self: Arc<Self>, msg: Message<'_>, out: &mut dyn ReplyOut) -> Dispatch {
         // Before acceptance the message must wait for on_connect, so it cannot be
         // answered inline.
         let accepted = self.stage() == STAGE_ACCEPTED;
-        match self.runner.dispatch(&self, text, payload, accepted) {
+        match self.runner.dispatch(&self, msg, accepted, out) {
             Dispatch::Job(job) if self.stage() == STAGE_PENDING => {
                 lock(&self.aside().held).push(job);
                 Dispatch::Later

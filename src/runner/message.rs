@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::configurapi::{HandlerError, Payload, Request};
+use crate::ws::Message;
 
 /// A decoded message with its message-id, or the decoding error (boxed: it is rare and
 /// large) with the message-id when one could be read.
@@ -31,25 +32,37 @@ pub(crate) fn merge_params(
 #[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
 pub(crate) fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
     let mut request = Request::default();
-    decode_into(text, bytes, &mut request).map(|id| (request, id))
+    // #17 json-io: the codec hands text on as `&str` (checked once); this form (tests,
+    // fuzzing) checks it here.
+    let msg = match (text, std::str::from_utf8(bytes)) {
+        (true, Ok(s)) => Message::Text(s),
+        (true, Err(_)) => {
+            return Err(Box::new((
+                HandlerError::new("Invalid UTF-8 in message."),
+                None,
+            )))
+        }
+        (false, _) => Message::Binary(bytes),
+    };
+    decode_into(msg, &mut request).map(|id| (request, id))
 }
 
 /// [`decode_message`] into `request` where it lies, a default [`Request`] (the event's,
 /// see [`Event::blank`](crate::configurapi::Event::blank)): the message-id, or the
 /// error (`request` may then be partly set).
-pub(crate) fn decode_into(text: bool, bytes: &[u8], request: &mut Request) -> DecodedId {
+pub(crate) fn decode_into(msg: Message<'_>, request: &mut Request) -> DecodedId {
     // The Request default method is already `get` (6.2.3).
-    let Ok(text) = std::str::from_utf8(bytes) else {
-        if text {
-            // Cannot happen: the codec validated text frames.
-            return Err(Box::new((
-                HandlerError::new("Invalid UTF-8 in message."),
-                None,
-            )));
-        }
-        // 6.2.7: binary that is not UTF-8 becomes the payload as is.
-        request.payload = Payload::Bytes(bytes.to_vec());
-        return Ok(None);
+    // #17 json-io: text comes checked as UTF-8 by the codec (it was checked twice).
+    let text = match msg {
+        Message::Text(s) => s,
+        Message::Binary(bytes) => match std::str::from_utf8(bytes) {
+            Ok(s) => s,
+            Err(_) => {
+                // 6.2.7: binary that is not UTF-8 becomes the payload as is.
+                request.payload = Payload::Bytes(bytes.to_vec());
+                return Ok(None);
+            }
+        },
     };
     // The message is read into `request` as it is parsed (no map of the whole message).
     let mut de = serde_json::Deserializer::from_str(text);

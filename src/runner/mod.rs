@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::app::ReplyOut;
 use crate::configurapi::http::{join_headers, parse_query};
 use crate::configurapi::{
-    ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Headers, RunHere,
-    Schedule, Service, Started,
+    Body, ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Headers,
+    Response, RouteId, RunHere, Schedule, Service, Started,
 };
 use crate::envelope;
 use crate::link::Busy;
@@ -271,19 +272,22 @@ impl Inner {
     /// Process a message decoded into `event.request` on a worker and send the answer
     /// (now, or when the pipeline ends if it suspends).
     fn handle(inner: &Arc<Inner>, conn: Arc<Connection>, event: &mut Event, decoded: DecodedId) {
-        if let Some(out) = Inner::answer_here(inner, &conn, event, decoded) {
+        if let Some(out) = Inner::answer_here(inner, &conn, event, decoded, None, None) {
             out.send(conn);
         }
     }
 
     /// Process a message decoded into `event.request` (an [`Event::blank`]). The answer
-    /// when the pipeline ended here (not sent yet); `None` when it suspended, and the
-    /// answer is sent when it ends.
+    /// when the pipeline ended here (not sent yet, or written into `out` when given);
+    /// `None` when it suspended, and the answer is sent when it ends. `found`: the
+    /// route of the request's name and method when the caller looked it up already.
     fn answer_here(
         inner: &Arc<Inner>,
         conn: &Arc<Connection>,
         event: &mut Event,
         decoded: DecodedId,
+        found: Option<Option<RouteId>>,
+        out: Option<&mut dyn ReplyOut>,
     ) -> Option<Reply> {
         let message_id = match decoded {
             Ok(id) => id,
@@ -300,13 +304,17 @@ impl Inner {
                     conn.connection_id(),
                     err.message()
                 );
-                return Some(Reply::Frame(envelope::encode(
-                    &response,
-                    message_id.as_ref(),
-                )));
+                return Some(Reply::frame(out, &response, message_id.as_ref()));
             }
         };
         inner.prepare(conn, event);
+        // The route of the request's name and method is the event's unless building
+        // the event changed them (a path can): one look-up a message, not three.
+        let same = |e: &Event| e.name == e.request.name && e.method == e.request.method;
+        let mut route = match found {
+            Some(route) if same(event) => route,
+            _ => inner.service.route(&event.name, &event.method),
+        };
         // The event's own clock read (made as it was built) starts the latency too.
         let started = event.received;
         let mut message_id = Some(message_id);
@@ -318,10 +326,18 @@ impl Inner {
             message_id: message_id.take().flatten(),
             started,
         };
-        match inner.service.start(event, inner.resume(), done) {
-            Started::Finished(result) => {
-                Some(inner.outcome(conn, event, result, message_id.flatten(), started))
-            }
+        match inner
+            .service
+            .start_routed(event, &mut route, inner.resume(), done)
+        {
+            Started::Finished(result) => Some(inner.outcome(
+                conn,
+                event,
+                result,
+                (message_id.flatten(), route),
+                started,
+                out,
+            )),
             Started::Suspended => None,
         }
     }
@@ -334,24 +350,39 @@ impl Inner {
         conn: &Connection,
         event: &mut Event,
         result: Result<(), HandlerError>,
-        message_id: Option<Value>,
+        (message_id, route): (Option<Value>, Option<RouteId>),
         started: Instant,
+        out: Option<&mut dyn ReplyOut>,
     ) -> Reply {
-        let mut response = match result {
-            Ok(()) => std::mem::take(&mut event.response),
+        // Read where it lies (#17: no move out of the event, no empty one left behind).
+        let mut error;
+        let response = match result {
+            Ok(()) => &mut event.response,
             // 6.6.1: an error that escapes the pipeline (3.2.3) is a 500.
-            Err(e) => ErrorResponse::from_error(&e, 500).to_response(),
+            Err(e) => {
+                error = ErrorResponse::from_error(&e, 500).to_response();
+                &mut error
+            }
         };
         let took = started.elapsed();
-        self.metrics.record(
-            self.service.route_name(&event.name, &event.method),
-            took,
-            response.status_code,
-        );
+        // Labelled with the route the pipeline ran; looked up by the event's name when
+        // it is not known (a pipeline that suspended, or ended before its main stage).
+        match route {
+            Some(route) => self.metrics.record_route(route, took, response.status_code),
+            None => self.metrics.record(
+                self.service.route_name(&event.name, &event.method),
+                took,
+                response.status_code,
+            ),
+        }
         access_line(conn, &event.name, response.status_code, took);
-        match response.take_stream() {
+        let stream = match response.body {
+            Body::Stream(_) => response.take_stream(),
+            _ => None,
+        };
+        match stream {
             Some(stream) => {
-                let mut headers = response.headers;
+                let mut headers = std::mem::take(&mut response.headers);
                 if let Some(id) = message_id {
                     headers.insert("message-id".into(), id);
                 }
@@ -361,7 +392,7 @@ impl Inner {
                     headers,
                 }
             }
-            None => Reply::Frame(envelope::encode(&response, message_id.as_ref())),
+            None => Reply::frame(out, response, message_id.as_ref()),
         }
     }
 }
@@ -403,7 +434,7 @@ impl Finish for Answer {
             started,
         } = self;
         inner
-            .outcome(&conn, &mut event, result, message_id, started)
+            .outcome(&conn, &mut event, result, (message_id, None), started, None)
             .send(conn);
     }
 }
@@ -442,6 +473,8 @@ impl Finish for Connected {
 /// A processed message: one frame, or a stream to pump.
 enum Reply {
     Frame(Vec<u8>),
+    /// The frame was written into the reactor's [`ReplyOut`].
+    Sent,
     Stream {
         stream: Box<dyn ChunkStream>,
         status: u16,
@@ -450,6 +483,20 @@ enum Reply {
 }
 
 impl Reply {
+    /// The envelope of `response`: written into `out` when given (the reactor's write
+    /// queue, #17), else one frame of its own.
+    fn frame(out: Option<&mut dyn ReplyOut>, response: &Response, id: Option<&Value>) -> Reply {
+        match out {
+            Some(out) => {
+                out.text_frame(envelope::estimate(response, id), &mut |buf| {
+                    envelope::encode_into(buf, response, id)
+                });
+                Reply::Sent
+            }
+            None => Reply::Frame(envelope::encode(response, id)),
+        }
+    }
+
     /// Send it from a worker thread. A closed connection simply gets nothing; the
     /// reactor counts the drop.
     fn send(self, conn: Arc<Connection>) {
@@ -457,6 +504,7 @@ impl Reply {
             Reply::Frame(frame) => {
                 let _ = conn.send_frame(Opcode::Text, frame);
             }
+            Reply::Sent => {}
             Reply::Stream {
                 stream,
                 status,

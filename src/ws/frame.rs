@@ -82,8 +82,8 @@ impl Default for Limits {
 /// until the next call to [`Decoder::decode`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming<'a> {
-    /// A complete text message; the bytes are valid UTF-8.
-    Text(&'a [u8]),
+    /// A complete text message (checked as UTF-8 here, once: #17).
+    Text(&'a str),
     /// A complete binary message.
     Binary(&'a [u8]),
     /// A ping with its payload (answer with a pong carrying the same bytes).
@@ -101,6 +101,25 @@ pub enum Incoming<'a> {
         /// The compressed payload of all its frames.
         payload: &'a [u8],
     },
+}
+
+/// A complete data message, as the application gets it.
+#[derive(Debug, Clone, Copy)]
+pub enum Message<'a> {
+    /// Text, checked as UTF-8 by the codec.
+    Text(&'a str),
+    /// Binary.
+    Binary(&'a [u8]),
+}
+
+impl<'a> Message<'a> {
+    /// The message's bytes.
+    pub fn bytes(self) -> &'a [u8] {
+        match self {
+            Message::Text(s) => s.as_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -308,8 +327,10 @@ impl Decoder {
             ));
         }
         if opcode == Opcode::Text {
-            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-            Ok((pos, Some(Incoming::Text(&self.msg))))
+            // The fragments were checked as they came (a bad byte fails its frame); the
+            // whole is checked again to hand it on as text (fragmented messages only).
+            let text = std::str::from_utf8(&self.msg).map_err(|_| ProtocolError::InvalidUtf8)?;
+            Ok((pos, Some(Incoming::Text(text))))
         } else {
             Ok((pos, Some(Incoming::Binary(&self.msg))))
         }
@@ -472,8 +493,7 @@ fn header_len_needed(b: &[u8]) -> usize {
 fn complete_single(opcode: Opcode, payload: &mut [u8]) -> Result<Incoming<'_>, ProtocolError> {
     Ok(match opcode {
         Opcode::Text => {
-            std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
-            Incoming::Text(payload)
+            Incoming::Text(std::str::from_utf8(payload).map_err(|_| ProtocolError::InvalidUtf8)?)
         }
         Opcode::Binary => Incoming::Binary(payload),
         Opcode::Ping => Incoming::Ping(payload),
@@ -580,7 +600,7 @@ mod tests {
 
     fn own(i: Incoming<'_>) -> Owned {
         match i {
-            Incoming::Text(b) => Owned::Text(b.to_vec()),
+            Incoming::Text(s) => Owned::Text(s.as_bytes().to_vec()),
             Incoming::Binary(b) => Owned::Binary(b.to_vec()),
             Incoming::Ping(b) => Owned::Ping(b.to_vec()),
             Incoming::Pong(b) => Owned::Pong(b.to_vec()),

@@ -12,5 +12,5 @@ pub mod session;
 pub mod utf8;
 
 pub use error::{close_code, ProtocolError};
-pub use frame::{Decoder, Incoming, Limits, Opcode};
+pub use frame::{Decoder, Incoming, Limits, Message, Opcode};
 pub use handshake::{HandshakeError, HandshakeLimits, UpgradeRequest};

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::conn::tick;
 
-use super::frame::{close_payload, Incoming};
+use super::frame::{close_payload, Incoming, Message};
 
 /// Pongs a connection may have queued at once. Pings past it while the peer is not
 /// taking its bytes are coalesced into one deferred pong, so a ping flood that is not
@@ -59,12 +59,7 @@ impl ClosePayload {
 /// What to do with a decoded item.
 pub enum Step<'a> {
     /// A complete message for the application.
-    Message {
-        /// Text (valid UTF-8) rather than binary.
-        text: bool,
-        /// The message.
-        payload: &'a [u8],
-    },
+    Message(Message<'a>),
     /// Send a pong with this payload now.
     Pong(&'a [u8]),
     /// The pong is deferred until the queue drains ([`Session::take_deferred_pong`]);
@@ -162,14 +157,8 @@ impl Session {
     pub fn on_item<'a>(&mut self, item: Incoming<'a>, queue_empty: bool) -> Step<'a> {
         let open = self.state == State::Open;
         match item {
-            Incoming::Text(payload) if open => Step::Message {
-                text: true,
-                payload,
-            },
-            Incoming::Binary(payload) if open => Step::Message {
-                text: false,
-                payload,
-            },
+            Incoming::Text(text) if open => Step::Message(Message::Text(text)),
+            Incoming::Binary(payload) if open => Step::Message(Message::Binary(payload)),
             Incoming::Ping(payload) if open => {
                 if queue_empty {
                     self.pongs_queued = 0;
@@ -286,7 +275,9 @@ mod tests {
             .decode(&mut buf, &Limits::default())
             .expect("a valid frame");
         match s.on_item(item.expect("a whole frame"), queue_empty) {
-            Step::Message { text, payload } => format!("message {text} {payload:?}"),
+            Step::Message(m) => {
+                format!("message {} {:?}", matches!(m, Message::Text(_)), m.bytes())
+            }
             Step::Pong(p) => format!("pong {p:?}"),
             Step::PongDeferred { coalesced } => format!("deferred {coalesced}"),
             Step::AnswerClose(c) => format!("answer {} {:?}", c.code, c.bytes()),

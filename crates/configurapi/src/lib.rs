@@ -52,4 +52,4 @@ pub use response::{
     Body, Chunk, ChunkStream, ErrorResponse, PushDone, PushError, PushSink, ReadyJob, ReadySignal,
     Response,
 };
-pub use service::{Finish, RunHere, Schedule, Service, ServiceOptions, Started};
+pub use service::{Finish, RouteId, RunHere, Schedule, Service, ServiceOptions, Started};

@@ -120,6 +120,20 @@ struct Gate {
     waiters: Vec<Waker>,
 }
 
+// #17 json-io: a route found once per message, so that the runner's inline check, the
+// pipeline and the metrics label share one look-up (there were three).
+/// A route of a [`Service`], as [`Service::route`] found it for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteId(usize);
+
+impl RouteId {
+    /// Its position among the service's routes (`0..Service::route_count()`), for a
+    /// runner's tables by route.
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 /// A Configurapi service: the routes of a config.yaml bound to handlers.
 pub struct Service {
     routes: Vec<Route>,
@@ -407,6 +421,28 @@ impl Service {
                 .is_none_or(|r| self.routes[r].nonblocking)
     }
 
+    // #17 json-io: see RouteId.
+    /// The route 3.3.1 step 2 picks for an event of this name and method: by name,
+    /// else by method, else `catchall`; `None` when no route handles it.
+    pub fn route(&self, name: &str, method: &str) -> Option<RouteId> {
+        self.lookup(name, method).map(RouteId)
+    }
+
+    /// The route of this name itself (no fallback to method or catchall).
+    pub fn route_named(&self, name: &str) -> Option<RouteId> {
+        self.by_name.get(name).copied().map(RouteId)
+    }
+
+    /// How many routes the service has ([`RouteId::index`] is below it).
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
+    /// [`Service::is_nonblocking`] for an event whose route was found already.
+    pub fn route_is_nonblocking(&self, route: Option<RouteId>) -> bool {
+        self.specials.nonblocking && route.is_none_or(|r| self.routes[r.0].nonblocking)
+    }
+
     /// The route names, sorted.
     pub fn route_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
@@ -470,12 +506,35 @@ impl Service {
         resume: &Arc<dyn Schedule>,
         done: impl FnOnce() -> D,
     ) -> Started {
+        self.start_routed(event, &mut None, resume, done)
+    }
+
+    // #17 json-io: see RouteId.
+    /// [`Service::start`] for an event whose route the caller found already
+    /// ([`Service::route`] of `event.name` and `event.method` as they are now; `None`:
+    /// not looked up, or no route). When the pipeline ends here, `route` is the route its
+    /// main stage ran (`None` when it did not get there or no route took the event).
+    pub fn start_routed<D: Finish>(
+        self: &Arc<Self>,
+        event: &mut Event,
+        route: &mut Option<RouteId>,
+        resume: &Arc<dyn Schedule>,
+        done: impl FnOnce() -> D,
+    ) -> Started {
         let mut run = Run::new();
         run.offload = true;
+        // on_before_request may rename the event: the route is then looked up after it.
+        if let (Some(at), None) = (*route, self.specials.on_before_request) {
+            run.main = Some(at.0);
+            run.level = self.routes[at.0].log_level;
+        }
         let mut resumed = None;
         let parking = loop {
             match self.drive(&mut run, event, resumed.take()) {
-                Step::Done(result) => return Started::Finished(result),
+                Step::Done(result) => {
+                    *route = run.main.map(RouteId);
+                    return Started::Finished(result);
+                }
                 // Resolved before the handler returned: go on here, nothing boxed.
                 Step::Park(Parking::Slot(slot)) => match slot.try_take() {
                     Some(r) => resumed = Some(r),
