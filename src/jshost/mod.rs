@@ -76,6 +76,9 @@ pub struct HostOptions {
     pub timeout: Duration,
     /// The management token, which `wsPostbackFunction` in the host sends.
     pub token: Option<String>,
+    /// The CA file of https:// postbacks (`--management-tls`), passed in rather than
+    /// read from `postback` so the host has no path back into the runner.
+    pub postback_ca: Option<PathBuf>,
 }
 
 /// How a call ended.
@@ -378,7 +381,7 @@ fn spawn_with_bridge(shared: &Arc<Shared>) -> Result<HostInfo, String> {
     // wsPostbackFunction's https:// postback-urls (--management-tls) reach a listener
     // serving this certificate: the bridge trusts it beside Node's own roots.
     // (NODE_EXTRA_CA_CERTS would do, but it is often set already, to one file only.)
-    if let Some(ca) = crate::postback::cacert() {
+    if let Some(ca) = &opts.postback_ca {
         cmd.env(POSTBACK_CA_ENV, ca);
     }
     let mut child = cmd
