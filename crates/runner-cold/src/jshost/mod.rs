@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::configurapi::{
+use configurapi::{
     Chunk, ChunkStream, HandlerError, PushError, PushSink, ReadyJob, ReadySignal,
 };
 
@@ -376,7 +376,7 @@ fn spawn_with_bridge(shared: &Arc<Shared>) -> Result<HostInfo, String> {
     let node = opts.node.display().to_string();
     let mut cmd = Command::new(&opts.node);
     if let Some(t) = &opts.token {
-        cmd.env(crate::mgmt::TOKEN_ENV, t);
+        cmd.env(crate::TOKEN_ENV, t);
     }
     // wsPostbackFunction's https:// postback-urls (--management-tls) reach a listener
     // serving this certificate: the bridge trusts it beside Node's own roots.

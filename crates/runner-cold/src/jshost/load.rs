@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{HostOptions, JsHandler, JsHost};
-use crate::configurapi::{Config, ConfigErrorKind, HandlerRegistry, Service};
+use configurapi::{Config, ConfigErrorKind, HandlerRegistry, Service};
 
 /// A service loaded from a config file, with the JS host when its handlers need one.
 pub struct LoadedService {
