@@ -33,9 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use configurapi::{
-    Chunk, ChunkStream, HandlerError, PushError, PushSink, ReadyJob, ReadySignal,
-};
+use configurapi::{Chunk, ChunkStream, HandlerError, PushError, PushSink, ReadyJob, ReadySignal};
 
 /// The bridge script, written to a temp file while a host process starts.
 const BRIDGE: &str = include_str!("bridge.js");
