@@ -295,6 +295,7 @@ fn js_options(args: &RunArgs) -> crate::jshost::JsOptions {
         node: args.node.clone(),
         timeout: args.handler_timeout,
         token: management_token(args),
+        postback_ca: crate::postback::cacert(),
     }
 }
 

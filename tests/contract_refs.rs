@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 const ROOTS: &[&str] = &[
     "src",
     "crates/configurapi/src",
+    "crates/runner-cold/src",
     "tests",
     "crates/configurapi/tests",
 ];

@@ -38,9 +38,7 @@ use crate::http::{reason_phrase, write_head, write_response, HttpError, HttpRequ
 /// Default management port (semantics 6.1.2); 0 turns the server off.
 pub const DEFAULT_PORT: u16 = 9100;
 
-/// The environment variable that may hold the management token (`--management-token`
-/// wins over it).
-pub const TOKEN_ENV: &str = "CONFIGURAPI_MANAGEMENT_TOKEN";
+pub use runner_cold::TOKEN_ENV;
 
 /// How long a keep-alive management connection may sit idle between requests, and how
 /// long a started request may take to arrive, before the server closes it.

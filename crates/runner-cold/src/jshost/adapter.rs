@@ -5,7 +5,7 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
 use super::{JsHost, JsOutcome, JsStream};
-use crate::configurapi::{
+use configurapi::{
     Body, Chunk, Claim, Context, ErrorResponse, Event, Handler, HandlerError, Identity, Payload,
     Response, Scope,
 };
@@ -346,7 +346,7 @@ pub(crate) fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configurapi::Request;
+    use configurapi::Request;
 
     #[test]
     fn the_event_text_is_json_with_the_node_core_fields() {

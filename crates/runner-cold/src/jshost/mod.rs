@@ -33,9 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::configurapi::{
-    Chunk, ChunkStream, HandlerError, PushError, PushSink, ReadyJob, ReadySignal,
-};
+use configurapi::{Chunk, ChunkStream, HandlerError, PushError, PushSink, ReadyJob, ReadySignal};
 
 /// The bridge script, written to a temp file while a host process starts.
 const BRIDGE: &str = include_str!("bridge.js");
@@ -76,6 +74,9 @@ pub struct HostOptions {
     pub timeout: Duration,
     /// The management token, which `wsPostbackFunction` in the host sends.
     pub token: Option<String>,
+    /// The CA file of https:// postbacks (`--management-tls`), passed in rather than
+    /// read from `postback` so the host has no path back into the runner.
+    pub postback_ca: Option<PathBuf>,
 }
 
 /// How a call ended.
@@ -373,12 +374,12 @@ fn spawn_with_bridge(shared: &Arc<Shared>) -> Result<HostInfo, String> {
     let node = opts.node.display().to_string();
     let mut cmd = Command::new(&opts.node);
     if let Some(t) = &opts.token {
-        cmd.env(crate::mgmt::TOKEN_ENV, t);
+        cmd.env(crate::TOKEN_ENV, t);
     }
     // wsPostbackFunction's https:// postback-urls (--management-tls) reach a listener
     // serving this certificate: the bridge trusts it beside Node's own roots.
     // (NODE_EXTRA_CA_CERTS would do, but it is often set already, to one file only.)
-    if let Some(ca) = crate::postback::cacert() {
+    if let Some(ca) = &opts.postback_ca {
         cmd.env(POSTBACK_CA_ENV, ca);
     }
     let mut child = cmd

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{HostOptions, JsHandler, JsHost};
-use crate::configurapi::{Config, ConfigErrorKind, HandlerRegistry, Service};
+use configurapi::{Config, ConfigErrorKind, HandlerRegistry, Service};
 
 /// A service loaded from a config file, with the JS host when its handlers need one.
 pub struct LoadedService {
@@ -37,6 +37,8 @@ pub struct JsOptions {
     pub timeout: Duration,
     /// The management token, for `wsPostbackFunction` in the host.
     pub token: Option<String>,
+    /// The CA file the host's https:// postbacks trust (`--management-tls`).
+    pub postback_ca: Option<PathBuf>,
 }
 
 impl Default for JsOptions {
@@ -45,6 +47,7 @@ impl Default for JsOptions {
             node: None,
             timeout: super::DEFAULT_TIMEOUT,
             token: None,
+            postback_ca: None,
         }
     }
 }
@@ -87,6 +90,7 @@ pub fn load_service(
             handlers_dir: handlers_dir.clone(),
             timeout: js.timeout,
             token: js.token.clone(),
+            postback_ca: js.postback_ca.clone(),
         })
         .map_err(|e| {
             format!(
