@@ -321,3 +321,87 @@ fn each_draft_is_checked_against_its_own_metaschema() {
         );
     }
 }
+
+/// A 2020-12 schema that is certainly valid skips compiling the metaschema set (#17
+/// startup: vendor/boon's quick check); every other one is still checked against it,
+/// and a schema the metaschema rejects is still a start-up error naming the file, with
+/// the metaschema's own words. Each bad file below breaks one keyword the quick check
+/// knows; each good one uses the same keyword correctly.
+#[cfg(feature = "json-schema")]
+#[test]
+fn a_2020_12_schema_the_metaschema_rejects_is_still_a_startup_error() {
+    let app = Scratch::new("quick2020");
+    let cases = [
+        (r#"{"minLength": 1}"#, r#"{"minLength": -1}"#, "must be >=0"),
+        (
+            r#"{"minLength": 1}"#,
+            r#"{"minLength": 1.5}"#,
+            "want integer",
+        ),
+        (
+            r#"{"pattern": "^a+$"}"#,
+            r#"{"pattern": "("}"#,
+            "is not valid regex",
+        ),
+        (
+            r#"{"$anchor": "a1"}"#,
+            r#"{"$anchor": "1a"}"#,
+            "does not match pattern",
+        ),
+        (
+            r#"{"$id": "http://e.com/s.json"}"#,
+            r#"{"$id": "http://e.com/s.json#x"}"#,
+            "does not match pattern",
+        ),
+        (
+            r#"{"required": ["a", "b"]}"#,
+            r#"{"required": ["a", "a"]}"#,
+            "are equal",
+        ),
+        (
+            r#"{"type": ["string", "null"]}"#,
+            r#"{"type": ["string", "strin"]}"#,
+            "value must be one of",
+        ),
+        (
+            r#"{"allOf": [{"type": "string"}]}"#,
+            r#"{"allOf": []}"#,
+            "minimum 1 items required",
+        ),
+        (
+            r#"{"properties": {"a": {"multipleOf": 2}}}"#,
+            r#"{"properties": {"a": {"multipleOf": 0}}}"#,
+            "must be > 0",
+        ),
+        (
+            r#"{"patternProperties": {"^x-": {}}}"#,
+            r#"{"patternProperties": {"(": {}}}"#,
+            "is not valid regex",
+        ),
+    ];
+    let mut yaml = String::from("import: [configurapi-handler-json]\napi:\n  events:\n");
+    for (i, (good, bad, _)) in cases.iter().enumerate() {
+        for (kind, body) in [("ok", good), ("bad", bad)] {
+            let route = format!("post_v1_c{i}{kind}");
+            app.write(&format!("schemas/{route}.json"), body);
+            yaml.push_str(&format!(
+                "    - name: {route}\n      policies: [validateJsonRequestHandler]\n"
+            ));
+        }
+    }
+    let config = app.write("config.yaml", &yaml);
+    let shown = Service::load(&config).unwrap_err().to_string();
+    for (i, (_, bad, why)) in cases.iter().enumerate() {
+        // This file's part of the error, up to the next route's.
+        let at = shown
+            .find(&format!("post_v1_c{i}bad.json' is not a valid JSON Schema"))
+            .unwrap_or_else(|| panic!("{bad} was accepted: {shown}"));
+        let line = &shown[at..];
+        let line = &line[..line.find("in route '").unwrap_or(line.len())];
+        assert!(
+            line.contains("is not valid against metaschema") && line.contains(why),
+            "{bad}: {line}"
+        );
+        assert!(!shown.contains(&format!("post_v1_c{i}ok.json")), "{shown}");
+    }
+}

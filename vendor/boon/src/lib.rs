@@ -112,6 +112,7 @@ mod ecma;
 mod formats;
 mod loader;
 mod output;
+mod quick; // PATCHED (configurapi-runner-ws, vendor/boon/PATCHES.md)
 mod root;
 mod roots;
 mod util;
