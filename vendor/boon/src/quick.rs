@@ -168,12 +168,27 @@ mod tests {
                 continue;
             }
             let doc: Value = serde_json::from_str(text).unwrap();
-            for key in ["additionalProperties", "patternProperties", "propertyNames"] {
+            // Nothing at a document's top level but `properties` constrains members
+            // (`allOf` only refers to the vocabularies, `type` is checked by `schema`).
+            for key in doc.as_object().unwrap().keys() {
                 assert!(
-                    doc.get(key).is_none(),
-                    "{path} constrains other members: {key}"
+                    [
+                        "$schema",
+                        "$id",
+                        "$vocabulary",
+                        "$dynamicAnchor",
+                        "title",
+                        "$comment",
+                        "type",
+                        "properties",
+                        "$defs",
+                        "allOf"
+                    ]
+                    .contains(&key.as_str()),
+                    "{path} has {key}: does it constrain schemas?"
                 );
             }
+            assert_eq!(doc["type"], json!(["object", "boolean"]), "{path}");
             if let Some(Value::Object(props)) = doc.get("properties") {
                 found.extend(props.keys().cloned());
             }
