@@ -201,10 +201,10 @@ impl Draft {
     }
 
     pub(crate) fn validate(&self, up: &UrlPtr, v: &Value) -> Result<(), CompileError> {
-        // PATCHED (configurapi-runner-ws, vendor/boon/PATCHES.md): a 2020-12 schema
-        // that is certainly valid needs no compiled metaschema (quick.rs); any other
-        // is validated against it as before, with the same errors.
-        if self.version == 2020 && crate::quick::valid_2020(v) {
+        // PATCHED (configurapi-runner-ws, vendor/boon/PATCHES.md): a 2020-12 or
+        // draft-07 schema that is certainly valid needs no compiled metaschema
+        // (quick.rs); any other is validated against it as before, same errors.
+        if crate::quick::valid(self.version, v) {
             return Ok(());
         }
         let Some((schemas, sch)) = self.get_schema() else {
