@@ -30,7 +30,9 @@ for ((r = 0; r < rounds; r++)); do
         kill -0 "$pid" 2>/dev/null || break
       done
       wait "$pid" || true
-      echo "bin$i-$name $(grep task-clock "$tmp/perf" | cut -d, -f1) $(grep page-faults "$tmp/perf" | cut -d, -f1)" >>"$tmp/res"
+      tc=$(grep task-clock "$tmp/perf" | cut -d, -f1) pf=$(grep page-faults "$tmp/perf" | cut -d, -f1)
+      # A run perf could not count (no figure) is left out, and counted.
+      if [[ "$tc" =~ ^[0-9.]+$ ]]; then echo "bin$i-$name $tc $pf" >>"$tmp/res"; else echo "bin$i-$name: no figure" >&2; fi
     done
     i=$((i + 1))
   done
