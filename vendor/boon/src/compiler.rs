@@ -484,7 +484,9 @@ impl ObjCompiler<'_, '_, '_, '_, '_, '_> {
                     LazyRegex::deferred(p)
                 } else {
                     let p = ecma::convert(p).map_err(CompileError::Bug)?;
-                    LazyRegex::compiled(Regex::new(p.as_ref()).map_err(|e| CompileError::Bug(e.into()))?)
+                    LazyRegex::compiled(
+                        Regex::new(p.as_ref()).map_err(|e| CompileError::Bug(e.into()))?,
+                    )
                 });
             }
 

@@ -1,7 +1,4 @@
-use std::{
-    collections::hash_map::Entry,
-    str::FromStr,
-};
+use std::{collections::hash_map::Entry, str::FromStr};
 
 use ahash::AHashMap;
 use once_cell::sync::Lazy;
