@@ -321,3 +321,127 @@ fn each_draft_is_checked_against_its_own_metaschema() {
         );
     }
 }
+
+/// A 2020-12 or draft-07 schema that is certainly valid skips compiling the metaschema
+/// (#17 startup: vendor/boon's quick check); every other one is still checked against
+/// it, and a schema the metaschema rejects is still a start-up error naming the file,
+/// with the metaschema's own words. Each bad file below breaks one keyword the quick
+/// check knows; each good one uses the same keyword correctly.
+#[cfg(feature = "json-schema")]
+#[test]
+fn a_2020_12_or_draft_07_schema_the_metaschema_rejects_is_still_a_startup_error() {
+    let cases_2020 = [
+        (r#"{"minLength": 1}"#, r#"{"minLength": -1}"#, "must be >=0"),
+        (
+            r#"{"minLength": 1}"#,
+            r#"{"minLength": 1.5}"#,
+            "want integer",
+        ),
+        (
+            r#"{"pattern": "^a+$"}"#,
+            r#"{"pattern": "("}"#,
+            "is not valid regex",
+        ),
+        (
+            r#"{"$anchor": "a1"}"#,
+            r#"{"$anchor": "1a"}"#,
+            "does not match pattern",
+        ),
+        (
+            r#"{"$id": "http://e.com/s.json"}"#,
+            r#"{"$id": "http://e.com/s.json#x"}"#,
+            "does not match pattern",
+        ),
+        (
+            r#"{"required": ["a", "b"]}"#,
+            r#"{"required": ["a", "a"]}"#,
+            "are equal",
+        ),
+        (
+            r#"{"type": ["string", "null"]}"#,
+            r#"{"type": ["string", "strin"]}"#,
+            "value must be one of",
+        ),
+        (
+            r#"{"allOf": [{"type": "string"}]}"#,
+            r#"{"allOf": []}"#,
+            "minimum 1 items required",
+        ),
+        (
+            r#"{"properties": {"a": {"multipleOf": 2}}}"#,
+            r#"{"properties": {"a": {"multipleOf": 0}}}"#,
+            "must be > 0",
+        ),
+        (
+            r#"{"patternProperties": {"^x-": {}}}"#,
+            r#"{"patternProperties": {"(": {}}}"#,
+            "is not valid regex",
+        ),
+    ];
+    let cases_7 = [
+        (r#"{"minLength": 1}"#, r#"{"minLength": -1}"#, "must be >=0"),
+        (
+            r#"{"enum": ["a"]}"#,
+            r#"{"enum": []}"#,
+            "minimum 1 items required",
+        ),
+        (
+            r#"{"enum": ["a", "b"]}"#,
+            r#"{"enum": ["a", "a"]}"#,
+            "are equal",
+        ),
+        (r#"{"items": [{}]}"#, r#"{"items": []}"#, "anyOf failed"),
+        (
+            r#"{"dependencies": {"a": ["b"]}}"#,
+            r#"{"dependencies": {"a": 1}}"#,
+            "anyOf failed",
+        ),
+        (
+            r#"{"definitions": {"a": {"pattern": "^a"}}}"#,
+            r#"{"definitions": {"a": {"pattern": "("}}}"#,
+            "is not valid regex",
+        ),
+    ];
+    let draft_7 = r#"{"$schema": "http://json-schema.org/draft-07/schema#", "#;
+    let drafts = [("", &cases_2020[..]), (draft_7, &cases_7[..])];
+    let app = Scratch::new("quick");
+    let mut yaml = String::from("import: [configurapi-handler-json]\napi:\n  events:\n");
+    for (d, (head, cases)) in drafts.iter().enumerate() {
+        for (i, (good, bad, _)) in cases.iter().enumerate() {
+            for (kind, body) in [("ok", good), ("bad", bad)] {
+                let route = format!("post_v1_d{d}c{i}{kind}");
+                let body = if head.is_empty() {
+                    body.to_string()
+                } else {
+                    body.replacen('{', head, 1)
+                };
+                app.write(&format!("schemas/{route}.json"), &body);
+                yaml.push_str(&format!(
+                    "    - name: {route}\n      policies: [validateJsonRequestHandler]\n"
+                ));
+            }
+        }
+    }
+    let config = app.write("config.yaml", &yaml);
+    let shown = Service::load(&config).unwrap_err().to_string();
+    for (d, (_, cases)) in drafts.iter().enumerate() {
+        for (i, (_, bad, why)) in cases.iter().enumerate() {
+            // This file's part of the error, up to the next route's.
+            let at = shown
+                .find(&format!(
+                    "post_v1_d{d}c{i}bad.json' is not a valid JSON Schema"
+                ))
+                .unwrap_or_else(|| panic!("{bad} was accepted: {shown}"));
+            let line = &shown[at..];
+            let line = &line[..line.find("in route '").unwrap_or(line.len())];
+            assert!(
+                line.contains("is not valid against metaschema") && line.contains(why),
+                "{bad}: {line}"
+            );
+            assert!(
+                !shown.contains(&format!("post_v1_d{d}c{i}ok.json")),
+                "{shown}"
+            );
+        }
+    }
+}

@@ -112,6 +112,7 @@ mod ecma;
 mod formats;
 mod loader;
 mod output;
+mod quick; // PATCHED (configurapi-runner-ws, vendor/boon/PATCHES.md)
 mod root;
 mod roots;
 mod util;
@@ -145,7 +146,7 @@ pub struct SchemaIndex(usize);
 #[derive(Default)]
 pub struct Schemas {
     list: Vec<Schema>,
-    map: HashMap<UrlPtr, usize>, // loc => schema-index
+    map: AHashMap<UrlPtr, usize>, // loc => schema-index; PATCHED: aHash (root.rs)
 }
 
 impl Schemas {
@@ -154,6 +155,9 @@ impl Schemas {
     }
 
     fn insert(&mut self, locs: Vec<UrlPtr>, compiled: Vec<Schema>) {
+        // PATCHED (configurapi-runner-ws, vendor/boon/PATCHES.md): room made once.
+        self.list.reserve(compiled.len());
+        self.map.reserve(locs.len());
         for (up, sch) in locs.into_iter().zip(compiled.into_iter()) {
             let i = self.list.len();
             self.list.push(sch);
@@ -233,7 +237,7 @@ struct Schema {
     max_properties: Option<usize>,
     required: Vec<String>,
     properties: AHashMap<String, SchemaIndex>,
-    pattern_properties: Vec<(Regex, SchemaIndex)>,
+    pattern_properties: Vec<(LazyRegex, SchemaIndex)>,
     property_names: Option<SchemaIndex>,
     additional_properties: Option<Additional>,
     dependent_required: Vec<(String, Vec<String>)>,
@@ -257,7 +261,7 @@ struct Schema {
     // string --
     min_length: Option<usize>,
     max_length: Option<usize>,
-    pattern: Option<Regex>,
+    pattern: Option<LazyRegex>,
     content_encoding: Option<Decoder>,
     content_media_type: Option<MediaType>,
     content_schema: Option<SchemaIndex>,
@@ -268,6 +272,39 @@ struct Schema {
     exclusive_minimum: Option<Number>,
     exclusive_maximum: Option<Number>,
     multiple_of: Option<Number>,
+}
+
+// PATCHED (configurapi-runner-ws, vendor/boon/PATCHES.md): a `pattern` or
+// `patternProperties` regex of a built-in metaschema is compiled when a schema first
+// uses it, not when the metaschema is compiled: they are known good, and compiling
+// the 2020-12 set's regexes up front was ~1.7 M instructions of every start-up that
+// checks a schema. A schema's own regexes are still compiled (and rejected) at once.
+struct LazyRegex {
+    src: String, // the ECMA-262 pattern; empty when compiled eagerly
+    re: once_cell::sync::OnceCell<Regex>,
+}
+
+impl LazyRegex {
+    fn compiled(re: Regex) -> Self {
+        Self {
+            src: String::new(),
+            re: once_cell::sync::OnceCell::with_value(re),
+        }
+    }
+
+    fn deferred(src: &str) -> Self {
+        Self {
+            src: src.to_owned(),
+            re: once_cell::sync::OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> &Regex {
+        self.re.get_or_init(|| {
+            let ecma = ecma::convert(&self.src).expect("built-in metaschema regex converts");
+            Regex::new(ecma.as_ref()).expect("built-in metaschema regex compiles")
+        })
+    }
 }
 
 #[derive(Debug)]

@@ -74,7 +74,7 @@ impl UrlLoader for SchemeUrlLoader {
 // --
 
 pub(crate) struct DefaultUrlLoader {
-    doc_map: RefCell<HashMap<Url, usize>>,
+    doc_map: RefCell<ahash::AHashMap<Url, usize>>, // PATCHED: aHash (root.rs)
     doc_list: AppendList<Value>,
     loader: Box<dyn UrlLoader>,
 }

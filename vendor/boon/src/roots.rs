@@ -1,4 +1,7 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+// PATCHED (configurapi-runner-ws, vendor/boon/PATCHES.md): aHash maps (root.rs).
+use ahash::AHashMap;
 
 use crate::{compiler::CompileError, draft::*, loader::DefaultUrlLoader, root::Root, util::*};
 
@@ -9,7 +12,7 @@ use url::Url;
 
 pub(crate) struct Roots {
     pub(crate) default_draft: &'static Draft,
-    map: HashMap<Url, Root>,
+    map: AHashMap<Url, Root>,
     pub(crate) loader: DefaultUrlLoader,
 }
 
@@ -78,7 +81,7 @@ impl Roots {
         };
         let vocabs = self.loader.get_meta_vocabs(doc, draft)?;
         let resources = {
-            let mut m = HashMap::default();
+            let mut m = AHashMap::default();
             draft.collect_resources(doc, &url, "".into(), &url, &mut m)?;
             m
         };
@@ -101,7 +104,7 @@ impl Roots {
         })
     }
 
-    pub(crate) fn insert(&mut self, roots: &mut HashMap<Url, Root>) {
+    pub(crate) fn insert(&mut self, roots: &mut AHashMap<Url, Root>) {
         self.map.extend(roots.drain());
     }
 }

@@ -253,7 +253,7 @@ impl<'v> Validator<'v, '_, '_, '_> {
 
             // patternProperties --
             for (regex, sch) in &s.pattern_properties {
-                if regex.is_match(pname) {
+                if regex.get().is_match(pname) {
                     evaluated = true;
                     add_err!(self.validate_val(*sch, pvalue, prop!(pname)));
                 }
@@ -469,6 +469,7 @@ impl<'v> Validator<'v, '_, '_, '_> {
 
         // pattern --
         if let Some(regex) = &s.pattern {
+            let regex = regex.get();
             if !regex.is_match(str) {
                 self.add_error(kind!(Pattern, str.into(), regex.as_str()));
             }
