@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -499,6 +499,39 @@ fn s6_3_1_the_response_is_one_text_frame_with_the_envelope() {
     );
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["statusCode", "headers", "body"]);
+}
+
+/// Inline answers are written into the write queue in place, with room for the frame
+/// header guessed from the envelope's estimated length (#17): answers whose header came
+/// out the guessed size, larger (escapes), over 64 KiB from a small estimate, and a
+/// large one, sent back to back, all arrive whole and in order.
+#[test]
+fn s6_3_1_inline_answers_of_every_frame_header_size_arrive_whole_and_in_order() {
+    let srv = app();
+    let mut ws = connect(&srv);
+    let payloads = [
+        "a".to_string(),
+        "\"".repeat(40),
+        "b".repeat(5000),
+        "\u{1}".repeat(12_000),
+        "c".repeat(70_000),
+        "z".to_string(),
+    ];
+    // One write: the server reads the messages back to back and answers each into the
+    // same queue.
+    let mut burst = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        let msg = json!({"name": "", "payload": p, "headers": {"message-id": i.to_string()}});
+        burst.extend_from_slice(&client_frame(0x81, msg.to_string().as_bytes()));
+    }
+    ws.s.write_all(&burst).unwrap();
+    for (i, p) in payloads.iter().enumerate() {
+        let (b0, frame) = read_frame(&mut ws.s);
+        assert_eq!(b0, 0x81, "answer {i}: a final text frame");
+        let v: Value = serde_json::from_slice(&frame).unwrap();
+        assert_eq!(v["headers"]["message-id"], i.to_string(), "answer {i}");
+        assert_eq!(v["body"], Value::String(p.clone()), "answer {i}");
+    }
 }
 
 #[test]
