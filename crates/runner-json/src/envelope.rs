@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::configurapi::{Body, Chunk, Response};
+use configurapi::{Body, Chunk, Response};
 
 /// An envelope held as values: what a management post (6.7.4) sends and what the postback
 /// client (6.8) POSTs.
