@@ -29,6 +29,8 @@ pub enum Opcode {
 }
 
 impl Opcode {
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     fn from_u8(b: u8) -> Result<Opcode, ProtocolError> {
         Ok(match b {
             0x0 => Opcode::Continuation,

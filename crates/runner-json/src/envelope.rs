@@ -215,6 +215,8 @@ fn write_head(
 }
 
 /// A JSON value as serde_json writes it; strings through [`write_str`].
+// #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+#[inline]
 fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::String(s) => write_str(out, s),
