@@ -33,7 +33,8 @@ pub mod config;
 pub mod healthcheck;
 pub use configurapi;
 pub mod conn;
-pub(crate) mod envelope;
+// #17 hotsplit: in crates/runner-json (built at opt-level 2).
+pub(crate) use runner_json::envelope;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -277,6 +277,8 @@ impl Link {
 
     /// The reactor's write queue now holds `queued` bytes. Returns parked producers to
     /// resume when the total fell under the low-water mark.
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     pub fn set_queued(&self, queued: usize) -> Vec<Job> {
         self.queued.store(queued, Ordering::SeqCst);
         if self.waiting() == 0 || self.pending_bytes() > self.home.low_water {

@@ -191,6 +191,8 @@ impl<A> Conn<A> {
     /// Read and handle bytes until the socket would block, a limit is hit, or the
     /// connection ends. `rbuf` is the reactor's shared read buffer.
     /// `peer_closed` is the poll's read-closed flag: then the loop reads on to EOF.
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     pub fn read_ready(
         &mut self,
         rbuf: &mut [u8],
@@ -631,6 +633,8 @@ impl ConnState {
 
     /// When the idle timer next needs the connection: the keep-alive ping, or the close
     /// once the ping went unanswered.
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     fn idle_deadline(&self, cfg: &ServerConfig, now_ms: u64) -> Option<u64> {
         self.session
             .idle_deadline(self.last_read.ms(now_ms), cfg.idle_timeout)

@@ -60,6 +60,8 @@ impl BufPool {
     /// Give an empty ring back (small ones only: most queues never hold more than a
     /// few buffers). At most [`MAX_FREE_RINGS`] are kept (96 B each for the usual 4
     /// buffers): about as many as connections that answer in one event batch.
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     fn put_ring(&mut self, ring: VecDeque<Vec<u8>>) {
         if ring.capacity() > 0 && ring.capacity() <= 16 && self.rings.len() < MAX_FREE_RINGS {
             self.rings.push(ring);
@@ -67,6 +69,8 @@ impl BufPool {
     }
 
     /// Give a buffer back. Oversized ones are freed so the pool does not hoard memory.
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     pub fn put(&mut self, mut buf: Vec<u8>) {
         if buf.capacity() >= self.buf_capacity
             && buf.capacity() <= 4 * self.buf_capacity

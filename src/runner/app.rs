@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use super::conn::Connection;
-use super::message::decode_into;
 use super::{Inner, Reply, Runner};
 use crate::app::{App, AppConn, Dispatch, ReplyOut};
 use crate::configurapi::Event;
@@ -13,6 +12,7 @@ use crate::link::{ConnId, Link};
 use crate::mgmt::MetricsSnapshot;
 use crate::work::Job;
 use crate::ws::{Message, UpgradeRequest};
+use runner_json::message::decode_into;
 
 impl App for Runner {
     fn on_open(&self, link: Link, req: &UpgradeRequest, jobs: &mut Vec<Job>) -> Arc<dyn AppConn> {

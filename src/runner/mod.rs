@@ -10,7 +10,8 @@
 
 mod app;
 pub mod conn;
-mod message;
+// #17 hotsplit: the message decoding is in crates/runner-json (built at opt-level 2).
+use runner_json::message;
 mod metrics;
 pub mod pack;
 mod push;
@@ -155,6 +156,8 @@ impl Runner {
     }
 
     /// The current service and what goes with it.
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     fn current(&self) -> Arc<Inner> {
         Arc::clone(&self.0.inner.read().unwrap_or_else(|e| e.into_inner()))
     }
@@ -485,6 +488,8 @@ enum Reply {
 impl Reply {
     /// The envelope of `response`: written into `out` when given (the reactor's write
     /// queue, #17), else one frame of its own.
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     fn frame(out: Option<&mut dyn ReplyOut>, response: &Response, id: Option<&Value>) -> Reply {
         match out {
             Some(out) => {

@@ -29,6 +29,8 @@ pub enum Opcode {
 }
 
 impl Opcode {
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     fn from_u8(b: u8) -> Result<Opcode, ProtocolError> {
         Ok(match b {
             0x0 => Opcode::Continuation,
@@ -103,24 +105,8 @@ pub enum Incoming<'a> {
     },
 }
 
-/// A complete data message, as the application gets it.
-#[derive(Debug, Clone, Copy)]
-pub enum Message<'a> {
-    /// Text, checked as UTF-8 by the codec.
-    Text(&'a str),
-    /// Binary.
-    Binary(&'a [u8]),
-}
-
-impl<'a> Message<'a> {
-    /// The message's bytes.
-    pub fn bytes(self) -> &'a [u8] {
-        match self {
-            Message::Text(s) => s.as_bytes(),
-            Message::Binary(b) => b,
-        }
-    }
-}
+// #17 hotsplit: defined in crates/runner-json, whose message decoding takes it.
+pub use runner_json::Message;
 
 #[derive(Debug, Clone, Copy)]
 struct FrameHead {

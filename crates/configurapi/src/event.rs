@@ -75,6 +75,8 @@ pub struct Request {
 }
 
 impl Default for Request {
+    // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+    #[inline]
     fn default() -> Self {
         Request {
             name: CompactString::const_new(""),

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-use crate::configurapi::{Body, Chunk, Response};
+use configurapi::{Body, Chunk, Response};
 
 /// An envelope held as values: what a management post (6.7.4) sends and what the postback
 /// client (6.8) POSTs.
@@ -215,6 +215,8 @@ fn write_head(
 }
 
 /// A JSON value as serde_json writes it; strings through [`write_str`].
+// #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
+#[inline]
 fn write_value(out: &mut Vec<u8>, v: &Value) {
     match v {
         Value::String(s) => write_str(out, s),

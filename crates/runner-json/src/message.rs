@@ -3,23 +3,19 @@
 
 use serde_json::{Map, Value};
 
-use crate::configurapi::{HandlerError, Payload, Request};
-use crate::ws::Message;
+use crate::Message;
+use configurapi::{HandlerError, Payload, Request};
 
 /// A decoded message with its message-id, or the decoding error (boxed: it is rare and
 /// large) with the message-id when one could be read.
-#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
-pub(crate) type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
+pub type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
 
 /// [`Decoded`] for a message read into a request in place ([`decode_into`]): the
 /// message-id, or the error.
-pub(crate) type DecodedId = Result<Option<Value>, Box<(HandlerError, Option<Value>)>>;
+pub type DecodedId = Result<Option<Value>, Box<(HandlerError, Option<Value>)>>;
 
 /// `{...params, ...query}` with the query winning (2.2.5, 6.2.4).
-pub(crate) fn merge_params(
-    params: &Map<String, Value>,
-    query: &Map<String, Value>,
-) -> Map<String, Value> {
+pub fn merge_params(params: &Map<String, Value>, query: &Map<String, Value>) -> Map<String, Value> {
     let mut merged = params.clone();
     for (k, v) in query {
         merged.insert(k.clone(), v.clone());
@@ -29,8 +25,7 @@ pub(crate) fn merge_params(
 
 /// A client message to a Request (6.2). The error side carries the message-id when
 /// one could be read, so even a 400 can be matched by the client.
-#[cfg_attr(not(feature = "fuzzing"), allow(dead_code))]
-pub(crate) fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
+pub fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
     let mut request = Request::default();
     // #17 json-io: the codec hands text on as `&str` (checked once); this form (tests,
     // fuzzing) checks it here.
@@ -48,9 +43,9 @@ pub(crate) fn decode_message(text: bool, bytes: &[u8]) -> Decoded {
 }
 
 /// [`decode_message`] into `request` where it lies, a default [`Request`] (the event's,
-/// see [`Event::blank`](crate::configurapi::Event::blank)): the message-id, or the
+/// see [`Event::blank`](configurapi::Event::blank)): the message-id, or the
 /// error (`request` may then be partly set).
-pub(crate) fn decode_into(msg: Message<'_>, request: &mut Request) -> DecodedId {
+pub fn decode_into(msg: Message<'_>, request: &mut Request) -> DecodedId {
     // The Request default method is already `get` (6.2.3).
     // #17 json-io: text comes checked as UTF-8 by the codec (it was checked twice).
     let text = match msg {
@@ -101,7 +96,7 @@ mod seed {
     use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
     use serde_json::{Map, Value};
 
-    use crate::configurapi::{CompactString, Headers, Payload, Request};
+    use configurapi::{CompactString, Headers, Payload, Request};
 
     /// Read one JSON value; when it is an object, its keys set `request`'s fields and
     /// the answer is `true`. `false`: some other JSON value (`request` is untouched).
