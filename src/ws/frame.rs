@@ -313,8 +313,10 @@ impl Decoder {
             ));
         }
         if opcode == Opcode::Text {
-            // The fragments were checked as they came (a bad byte fails its frame); the
-            // whole is checked again to hand it on as text (fragmented messages only).
+            // The pieces were checked as they came (a bad byte fails its frame); the whole
+            // is checked again to hand it on as text. This path takes fragmented messages
+            // and any frame split across reads (so every large one): a second pass there,
+            // one check for a message that arrived in one read.
             let text = std::str::from_utf8(&self.msg).map_err(|_| ProtocolError::InvalidUtf8)?;
             Ok((pos, Some(Incoming::Text(text))))
         } else {

@@ -10,6 +10,7 @@
 use compact_str::CompactString;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::ops::Index;
 use std::sync::{Arc, OnceLock};
 
@@ -241,11 +242,68 @@ impl From<Headers> for Value {
 impl<K: Into<CompactString>> FromIterator<(K, Value)> for Headers {
     /// Later values of a repeated name replace earlier ones in place, as in a map.
     fn from_iter<I: IntoIterator<Item = (K, Value)>>(iter: I) -> Headers {
-        let mut h = Headers::new();
+        let iter = iter.into_iter();
+        let mut b = HeadersBuilder::with_capacity(iter.size_hint().0);
         for (k, v) in iter {
-            h.insert(k.into(), v);
+            b.insert(k.into(), v);
         }
-        h
+        b.finish()
+    }
+}
+
+/// Up to this many headers a new name is looked for by scanning (cheaper than hashing
+/// for the handful a request carries); past it, through an index.
+const SCAN_MAX: usize = 16;
+
+/// Headers read one by one from a source that decides how many there are (a client's
+/// message): [`Headers::insert`]'s meaning (a repeated name keeps its first place and
+/// takes the last value), in time linear in the count. `insert` alone scans, so a
+/// message with 100,000 headers would cost ~10^10 comparisons on the reactor.
+pub struct HeadersBuilder {
+    headers: Headers,
+    /// Name -> position, made once the headers outgrow [`SCAN_MAX`].
+    index: Option<HashMap<CompactString, usize>>,
+}
+
+impl HeadersBuilder {
+    /// Room for `n` headers (capped: `n` may come from the source).
+    pub fn with_capacity(n: usize) -> HeadersBuilder {
+        HeadersBuilder {
+            headers: Headers::with_capacity(n.min(SCAN_MAX)),
+            index: None,
+        }
+    }
+
+    /// Adds `name`: as [`Headers::insert`].
+    #[inline]
+    pub fn insert(&mut self, name: CompactString, value: Value) {
+        let list = &mut self.headers.0;
+        match &mut self.index {
+            None if list.len() < SCAN_MAX => {
+                self.headers.insert(name, value);
+            }
+            None => {
+                let index = list
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (k.clone(), i))
+                    .collect();
+                self.index = Some(index);
+                self.insert(name, value);
+            }
+            Some(index) => match index.get(&name) {
+                Some(&i) => list[i].1 = Slot::Value(value),
+                None => {
+                    index.insert(name.clone(), list.len());
+                    list.push((name, Slot::Value(value)));
+                }
+            },
+        }
+    }
+
+    /// The headers.
+    pub fn finish(self) -> Headers {
+        self.headers
     }
 }
 
@@ -309,6 +367,42 @@ mod tests {
         let m: Map<String, Value> = h.to_map();
         assert_eq!(Headers::from(m.clone()), h);
         assert_eq!(Value::from(h), Value::Object(m));
+    }
+
+    #[test]
+    fn the_builder_reads_any_count_of_names_as_inserting_them_one_by_one_would() {
+        // Repeats on both sides of the scan/index switch, long and short names.
+        for count in [0, 1, 5, 15, 16, 17, 40, 1000] {
+            let pairs: Vec<(String, Value)> = (0..count)
+                .map(|i: usize| {
+                    let name = if i % 7 == 3 {
+                        format!("n{}", i / 3) // repeats an earlier name
+                    } else if i % 5 == 0 {
+                        format!("a-name-over-twenty-four-bytes-{i}")
+                    } else {
+                        format!("n{i}")
+                    };
+                    (name, json!(i))
+                })
+                .collect();
+            let mut one_by_one = Headers::new();
+            let mut map = Map::new();
+            let mut b = HeadersBuilder::with_capacity(usize::MAX);
+            for (k, v) in &pairs {
+                one_by_one.insert(k.as_str().into(), v.clone());
+                map.insert(k.clone(), v.clone());
+                b.insert(k.as_str().into(), v.clone());
+            }
+            let built = b.finish();
+            assert_eq!(built, one_by_one, "{count} names");
+            assert_eq!(
+                Value::from(built.clone()),
+                Value::Object(map),
+                "{count} names"
+            );
+            let collected: Headers = pairs.into_iter().collect();
+            assert_eq!(collected, built, "{count} names");
+        }
     }
 
     #[test]

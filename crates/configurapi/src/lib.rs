@@ -42,7 +42,7 @@ pub use event::{CorrelationId, Event, EventId, Payload, Request};
 pub use handler::{
     handler_fn, Binding, Blocking, Completion, Context, Handler, HandlerError, NonBlocking, Outcome,
 };
-pub use headers::Headers;
+pub use headers::{Headers, HeadersBuilder};
 pub use http::SyntaxError;
 pub use identity::{Claim, Identity, Scope};
 pub use inflection::{pluralize, singularize};

@@ -3,8 +3,10 @@
 //! of it: the runner's answer frames ([`encode`], [`encode_parts`]), a management post
 //! (6.7.4) and the postback client (6.8) ([`Envelope::to_json`]).
 //!
-//! Written straight into one buffer: the frame's JSON is produced once, on the worker
-//! thread, and the reactor only prefixes the frame header.
+//! Written straight into one buffer, once: an answer made inline on the reactor is
+//! written into the connection's write queue after room for the frame header
+//! ([`estimate`] picks the room); an answer made on a worker into a frame `Vec` the
+//! reactor queues as it is.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
