@@ -160,41 +160,49 @@ impl EventId {
     }
 }
 
-impl fmt::Display for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.encode(&mut [0; 36]))
-    }
+/// What an id that is written out only when asked shares: it reads, serialises and
+/// compares as its text (`encode` into a stack buffer, no allocation).
+macro_rules! as_its_text {
+    ($t:ty) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.encode(&mut [0; 36]))
+            }
+        }
+
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self.encode(&mut [0; 36]), f)
+            }
+        }
+
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.encode(&mut [0; 36]))
+            }
+        }
+
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.encode(&mut [0; 36]) == other
+            }
+        }
+
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                *self == **other
+            }
+        }
+
+        impl PartialEq<String> for $t {
+            fn eq(&self, other: &String) -> bool {
+                *self == **other
+            }
+        }
+    };
 }
 
-impl fmt::Debug for EventId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.encode(&mut [0; 36]), f)
-    }
-}
-
-impl Serialize for EventId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.encode(&mut [0; 36]))
-    }
-}
-
-impl PartialEq<str> for EventId {
-    fn eq(&self, other: &str) -> bool {
-        self.encode(&mut [0; 36]) == other
-    }
-}
-
-impl PartialEq<&str> for EventId {
-    fn eq(&self, other: &&str) -> bool {
-        *self == **other
-    }
-}
-
-impl PartialEq<String> for EventId {
-    fn eq(&self, other: &String) -> bool {
-        *self == **other
-    }
-}
+as_its_text!(EventId);
 
 /// A correlation id (2.1.2): the one the request gave, or else its event's own id (then
 /// held as those 16 bytes, not as a copy of its text). Compares equal to its text.
@@ -222,41 +230,7 @@ impl CorrelationId {
     }
 }
 
-impl fmt::Display for CorrelationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.encode(&mut [0; 36]))
-    }
-}
-
-impl fmt::Debug for CorrelationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.encode(&mut [0; 36]), f)
-    }
-}
-
-impl Serialize for CorrelationId {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.encode(&mut [0; 36]))
-    }
-}
-
-impl PartialEq<str> for CorrelationId {
-    fn eq(&self, other: &str) -> bool {
-        self.encode(&mut [0; 36]) == other
-    }
-}
-
-impl PartialEq<&str> for CorrelationId {
-    fn eq(&self, other: &&str) -> bool {
-        *self == **other
-    }
-}
-
-impl PartialEq<String> for CorrelationId {
-    fn eq(&self, other: &String) -> bool {
-        *self == **other
-    }
-}
+as_its_text!(CorrelationId);
 
 impl PartialEq<EventId> for CorrelationId {
     fn eq(&self, other: &EventId) -> bool {
