@@ -77,9 +77,11 @@ impl Runner {
             let (inner, conn) = (Arc::clone(inner), Arc::clone(conn));
             let owned = Owned::from(msg);
             return Dispatch::Job(Box::new(move || {
-                let mut event = Event::blank();
+                // #17 json-event: this thread's kept event, emptied and kept again after.
+                let mut event = Event::spare();
                 let decoded = decode_into(owned.message(), &mut event.request);
                 Inner::handle(&inner, conn, &mut event, decoded);
+                Event::recycle(event);
                 drop(busy);
             }));
         }
@@ -88,7 +90,8 @@ impl Runner {
         // per message), else on a worker. A handler that defers is non-blocking: the
         // pipeline suspends and the answer goes out later from a worker.
         // Decoded into the event where it lies (no Request and Event moved around).
-        let mut event = Event::blank();
+        // #17 json-event: this thread's kept event (boxed: a job takes the box, no copy).
+        let mut event = Event::spare();
         let decoded = decode_into(msg, &mut event.request);
         let (route, nonblocking) = match &decoded {
             Ok(_) => {
@@ -107,10 +110,13 @@ impl Runner {
                 // queue.
                 event.received = std::time::Instant::now();
                 Inner::handle(&inner, conn, &mut event, decoded);
+                Event::recycle(event); // #17 json-event: kept by the worker's thread
                 drop(busy);
             }));
         }
-        match Inner::answer_here(inner, conn, &mut event, decoded, route, Some(out)) {
+        let reply = Inner::answer_here(inner, conn, &mut event, decoded, route, Some(out));
+        Event::recycle(event); // #17 json-event: emptied now, kept for the next message
+        match reply {
             None | Some(Reply::Sent) => Dispatch::Later,
             Some(Reply::Frame(frame)) => Dispatch::Reply(frame),
             Some(stream) => {

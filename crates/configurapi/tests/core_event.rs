@@ -397,3 +397,63 @@ api:
     );
     assert_eq!(params, json!({"k": "$(a)"}), "the argument is untouched");
 }
+
+/// What a runner reads of an event and its request, as text: equal texts, equal events
+/// (but for the id and the clock).
+fn fields(e: &Event) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+        e.request,
+        e.name,
+        e.method,
+        e.version,
+        e.params,
+        e.payload(),
+        e.payload_is_the_requests(),
+        e.response,
+        e.identity,
+        e.correlation_id == e.id,
+    )
+}
+
+#[test]
+fn a_recycled_event_comes_back_blank_and_begins_as_a_new_one_would() {
+    // Everything a message and its pipeline can set, on a spare event.
+    let mut event = Event::spare();
+    let r = &mut event.request;
+    r.name = "a-name-longer-than-twenty-four-bytes".into();
+    r.method = "POST".into();
+    r.headers.insert("correlation-id".into(), json!("given"));
+    r.params.insert("p".into(), json!(1));
+    r.query.insert("q".into(), json!(2));
+    r.payload = Payload::Text("payload".into());
+    r.path = "/v1/users/1".into();
+    r.path_and_query = "/v1/users/1?q=2".into();
+    event.begin();
+    assert_eq!(event.version.as_deref(), Some("v1"));
+    assert_eq!(event.correlation_id, "given");
+    event.set_payload(Payload::Json(json!({"changed": true})));
+    event.response = configurapi::ErrorResponse::not_implemented("x").to_response();
+    event.response.headers.insert("h".into(), json!("v"));
+    event.identity = Some(configurapi::Identity::new("someone", vec![]));
+    Event::recycle(event);
+
+    // The next spare on this thread is that event, emptied: as a blank one.
+    let mut spare = Event::spare();
+    assert_eq!(fields(&spare), fields(&Event::blank()));
+    // A message read into it gives the event Event::new gives for that request.
+    let mut request = Request::named("echo");
+    request.headers.insert("message-id".into(), json!("m-1"));
+    request.payload = Payload::Json(json!("hi"));
+    spare.request = request.clone();
+    spare.begin();
+    let new = Event::new(request);
+    assert_eq!(fields(&spare), fields(&new));
+    assert_ne!(spare.id, new.id, "each begin draws its own id");
+
+    // Spares taken at once are distinct events (a nested one is made anew).
+    let other = Event::spare();
+    assert_eq!(fields(&other), fields(&Event::blank()));
+    Event::recycle(spare);
+    Event::recycle(other);
+}
