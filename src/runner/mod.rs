@@ -220,7 +220,10 @@ impl Inner {
         if let Some(merged) = merged {
             event.params = merged; // 6.2.4
         }
-        event.identity = conn.identity();
+        // #17 json-event: set only when there is one (the event's is none): no drop.
+        if let Some(identity) = conn.identity() {
+            event.identity = Some(identity);
+        }
     }
 
     /// An event of this connection for a lifecycle route.

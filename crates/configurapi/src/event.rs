@@ -385,7 +385,12 @@ impl Event {
             request.method = request.method.to_lowercase();
         }
         let id = EventId::new();
-        self.correlation_id = if let Some(v) = request.query.get("correlationid") {
+        // #17 json-event: an empty query (the usual) is not looked in.
+        let given = match request.query.is_empty() {
+            true => None,
+            false => request.query.get("correlationid"),
+        };
+        self.correlation_id = if let Some(v) = given {
             CorrelationId::Given(js::to_text(v))
         } else if let Some(v) = request.headers.get("correlation-id") {
             CorrelationId::Given(js::to_text(v))
@@ -396,7 +401,9 @@ impl Event {
         self.payload = None;
         // #17 json-event: no path segment (every WS message, 6.2.3): 2.2.1 maps
         // nothing, so the name and method are the request's and there are no params.
-        if request.path.split('/').all(str::is_empty) {
+        // (Segments all empty is a path of slashes only: tested bytewise, as a split
+        // costs ~80 instructions even on an empty path.)
+        if request.path.bytes().all(|b| b == b'/') {
             self.name.clone_from(&request.name);
             self.method.clone_from(&request.method);
             self.version = None;

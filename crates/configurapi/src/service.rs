@@ -527,6 +527,11 @@ impl Service {
         if let (Some(at), None) = (*route, self.specials.on_before_request) {
             run.main = Some(at.0);
             run.level = self.routes[at.0].log_level;
+            // #17 json-event: once ready, what the first turn of `drive` would decide
+            // (no on_before_request: the main stage), without that turn.
+            if self.ready.load(Ordering::Acquire) {
+                run.stage = Stage::Main;
+            }
         }
         let mut resumed = None;
         let parking = loop {
