@@ -208,15 +208,19 @@ impl Inner {
     /// (an [`Event::blank`]).
     fn prepare(&self, conn: &Arc<Connection>, event: &mut Event) {
         let request = &mut event.request;
-        self.inject_headers(&mut request.headers, conn);
-        // The connection is the push-function: one more reference, no allocation.
-        request.push = Some(Arc::clone(conn) as Arc<dyn crate::configurapi::PushSink>);
         // #17 json-model: a message without params or query (the usual) has nothing to
         // merge, and its path-less route key's params are already the empty mapping.
         let merged =
             (!request.params.is_empty() || !request.query.is_empty() || !request.path.is_empty())
                 .then(|| merge_params(&request.params, &request.query));
+        // #17 json-event: before the runner's headers are in, so its look-up of the
+        // client's correlation-id scans the client's headers only (the runner's
+        // connection-id, postback-url and push-function are never that name).
         event.begin();
+        let request = &mut event.request;
+        self.inject_headers(&mut request.headers, conn);
+        // The connection is the push-function: one more reference, no allocation.
+        request.push = Some(Arc::clone(conn) as Arc<dyn crate::configurapi::PushSink>);
         if let Some(merged) = merged {
             event.params = merged; // 6.2.4
         }

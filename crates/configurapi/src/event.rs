@@ -369,7 +369,9 @@ impl Event {
         response.body = Body::Text(String::new());
         empty(&mut response.headers);
         response.error = None;
-        self.identity = None;
+        if self.identity.is_some() {
+            self.identity = None; // (a call to drop even a `None`, else)
+        }
     }
 
     /// What [`Event::new`] derives from the request (2.1, 2.2), for an event made with
