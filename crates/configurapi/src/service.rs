@@ -534,8 +534,23 @@ impl Service {
             }
         }
         let mut resumed = None;
+        // #17 json-event: the usual pipeline (its main stage and the end) without the
+        // state machine; what it cannot finish goes on in `drive`.
+        let mut first = match (run.stage, run.main) {
+            (Stage::Main, Some(at))
+                if self.specials.on_success.is_none()
+                    && self.specials.on_after_request.is_none() =>
+            {
+                self.run_main(at, &mut run, event, &mut resumed)
+            }
+            _ => None,
+        };
         let parking = loop {
-            match self.drive(&mut run, event, resumed.take()) {
+            let step = match first.take() {
+                Some(step) => step,
+                None => self.drive(&mut run, event, resumed.take()),
+            };
+            match step {
                 Step::Done(result) => {
                     *route = run.main.map(RouteId);
                     return Started::Finished(result);
@@ -726,6 +741,41 @@ impl Service {
                     }
                 },
             }
+        }
+    }
+
+    /// [`Service::drive`] from the main stage of route `at` for a pipeline with no
+    /// on_success and no on_after_request route: the route's policies, then the end
+    /// when they succeed with a response that is not an error (3.3.1). `None` when
+    /// `drive` is to go on from here: `resumed` is then what the route stopped with (the
+    /// result of the policy at `run.policy`), which `drive` reads as its own run of the
+    /// route would have (an error: 3.4; an error response: 3.3.1 step 3).
+    // #17 json-event: out of line, once (`start_routed` is generic); it saves `drive`'s
+    // frame and the turns of its loop (~200 instructions a message).
+    #[inline(never)]
+    fn run_main(
+        &self,
+        at: usize,
+        run: &mut Run,
+        event: &mut Event,
+        resumed: &mut Option<Resolution>,
+    ) -> Option<Step> {
+        match self.run_policies(&self.routes[at], run, event, None) {
+            RouteStep::Finished(Ok(())) if !event.response.is_error_response() => {
+                Some(Step::Done(self.finish(run, event)))
+            }
+            // The route ran to its end or completed at `run.policy`: read again, a
+            // completion there ends it the same way.
+            RouteStep::Finished(Ok(())) => {
+                *resumed = Some(Resolution::Ran(Ran::Went(Outcome::Complete)));
+                None
+            }
+            RouteStep::Finished(Err(e)) => {
+                *resumed = Some(Resolution::Ran(Ran::Failed(e)));
+                None
+            }
+            RouteStep::Defer(slot) => Some(Step::Park(Parking::Slot(slot))),
+            RouteStep::Offload => Some(Step::Park(Parking::Offload)),
         }
     }
 

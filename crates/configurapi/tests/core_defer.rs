@@ -482,3 +482,119 @@ fn a_blocking_handler_runs_on_the_blocking_pool_when_started_and_in_place_when_p
     let e = run_named(&s, "x");
     assert_eq!(e.response.headers["x-thread"], Value::String(here));
 }
+
+/// Routes that end every way a main stage can, with an on_error route and neither
+/// on_success nor on_after_request (the pipelines `start_routed` runs without `drive`'s
+/// state machine when their route is known).
+const MAIN_ONLY: &str = r#"
+api:
+  events:
+    - name: on_error
+      policies: [{traceHandler: [error]}]
+    - name: ok
+      policies: [{traceHandler: [a]}, {traceHandler: [b]}]
+    - name: completes
+      policies: [{traceHandler: [a]}, stopHandler, {traceHandler: [never]}]
+    - name: throws
+      policies: [{traceHandler: [a]}, {throwErrorHandler: [boom, 418]}, {traceHandler: [never]}]
+    - name: catches
+      policies: [catchHandler, {traceHandler: [never]}]
+    - name: panics
+      policies: [{traceHandler: [a]}, panicHandler]
+    - name: errs
+      policies: [{traceHandler: [a]}, {errorResponseHandler: [409]}, {traceHandler: [b]}]
+    - name: errs_and_completes
+      policies: [{errorResponseHandler: [422]}, stopHandler, {traceHandler: [never]}]
+    - name: resolves
+      policies: [{deferAndResolveHandler: [d]}, {traceHandler: [b]}]
+    - name: defers
+      policies: [{traceHandler: [a]}, {deferHandler: [d]}, {traceHandler: [b]}]
+    - name: blocks
+      policies: [{traceHandler: [a]}, {blockingTraceHandler: [blocking]}, {traceHandler: [b]}]
+"#;
+
+#[test]
+fn a_pipeline_started_on_its_known_route_ends_as_process_ends_it() {
+    let (mut reg, completions) = deferring_registry();
+    reg.register_blocking("blockingTraceHandler", trace_handler);
+    let s = Arc::new(
+        Service::from_str_with_options(MAIN_ONLY, "config.yaml", reg, &options("test"))
+            .expect("config loads"),
+    );
+    let (sched, jobs) = manual();
+    let resume: Arc<dyn Schedule> = sched.clone();
+    let seen = |e: &Event, r: &Result<(), HandlerError>| {
+        format!(
+            "{} {:?} {:?} {} {r:?}",
+            e.response.status_code,
+            e.response.body,
+            e.response.error,
+            trace_of(e)
+        )
+    };
+    for name in [
+        "ok",
+        "completes",
+        "throws",
+        "catches",
+        "panics",
+        "errs",
+        "errs_and_completes",
+        "resolves",
+        "defers",
+        "blocks",
+    ] {
+        // What the blocking form gives (a completion is resolved as it comes).
+        let mut expected = Event::new(Request::named(name));
+        let (tx, rx) = channel();
+        let blocking = {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let r = s.process(&mut expected);
+                tx.send((expected, r)).unwrap();
+            })
+        };
+        if name == "defers" {
+            completions
+                .recv_timeout(WAIT)
+                .unwrap()
+                .resolve(|event, ctx| trace_handler(event, &[Value::from("applied")], ctx));
+        }
+        let (expected, expected_result) = rx.recv_timeout(WAIT).unwrap();
+        blocking.join().unwrap();
+
+        // The same event started on the route the runner found for it.
+        let mut route = s.route(name, "get");
+        assert!(route.is_some());
+        let (tx, done) = channel();
+        let mut event = Event::new(Request::named(name));
+        let started = s.start_routed(&mut event, &mut route, &resume, || {
+            move |e, r| {
+                tx.send((e, r)).unwrap();
+            }
+        });
+        let (event, result) = match started {
+            Started::Finished(result) => {
+                // The route its main stage ran: the one it was started on.
+                assert_eq!(route, s.route(name, "get"), "{name}");
+                (event, result)
+            }
+            Started::Suspended => {
+                if name == "defers" {
+                    completions
+                        .recv_timeout(WAIT)
+                        .unwrap()
+                        .resolve(|event, ctx| trace_handler(event, &[Value::from("applied")], ctx));
+                }
+                run_jobs_until(&jobs, &done)
+            }
+        };
+        assert_eq!(
+            seen(&event, &result),
+            seen(&expected, &expected_result),
+            "{name}"
+        );
+    }
+    // The two that wait did (the others ended in place).
+    assert_eq!(sched.suspended.load(Ordering::SeqCst), 2);
+}
