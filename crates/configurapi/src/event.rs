@@ -254,9 +254,17 @@ const KEEP: usize = 32;
 /// `map` emptied; its room kept when it held at most [`KEEP`] entries.
 #[inline(always)]
 fn empty(map: &mut Map<String, Value>) {
+    if !map.is_empty() {
+        empty_now(map);
+    }
+}
+
+// Out of line (one copy, not one a map): most maps an event has are empty already.
+#[inline(never)]
+fn empty_now(map: &mut Map<String, Value>) {
     if map.len() > KEEP {
         *map = Map::new();
-    } else if !map.is_empty() {
+    } else {
         map.clear();
     }
 }
@@ -326,9 +334,10 @@ impl Event {
     // #17 json-event: a runner builds and drops an event per message; reusing one saves
     // the init and copies of ~1 KiB and the making and dropping of five empty maps.
     pub fn spare() -> Box<Event> {
+        // (The first one of a thread is made out of line: `vacant`'s code, once.)
         let mut event = SPARE
             .with(Cell::take)
-            .unwrap_or_else(|| Box::new(Event::blank()));
+            .unwrap_or_else(|| Box::new(Event::vacant()));
         event.received = Instant::now();
         event
     }
@@ -406,8 +415,8 @@ impl Event {
         // (Segments all empty is a path of slashes only: tested bytewise, as a split
         // costs ~80 instructions even on an empty path.)
         if request.path.bytes().all(|b| b == b'/') {
-            self.name.clone_from(&request.name);
-            self.method.clone_from(&request.method);
+            self.name = request.name.clone();
+            self.method = request.method.clone();
             self.version = None;
             empty(&mut self.params);
             return;
@@ -426,6 +435,8 @@ impl Event {
 
     /// What is left in a caller's place when [`Service::start`](crate::Service::start)
     /// takes the event away to suspend it: empty fields, no UUID drawn.
+    // Out of line: rare (a suspension, a thread's first spare event), and ~2 KiB.
+    #[inline(never)]
     pub(crate) fn vacant() -> Event {
         Event::vacant_with(Request::default())
     }
