@@ -335,8 +335,11 @@ impl Event {
     // the init and copies of ~1 KiB and the making and dropping of five empty maps.
     pub fn spare() -> Box<Event> {
         // (The first one of a thread is made out of line: `vacant`'s code, once.)
+        // (`try_with`: a thread tearing down its locals makes a new one, no panic.)
         let mut event = SPARE
-            .with(Cell::take)
+            .try_with(Cell::take)
+            .ok()
+            .flatten()
             .unwrap_or_else(|| Box::new(Event::vacant()));
         event.received = Instant::now();
         event
@@ -346,7 +349,8 @@ impl Event {
     /// next [`Event::spare`].
     pub fn recycle(mut event: Box<Event>) {
         event.reset();
-        SPARE.with(|spare| spare.set(Some(event)));
+        // Past a thread's teardown the event is simply dropped.
+        let _ = SPARE.try_with(|spare| spare.set(Some(event)));
     }
 
     /// Puts the event back as [`Event::blank`] made it (but for its clock), keeping the
