@@ -4,15 +4,68 @@
 use serde_json::{Map, Value};
 
 use crate::Message;
-use configurapi::{HandlerError, Payload, Request};
+use configurapi::{CompactString, HandlerError, Headers, Payload, Request};
 
 /// A decoded message with its message-id, or the decoding error (boxed: it is rare and
 /// large) with the message-id when one could be read.
-pub type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
+pub type Decoded = Result<(Request, Option<MessageId>), Box<(HandlerError, Option<MessageId>)>>;
 
 /// [`Decoded`] for a message read into a request in place ([`decode_into`]): the
 /// message-id, or the error.
-pub type DecodedId = Result<Option<Value>, Box<(HandlerError, Option<Value>)>>;
+pub type DecodedId = Result<Option<MessageId>, Box<(HandlerError, Option<MessageId>)>>;
+
+/// The message-id the client sent, kept for the answer (6.3.2: the answer carries it
+/// whatever a handler does to the request's headers). A string is held as it is, inline
+/// up to 24 bytes (#17: the usual id costs no heap block, neither here nor in the
+/// headers); any other JSON value as a `Value`.
+#[derive(Clone, Debug)]
+pub enum MessageId {
+    Str(CompactString),
+    Value(Value),
+}
+
+impl MessageId {
+    /// The `message-id` header of `headers`, if there is one.
+    pub fn of(headers: &Headers) -> Option<MessageId> {
+        match headers.get_str("message-id") {
+            Some(s) => Some(MessageId::Str(s.into())),
+            None => headers.get("message-id").cloned().map(MessageId::Value),
+        }
+    }
+
+    /// As a JSON value.
+    pub fn into_value(self) -> Value {
+        match self {
+            MessageId::Str(s) => Value::String(s.into_string()),
+            MessageId::Value(v) => v,
+        }
+    }
+}
+
+impl From<Value> for MessageId {
+    fn from(v: Value) -> MessageId {
+        MessageId::Value(v)
+    }
+}
+
+/// Compared as the JSON values they stand for.
+impl PartialEq for MessageId {
+    fn eq(&self, other: &MessageId) -> bool {
+        match (self, other) {
+            (MessageId::Str(a), MessageId::Str(b)) => a == b,
+            (MessageId::Str(a), MessageId::Value(Value::String(b)))
+            | (MessageId::Value(Value::String(b)), MessageId::Str(a)) => a == b,
+            (MessageId::Value(a), MessageId::Value(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl PartialEq<Value> for MessageId {
+    fn eq(&self, other: &Value) -> bool {
+        *self == MessageId::Value(other.clone())
+    }
+}
 
 /// `{...params, ...query}` with the query winning (2.2.5, 6.2.4).
 pub fn merge_params(params: &Map<String, Value>, query: &Map<String, Value>) -> Map<String, Value> {
@@ -80,7 +133,7 @@ pub fn decode_into(msg: Message<'_>, request: &mut Request) -> DecodedId {
             return Ok(None);
         }
     }
-    Ok(request.headers.get("message-id").cloned())
+    Ok(MessageId::of(&request.headers))
 }
 
 /// Reading a client message (6.2.3) straight off the JSON parser into a [`Request`]:
@@ -176,6 +229,24 @@ mod seed {
         }
     }
 
+    /// A header's value: a string that fits inline (24 bytes) as it is (no heap block,
+    /// #17), anything else as a `Value`.
+    struct HeaderValueSeed;
+
+    impl<'de> DeserializeSeed<'de> for HeaderValueSeed {
+        type Value = Result<CompactString, Value>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            let text = |s: &str| match s.len() <= MAX_INLINE {
+                true => Ok(CompactString::from(s)),
+                false => Err(Value::String(s.into())),
+            };
+            d.deserialize_any(AnyVisitor(text, Err))
+        }
+    }
+
+    /// What a `CompactString` holds inline on a 64-bit target.
+    const MAX_INLINE: usize = std::mem::size_of::<CompactString>();
+
     /// The client's headers: a mapping read straight into [`Headers`] (a repeated name
     /// keeps its first place and its last value, as in a `Map`); anything else is read
     /// as a `Value` and means no headers.
@@ -194,8 +265,10 @@ mod seed {
                     // The client decides the count: linear, not a scan per name.
                     let mut headers = HeadersBuilder::with_capacity(map.size_hint().unwrap_or(4));
                     while let Some(name) = map.next_key::<CompactString>()? {
-                        let value = map.next_value::<Value>()?;
-                        headers.insert(name, value);
+                        match map.next_value_seed(HeaderValueSeed)? {
+                            Ok(s) => headers.insert_str(name, s),
+                            Err(v) => headers.insert(name, v),
+                        }
                     }
                     Ok(headers.finish())
                 }
@@ -374,7 +447,8 @@ mod tests {
         assert_eq!(req.params.get("id"), Some(&Value::from(1)));
         assert_eq!(req.query.get("q"), Some(&Value::from("x")));
         assert_eq!(req.payload, Payload::Json(Value::Null));
-        assert_eq!(id, Some(Value::from("m1")));
+        assert_eq!(id, Some(MessageId::Str("m1".into())), "held inline");
+        assert_eq!(id.map(MessageId::into_value), Some(Value::from("m1")));
     }
 
     #[test]
@@ -431,6 +505,9 @@ mod tests {
             r#"{"headers":{"a":1,"b":2,"a":3,"m\u0065ssage-id":"e","a-header-name-longer-than-24-bytes":{"x":[]}}}"#,
             r#"{"headers":[{"a":1}],"name":"\u00e9chØ-a-name-longer-than-twenty-four","method":"pOsT"}"#,
             r#"{"headers":{"a":"\ud800"}}"#,
+            r#"{"headers":{"message-id":"a","message-id":"b","x":"a-string-over-twenty-four-bytes","y":"","message-id":"\u00e9\n"}}"#,
+            r#"{"headers":{"message-id":"x","message-id":7}}"#,
+            r#"{"headers":{"message-id":"a-message-id-longer-than-twenty-four-bytes"}}"#,
             r#"{"method":"POST","method":5,"name":1,"name":[]}"#,
             r#"{"method":5,"method":"PUT","payload":1,"payload":null}"#,
             r#"{"query":{"a":1},"query":[],"params":{"b":2},"params":{"c":3}}"#,
@@ -468,7 +545,10 @@ mod tests {
         .collect();
         // Past the headers builder's scan limit, names repeated before and after it.
         let many: Vec<String> = (0..60)
-            .map(|i| format!("\"h{}\":{i}", if i % 4 == 3 { i / 2 } else { i }))
+            .map(|i| match i % 3 {
+                0 => format!("\"h{}\":{i}", if i % 4 == 3 { i / 2 } else { i }),
+                _ => format!("\"h{}\":\"v{i}\"", if i % 4 == 3 { i / 2 } else { i }),
+            })
             .collect();
         texts.push(format!("{{\"headers\":{{{}}}}}", many.join(",")));
         for n in [100, 126, 127, 128, 129, 200] {
@@ -481,7 +561,7 @@ mod tests {
             match (got, decode_reference(text)) {
                 (Ok((a, id_a)), Ok((b, id_b))) => {
                     assert_eq!(format!("{a:?}"), format!("{b:?}"), "{text}");
-                    assert_eq!(id_a, id_b, "{text}");
+                    assert_eq!(id_a.map(MessageId::into_value), id_b, "{text}");
                 }
                 (Err(_), Err(())) => {}
                 (got, want) => panic!(
