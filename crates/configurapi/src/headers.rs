@@ -26,16 +26,21 @@ pub struct Headers(Vec<(CompactString, Slot)>);
 #[derive(Clone)]
 enum Slot {
     Value(Value),
-    Str(CompactString, OnceLock<Value>),
-    Uuid(Option<Arc<str>>, uuid::Uuid, OnceLock<Value>),
+    Str(CompactString, Made),
+    Uuid(Option<Arc<str>>, uuid::Uuid, Made),
 }
+
+/// The `Value` of a [`Slot::Str`] or [`Slot::Uuid`], once read as one. Boxed: rarely
+/// made, and a `Value` in place would make every slot, `Value`s' included, 40 bytes
+/// larger (#17: a slot is moved as each header is set).
+type Made = OnceLock<Box<Value>>;
 
 impl Slot {
     fn value(&self) -> &Value {
         match self {
             Slot::Value(v) => v,
-            Slot::Str(s, value) => value.get_or_init(|| Value::String(s.as_str().into())),
-            Slot::Uuid(prefix, id, text) => text.get_or_init(|| uuid_text(prefix, id)),
+            Slot::Str(s, value) => value.get_or_init(|| Box::new(Value::String(s.as_str().into()))),
+            Slot::Uuid(prefix, id, text) => text.get_or_init(|| Box::new(uuid_text(prefix, id))),
         }
     }
 
@@ -44,8 +49,10 @@ impl Slot {
             Slot::Value(v) => return v,
             Slot::Str(s, value) => value
                 .take()
-                .unwrap_or_else(|| Value::String(s.as_str().into())),
-            Slot::Uuid(prefix, id, text) => text.take().unwrap_or_else(|| uuid_text(prefix, id)),
+                .map_or_else(|| Value::String(s.as_str().into()), |v| *v),
+            Slot::Uuid(prefix, id, text) => {
+                text.take().map_or_else(|| uuid_text(prefix, id), |v| *v)
+            }
         };
         *self = Slot::Value(v);
         match self {
@@ -59,10 +66,10 @@ impl Slot {
             Slot::Value(v) => v,
             Slot::Str(s, value) => value
                 .into_inner()
-                .unwrap_or_else(|| Value::String(s.into_string())),
-            Slot::Uuid(prefix, id, text) => {
-                text.into_inner().unwrap_or_else(|| uuid_text(&prefix, &id))
-            }
+                .map_or_else(|| Value::String(s.into_string()), |v| *v),
+            Slot::Uuid(prefix, id, text) => text
+                .into_inner()
+                .map_or_else(|| uuid_text(&prefix, &id), |v| *v),
         }
     }
 
