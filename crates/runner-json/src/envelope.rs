@@ -98,7 +98,7 @@ pub fn estimate(response: &Response, message_id: Option<&MessageId>) -> usize {
     }
     match message_id {
         Some(MessageId::Str(s)) => n += 16 + s.len(),
-        Some(MessageId::Value(id)) => n += 14 + value(id),
+        Some(MessageId::Value(id)) => n += 14 + value(id), // #17 json-decode
         None => {}
     }
     if !response.headers.is_empty() || message_id.is_some() {
@@ -408,7 +408,7 @@ mod tests {
                         encode_parts(status, &r.headers, &[], id.as_ref(), &value, base64);
                     assert_eq!(encode(&r, id.as_ref()), expected, "{body:?} {status}");
                     if let Some(MessageId::Str(s)) = &id {
-                        let as_value = MessageId::Value(json!(s.as_str()));
+                        let as_value = MessageId::from(json!(s.as_str()));
                         assert_eq!(expected, encode(&r, Some(&as_value)), "{s}");
                     }
                 }

@@ -17,11 +17,12 @@ pub type DecodedId = Result<Option<MessageId>, Box<(HandlerError, Option<Message
 /// The message-id the client sent, kept for the answer (6.3.2: the answer carries it
 /// whatever a handler does to the request's headers). A string is held as it is, inline
 /// up to 24 bytes (#17: the usual id costs no heap block, neither here nor in the
-/// headers); any other JSON value as a `Value`.
+/// headers); any other JSON value as a `Value`, boxed (rare: the id is moved along the
+/// answer's path, 24 bytes this way).
 #[derive(Clone, Debug)]
 pub enum MessageId {
     Str(CompactString),
-    Value(Value),
+    Value(Box<Value>),
 }
 
 impl MessageId {
@@ -29,7 +30,7 @@ impl MessageId {
     pub fn of(headers: &Headers) -> Option<MessageId> {
         match headers.get_str("message-id") {
             Some(s) => Some(MessageId::Str(s.into())),
-            None => headers.get("message-id").cloned().map(MessageId::Value),
+            None => headers.get("message-id").cloned().map(MessageId::from),
         }
     }
 
@@ -37,14 +38,14 @@ impl MessageId {
     pub fn into_value(self) -> Value {
         match self {
             MessageId::Str(s) => Value::String(s.into_string()),
-            MessageId::Value(v) => v,
+            MessageId::Value(v) => *v,
         }
     }
 }
 
 impl From<Value> for MessageId {
     fn from(v: Value) -> MessageId {
-        MessageId::Value(v)
+        MessageId::Value(Box::new(v))
     }
 }
 
@@ -53,8 +54,9 @@ impl PartialEq for MessageId {
     fn eq(&self, other: &MessageId) -> bool {
         match (self, other) {
             (MessageId::Str(a), MessageId::Str(b)) => a == b,
-            (MessageId::Str(a), MessageId::Value(Value::String(b)))
-            | (MessageId::Value(Value::String(b)), MessageId::Str(a)) => a == b,
+            (MessageId::Str(a), MessageId::Value(b)) | (MessageId::Value(b), MessageId::Str(a)) => {
+                b.as_str() == Some(a.as_str())
+            }
             (MessageId::Value(a), MessageId::Value(b)) => a == b,
             _ => false,
         }
@@ -63,7 +65,10 @@ impl PartialEq for MessageId {
 
 impl PartialEq<Value> for MessageId {
     fn eq(&self, other: &Value) -> bool {
-        *self == MessageId::Value(other.clone())
+        match self {
+            MessageId::Str(s) => other.as_str() == Some(s.as_str()),
+            MessageId::Value(v) => **v == *other,
+        }
     }
 }
 
@@ -449,6 +454,40 @@ mod tests {
         assert_eq!(req.payload, Payload::Json(Value::Null));
         assert_eq!(id, Some(MessageId::Str("m1".into())), "held inline");
         assert_eq!(id.map(MessageId::into_value), Some(Value::from("m1")));
+    }
+
+    #[test]
+    fn a_message_id_is_read_from_any_header_form_and_compares_as_its_value() {
+        use configurapi::{Headers, HeadersBuilder};
+        let mut b = HeadersBuilder::with_capacity(1);
+        b.insert_str("message-id".into(), "m-1".into());
+        let inline = b.finish();
+        let as_value: Headers = [("message-id", json_str("m-1"))].into_iter().collect();
+        let number: Headers = [("message-id", Value::from(7))].into_iter().collect();
+        let mut uuid = Headers::new();
+        uuid.insert_uuid("message-id".into(), Default::default());
+        let nil = "00000000-0000-0000-0000-000000000000";
+        for (h, want) in [
+            (&inline, json_str("m-1")),
+            (&as_value, json_str("m-1")),
+            (&number, Value::from(7)),
+            (&uuid, json_str(nil)),
+        ] {
+            let id = MessageId::of(h).unwrap();
+            assert_eq!(id, want);
+            assert_eq!(id, MessageId::from(want.clone()));
+            assert_eq!(MessageId::from(want.clone()), id);
+            assert_eq!(id.into_value(), want);
+        }
+        assert!(matches!(MessageId::of(&inline), Some(MessageId::Str(_))));
+        assert!(MessageId::of(&Headers::new()).is_none());
+        assert_ne!(MessageId::Str("7".into()), Value::from(7));
+        assert_ne!(MessageId::Str("7".into()), MessageId::from(Value::from(7)));
+        assert_ne!(MessageId::Str("a".into()), MessageId::Str("b".into()));
+    }
+
+    fn json_str(s: &str) -> Value {
+        Value::String(s.into())
     }
 
     #[test]
