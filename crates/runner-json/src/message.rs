@@ -234,24 +234,6 @@ mod seed {
         }
     }
 
-    /// A header's value: a string that fits inline (24 bytes) as it is (no heap block,
-    /// #17), anything else as a `Value`.
-    struct HeaderValueSeed;
-
-    impl<'de> DeserializeSeed<'de> for HeaderValueSeed {
-        type Value = Result<CompactString, Value>;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            let text = |s: &str| match s.len() <= MAX_INLINE {
-                true => Ok(CompactString::from(s)),
-                false => Err(Value::String(s.into())),
-            };
-            d.deserialize_any(AnyVisitor(text, Err))
-        }
-    }
-
-    /// What a `CompactString` holds inline on a 64-bit target.
-    const MAX_INLINE: usize = std::mem::size_of::<CompactString>();
-
     /// The client's headers: a mapping read straight into [`Headers`] (a repeated name
     /// keeps its first place and its last value, as in a `Map`); anything else is read
     /// as a `Value` and means no headers.
@@ -270,9 +252,12 @@ mod seed {
                     // The client decides the count: linear, not a scan per name.
                     let mut headers = HeadersBuilder::with_capacity(map.size_hint().unwrap_or(4));
                     while let Some(name) = map.next_key::<CompactString>()? {
-                        match map.next_value_seed(HeaderValueSeed)? {
-                            Ok(s) => headers.insert_str(name, s),
-                            Err(v) => headers.insert(name, v),
+                        // #17: a string that fits inline is kept as it is (no heap block).
+                        match map.next_value_seed(TextSeed)? {
+                            Text::Str(s) if !s.is_heap_allocated() => headers.insert_str(name, s),
+                            // Its heap block becomes the `Value`'s (no copy).
+                            Text::Str(s) => headers.insert(name, Value::String(s.into_string())),
+                            Text::Other(v) => headers.insert(name, v),
                         }
                     }
                     Ok(headers.finish())
