@@ -543,6 +543,7 @@ mod tests {
         let want = json!({"a": 1, "connection-id": text});
         assert_eq!(serde_json::to_value(&h).unwrap(), want, "serialised unread");
         assert_eq!(h.get("connection-id"), Some(&json!(text)));
+        assert_eq!(h.get_str("connection-id"), Some(text));
         assert_eq!(h.iter().nth(1), Some(("connection-id", &json!(text))));
         assert_eq!(Value::from(h.clone()), want);
         let mut changed = h.clone();
