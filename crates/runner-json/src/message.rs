@@ -58,7 +58,6 @@ impl PartialEq for MessageId {
                 b.as_str() == Some(a.as_str())
             }
             (MessageId::Value(a), MessageId::Value(b)) => a == b,
-            _ => false,
         }
     }
 }
