@@ -162,6 +162,16 @@ impl Headers {
             .and_then(|(_, v)| v.as_str())
     }
 
+    /// The value of `name` as JS `String(value)` writes it ([`crate::js::to_text`]): a
+    /// string as it is, with no `Value` made of one held inline.
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
+        let (_, slot) = self.0.iter().find(|(k, _)| k == name)?;
+        Some(match slot.as_str() {
+            Some(s) => s.to_owned(),
+            None => crate::js::to_text(slot.value()),
+        })
+    }
+
     /// The value of `name`, to change it.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
         self.0
@@ -481,6 +491,9 @@ mod tests {
             assert_eq!(h.get_str("a"), Some(text));
             assert_eq!(want.get_str("a"), Some(text));
             assert_eq!(h.get_str("n"), None, "not a string");
+            assert_eq!(h.text("a").as_deref(), Some(text));
+            assert_eq!(h.text("n").as_deref(), Some("1"), "as JS writes it");
+            assert_eq!(h.text("x"), None);
             assert_eq!(
                 serde_json::to_string(&h).unwrap(),
                 serde_json::to_string(&want).unwrap(),
@@ -544,6 +557,7 @@ mod tests {
         assert_eq!(serde_json::to_value(&h).unwrap(), want, "serialised unread");
         assert_eq!(h.get("connection-id"), Some(&json!(text)));
         assert_eq!(h.get_str("connection-id"), Some(text));
+        assert_eq!(h.text("connection-id").as_deref(), Some(text));
         assert_eq!(h.iter().nth(1), Some(("connection-id", &json!(text))));
         assert_eq!(Value::from(h.clone()), want);
         let mut changed = h.clone();
