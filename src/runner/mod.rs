@@ -21,6 +21,8 @@ mod timer;
 #[cfg(feature = "fuzzing")]
 pub(crate) use message::decode_message;
 pub(crate) use message::{merge_params, DecodedId};
+// #17 json-decode: the message-id as decoded (a string inline), not a `Value`.
+use message::MessageId;
 use metrics::RunnerMetrics;
 
 use std::sync::{Arc, OnceLock, RwLock};
@@ -363,7 +365,7 @@ impl Inner {
         conn: &Connection,
         event: &mut Event,
         result: Result<(), HandlerError>,
-        (message_id, route): (Option<Value>, Option<RouteId>),
+        (message_id, route): (Option<MessageId>, Option<RouteId>), // #17 json-decode
         started: Instant,
         out: Option<&mut dyn ReplyOut>,
     ) -> Reply {
@@ -397,7 +399,7 @@ impl Inner {
             Some(stream) => {
                 let mut headers = std::mem::take(&mut response.headers);
                 if let Some(id) = message_id {
-                    headers.insert("message-id".into(), id);
+                    headers.insert("message-id".into(), id.into_value()); // #17 json-decode
                 }
                 Reply::Stream {
                     stream,
@@ -432,7 +434,7 @@ struct Answer {
     _busy: Busy,
     inner: Arc<Inner>,
     conn: Arc<Connection>,
-    message_id: Option<Value>,
+    message_id: Option<MessageId>, // #17 json-decode
     started: Instant,
 }
 
@@ -500,7 +502,8 @@ impl Reply {
     /// queue, #17), else one frame of its own.
     // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
     #[inline]
-    fn frame(out: Option<&mut dyn ReplyOut>, response: &Response, id: Option<&Value>) -> Reply {
+    // #17 json-decode: `id` as decoded.
+    fn frame(out: Option<&mut dyn ReplyOut>, response: &Response, id: Option<&MessageId>) -> Reply {
         match out {
             Some(out) => {
                 out.text_frame(envelope::estimate(response, id), &mut |buf| {

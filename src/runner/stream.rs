@@ -17,6 +17,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::conn::Connection;
+use super::MessageId; // #17 json-decode
 use crate::configurapi::{ChunkStream, ErrorResponse, ReadySignal};
 use crate::envelope;
 use crate::link::Busy;
@@ -29,7 +30,7 @@ pub(crate) struct StreamPump {
     stream: Box<dyn ChunkStream>,
     status: u16,
     headers: Map<String, Value>,
-    message_id: Option<Value>,
+    message_id: Option<MessageId>, // #17 json-decode
     stream_id: String,
     ready: Option<Arc<dyn ReadySignal>>,
 }
@@ -43,7 +44,7 @@ impl StreamPump {
         mut headers: Map<String, Value>,
     ) {
         // The message-id goes last in every frame's headers (after x-stream*).
-        let message_id = headers.remove("message-id");
+        let message_id = headers.remove("message-id").map(MessageId::from); // #17 json-decode
         Box::new(StreamPump {
             _busy: conn.begin(),
             conn,

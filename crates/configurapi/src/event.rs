@@ -407,8 +407,9 @@ impl Event {
         };
         self.correlation_id = if let Some(v) = given {
             CorrelationId::Given(js::to_text(v))
-        } else if let Some(v) = request.headers.get("correlation-id") {
-            CorrelationId::Given(js::to_text(v))
+        } else if let Some(text) = request.headers.text("correlation-id") {
+            // #17 json-decode: no `Value` made of a string header held inline.
+            CorrelationId::Given(text)
         } else {
             CorrelationId::Event(id)
         };

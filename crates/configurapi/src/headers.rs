@@ -18,40 +18,68 @@ use std::sync::{Arc, OnceLock};
 #[derive(Clone, Default)]
 pub struct Headers(Vec<(CompactString, Slot)>);
 
-/// A header's value: a JSON value, or a UUID (after a fixed prefix) whose text is
-/// written only when the value is read (a runner's `connection-id` and `postback-url`,
-/// 6.2.5, 8.6: most events never read them).
+/// A header's value: a JSON value; a string held as it is (inline up to 24 bytes: a
+/// client's `message-id`, #17) whose `Value` is made only when read as one; or a UUID
+/// (after a fixed prefix) whose text is written only when the value is read (a
+/// runner's `connection-id` and `postback-url`, 6.2.5, 8.6: most events never read
+/// them).
 #[derive(Clone)]
 enum Slot {
     Value(Value),
-    Uuid(Option<Arc<str>>, uuid::Uuid, OnceLock<Value>),
+    Str(CompactString, Made),
+    Uuid(Option<Arc<str>>, uuid::Uuid, Made),
 }
+
+/// The `Value` of a [`Slot::Str`] or [`Slot::Uuid`], once read as one. Boxed: rarely
+/// made, and a `Value` in place would make every slot, `Value`s' included, 40 bytes
+/// larger (#17: a slot is moved as each header is set).
+type Made = OnceLock<Box<Value>>;
 
 impl Slot {
     fn value(&self) -> &Value {
         match self {
             Slot::Value(v) => v,
-            Slot::Uuid(prefix, id, text) => text.get_or_init(|| uuid_text(prefix, id)),
+            Slot::Str(s, value) => value.get_or_init(|| Box::new(Value::String(s.as_str().into()))),
+            Slot::Uuid(prefix, id, text) => text.get_or_init(|| Box::new(uuid_text(prefix, id))),
         }
     }
 
     fn value_mut(&mut self) -> &mut Value {
-        if let Slot::Uuid(prefix, id, text) = self {
-            let v = text.take().unwrap_or_else(|| uuid_text(prefix, id));
-            *self = Slot::Value(v);
-        }
+        let v = match self {
+            Slot::Value(v) => return v,
+            Slot::Str(s, value) => value
+                .take()
+                .map_or_else(|| Value::String(s.as_str().into()), |v| *v),
+            Slot::Uuid(prefix, id, text) => {
+                text.take().map_or_else(|| uuid_text(prefix, id), |v| *v)
+            }
+        };
+        *self = Slot::Value(v);
         match self {
             Slot::Value(v) => v,
-            Slot::Uuid(..) => unreachable!("made a value above"),
+            _ => unreachable!("made a value above"),
         }
     }
 
     fn into_value(self) -> Value {
         match self {
             Slot::Value(v) => v,
-            Slot::Uuid(prefix, id, text) => {
-                text.into_inner().unwrap_or_else(|| uuid_text(&prefix, &id))
-            }
+            Slot::Str(s, value) => value
+                .into_inner()
+                .map_or_else(|| Value::String(s.into_string()), |v| *v),
+            Slot::Uuid(prefix, id, text) => text
+                .into_inner()
+                .map_or_else(|| uuid_text(&prefix, &id), |v| *v),
+        }
+    }
+
+    /// The value when it is a string, read without making a `Value` of it.
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Slot::Str(s, _) => Some(s),
+            Slot::Value(Value::String(s)) => Some(s),
+            Slot::Value(_) => None,
+            Slot::Uuid(..) => self.value().as_str(),
         }
     }
 }
@@ -72,6 +100,7 @@ impl Serialize for Slot {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Slot::Value(v) => v.serialize(s),
+            Slot::Str(text, _) => s.serialize_str(text),
             // Written from a buffer: no string made for it.
             Slot::Uuid(None, id, _) => s.serialize_str(
                 id.hyphenated()
@@ -123,6 +152,26 @@ impl Headers {
             .map(|(_, v)| v.value())
     }
 
+    /// The value of `name` when it is a string: as [`Headers::get`], without making a
+    /// `Value` of a string held inline.
+    #[inline]
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_str())
+    }
+
+    /// The value of `name` as JS `String(value)` writes it ([`crate::js::to_text`]): a
+    /// string as it is, with no `Value` made of one held inline.
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
+        let (_, slot) = self.0.iter().find(|(k, _)| k == name)?;
+        Some(match slot.as_str() {
+            Some(s) => s.to_owned(),
+            None => crate::js::to_text(slot.value()),
+        })
+    }
+
     /// The value of `name`, to change it.
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Value> {
         self.0
@@ -139,13 +188,14 @@ impl Headers {
     /// Sets `name` to `value`: a name already there keeps its place and gets the new
     /// value (the old one is returned), a new name goes last.
     pub fn insert(&mut self, name: CompactString, value: Value) -> Option<Value> {
-        self.set(name, Slot::Value(value))
+        self.set(name, Slot::Value(value)).map(Slot::into_value)
     }
 
     /// [`Headers::insert`] of a UUID's text (hyphenated, lower case), written only when
     /// the value is read: until then the header holds the 16 bytes.
     pub fn insert_uuid(&mut self, name: CompactString, id: uuid::Uuid) -> Option<Value> {
         self.set(name, Slot::Uuid(None, id, OnceLock::new()))
+            .map(Slot::into_value)
     }
 
     /// [`Headers::insert_uuid`] with the text after `prefix` (e.g. a URL ending in the
@@ -157,11 +207,13 @@ impl Headers {
         id: uuid::Uuid,
     ) -> Option<Value> {
         self.set(name, Slot::Uuid(Some(prefix), id, OnceLock::new()))
+            .map(Slot::into_value)
     }
 
-    fn set(&mut self, name: CompactString, slot: Slot) -> Option<Value> {
+    /// The old slot (not its value: the builder drops it unread).
+    fn set(&mut self, name: CompactString, slot: Slot) -> Option<Slot> {
         match self.position(&name) {
-            Some(i) => Some(std::mem::replace(&mut self.0[i].1, slot).into_value()),
+            Some(i) => Some(std::mem::replace(&mut self.0[i].1, slot)),
             None => {
                 self.0.push((name, slot));
                 None
@@ -277,10 +329,22 @@ impl HeadersBuilder {
     /// Adds `name`: as [`Headers::insert`].
     #[inline]
     pub fn insert(&mut self, name: CompactString, value: Value) {
+        self.insert_slot(name, Slot::Value(value));
+    }
+
+    /// Adds `name` with a string value, as [`HeadersBuilder::insert`] of
+    /// `Value::String`: the string is held as it is (no heap block when it is inline, up
+    /// to 24 bytes) and made a `Value` only if it is read as one.
+    #[inline]
+    pub fn insert_str(&mut self, name: CompactString, value: CompactString) {
+        self.insert_slot(name, Slot::Str(value, OnceLock::new()));
+    }
+
+    fn insert_slot(&mut self, name: CompactString, slot: Slot) {
         let list = &mut self.headers.0;
         match &mut self.index {
             None if list.len() < SCAN_MAX => {
-                self.headers.insert(name, value);
+                self.headers.set(name, slot);
             }
             None => {
                 let index = list
@@ -289,13 +353,13 @@ impl HeadersBuilder {
                     .map(|(i, (k, _))| (k.clone(), i))
                     .collect();
                 self.index = Some(index);
-                self.insert(name, value);
+                self.insert_slot(name, slot);
             }
             Some(index) => match index.get(&name) {
-                Some(&i) => list[i].1 = Slot::Value(value),
+                Some(&i) => list[i].1 = slot,
                 None => {
                     index.insert(name.clone(), list.len());
-                    list.push((name, Slot::Value(value)));
+                    list.push((name, slot));
                 }
             },
         }
@@ -405,6 +469,83 @@ mod tests {
         }
     }
 
+    /// Headers with `a` held as a string (inline when short) and the same headers
+    /// held as values: they must read, serialise and compare alike.
+    fn str_and_value(text: &str) -> (Headers, Headers) {
+        let mut b = HeadersBuilder::with_capacity(2);
+        b.insert("n".into(), json!(1));
+        b.insert_str("a".into(), text.into());
+        let as_value: Headers = [("n", json!(1)), ("a", json!(text))].into_iter().collect();
+        (b.finish(), as_value)
+    }
+
+    #[test]
+    fn a_string_header_held_as_it_is_reads_as_its_value_wherever_it_is_read() {
+        for text in [
+            "",
+            "3-17",
+            "q\"\u{e9}\n",
+            "a-string-longer-than-twenty-four-bytes",
+        ] {
+            let (h, want) = str_and_value(text);
+            assert_eq!(h.get_str("a"), Some(text));
+            assert_eq!(want.get_str("a"), Some(text));
+            assert_eq!(h.get_str("n"), None, "not a string");
+            assert_eq!(h.text("a").as_deref(), Some(text));
+            assert_eq!(h.text("n").as_deref(), Some("1"), "as JS writes it");
+            assert_eq!(h.text("x"), None);
+            assert_eq!(
+                serde_json::to_string(&h).unwrap(),
+                serde_json::to_string(&want).unwrap(),
+                "serialised unread"
+            );
+            assert_eq!(h.get("a"), Some(&json!(text)));
+            assert_eq!(h["a"], json!(text));
+            assert_eq!(h, want);
+            assert_eq!(format!("{h:?}"), format!("{want:?}"));
+            assert_eq!(h.values().nth(1), Some(&json!(text)));
+            assert_eq!(Value::from(h.clone()), Value::from(want.clone()));
+            assert_eq!(h.to_map(), want.to_map());
+
+            // Changed in place: through get_mut, before and after it was read.
+            for read_first in [false, true] {
+                let (mut changed, _) = str_and_value(text);
+                if read_first {
+                    assert_eq!(changed.get("a"), Some(&json!(text)));
+                }
+                let v = changed.get_mut("a").unwrap();
+                assert_eq!(*v, json!(text));
+                *v = json!(["x"]);
+                assert_eq!(changed["a"], json!(["x"]));
+                assert_eq!(changed.get_str("a"), None);
+                assert_eq!(
+                    serde_json::to_string(&changed).unwrap(),
+                    r#"{"n":1,"a":["x"]}"#
+                );
+            }
+
+            // Replaced, removed, and replaced by the builder (a repeated name).
+            let (mut replaced, _) = str_and_value(text);
+            assert_eq!(replaced.insert("a".into(), json!(2)), Some(json!(text)));
+            assert_eq!(
+                replaced.keys().collect::<Vec<_>>(),
+                ["n", "a"],
+                "kept its place"
+            );
+            let (mut removed, _) = str_and_value(text);
+            assert_eq!(removed.remove("a"), Some(json!(text)));
+            let mut b = HeadersBuilder::with_capacity(1);
+            b.insert_str("a".into(), text.into());
+            b.insert("n".into(), json!(1));
+            b.insert_str("a".into(), "second".into());
+            let built = b.finish();
+            assert_eq!(
+                serde_json::to_string(&built).unwrap(),
+                r#"{"a":"second","n":1}"#
+            );
+        }
+    }
+
     #[test]
     fn a_uuid_header_reads_as_its_text_wherever_it_is_read() {
         let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
@@ -415,6 +556,8 @@ mod tests {
         let want = json!({"a": 1, "connection-id": text});
         assert_eq!(serde_json::to_value(&h).unwrap(), want, "serialised unread");
         assert_eq!(h.get("connection-id"), Some(&json!(text)));
+        assert_eq!(h.get_str("connection-id"), Some(text));
+        assert_eq!(h.text("connection-id").as_deref(), Some(text));
         assert_eq!(h.iter().nth(1), Some(("connection-id", &json!(text))));
         assert_eq!(Value::from(h.clone()), want);
         let mut changed = h.clone();

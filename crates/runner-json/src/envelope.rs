@@ -14,6 +14,9 @@ use serde_json::{Map, Value};
 
 use configurapi::{Body, Chunk, Response};
 
+// #17 json-decode: the message-id as decoded (a string inline), not a `Value`.
+use crate::message::MessageId;
+
 /// An envelope held as values: what a management post (6.7.4) sends and what the postback
 /// client (6.8) POSTs.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,7 +63,7 @@ impl Envelope {
 ///
 /// The body is written from the response as it is (no copy into a JSON value first):
 /// the same bytes as `encode_parts` with [`Body::to_envelope_value`].
-pub fn encode(response: &Response, message_id: Option<&Value>) -> Vec<u8> {
+pub fn encode(response: &Response, message_id: Option<&MessageId>) -> Vec<u8> {
     let mut out = Vec::with_capacity(size_hint(response));
     encode_into(&mut out, response, message_id);
     out
@@ -80,7 +83,7 @@ pub fn size_hint(response: &Response) -> usize {
 /// About the length of [`encode`]'s envelope (exact when nothing needs escaping and the
 /// values are strings): an answer written into the write queue leaves room for the
 /// frame header this calls for (#17).
-pub fn estimate(response: &Response, message_id: Option<&Value>) -> usize {
+pub fn estimate(response: &Response, message_id: Option<&MessageId>) -> usize {
     let value = |v: &Value| match v {
         Value::String(s) => s.len() + 2,
         Value::Null | Value::Bool(_) => 5,
@@ -93,8 +96,10 @@ pub fn estimate(response: &Response, message_id: Option<&Value>) -> usize {
     for (k, v) in &response.headers {
         n += k.len() + 4 + value(v);
     }
-    if let Some(id) = message_id {
-        n += 14 + value(id);
+    match message_id {
+        Some(MessageId::Str(s)) => n += 16 + s.len(),
+        Some(MessageId::Value(id)) => n += 14 + value(id), // #17 json-decode
+        None => {}
     }
     if !response.headers.is_empty() || message_id.is_some() {
         n -= 1;
@@ -110,7 +115,7 @@ pub fn estimate(response: &Response, message_id: Option<&Value>) -> usize {
 
 /// [`encode`], appended to `out` (#17: an inline answer is written straight into the
 /// connection's write queue).
-pub fn encode_into(out: &mut Vec<u8>, response: &Response, message_id: Option<&Value>) {
+pub fn encode_into(out: &mut Vec<u8>, response: &Response, message_id: Option<&MessageId>) {
     write_head(
         out,
         response.status_code,
@@ -157,7 +162,7 @@ pub fn encode_parts(
     status: u16,
     headers: &Map<String, Value>,
     extra: &[(&str, &str)],
-    message_id: Option<&Value>,
+    message_id: Option<&MessageId>,
     body: &Value,
     base64: bool,
 ) -> Vec<u8> {
@@ -179,7 +184,7 @@ fn write_head(
     status: u16,
     headers: &Map<String, Value>,
     extra: &[(&str, &str)],
-    message_id: Option<&Value>,
+    message_id: Option<&MessageId>,
 ) {
     out.extend_from_slice(b"{\"statusCode\":");
     push_decimal(out, status);
@@ -211,7 +216,10 @@ fn write_head(
             out.push(b',');
         }
         out.extend_from_slice(b"\"message-id\":");
-        write_value(out, id);
+        match id {
+            MessageId::Str(s) => write_str(out, s),
+            MessageId::Value(v) => write_value(out, v),
+        }
     }
     out.extend_from_slice(b"},\"body\":");
 }
@@ -305,7 +313,7 @@ mod tests {
     #[test]
     fn s6_3_1_envelope_has_status_headers_and_body_with_message_id() {
         let r = Response::json(json!({"a": 1}), 201).with_header("x", "y");
-        let v = parse(&encode(&r, Some(&json!("m-1"))));
+        let v = parse(&encode(&r, Some(&MessageId::Str("m-1".into()))));
         assert_eq!(
             v,
             json!({
@@ -337,7 +345,7 @@ mod tests {
     #[test]
     fn s6_3_2_request_message_id_wins_over_a_handler_header() {
         let r = Response::new("x", 200).with_header("message-id", "handler");
-        let v = parse(&encode(&r, Some(&json!("request"))));
+        let v = parse(&encode(&r, Some(&json!("request").into())));
         assert_eq!(v["headers"], json!({"message-id": "request"}));
     }
 
@@ -387,11 +395,22 @@ mod tests {
                     .with_header("x", "y")
                     .with_header("message-id", "h");
                 r.headers.insert("n".into(), json!(1));
-                for id in [None, Some(json!("m")), Some(json!(3))] {
+                // #17 json-decode: an inline id writes what its `Value` writes.
+                let ids = [
+                    None,
+                    Some(json!("m").into()),
+                    Some(MessageId::Str("m\"\u{e9}".into())),
+                    Some(json!(3).into()),
+                ];
+                for id in ids {
                     let (value, base64) = body.to_envelope_value().unwrap();
                     let expected =
                         encode_parts(status, &r.headers, &[], id.as_ref(), &value, base64);
                     assert_eq!(encode(&r, id.as_ref()), expected, "{body:?} {status}");
+                    if let Some(MessageId::Str(s)) = &id {
+                        let as_value = MessageId::from(json!(s.as_str()));
+                        assert_eq!(expected, encode(&r, Some(&as_value)), "{s}");
+                    }
                 }
             }
         }
@@ -406,7 +425,11 @@ mod tests {
             Body::Json(json!("hello")),
         ];
         for body in bodies {
-            for id in [None, Some(json!("m-17"))] {
+            for id in [
+                None,
+                Some(json!("m-17").into()),
+                Some(MessageId::Str("m-17".into())),
+            ] {
                 let r = Response::new(body.clone(), 200).with_header("x-a", "value");
                 assert_eq!(
                     estimate(&r, id.as_ref()),
@@ -420,7 +443,7 @@ mod tests {
     #[test]
     fn encode_into_appends_what_encode_returns() {
         let r = Response::json(json!({"a": "b"}), 202).with_header("x", "y");
-        let id = json!("m-7");
+        let id = MessageId::Str("m-7".into());
         let mut out = b"already here".to_vec();
         encode_into(&mut out, &r, Some(&id));
         let mut want = b"already here".to_vec();
@@ -478,10 +501,12 @@ mod tests {
             h.insert("message-id".into(), json!(s));
             m.insert("headers".into(), Value::Object(h));
             m.insert("body".into(), json!(s));
-            let id = Value::String(s.to_string());
             let want = serde_json::to_vec(&Value::Object(m)).unwrap();
             if s != "message-id" {
-                assert_eq!(encode(&r, Some(&id)), want, "{s:?}");
+                // #17 json-decode: as decoded (a string inline) and as a value.
+                for id in [MessageId::Str(s.into()), json!(s).into()] {
+                    assert_eq!(encode(&r, Some(&id)), want, "{s:?}");
+                }
             }
         }
     }

@@ -4,15 +4,72 @@
 use serde_json::{Map, Value};
 
 use crate::Message;
-use configurapi::{HandlerError, Payload, Request};
+use configurapi::{CompactString, HandlerError, Headers, Payload, Request};
 
 /// A decoded message with its message-id, or the decoding error (boxed: it is rare and
 /// large) with the message-id when one could be read.
-pub type Decoded = Result<(Request, Option<Value>), Box<(HandlerError, Option<Value>)>>;
+pub type Decoded = Result<(Request, Option<MessageId>), Box<(HandlerError, Option<MessageId>)>>;
 
 /// [`Decoded`] for a message read into a request in place ([`decode_into`]): the
 /// message-id, or the error.
-pub type DecodedId = Result<Option<Value>, Box<(HandlerError, Option<Value>)>>;
+pub type DecodedId = Result<Option<MessageId>, Box<(HandlerError, Option<MessageId>)>>;
+
+/// The message-id the client sent, kept for the answer (6.3.2: the answer carries it
+/// whatever a handler does to the request's headers). A string is held as it is, inline
+/// up to 24 bytes (#17: the usual id costs no heap block, neither here nor in the
+/// headers); any other JSON value as a `Value`, boxed (rare: the id is moved along the
+/// answer's path, 24 bytes this way).
+#[derive(Clone, Debug)]
+pub enum MessageId {
+    Str(CompactString),
+    Value(Box<Value>),
+}
+
+impl MessageId {
+    /// The `message-id` header of `headers`, if there is one.
+    pub fn of(headers: &Headers) -> Option<MessageId> {
+        match headers.get_str("message-id") {
+            Some(s) => Some(MessageId::Str(s.into())),
+            None => headers.get("message-id").cloned().map(MessageId::from),
+        }
+    }
+
+    /// As a JSON value.
+    pub fn into_value(self) -> Value {
+        match self {
+            MessageId::Str(s) => Value::String(s.into_string()),
+            MessageId::Value(v) => *v,
+        }
+    }
+}
+
+impl From<Value> for MessageId {
+    fn from(v: Value) -> MessageId {
+        MessageId::Value(Box::new(v))
+    }
+}
+
+/// Compared as the JSON values they stand for.
+impl PartialEq for MessageId {
+    fn eq(&self, other: &MessageId) -> bool {
+        match (self, other) {
+            (MessageId::Str(a), MessageId::Str(b)) => a == b,
+            (MessageId::Str(a), MessageId::Value(b)) | (MessageId::Value(b), MessageId::Str(a)) => {
+                b.as_str() == Some(a.as_str())
+            }
+            (MessageId::Value(a), MessageId::Value(b)) => a == b,
+        }
+    }
+}
+
+impl PartialEq<Value> for MessageId {
+    fn eq(&self, other: &Value) -> bool {
+        match self {
+            MessageId::Str(s) => other.as_str() == Some(s.as_str()),
+            MessageId::Value(v) => **v == *other,
+        }
+    }
+}
 
 /// `{...params, ...query}` with the query winning (2.2.5, 6.2.4).
 pub fn merge_params(params: &Map<String, Value>, query: &Map<String, Value>) -> Map<String, Value> {
@@ -80,7 +137,7 @@ pub fn decode_into(msg: Message<'_>, request: &mut Request) -> DecodedId {
             return Ok(None);
         }
     }
-    Ok(request.headers.get("message-id").cloned())
+    Ok(MessageId::of(&request.headers))
 }
 
 /// Reading a client message (6.2.3) straight off the JSON parser into a [`Request`]:
@@ -194,8 +251,13 @@ mod seed {
                     // The client decides the count: linear, not a scan per name.
                     let mut headers = HeadersBuilder::with_capacity(map.size_hint().unwrap_or(4));
                     while let Some(name) = map.next_key::<CompactString>()? {
-                        let value = map.next_value::<Value>()?;
-                        headers.insert(name, value);
+                        // #17: a string that fits inline is kept as it is (no heap block).
+                        match map.next_value_seed(TextSeed)? {
+                            Text::Str(s) if !s.is_heap_allocated() => headers.insert_str(name, s),
+                            // Its heap block becomes the `Value`'s (no copy).
+                            Text::Str(s) => headers.insert(name, Value::String(s.into_string())),
+                            Text::Other(v) => headers.insert(name, v),
+                        }
                     }
                     Ok(headers.finish())
                 }
@@ -374,7 +436,42 @@ mod tests {
         assert_eq!(req.params.get("id"), Some(&Value::from(1)));
         assert_eq!(req.query.get("q"), Some(&Value::from("x")));
         assert_eq!(req.payload, Payload::Json(Value::Null));
-        assert_eq!(id, Some(Value::from("m1")));
+        assert_eq!(id, Some(MessageId::Str("m1".into())), "held inline");
+        assert_eq!(id.map(MessageId::into_value), Some(Value::from("m1")));
+    }
+
+    #[test]
+    fn a_message_id_is_read_from_any_header_form_and_compares_as_its_value() {
+        use configurapi::{Headers, HeadersBuilder};
+        let mut b = HeadersBuilder::with_capacity(1);
+        b.insert_str("message-id".into(), "m-1".into());
+        let inline = b.finish();
+        let as_value: Headers = [("message-id", json_str("m-1"))].into_iter().collect();
+        let number: Headers = [("message-id", Value::from(7))].into_iter().collect();
+        let mut uuid = Headers::new();
+        uuid.insert_uuid("message-id".into(), Default::default());
+        let nil = "00000000-0000-0000-0000-000000000000";
+        for (h, want) in [
+            (&inline, json_str("m-1")),
+            (&as_value, json_str("m-1")),
+            (&number, Value::from(7)),
+            (&uuid, json_str(nil)),
+        ] {
+            let id = MessageId::of(h).unwrap();
+            assert_eq!(id, want);
+            assert_eq!(id, MessageId::from(want.clone()));
+            assert_eq!(MessageId::from(want.clone()), id);
+            assert_eq!(id.into_value(), want);
+        }
+        assert!(matches!(MessageId::of(&inline), Some(MessageId::Str(_))));
+        assert!(MessageId::of(&Headers::new()).is_none());
+        assert_ne!(MessageId::Str("7".into()), Value::from(7));
+        assert_ne!(MessageId::Str("7".into()), MessageId::from(Value::from(7)));
+        assert_ne!(MessageId::Str("a".into()), MessageId::Str("b".into()));
+    }
+
+    fn json_str(s: &str) -> Value {
+        Value::String(s.into())
     }
 
     #[test]
@@ -431,6 +528,9 @@ mod tests {
             r#"{"headers":{"a":1,"b":2,"a":3,"m\u0065ssage-id":"e","a-header-name-longer-than-24-bytes":{"x":[]}}}"#,
             r#"{"headers":[{"a":1}],"name":"\u00e9chØ-a-name-longer-than-twenty-four","method":"pOsT"}"#,
             r#"{"headers":{"a":"\ud800"}}"#,
+            r#"{"headers":{"message-id":"a","message-id":"b","x":"a-string-over-twenty-four-bytes","y":"","message-id":"\u00e9\n"}}"#,
+            r#"{"headers":{"message-id":"x","message-id":7}}"#,
+            r#"{"headers":{"message-id":"a-message-id-longer-than-twenty-four-bytes"}}"#,
             r#"{"method":"POST","method":5,"name":1,"name":[]}"#,
             r#"{"method":5,"method":"PUT","payload":1,"payload":null}"#,
             r#"{"query":{"a":1},"query":[],"params":{"b":2},"params":{"c":3}}"#,
@@ -468,7 +568,10 @@ mod tests {
         .collect();
         // Past the headers builder's scan limit, names repeated before and after it.
         let many: Vec<String> = (0..60)
-            .map(|i| format!("\"h{}\":{i}", if i % 4 == 3 { i / 2 } else { i }))
+            .map(|i| match i % 3 {
+                0 => format!("\"h{}\":{i}", if i % 4 == 3 { i / 2 } else { i }),
+                _ => format!("\"h{}\":\"v{i}\"", if i % 4 == 3 { i / 2 } else { i }),
+            })
             .collect();
         texts.push(format!("{{\"headers\":{{{}}}}}", many.join(",")));
         for n in [100, 126, 127, 128, 129, 200] {
@@ -481,7 +584,7 @@ mod tests {
             match (got, decode_reference(text)) {
                 (Ok((a, id_a)), Ok((b, id_b))) => {
                     assert_eq!(format!("{a:?}"), format!("{b:?}"), "{text}");
-                    assert_eq!(id_a, id_b, "{text}");
+                    assert_eq!(id_a.map(MessageId::into_value), id_b, "{text}");
                 }
                 (Err(_), Err(())) => {}
                 (got, want) => panic!(
