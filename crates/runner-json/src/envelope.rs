@@ -120,6 +120,14 @@ pub fn encode_into(out: &mut Vec<u8>, response: &Response, message_id: Option<&V
     );
     let mut base64 = false;
     match &response.body {
+        // #17 json-reply: a string body with nothing to escape (an echo's), its closing
+        // quote and the envelope's brace in one piece.
+        Body::Text(s) | Body::Json(Value::String(s)) if !needs_escape(s.as_bytes()) => {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.extend_from_slice(b"\"}");
+            return;
+        }
         // A stream is sent as chunk frames; here it counts as no body, as absent does.
         Body::Absent | Body::Stream(_) => out.extend_from_slice(b"\"\""),
         Body::Null => out.extend_from_slice(b"null"),
@@ -181,9 +189,19 @@ fn write_head(
     extra: &[(&str, &str)],
     message_id: Option<&Value>,
 ) {
-    out.extend_from_slice(b"{\"statusCode\":");
-    push_decimal(out, status);
-    out.extend_from_slice(b",\"headers\":{");
+    // #17 json-reply: a three-digit status (every HTTP one) in one fixed-size piece with
+    // the keys around it: a few stores, no digit loop, one capacity check.
+    if (100..1000).contains(&status) {
+        let mut head = *b"{\"statusCode\":000,\"headers\":{";
+        head[14] += (status / 100) as u8;
+        head[15] += (status / 10 % 10) as u8;
+        head[16] += (status % 10) as u8;
+        out.extend_from_slice(&head);
+    } else {
+        out.extend_from_slice(b"{\"statusCode\":");
+        push_decimal(out, status);
+        out.extend_from_slice(b",\"headers\":{");
+    }
     let mut first = true;
     let mut field = |out: &mut Vec<u8>, k: &str| {
         if !first {
@@ -210,8 +228,20 @@ fn write_head(
         if !first {
             out.push(b',');
         }
-        out.extend_from_slice(b"\"message-id\":");
-        write_value(out, id);
+        match id {
+            // #17 json-reply: the usual id, a string with nothing to escape, between
+            // the fixed pieces around it (two copies of constants, one of the id).
+            Value::String(s) if !needs_escape(s.as_bytes()) => {
+                out.extend_from_slice(b"\"message-id\":\"");
+                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\"},\"body\":");
+                return;
+            }
+            _ => {
+                out.extend_from_slice(b"\"message-id\":");
+                write_value(out, id);
+            }
+        }
     }
     out.extend_from_slice(b"},\"body\":");
 }
@@ -377,22 +407,48 @@ mod tests {
             Body::Null,
             Body::Json(json!({"a": [1, 2.5, "x\"y"], "b": null})),
             Body::Json(json!("s")),
+            Body::Json(json!("j\"\u{1}")),
             Body::Text("t\u{e9}\n\"".into()),
+            Body::Text("plain".into()),
             Body::Bytes(vec![0xff, 0x00, 0x10]),
             Body::Bytes(Vec::new()),
         ];
-        for status in [0, 7, 200, 404, 65535] {
+        // Both sides of the three-digit statuses' fixed-size head (#17 json-reply).
+        for status in [0, 7, 99, 100, 200, 404, 999, 1000, 65535] {
             for body in &bodies {
                 let mut r = Response::new(body.clone(), status)
                     .with_header("x", "y")
                     .with_header("message-id", "h");
                 r.headers.insert("n".into(), json!(1));
-                for id in [None, Some(json!("m")), Some(json!(3))] {
+                for id in [None, Some(json!("m")), Some(json!("m\"1")), Some(json!(3))] {
                     let (value, base64) = body.to_envelope_value().unwrap();
                     let expected =
                         encode_parts(status, &r.headers, &[], id.as_ref(), &value, base64);
                     assert_eq!(encode(&r, id.as_ref()), expected, "{body:?} {status}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_status_is_written_as_serde_json_writes_it() {
+        // #17 json-reply: three-digit statuses take a fixed-size head, the others the
+        // digit loop; both must be serde_json's bytes.
+        for status in [
+            0, 1, 9, 10, 99, 100, 101, 200, 204, 404, 500, 999, 1000, 65535,
+        ] {
+            for id in [None, Some(json!("m-1"))] {
+                let r = Response::new("b", status);
+                let mut m = Map::new();
+                m.insert("statusCode".into(), json!(status));
+                let mut h = Map::new();
+                if let Some(id) = &id {
+                    h.insert("message-id".into(), id.clone());
+                }
+                m.insert("headers".into(), Value::Object(h));
+                m.insert("body".into(), json!("b"));
+                let want = serde_json::to_vec(&Value::Object(m)).unwrap();
+                assert_eq!(encode(&r, id.as_ref()), want, "{status} {id:?}");
             }
         }
     }
