@@ -882,7 +882,11 @@ impl Reactor {
         if let Some(a) = conn.ext.as_mut() {
             if matches!(conn.st.phase, Phase::Open) {
                 let resumed = a.link().set_queued(queued);
-                self.work.pending.extend(resumed);
+                // #17 json-reply: usually none; extending by an empty Vec was ~100
+                // instructions an event.
+                if !resumed.is_empty() {
+                    self.work.pending.extend(resumed);
+                }
             } else if !a.link().is_closed() {
                 // The connection has ended for the application, once (8.11). Parked
                 // stream producers are dropped first: their streams end here.

@@ -313,11 +313,7 @@ impl Inner {
         inner.prepare(conn, event);
         // The route of the request's name and method is the event's unless building
         // the event changed them (a path can): one look-up a message, not three.
-        // #17 json-reply: a request without a path (the usual) is not mapped (2.2.1): its
-        // name and method are the event's, no need to compare them (~90 instructions).
-        let same = |e: &Event| {
-            e.request.path.is_empty() || (e.name == e.request.name && e.method == e.request.method)
-        };
+        let same = |e: &Event| e.name == e.request.name && e.method == e.request.method;
         let mut route = match found {
             Some(route) if same(event) => route,
             _ => inner.service.route(&event.name, &event.method),
