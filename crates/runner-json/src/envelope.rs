@@ -277,9 +277,15 @@ fn needs_escape(b: &[u8]) -> bool {
     };
     let word = |c: &[u8]| u64::from_le_bytes(c.try_into().unwrap_or([b' '; 8]));
     if b.len() < 8 {
-        let mut pad = [b' '; 8];
-        pad[..b.len()].copy_from_slice(b);
-        return bad(u64::from_le_bytes(pad));
+        // #17 json-reply: 4 to 7 bytes (most ids and short bodies) as two overlapping
+        // 4-byte reads, fewer a byte at a time: no copy into a padded word (a call to
+        // memcpy).
+        if b.len() >= 4 {
+            let half = |c: &[u8]| u32::from_le_bytes(c.try_into().unwrap_or([b' '; 4]));
+            let w = u64::from(half(&b[..4])) | u64::from(half(&b[b.len() - 4..])) << 32;
+            return bad(w);
+        }
+        return b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
     }
     let mut chunks = b.chunks_exact(8);
     if chunks.any(|c| bad(word(c))) {
