@@ -275,8 +275,8 @@ impl Link {
         self.in_transit.fetch_sub(n, Ordering::SeqCst);
     }
 
-    /// The reactor's write queue now holds `queued` bytes. Returns parked producers to
-    /// resume when the total fell under the low-water mark (appended to `resumed`).
+    /// The reactor's write queue now holds `queued` bytes. Parked producers to resume
+    /// when the total fell under the low-water mark are appended to `resumed`.
     // #17 hotsplit: inlined at the runner's opt-level "s" too (docs/size.md, fourth pass).
     #[inline]
     // #17 json-reply: appended to the caller's list (the reactor's jobs), so the usual
@@ -335,7 +335,6 @@ mod tests {
         }
     }
 
-    /// A job that adds `n` to `ran` when run.
     /// [`Link::set_queued`]'s resumed producers, as a list of their own.
     fn set_queued(link: &Link, queued: usize) -> Vec<Job> {
         let mut resumed = Vec::new();
@@ -343,6 +342,7 @@ mod tests {
         resumed
     }
 
+    /// A job that adds `n` to `ran` when run.
     fn job(ran: &Arc<AtomicUsize>, n: usize) -> Job {
         let ran = Arc::clone(ran);
         Box::new(move || {
