@@ -45,6 +45,10 @@ impl Jobs {
     /// Hand the pending jobs to the pool, keeping in the backlog what it refuses (and
     /// everything after it, so jobs keep their order).
     pub(super) fn submit(&mut self, stats: &mut Stats) {
+        // #17 json-reply: most events make no job (an inline answer, an echo): no `Drain`.
+        if self.pending.is_empty() {
+            return;
+        }
         let Some(pool) = &self.pool else {
             self.pending.clear();
             return;

@@ -151,33 +151,47 @@ impl RunnerMetrics {
 }
 
 /// A [`Histogram`] updated with atomics.
+// #17 json-reply: two atomic additions an observation (its bucket, the sum): the count is
+// the buckets' total (one more bucket holds what is above the last bound), the sum is
+// whole nanoseconds (an addition, not a compare-and-swap loop over `f64` bits).
 #[derive(Default)]
 struct AtomicHistogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
-    count: AtomicU64,
-    /// The sum in seconds, as `f64` bits.
-    sum_bits: AtomicU64,
+    /// [`LATENCY_BUCKETS`]'s, then one for the observations above the last bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// The sum in nanoseconds (584 years of latency before it wraps).
+    sum_nanos: AtomicU64,
 }
+
+/// [`LATENCY_BUCKETS`] in nanoseconds: each bound is a whole number of them, so
+/// `nanos <= bound` picks the bucket `secs <= bound` does.
+const BOUNDS_NANOS: [u64; LATENCY_BUCKETS.len()] = {
+    let mut out = [0u64; LATENCY_BUCKETS.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (LATENCY_BUCKETS[i] * 1e9 + 0.5) as u64;
+        i += 1;
+    }
+    out
+};
 
 impl AtomicHistogram {
     fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| s <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .sum_bits
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
-                Some((f64::from_bits(bits) + s).to_bits())
-            });
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let i = BOUNDS_NANOS
+            .iter()
+            .position(|&b| nanos <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> Histogram {
+        let all: [u64; LATENCY_BUCKETS.len() + 1] =
+            std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
         Histogram {
-            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
-            count: self.count.load(Ordering::Relaxed),
-            sum_seconds: f64::from_bits(self.sum_bits.load(Ordering::Relaxed)),
+            buckets: std::array::from_fn(|i| all[i]),
+            count: all.iter().sum(),
+            sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
         }
     }
 }
@@ -219,9 +233,56 @@ mod tests {
             (UNMATCHED.to_string(), unmatched),
         ]
         .into();
-        assert_eq!(m.handler_latency, want);
+        assert_eq!(
+            m.handler_latency.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>()
+        );
+        for (label, h) in &want {
+            assert_same(&m.handler_latency[label], h);
+        }
         let want: BTreeMap<u16, u64> = [(200, 3), (400, 1), (501, 1), (4000, 1)].into();
         assert_eq!(m.responses_by_status, want);
+    }
+
+    /// The same counts; the sum to the nanosecond (it is kept in whole ones, #17).
+    fn assert_same(got: &Histogram, want: &Histogram) {
+        assert_eq!(got.buckets, want.buckets);
+        assert_eq!(got.count, want.count);
+        let tolerance = 1e-9 * (1.0 + want.sum_seconds);
+        assert!(
+            (got.sum_seconds - want.sum_seconds).abs() <= tolerance,
+            "{} vs {}",
+            got.sum_seconds,
+            want.sum_seconds
+        );
+    }
+
+    #[test]
+    fn each_latency_lands_in_the_bucket_its_seconds_do_at_every_bound() {
+        // #17 json-reply: buckets are picked in nanoseconds; they must be the ones
+        // `Histogram::observe` picks in seconds, on both sides of every bound and past
+        // the last one.
+        let mut durations = vec![Duration::ZERO, Duration::from_secs(3600), Duration::MAX];
+        for bound in LATENCY_BUCKETS {
+            let at = Duration::from_nanos((bound * 1e9).round() as u64);
+            durations.extend([
+                at - Duration::from_nanos(1),
+                at,
+                at + Duration::from_nanos(1),
+            ]);
+        }
+        for d in durations {
+            let atomic = AtomicHistogram::default();
+            atomic.observe(d);
+            let mut want = Histogram::default();
+            want.observe(d);
+            let got = atomic.snapshot();
+            assert_eq!(
+                (got.buckets, got.count),
+                (want.buckets, want.count),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

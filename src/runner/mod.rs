@@ -332,27 +332,22 @@ impl Inner {
         };
         // The event's own clock read (made as it was built) starts the latency too.
         let started = event.received;
-        let mut message_id = Some(message_id);
-        // The Answer (and its clones) is made only if the pipeline suspends.
+        let mut message_id = message_id; // #17 json-reply: one Option, not two
+                                         // The Answer (and its clones) is made only if the pipeline suspends.
         let done = || Answer {
             _busy: conn.begin(),
             inner: Arc::clone(inner),
             conn: Arc::clone(conn),
-            message_id: message_id.take().flatten(),
+            message_id: message_id.take(),
             started,
         };
         match inner
             .service
             .start_routed(event, &mut route, inner.resume(), done)
         {
-            Started::Finished(result) => Some(inner.outcome(
-                conn,
-                event,
-                result,
-                (message_id.flatten(), route),
-                started,
-                out,
-            )),
+            Started::Finished(result) => {
+                Some(inner.outcome(conn, event, result, (message_id, route), started, out))
+            }
             Started::Suspended => None,
         }
     }
