@@ -210,6 +210,16 @@ impl Headers {
             .map(Slot::into_value)
     }
 
+    /// [`Headers::insert_uuid`] (after `prefix` when there is one: as
+    /// [`Headers::insert_uuid_after`]) of a name the caller knows is not there: it goes
+    /// last, with no scan for it. (#17 json-prep: a runner adds its own names after one
+    /// pass over the client's.) A name already there would be there twice: the caller
+    /// must not.
+    pub fn append_uuid(&mut self, name: CompactString, prefix: Option<Arc<str>>, id: uuid::Uuid) {
+        debug_assert!(!self.contains_key(&name), "{name} is there already");
+        self.0.push((name, Slot::Uuid(prefix, id, OnceLock::new())));
+    }
+
     /// The old slot (not its value: the builder drops it unread).
     fn set(&mut self, name: CompactString, slot: Slot) -> Option<Slot> {
         match self.position(&name) {
@@ -322,6 +332,18 @@ impl HeadersBuilder {
     pub fn with_capacity(n: usize) -> HeadersBuilder {
         HeadersBuilder {
             headers: Headers::with_capacity(n.min(SCAN_MAX)),
+            index: None,
+        }
+    }
+
+    /// [`HeadersBuilder::with_capacity`] in the room of `headers`, emptied first: its
+    /// heap block is kept (#17 json-prep: a runner's recycled event reads each message's
+    /// headers into the last one's block, none made and freed a message).
+    pub fn reusing(mut headers: Headers, n: usize) -> HeadersBuilder {
+        headers.0.clear();
+        headers.0.reserve(n.min(SCAN_MAX));
+        HeadersBuilder {
+            headers,
             index: None,
         }
     }
@@ -544,6 +566,56 @@ mod tests {
                 r#"{"a":"second","n":1}"#
             );
         }
+    }
+
+    /// #17 json-prep: a builder in old headers' room: none of them is left, the block is
+    /// the same, and it reads names as a new builder does.
+    #[test]
+    fn a_builder_reusing_headers_empties_them_and_keeps_their_block() {
+        let mut old = Headers::with_capacity(8);
+        for i in 0..5 {
+            old.insert(format!("old-{i}").into(), json!(i));
+        }
+        let block = old.0.as_ptr();
+        let mut b = HeadersBuilder::reusing(old, 3);
+        b.insert_str("a".into(), "1".into());
+        b.insert("n".into(), json!(1));
+        b.insert_str("a".into(), "2".into());
+        let built = b.finish();
+        assert_eq!(built.0.as_ptr(), block, "the same heap block");
+        assert_eq!(serde_json::to_string(&built).unwrap(), r#"{"a":"2","n":1}"#);
+        // Past the scan limit, as a new builder.
+        let mut b = HeadersBuilder::reusing(built, 40);
+        let mut want = HeadersBuilder::with_capacity(40);
+        for i in 0..40 {
+            b.insert(format!("h{}", i % 25).into(), json!(i));
+            want.insert(format!("h{}", i % 25).into(), json!(i));
+        }
+        assert_eq!(b.finish(), want.finish());
+    }
+
+    /// #17 json-prep: a UUID header appended reads as one inserted.
+    #[test]
+    fn an_appended_uuid_header_is_as_an_inserted_one() {
+        let id = uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let prefix: Arc<str> = "http://h/@connections/".into();
+        let mut appended = Headers::new();
+        appended.insert("x".into(), json!(1));
+        appended.append_uuid("connection-id".into(), None, id);
+        appended.append_uuid("postback-url".into(), Some(Arc::clone(&prefix)), id);
+        let mut inserted = Headers::new();
+        inserted.insert("x".into(), json!(1));
+        inserted.insert_uuid("connection-id".into(), id);
+        inserted.insert_uuid_after("postback-url".into(), prefix, id);
+        assert_eq!(
+            serde_json::to_value(&appended).unwrap(),
+            json!({
+                "x": 1,
+                "connection-id": "01234567-89ab-cdef-0123-456789abcdef",
+                "postback-url": "http://h/@connections/01234567-89ab-cdef-0123-456789abcdef",
+            })
+        );
+        assert_eq!(appended, inserted);
     }
 
     #[test]

@@ -236,12 +236,13 @@ mod seed {
     /// The client's headers: a mapping read straight into [`Headers`] (a repeated name
     /// keeps its first place and its last value, as in a `Map`); anything else is read
     /// as a `Value` and means no headers.
-    struct HeadersSeed;
+    // #17 json-prep: it holds the request's old headers, whose room the new ones take.
+    struct HeadersSeed(Headers);
 
     impl<'de> DeserializeSeed<'de> for HeadersSeed {
         type Value = Headers;
         fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Headers, D::Error> {
-            struct HeadersVisitor;
+            struct HeadersVisitor(Headers);
             impl<'de> Visitor<'de> for HeadersVisitor {
                 type Value = Headers;
                 fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -249,7 +250,8 @@ mod seed {
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
                     // The client decides the count: linear, not a scan per name.
-                    let mut headers = HeadersBuilder::with_capacity(map.size_hint().unwrap_or(4));
+                    let n = map.size_hint().unwrap_or(4);
+                    let mut headers = HeadersBuilder::reusing(self.0, n); // #17 json-prep
                     while let Some(name) = map.next_key::<CompactString>()? {
                         // #17: a string that fits inline is kept as it is (no heap block).
                         match map.next_value_seed(TextSeed)? {
@@ -284,7 +286,7 @@ mod seed {
                     Ok(Headers::new())
                 }
             }
-            d.deserialize_any(HeadersVisitor)
+            d.deserialize_any(HeadersVisitor(self.0))
         }
     }
 
@@ -368,7 +370,11 @@ mod seed {
                     }
                     Key::Query => r.query = object(map.next_value()?),
                     Key::Params => r.params = object(map.next_value()?),
-                    Key::Headers => r.headers = map.next_value_seed(HeadersSeed)?,
+                    // #17 json-prep: read into the old headers' room.
+                    Key::Headers => {
+                        let old = std::mem::take(&mut r.headers);
+                        r.headers = map.next_value_seed(HeadersSeed(old))?
+                    }
                     Key::Payload => r.payload = Payload::Json(map.next_value()?),
                     // Parsed as a Value all the same, so that the same texts fail.
                     Key::Other => {
@@ -593,6 +599,33 @@ mod tests {
                     want.map(|(r, _)| r)
                 ),
             }
+        }
+    }
+
+    /// #17 json-prep: a message's headers are read into the room of the ones the request
+    /// held (a runner's recycled event): none of those is left, and the request is as a
+    /// fresh one's.
+    #[test]
+    fn decoding_into_a_request_that_held_headers_leaves_none_of_them() {
+        let texts = [
+            r#"{"name":"a","headers":{"message-id":"m2","b":1}}"#,
+            r#"{"headers":{"x":1},"headers":{"message-id":"m3"}}"#,
+            r#"{"headers":{"b":2},"headers":null}"#,
+        ];
+        for text in texts {
+            let mut request = Request::default();
+            for i in 0..40 {
+                request.headers.insert(format!("old-{i}").into(), i.into());
+            }
+            request.headers.insert("message-id".into(), "m1".into());
+            let got = decode_into(Message::Text(text), &mut request).unwrap();
+            let (fresh, want) = decode_message(true, text.as_bytes()).unwrap();
+            assert_eq!(format!("{request:?}"), format!("{fresh:?}"), "{text}");
+            assert_eq!(
+                got.map(MessageId::into_value),
+                want.map(MessageId::into_value),
+                "{text}"
+            );
         }
     }
 }
