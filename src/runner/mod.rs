@@ -33,8 +33,8 @@ use serde_json::{Map, Value};
 use crate::app::ReplyOut;
 use crate::configurapi::http::{join_headers, parse_query};
 use crate::configurapi::{
-    Body, ChunkStream, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry, Headers,
-    Response, RouteId, RunHere, Schedule, Service, Started,
+    Body, ChunkStream, CompactString, ErrorResponse, Event, Finish, HandlerError, HandlerRegistry,
+    Headers, Response, RouteId, RunHere, Schedule, Service, Started,
 };
 use crate::envelope;
 use crate::link::Busy;
@@ -168,23 +168,35 @@ impl Runner {
 impl Inner {
     /// The headers every event of this connection carries (6.2.5).
     fn inject_headers(&self, headers: &mut Headers, conn: &Connection) {
+        // #17 json-prep: inline names (no copy of a text per message), and one pass over
+        // the client's headers tells whether it sent any of the runner's names (rare):
+        // when it did not, the runner's are appended with no scan for them.
+        const CONNECTION_ID: CompactString = CompactString::const_new("connection-id");
+        const POSTBACK_URL: CompactString = CompactString::const_new("postback-url");
+        let (mut id_sent, mut push_sent) = (false, false);
+        for k in headers.keys() {
+            match k {
+                "connection-id" => id_sent = true,
+                "push-function" | "postback-url" => push_sent = true,
+                _ => {}
+            }
+        }
         // #17 json-model: its text is written only if something reads it.
-        headers.insert_uuid("connection-id".into(), conn.uuid());
+        if id_sent {
+            headers.insert_uuid(CONNECTION_ID, conn.uuid());
+        } else {
+            headers.append_uuid(CONNECTION_ID, None, conn.uuid());
+        }
         // The push-function is `Request::push`, outside the map: a client's value
         // must not pass for it. Without a postback base the header is absent (8.6).
-        // #17 json-model: the headers are a scanned vector, so one pass tells whether
-        // either is there.
-        if headers
-            .keys()
-            .any(|k| k == "push-function" || k == "postback-url")
-        {
+        if push_sent {
             headers.remove("push-function");
             headers.remove("postback-url");
         }
         // #17 json-model: `{base}/@connections/{id}`, the prefix shared, the text
-        // written only when read.
+        // written only when read. (Not there now: appended.)
         if let Some(prefix) = self.postback_prefix() {
-            headers.insert_uuid_after("postback-url".into(), Arc::clone(prefix), conn.uuid());
+            headers.append_uuid(POSTBACK_URL, Some(Arc::clone(prefix)), conn.uuid());
         }
     }
 
