@@ -323,8 +323,9 @@ const SCAN_MAX: usize = 16;
 /// message with 100,000 headers would cost ~10^10 comparisons on the reactor.
 pub struct HeadersBuilder {
     headers: Headers,
-    /// Name -> position, made once the headers outgrow [`SCAN_MAX`].
-    index: Option<HashMap<CompactString, usize>>,
+    /// Name -> position, made once the headers outgrow [`SCAN_MAX`]. (Boxed: dropping
+    /// the usual `None` is then a test inline, not a call; #17 json-prep.)
+    index: Option<Box<HashMap<CompactString, usize>>>,
 }
 
 impl HeadersBuilder {
@@ -362,28 +363,40 @@ impl HeadersBuilder {
         self.insert_slot(name, Slot::Str(value, OnceLock::new()));
     }
 
+    // #17 json-prep: the usual case (a few names, no index) inline where the header is
+    // read: the slot is moved once, not through two calls.
+    #[inline(always)]
     fn insert_slot(&mut self, name: CompactString, slot: Slot) {
         let list = &mut self.headers.0;
-        match &mut self.index {
-            None if list.len() < SCAN_MAX => {
-                self.headers.set(name, slot);
+        if self.index.is_none() && list.len() < SCAN_MAX {
+            match list.iter().position(|(k, _)| *k == name) {
+                Some(i) => list[i].1 = slot,
+                None => list.push((name, slot)),
             }
-            None => {
-                let index = list
-                    .iter()
+        } else {
+            self.insert_indexed(name, slot);
+        }
+    }
+
+    /// [`HeadersBuilder::insert_slot`] past [`SCAN_MAX`] names: through the index (made
+    /// on the first call).
+    #[inline(never)]
+    fn insert_indexed(&mut self, name: CompactString, slot: Slot) {
+        let list = &mut self.headers.0;
+        let index = self.index.get_or_insert_with(|| {
+            Box::new(
+                list.iter()
                     .enumerate()
                     .map(|(i, (k, _))| (k.clone(), i))
-                    .collect();
-                self.index = Some(index);
-                self.insert_slot(name, slot);
+                    .collect(),
+            )
+        });
+        match index.get(&name) {
+            Some(&i) => list[i].1 = slot,
+            None => {
+                index.insert(name.clone(), list.len());
+                list.push((name, slot));
             }
-            Some(index) => match index.get(&name) {
-                Some(&i) => list[i].1 = slot,
-                None => {
-                    index.insert(name.clone(), list.len());
-                    list.push((name, slot));
-                }
-            },
         }
     }
 
