@@ -215,6 +215,7 @@ impl Headers {
     /// last, with no scan for it. (#17 json-prep: a runner adds its own names after one
     /// pass over the client's.) A name already there would be there twice: the caller
     /// must not.
+    #[inline]
     pub fn append_uuid(&mut self, name: CompactString, prefix: Option<Arc<str>>, id: uuid::Uuid) {
         debug_assert!(!self.contains_key(&name), "{name} is there already");
         self.0.push((name, Slot::Uuid(prefix, id, OnceLock::new())));
