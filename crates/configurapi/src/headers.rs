@@ -326,6 +326,7 @@ pub struct HeadersBuilder {
     headers: Headers,
     /// Name -> position, made once the headers outgrow [`SCAN_MAX`]. (Boxed: dropping
     /// the usual `None` is then a test inline, not a call; #17 json-prep.)
+    #[allow(clippy::box_collection)] // the one block is rare; the small field is not
     index: Option<Box<HashMap<CompactString, usize>>>,
 }
 
