@@ -532,7 +532,7 @@ api:
         // thread and one reloads between messages.
         let (ha, runner_a, mut a) = hello_runner("a1");
         let (hb, _runner_b, mut b) = hello_runner("b1");
-        let mut ask = |h: &Harness, c: &mut crate::harness::HarnessConn| {
+        let ask = |h: &Harness, c: &mut crate::harness::HarnessConn| {
             let Dispatch::Reply(frame) = h.message(c, true, br#"{"name":"hello"}"#) else {
                 panic!("a non-blocking route runs inline");
             };
