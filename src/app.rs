@@ -12,6 +12,7 @@
 //! settings (`config.rs`) can name an [`App`] without a circle.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::configurapi::Schedule;
 use crate::link::{ConnId, Link};
@@ -37,6 +38,12 @@ pub trait ReplyOut {
     /// Queue one text frame whose payload `write` appends to the buffer it is given
     /// (called once, at once). `hint`: a guess of the payload's size.
     fn text_frame(&mut self, hint: usize, write: &mut dyn FnMut(&mut Vec<u8>));
+
+    /// When the message was read: the reactor's clock of the wake that read its bytes
+    /// (#17: an event answered inline reads the clock once, at its end, not twice).
+    fn received(&self) -> Instant {
+        Instant::now()
+    }
 }
 
 /// What the reactor does after a note ([`AppConn::on_note`]).

@@ -155,6 +155,11 @@ impl ReplyOut for QueueOut<'_, '_> {
         self.st
             .send_frame_with(sh.pool, sh.stats, Opcode::Text, hint, write);
     }
+
+    #[inline]
+    fn received(&self) -> Instant {
+        self.sh.now
+    }
 }
 
 /// Listen queue length asked for (the kernel caps it at `net.core.somaxconn`, 4096 on

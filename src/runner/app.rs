@@ -67,7 +67,18 @@ impl Runner {
         inline_ok: bool,
         out: &mut dyn ReplyOut,
     ) -> Dispatch {
-        let inner = &self.current();
+        self.with_current(|inner| self.dispatch_with(inner, conn, msg, inline_ok, out))
+    }
+
+    #[inline]
+    fn dispatch_with(
+        &self,
+        inner: &Arc<Inner>,
+        conn: &Arc<Connection>,
+        msg: Message<'_>,
+        inline_ok: bool,
+        out: &mut dyn ReplyOut,
+    ) -> Dispatch {
         // Received: a drain answers it before the connection's 1001 (9.5). A job holds
         // the guard to its end; a suspended pipeline's Answer takes its own. An answer
         // made here is queued before the reactor looks at anything else, so it needs
@@ -91,7 +102,9 @@ impl Runner {
         // pipeline suspends and the answer goes out later from a worker.
         // Decoded into the event where it lies (no Request and Event moved around).
         // #17 json-event: this thread's kept event (boxed: a job takes the box, no copy).
-        let mut event = Event::spare();
+        // Received when the reactor read it: latency counts from the wake that read the
+        // message (docs/management.md), and costs one clock read, at the answer.
+        let mut event = Event::spare_at(out.received());
         let decoded = decode_into(msg, &mut event.request);
         let (route, nonblocking) = match &decoded {
             Ok(_) => {

@@ -513,6 +513,53 @@ api:
         assert!(h.close(&mut c).is_none());
     }
 
+    /// A runner whose one route answers `hello` with `body`, and an accepted connection.
+    fn hello_runner(body: &str) -> (Harness, Runner, crate::harness::HarnessConn) {
+        let yaml = format!(
+            "import: [configurapi-handler-http]\napi:\n  events:\n    - name: hello\n      policies:\n        - setResponseBodyHandler: [{body}]\n"
+        );
+        let service = Service::from_str(&yaml, "test.yaml", registry()).unwrap();
+        let runner = Runner::new(service, RunnerOptions::default());
+        let h = Harness::new(Arc::new(runner.clone()));
+        let (c, jobs) = h.open("/", &[]);
+        assert!(jobs.is_empty(), "no on_connect: accepted at once");
+        (h, runner, c)
+    }
+
+    #[test]
+    fn each_message_runs_on_its_own_runners_service_as_it_is_after_the_last_reload() {
+        // #17: the service is read from a per-thread copy; two runners take turns on this
+        // thread and one reloads between messages.
+        let (ha, runner_a, mut a) = hello_runner("a1");
+        let (hb, _runner_b, mut b) = hello_runner("b1");
+        let ask = |h: &Harness, c: &mut crate::harness::HarnessConn| {
+            let Dispatch::Reply(frame) = h.message(c, true, br#"{"name":"hello"}"#) else {
+                panic!("a non-blocking route runs inline");
+            };
+            body(&frame)
+        };
+        assert_eq!(ask(&ha, &mut a), "a1");
+        assert_eq!(ask(&hb, &mut b), "b1");
+        assert_eq!(ask(&ha, &mut a), "a1");
+        let yaml = "import: [configurapi-handler-http]\napi:\n  events:\n    - name: hello\n      policies:\n        - setResponseBodyHandler: [a2]\n";
+        runner_a.reload(Service::from_str(yaml, "test.yaml", registry()).unwrap());
+        assert_eq!(
+            ask(&ha, &mut a),
+            "a2",
+            "the message after a reload runs on the new service"
+        );
+        assert_eq!(ask(&hb, &mut b), "b1");
+        assert_eq!(ask(&ha, &mut a), "a2");
+        // And on another thread, whose copy is its own.
+        let other = std::thread::spawn(move || {
+            let Dispatch::Reply(frame) = ha.message(&mut a, true, br#"{"name":"hello"}"#) else {
+                panic!("inline");
+            };
+            body(&frame)
+        });
+        assert_eq!(other.join().unwrap(), "a2");
+    }
+
     #[test]
     fn the_registry_finds_a_connection_by_its_id_as_written_and_lists_them_sorted() {
         let (h, runner) = harness(200);

@@ -25,6 +25,9 @@ pub(crate) use message::{merge_params, DecodedId};
 use message::MessageId;
 use metrics::RunnerMetrics;
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -88,6 +91,12 @@ struct Shared {
     /// The current service and what goes with it. Each message takes the current one
     /// and keeps it to its end: a reload never changes a request under way.
     inner: RwLock<Arc<Inner>>,
+    /// Bumped by each reload once `inner` is replaced: a thread's copy of an older one
+    /// ([`Runner::with_current`]) is stale.
+    generation: AtomicU64,
+    /// This runner among the process's runners (tests make many on one thread), for the
+    /// per-thread copy; never reused, unlike an address.
+    id: u64,
     /// Accepted connections by connection-id; kept across reloads.
     registry: Registry,
 }
@@ -126,6 +135,8 @@ impl Runner {
                 postback_prefix: OnceLock::new(), // #17 json-model
                 metrics,
             })),
+            generation: AtomicU64::new(0),
+            id: RUNNER_IDS.fetch_add(1, Ordering::Relaxed),
             registry,
         }))
     }
@@ -155,6 +166,7 @@ impl Runner {
             postback_prefix: old.postback_prefix.clone(), // #17 json-model
         };
         *self.0.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inner);
+        self.0.generation.fetch_add(1, Ordering::Release);
     }
 
     /// The current service and what goes with it.
@@ -163,6 +175,52 @@ impl Runner {
     fn current(&self) -> Arc<Inner> {
         Arc::clone(&self.0.inner.read().unwrap_or_else(|e| e.into_inner()))
     }
+
+    /// `f` of the current service, as [`Runner::current`] gives it, read from this
+    /// thread's copy while no reload has come since it was taken: no lock and no
+    /// reference count (#17: four atomic operations a message less, ~8 ns each here).
+    /// The copy keeps a replaced service's memory until the thread's next message (a
+    /// reload stops the old JS host itself, launch.rs).
+    #[inline]
+    fn with_current<R>(&self, f: impl FnOnce(&Arc<Inner>) -> R) -> R {
+        let key = (self.0.id, self.0.generation.load(Ordering::Acquire));
+        let copy = CURRENT.try_with(|c| {
+            let mut stale = None;
+            let copy = {
+                let mut c = c.borrow_mut();
+                match &*c {
+                    Some((k, inner)) if *k == key => Rc::clone(inner),
+                    _ => {
+                        let inner = Rc::new(self.current());
+                        stale = c.replace((key, Rc::clone(&inner)));
+                        inner
+                    }
+                }
+            };
+            // Dropped with the cell free again (a service's drop may run code).
+            drop(stale);
+            copy
+        });
+        match copy {
+            Ok(inner) => f(&inner),
+            // The thread is tearing down its locals.
+            Err(_) => f(&self.current()),
+        }
+    }
+}
+
+/// Numbers for [`Shared::id`].
+static RUNNER_IDS: AtomicU64 = AtomicU64::new(0);
+
+/// The key of a copy: runner id, generation.
+type CopyKey = (u64, u64);
+
+thread_local! {
+    /// This thread's copy of a runner's current service ([`Runner::with_current`]): an
+    /// `Rc`, so taking it for one message counts without an atomic operation (the extra
+    /// block is the point: the `Arc`'s count is not touched).
+    #[allow(clippy::redundant_allocation)]
+    static CURRENT: RefCell<Option<(CopyKey, Rc<Arc<Inner>>)>> = const { RefCell::new(None) };
 }
 
 impl Inner {

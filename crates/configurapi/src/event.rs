@@ -334,6 +334,13 @@ impl Event {
     // #17 json-event: a runner builds and drops an event per message; reusing one saves
     // the init and copies of ~1 KiB and the making and dropping of five empty maps.
     pub fn spare() -> Box<Event> {
+        Event::spare_at(Instant::now())
+    }
+
+    /// [`Event::spare`] received at `received` (a clock the caller read already: a
+    /// runner's reactor reads one per wake, #17).
+    #[inline]
+    pub fn spare_at(received: Instant) -> Box<Event> {
         // (The first one of a thread is made out of line: `vacant`'s code, once.)
         // (`try_with`: a thread tearing down its locals makes a new one, no panic.)
         let mut event = SPARE
@@ -341,7 +348,7 @@ impl Event {
             .ok()
             .flatten()
             .unwrap_or_else(|| Box::new(Event::vacant()));
-        event.received = Instant::now();
+        event.received = received;
         event
     }
 
