@@ -100,11 +100,17 @@ pub trait App: Send + Sync + 'static {
 /// The application's value for one connection, kept by the reactor, called on the
 /// reactor thread. Shared (`Arc`): the same allocation is the handle the application's
 /// other threads hold (one heap block per connection, #17). The calls that may hand the
-/// connection to a job take the reactor's `Arc` (a clone: a count, not a copy).
+/// connection to a job take the reactor's `Arc` (a clone: a count, not a copy);
+/// `on_message` takes the reactor's own and gives it back (#17: no count a message).
 pub trait AppConn: Send + Sync {
     /// A complete message arrived. The application may answer inline (into `out`, or
     /// [`Dispatch::Reply`]: no I/O, never wait).
-    fn on_message(self: Arc<Self>, msg: Message<'_>, out: &mut dyn ReplyOut) -> Dispatch;
+    /// The reactor's `Arc` is lent: the answer comes back with it.
+    fn on_message(
+        self: Arc<Self>,
+        msg: Message<'_>,
+        out: &mut dyn ReplyOut,
+    ) -> (Dispatch, Arc<dyn AppConn>);
 
     /// Another thread sent `note` through [`Link::notify`]; jobs to run go into `jobs`.
     fn on_note(self: Arc<Self>, note: u32, jobs: &mut Vec<Job>) -> NoteVerdict;

@@ -125,7 +125,9 @@ impl Harness {
             false => Message::Binary(payload),
         };
         let mut out = InlineOut(None);
-        match Arc::clone(&c.conn).on_message(msg, &mut out) {
+        let (dispatch, conn) = Arc::clone(&c.conn).on_message(msg, &mut out);
+        assert!(Arc::ptr_eq(&conn, &c.conn), "the connection comes back");
+        match dispatch {
             Dispatch::Later => match out.0 {
                 Some(frame) => Dispatch::Reply(frame),
                 None => Dispatch::Later,

@@ -118,15 +118,20 @@ impl Sink<Ext> for AppEvents<'_> {
         msg: Message<'_>,
         sh: &mut Shared<'_>,
     ) {
-        match ext {
-            // #17 idle-runner: the application's value is shared (`Arc`).
-            Some(a) => match Arc::clone(a).on_message(msg, &mut QueueOut { st, sh }) {
-                Dispatch::Reply(frame) => {
-                    st.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
+        match ext.take() {
+            // #17 idle-runner: the application's value is shared (`Arc`); lent to the
+            // call and put back (#17: a clone and its drop are two atomic operations).
+            Some(a) => {
+                let (dispatch, a) = a.on_message(msg, &mut QueueOut { st, sh });
+                *ext = Some(a);
+                match dispatch {
+                    Dispatch::Reply(frame) => {
+                        st.send_frame_owned(sh.pool, sh.stats, Opcode::Text, frame)
+                    }
+                    Dispatch::Later => {}
+                    Dispatch::Job(job) => self.jobs.push(job),
                 }
-                Dispatch::Later => {}
-                Dispatch::Job(job) => self.jobs.push(job),
-            },
+            }
             None if self.app.is_none() => {
                 let opcode = match msg {
                     Message::Text(_) => Opcode::Text,

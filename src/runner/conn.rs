@@ -353,17 +353,22 @@ impl Registry {
 }
 
 impl AppConn for Connection {
-    fn on_message(self: Arc<Self>, msg: Message<'_>, out: &mut dyn ReplyOut) -> Dispatch {
+    fn on_message(
+        self: Arc<Self>,
+        msg: Message<'_>,
+        out: &mut dyn ReplyOut,
+    ) -> (Dispatch, Arc<dyn AppConn>) {
         // Before acceptance the message must wait for on_connect, so it cannot be
         // answered inline.
         let accepted = self.stage() == STAGE_ACCEPTED;
-        match self.runner.dispatch(&self, msg, accepted, out) {
+        let dispatch = match self.runner.dispatch(&self, msg, accepted, out) {
             Dispatch::Job(job) if self.stage() == STAGE_PENDING => {
                 lock(&self.aside().held).push(job);
                 Dispatch::Later
             }
             other => other,
-        }
+        };
+        (dispatch, self)
     }
 
     fn on_note(self: Arc<Self>, note: u32, jobs: &mut Vec<Job>) -> NoteVerdict {
