@@ -27,7 +27,14 @@ pid=$!
 for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 # Start-up (config, schema compilation: ~10 M instructions with the bench config) is
 # not per message: counting starts from here.
-callgrind_control -z "$pid" >/dev/null
+# Callgrind takes the command when the process runs: an idle server sleeps in epoll_wait,
+# so a connection wakes it.
+callgrind_control -z "$pid" >/dev/null &
+zero=$!
+while kill -0 "$zero" 2>/dev/null; do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || true
+  sleep 0.2
+done
 msgs=$("$wsbench" rr --addr "127.0.0.1:$port" --mode "$mode" -c 64 --duration "$secs" \
   --warmup 0 2>/dev/null | grep '^{' | sed 's/.*"msgs":\([0-9]*\).*/\1/')
 kill -INT "$pid"
