@@ -173,7 +173,9 @@ impl Default for AtomicHistogram {
 /// one (#17: a message's three additions were three atomic read-modify-writes, ~8 ns
 /// each here). The first thread that adds claims the solo lane (for the runner: the
 /// reactor, which answers the messages that run inline) and is the only one to write
-/// it, so a load and a store count exactly; readers add the two lanes.
+/// it, so a load and a store count exactly; readers add the two lanes. (When a worker
+/// records first, e.g. messages held for on_connect, it keeps the lane: the counts stay
+/// exact, the reactor then adds with atomics.)
 struct Lanes {
     /// The solo lane's thread ([`thread_token`]), 0 before one claims it.
     owner: AtomicU64,

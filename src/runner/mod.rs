@@ -167,6 +167,17 @@ impl Runner {
         };
         *self.0.inner.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inner);
         self.0.generation.fetch_add(1, Ordering::Release);
+        // A reload runs on the reactor thread (launch.rs): its copy of the old service
+        // goes now, not at the next message (which may be long in coming).
+        let id = self.0.id;
+        let stale = CURRENT.try_with(|c| {
+            let mut c = c.borrow_mut();
+            match &*c {
+                Some(((of, _), _)) if *of == id => c.take(),
+                _ => None,
+            }
+        });
+        drop(stale);
     }
 
     /// The current service and what goes with it.

@@ -248,7 +248,9 @@ thread_local! {
 }
 
 /// Entries a kept event's map or header list keeps room for: one that held more is
-/// made anew (one huge message must not pin its memory to the thread).
+/// made anew (one huge message must not pin its memory to the thread). A map a handler
+/// emptied itself keeps its room (`serde_json::Map` does not tell it): one event's worth
+/// a thread at most.
 const KEEP: usize = 32;
 
 /// `map` emptied; its room kept when it held at most [`KEEP`] entries.
@@ -366,7 +368,7 @@ impl Event {
         let request = &mut self.request;
         request.name = CompactString::const_new("");
         request.method = CompactString::const_new("get");
-        if request.headers.len() > KEEP {
+        if request.headers.capacity() > KEEP {
             request.headers = Headers::new();
         } else {
             request.headers.clear();

@@ -238,6 +238,11 @@ impl Headers {
         Some(self.0.remove(i).1.into_value())
     }
 
+    /// How many headers there is room for without a new block.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
     /// Removes every header.
     pub fn clear(&mut self) {
         self.0.clear();

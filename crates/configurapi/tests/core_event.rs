@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use configurapi::{map_path, Body, Event, Payload, Request, Response};
 use serde_json::{json, Map, Value};
@@ -436,10 +438,29 @@ fn a_recycled_event_comes_back_blank_and_begins_as_a_new_one_would() {
     event.response = configurapi::ErrorResponse::not_implemented("x").to_response();
     event.response.headers.insert("h".into(), json!("v"));
     event.identity = Some(configurapi::Identity::new("someone", vec![]));
+    // The connection a runner puts in for pushes.
+    struct Sink;
+    impl configurapi::PushSink for Sink {
+        fn push(self: Arc<Self>, _: Response) -> Result<(), configurapi::PushError> {
+            Ok(())
+        }
+    }
+    let sink = Arc::new(Sink);
+    event.request.push = Some(sink.clone());
+    let kept = &*event as *const Event;
     Event::recycle(event);
+    assert_eq!(
+        Arc::strong_count(&sink),
+        1,
+        "the kept event lets the connection go"
+    );
 
     // The next spare on this thread is that event, emptied: as a blank one.
     let mut spare = Event::spare();
+    assert!(
+        std::ptr::eq(&*spare, kept),
+        "the spare is the recycled event"
+    );
     assert_eq!(fields(&spare), fields(&Event::blank()));
     // A message read into it gives the event Event::new gives for that request.
     let mut request = Request::named("echo");
