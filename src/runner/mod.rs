@@ -382,7 +382,7 @@ impl Inner {
         found: Option<Option<RouteId>>,
         out: Option<&mut dyn ReplyOut>,
     ) -> Option<Reply> {
-        let message_id = match decoded {
+        let mut message_id = match decoded {
             Ok(id) => id,
             Err(e) => {
                 let (err, message_id) = *e;
@@ -413,8 +413,7 @@ impl Inner {
         };
         // The event's own clock read (made as it was built) starts the latency too.
         let started = event.received;
-        let mut message_id = message_id; // #17 json-reply: one Option, not two
-                                         // The Answer (and its clones) is made only if the pipeline suspends.
+        // The Answer (and its clones) is made only if the pipeline suspends.
         let done = || Answer {
             _busy: conn.begin(),
             inner: Arc::clone(inner),
